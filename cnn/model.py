@@ -1,0 +1,188 @@
+"""The tutorial's MNIST convolutional network in PyTorch, its layer table, and the softmax baseline."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGE_SIZE = 28  # MNIST images are 28x28, one grey channel
+CONV_CHANNELS = (32, 64, 128)  # maps made by conv1, conv2, conv3
+KERNEL_SIZE = 3
+# Spatial size after each 2x2 pool with TensorFlow 'SAME' padding: ceil(n / 2): 28 -> 14 -> 7 -> 4.
+POOLED_SIZES = (14, 7, 4)
+FLAT_FEATURES = CONV_CHANNELS[-1] * POOLED_SIZES[-1] ** 2  # 128 * 4 * 4 = 2048
+HIDDEN_UNITS = 625
+NUM_CLASSES = 10
+
+
+class Dropout(nn.Module):
+    """Dropout that keeps each value with probability p_keep and scales kept ones by 1 / p_keep.
+
+    The same maths as nn.Dropout(1 - p_keep), about twice as fast on a CPU: nn.Dropout draws
+    its mask with bernoulli_, one slow generator call per value; a comparison of uniform numbers
+    from torch.rand (seeded by torch.manual_seed) gives the same Bernoulli(p_keep) mask.
+    """
+
+    def __init__(self, p_keep: float):
+        super().__init__()
+        if not 0.0 < p_keep <= 1.0:
+            raise ValueError(f"p_keep must be in (0, 1], got {p_keep}")
+        self.p_keep = p_keep
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p_keep >= 1.0:
+            return x
+        if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+            # Draw flat (rand_like is slower on channels_last), then give the mask x's strides.
+            mask = torch.rand(x.numel(), device=x.device).as_strided(x.shape, x.stride())
+        else:
+            mask = torch.rand_like(x)
+        return x * mask.lt_(self.p_keep).div_(self.p_keep)
+
+    def extra_repr(self) -> str:
+        return f"p_keep={self.p_keep}"
+
+
+def pool_same(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pool, stride 2, TensorFlow 'SAME': an odd edge is padded at the bottom/right only.
+
+    ceil_mode=True lets the last window hang over the bottom/right edge, and the overhang is
+    ignored, which is what TensorFlow's SAME pooling does (7x7 -> 4x4). padding=1 would pad
+    the top/left too and shift every window.
+    """
+    return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+
+
+class ConvNet(nn.Module):
+    """conv-relu-pool-dropout x3, FC 625, FC 10; no biases; weights ~ N(0, init_std^2)."""
+
+    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01):
+        super().__init__()
+        c1, c2, c3 = CONV_CHANNELS
+        self.conv1 = nn.Conv2d(1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
+        self.conv2 = nn.Conv2d(c1, c2, KERNEL_SIZE, padding=1, bias=False)
+        self.conv3 = nn.Conv2d(c2, c3, KERNEL_SIZE, padding=1, bias=False)
+        self.fc = nn.Linear(FLAT_FEATURES, HIDDEN_UNITS, bias=False)
+        self.out = nn.Linear(HIDDEN_UNITS, NUM_CLASSES, bias=False)
+        self.dropout_conv = Dropout(p_keep_conv)
+        self.dropout_hidden = Dropout(p_keep_hidden)
+        for weight in self.parameters():
+            nn.init.normal_(weight, mean=0.0, std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) float32 in [0, 1] -> logits (N, 10).
+
+        ReLU comes after the max-pool here: relu(maxpool(x)) == maxpool(relu(x)) exactly
+        (both are monotone), and the ReLU then touches 4x fewer numbers.
+        """
+        x = F.relu(pool_same(self.conv1(x)))  # (N, 32, 14, 14)
+        x = self.dropout_conv(x)
+        x = F.relu(pool_same(self.conv2(x)))  # (N, 64, 7, 7)
+        x = self.dropout_conv(x)
+        x = F.relu(pool_same(self.conv3(x)))  # (N, 128, 4, 4)
+        x = torch.flatten(x, 1)  # (N, 2048)
+        x = self.dropout_conv(x)
+        x = F.relu(self.fc(x))  # (N, 625)
+        x = self.dropout_hidden(x)
+        return self.out(x)  # (N, 10)
+
+    def forward_with_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every intermediate activation, in the article's order, for the visualisation pages.
+
+        A separate method, so the plain forward pays nothing for it. Dropout is skipped only
+        in eval mode (as in forward); the returned tensors are detached.
+        """
+        acts: dict[str, torch.Tensor] = {"input": x}
+        h = x
+        for i, conv in enumerate((self.conv1, self.conv2, self.conv3), start=1):
+            pre = conv(h)
+            post = F.relu(pre)
+            pooled = pool_same(post)
+            acts[f"conv{i}"] = pre  # before ReLU
+            acts[f"relu{i}"] = post
+            acts[f"pool{i}"] = pooled
+            h = self.dropout_conv(pooled)
+        h = self.dropout_conv(torch.flatten(h, 1))
+        hidden = F.relu(self.fc(h))
+        acts["fc"] = hidden
+        logits = self.out(self.dropout_hidden(hidden))
+        acts["logits"] = logits
+        acts["probabilities"] = F.softmax(logits, dim=1)
+        return {name: t.detach() for name, t in acts.items()}
+
+
+class SoftmaxRegression(nn.Module):
+    """The tutorial's ~92% reference: one linear layer from 784 pixels to 10 logits."""
+
+    def __init__(self, init_std: float = 0.0):
+        super().__init__()
+        self.out = nn.Linear(IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES, bias=True)
+        if init_std > 0:
+            nn.init.normal_(self.out.weight, std=init_std)
+        else:  # the tutorial starts from zeros
+            nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.flatten(x, 1))  # (N, 784) -> (N, 10)
+
+
+def build_model(config) -> nn.Module:
+    """The network a TrainConfig describes."""
+    if config.architecture == "softmax":
+        return SoftmaxRegression(config.init_std)
+    if config.architecture == "cnn":
+        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std)
+    raise ValueError(f"Unknown architecture {config.architecture!r}: use 'cnn' or 'softmax'.")
+
+
+# One sentence per layer, in words a student can follow.
+_EXPLANATIONS = {
+    "input": "A 28x28 grey image of a handwritten digit: white ink (1.0) on black (0.0).",
+    "conv1": "32 learned 3x3 filters slide over the image; each gives a feature map that is large where its pattern (an edge, a stroke end) appears.",
+    "relu1": "ReLU keeps positive responses and sets negative ones to zero, so a map only says where a pattern is present.",
+    "pool1": "2x2 max-pooling keeps the strongest response in each 2x2 block, halving the size (28 -> 14) and tolerating small shifts.",
+    "dropout1": "During training, dropout zeroes each value with probability 1 - p_keep_conv (0.2), so the network cannot rely on any single feature.",
+    "conv2": "64 filters, each 3x3 over all 32 maps below, combine edges into larger parts such as curves and corners.",
+    "relu2": "ReLU again: negative evidence is cut to zero.",
+    "pool2": "Max-pooling halves the size again, 14 -> 7; each value now sees a 10x10 patch of the input (its receptive field).",
+    "dropout2": "Dropout again, keeping each value with probability 0.8 during training.",
+    "conv3": "128 filters, each 3x3 over the 64 maps below, detect whole-digit parts: loops, long strokes, crossings.",
+    "relu3": "ReLU again.",
+    "pool3": "Max-pooling 7 -> 4 with TensorFlow 'SAME' padding: the odd last row and column are pooled on their own.",
+    "flatten": "The 128 maps of 4x4 are laid out as one vector of 2,048 numbers (then dropout, keep 0.8).",
+    "fc": "A fully connected layer: each of 625 units weighs all 2,048 features; ReLU follows (then dropout, keep 0.5).",
+    "logits": "A fully connected layer to 10 scores, one per digit; softmax turns them into probabilities and training minimises their cross-entropy with the true label.",
+}
+
+
+def layer_table(model: nn.Module | None = None) -> list[dict]:
+    """Per layer: name, output shape (C, H, W) or (features,), parameter count and a one-sentence explanation."""
+    model = model if model is not None else ConvNet()
+    c1, c2, c3 = CONV_CHANNELS
+    s0, (s1, s2, s3) = IMAGE_SIZE, POOLED_SIZES
+    rows = [
+        ("input", (1, s0, s0), 0),
+        ("conv1", (c1, s0, s0), model.conv1.weight.numel()),
+        ("relu1", (c1, s0, s0), 0),
+        ("pool1", (c1, s1, s1), 0),
+        ("dropout1", (c1, s1, s1), 0),
+        ("conv2", (c2, s1, s1), model.conv2.weight.numel()),
+        ("relu2", (c2, s1, s1), 0),
+        ("pool2", (c2, s2, s2), 0),
+        ("dropout2", (c2, s2, s2), 0),
+        ("conv3", (c3, s2, s2), model.conv3.weight.numel()),
+        ("relu3", (c3, s2, s2), 0),
+        ("pool3", (c3, s3, s3), 0),
+        ("flatten", (FLAT_FEATURES,), 0),
+        ("fc", (HIDDEN_UNITS,), model.fc.weight.numel()),
+        ("logits", (NUM_CLASSES,), model.out.weight.numel()),
+    ]
+    return [
+        {"name": name, "shape": list(shape), "params": params, "explanation": _EXPLANATIONS[name]}
+        for name, shape, params in rows
+    ]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,199 @@
+"""A run on disk: runs/<name>/ with model.pt + model.json, epoch-K.pt, metrics.jsonl and conv1 filter snapshots."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (BUNDLED_MODEL, CheckpointError, _atomic_write, card_path, make_card,
+                         save_checkpoint)
+from .config import TrainConfig
+from .model import build_model
+from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
+
+MODEL_FILE = "model.pt"
+METRICS_FILE = "metrics.jsonl"
+FILTERS_FILE = "filters.npz"
+
+
+class RunRecorder(Callback):
+    """Writes a run to its folder as it trains: metrics lines, per-epoch checkpoints, filter snapshots.
+
+    model.pt is always the last completed epoch, so a stop or a crash keeps it. A failed save is
+    recorded in ``save_errors`` and training goes on; the previous checkpoint stays intact.
+    """
+
+    def __init__(self, folder: Path, config: TrainConfig, data_source: str = "", device: str = "cpu",
+                 keep_epoch_checkpoints: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.data_source = data_source
+        self.device = device
+        self.keep_epoch_checkpoints = keep_epoch_checkpoints
+        self.started = time.time()
+        self.steps = 0
+        self.save_errors: list[str] = []
+        self.filter_steps: list[int] = []
+        self.filter_snapshots: list[np.ndarray] = []
+        with torch.random.fork_rng(devices=[]):  # building a model draws weights: keep training's RNG untouched
+            self._card_model = build_model(config)
+        self._metrics = open(self.folder / METRICS_FILE, "w", buffering=1 << 16)
+        self._write_card(status="running")
+
+    # --- callbacks
+    def on_step(self, event: StepEvent) -> None:
+        self.steps = event.step
+        self._metrics.write(json.dumps({"kind": "step", "step": event.step, "epoch": event.epoch,
+                                        "loss": round(event.loss, 6), "batch_accuracy": event.batch_accuracy,
+                                        "images_per_second": round(event.images_per_second, 1),
+                                        "learning_rate": event.learning_rate,
+                                        "elapsed_seconds": round(event.elapsed_seconds, 3)}) + "\n")
+
+    def on_eval(self, event: EvalEvent, model: nn.Module) -> None:
+        self._metrics.write(json.dumps({"kind": "eval", "step": event.step, "epoch": event.epoch,
+                                        "accuracy": event.accuracy, "n": event.n, "full": event.full}) + "\n")
+        self._metrics.flush()
+        if hasattr(model, "conv1"):
+            self.filter_steps.append(event.step)
+            self.filter_snapshots.append(model.conv1.weight.detach().cpu().numpy()[:, 0].copy())  # (32, 3, 3)
+
+    def on_epoch_end(self, event: EpochEvent, model: nn.Module) -> None:
+        self._metrics.write(json.dumps({"kind": "epoch", "step": event.step, "epoch": event.epoch,
+                                        "test_accuracy": event.test_accuracy,
+                                        "per_class_accuracy": event.per_class_accuracy,
+                                        "elapsed_seconds": round(event.elapsed_seconds, 3)}) + "\n")
+        self._metrics.flush()
+        card = self._card(status="running", epochs=event.epoch, steps=event.step,
+                          accuracy=event.test_accuracy, per_class_accuracy=event.per_class_accuracy)
+        try:
+            if self.keep_epoch_checkpoints:
+                save_checkpoint(self.folder / f"epoch-{event.epoch}.pt", model, card)
+            save_checkpoint(self.folder / MODEL_FILE, model, card)
+        except CheckpointError as exc:
+            self.save_errors.append(str(exc))
+        self._save_filters()
+
+    # --- the end
+    def finish(self, result: TrainResult | None, status: str, error: str = "") -> dict:
+        """Close the metrics file and write the final card (status: finished, stopped or failed)."""
+        self._metrics.close()
+        self._save_filters()
+        fields = {"status": status}
+        if error:
+            fields["error"] = error
+        if result is not None:
+            fields.update(device=result.device, wall_seconds=round(result.wall_seconds, 1))
+        return self._write_card(**fields)
+
+    def _save_filters(self) -> None:
+        if not self.filter_snapshots:
+            return
+        buffer = io.BytesIO()
+        np.savez(buffer, steps=np.array(self.filter_steps), filters=np.stack(self.filter_snapshots))
+        try:
+            _atomic_write(self.folder / FILTERS_FILE, lambda stream: stream.write(buffer.getvalue()))
+        except OSError as exc:
+            self.save_errors.append(f"Could not save filter snapshots: {exc}")
+
+    def _card(self, **fields) -> dict:
+        previous = read_card(self.folder / MODEL_FILE) or {}
+        base = {k: previous[k] for k in ("epochs", "steps", "accuracy", "per_class_accuracy") if k in previous}
+        base.update(data_source=self.data_source, device=self.device,
+                    wall_seconds=round(time.time() - self.started, 1), run=self.folder.name)
+        base.update(fields)
+        return make_card(self.config, self._card_model, **base)
+
+    def _write_card(self, **fields) -> dict:
+        card = self._card(**fields)
+        if self.save_errors:
+            card["save_errors"] = self.save_errors[-3:]
+        try:
+            _atomic_write(card_path(self.folder / MODEL_FILE), lambda s: s.write(json.dumps(card, indent=2).encode()))
+        except OSError as exc:
+            self.save_errors.append(f"Could not write the card: {exc}")
+        return card
+
+
+def read_card(checkpoint: Path) -> dict | None:
+    """The JSON card beside a checkpoint, or None if missing or unreadable."""
+    try:
+        card = json.loads(card_path(checkpoint).read_text())
+        return card if isinstance(card, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    name: str
+    folder: Path
+    checkpoint: Path | None  # model.pt when it exists
+    card: dict | None  # None when the card cannot be read
+    problem: str = ""  # a sentence when the run is unreadable
+
+    @property
+    def status(self) -> str:
+        if self.card is None:
+            return "unreadable"
+        status = self.card.get("status", "finished")
+        if status == "running" and self.card.get("stale"):
+            return "interrupted"
+        return status
+
+
+def list_runs(runs_dir: Path, include_bundled: bool = True) -> list[RunInfo]:
+    """Every run on disk, newest first, the bundled model last; a broken entry is listed as unreadable."""
+    runs: list[RunInfo] = []
+    if runs_dir.is_dir():
+        for folder in sorted(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            checkpoint = folder / MODEL_FILE
+            card = read_card(checkpoint)
+            problem = "" if card is not None else "its card (model.json) is missing or unreadable"
+            runs.append(RunInfo(folder.name, folder, checkpoint if checkpoint.is_file() else None, card, problem))
+    if include_bundled and BUNDLED_MODEL.is_file():
+        runs.append(RunInfo("bundled", BUNDLED_MODEL.parent, BUNDLED_MODEL, read_card(BUNDLED_MODEL)))
+    return runs
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    """The metrics lines of a run; a torn last line (a crash mid-write) is skipped."""
+    rows = []
+    try:
+        with open(Path(folder) / METRICS_FILE) as handle:
+            for line in handle:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return rows
+
+
+def read_filter_snapshots(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps (K,), conv1 filters (K, 32, 3, 3)) saved during training, or None."""
+    try:
+        with np.load(Path(folder) / FILTERS_FILE, allow_pickle=False) as npz:
+            return npz["steps"], npz["filters"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def epoch_checkpoints(folder: Path) -> dict[int, Path]:
+    """{epoch: path} of the per-epoch checkpoints of a run."""
+    found = {}
+    for path in Path(folder).glob("epoch-*.pt"):
+        try:
+            found[int(path.stem.split("-", 1)[1])] = path
+        except ValueError:
+            continue
+    return dict(sorted(found.items()))

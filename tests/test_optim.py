@@ -1,0 +1,51 @@
+"""cnn.optim: TensorFlow 1 RMSProp's first update, computed by hand."""
+import math
+
+import pytest
+import torch
+
+from cnn.config import ARTICLE, FAST
+from cnn.model import ConvNet
+from cnn.optim import TFRMSprop, make_optimizer
+
+
+def test_first_update_matches_hand_computation():
+    w = torch.tensor([0.5, -0.2, 0.0, 1.0], requires_grad=True)
+    grads = [0.3, -2.0, 1e-4, 0.0]
+    w.grad = torch.tensor(grads)
+    TFRMSprop([w], lr=0.001, decay=0.9, epsilon=1e-10).step()
+    for start, g, got in zip([0.5, -0.2, 0.0, 1.0], grads, w.detach().tolist()):
+        mean_square = 0.9 * 1.0 + 0.1 * g * g  # the mean square starts at ONE, as in TensorFlow
+        expected = start - 0.001 * g / math.sqrt(mean_square + 1e-10)
+        assert got == pytest.approx(expected, abs=1e-7)
+
+
+def test_second_update_uses_the_running_mean():
+    w = torch.tensor([1.0], requires_grad=True)
+    opt = TFRMSprop([w], lr=0.01)
+    for _ in range(2):
+        w.grad = torch.tensor([0.5])
+        opt.step()
+    ms1 = 0.9 + 0.1 * 0.25
+    ms2 = 0.9 * ms1 + 0.1 * 0.25
+    expected = 1.0 - 0.01 * 0.5 / math.sqrt(ms1 + 1e-10) - 0.01 * 0.5 / math.sqrt(ms2 + 1e-10)
+    assert w.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_differs_from_torch_rmsprop_which_starts_at_zero():
+    a = torch.tensor([1.0], requires_grad=True)
+    b = torch.tensor([1.0], requires_grad=True)
+    a.grad = torch.tensor([0.01])
+    b.grad = torch.tensor([0.01])
+    TFRMSprop([a], lr=0.001).step()
+    torch.optim.RMSprop([b], lr=0.001, alpha=0.9, eps=1e-10).step()
+    assert abs(1.0 - b.item()) == pytest.approx(0.001 / math.sqrt(0.1), rel=1e-4)  # ~3.16 lr
+    assert abs(1.0 - a.item()) == pytest.approx(0.001 * 0.01 / math.sqrt(0.9 + 0.1 * 1e-4), rel=1e-3)  # ~0.01 lr
+
+
+def test_presets_build_their_optimizers():
+    optimizer, scheduler = make_optimizer(ConvNet(), ARTICLE, 100)
+    assert isinstance(optimizer, TFRMSprop) and scheduler is None
+    assert optimizer.defaults == {"lr": 0.001, "decay": 0.9, "epsilon": 1e-10}
+    optimizer, scheduler = make_optimizer(ConvNet(), FAST, 100)
+    assert isinstance(optimizer, torch.optim.Adam) and scheduler is not None
