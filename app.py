@@ -1,9 +1,11 @@
-"""The CNN classroom: Streamlit entry point. It only routes; the pages live in pages/."""
+"""The CNN classroom: the Streamlit entry point. It only sets up the page and routes; pages live in pages/."""
 import streamlit as st
 
-from cnn import layer_table
+st.set_page_config(page_title="CNN classroom", page_icon=":material/neurology:", layout="wide")
 
-st.set_page_config(page_title="CNN classroom", page_icon="🧠", layout="wide")
-st.title("The CNN classroom")
-st.write("The MNIST network of the classic TensorFlow tutorial, layer by layer.")
-st.dataframe(layer_table(), hide_index=True)
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+]
+
+st.navigation(PAGES).run()

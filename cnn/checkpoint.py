@@ -80,6 +80,7 @@ def _atomic_write(path: Path, write) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; checkpoints are meant to be shared read-only
         os.replace(tmp, path)
     except BaseException:
         try:

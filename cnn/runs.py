@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .checkpoint import (BUNDLED_MODEL, CheckpointError, _atomic_write, card_path, make_card,
-                         save_checkpoint)
+                         read_checkpoint, save_checkpoint)
 from .config import TrainConfig
 from .model import build_model
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
@@ -90,7 +90,16 @@ class RunRecorder(Callback):
             fields["error"] = error
         if result is not None:
             fields.update(device=result.device, wall_seconds=round(result.wall_seconds, 1))
-        return self._write_card(**fields)
+        card = self._write_card(**fields)
+        checkpoint = self.folder / MODEL_FILE
+        if checkpoint.is_file():
+            # Put the final card inside model.pt too, so load_model() reports the run's end state.
+            try:
+                state, _ = read_checkpoint(checkpoint)
+                save_checkpoint(checkpoint, _StateOnly(state), card)
+            except CheckpointError as exc:
+                self.save_errors.append(str(exc))
+        return card
 
     def _save_filters(self) -> None:
         if not self.filter_snapshots:
@@ -119,6 +128,17 @@ class RunRecorder(Callback):
         except OSError as exc:
             self.save_errors.append(f"Could not write the card: {exc}")
         return card
+
+
+class _StateOnly(nn.Module):
+    """Wraps a ready state_dict so save_checkpoint can write it again."""
+
+    def __init__(self, state: dict):
+        super().__init__()
+        self._state = state
+
+    def state_dict(self, *args, **kwargs):
+        return self._state
 
 
 def read_card(checkpoint: Path) -> dict | None:

@@ -42,3 +42,70 @@ def real_mnist() -> MNIST:
     from cnn.data import load_mnist
 
     return load_mnist(os.environ.get("CNN_DATA_DIR", ROOT / "data"))
+
+
+# ---------------------------------------------------------------- the real app in a real browser
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def chromium_path() -> str:
+    for candidate in (os.environ.get("CHROMIUM"), *CHROMIUM_CANDIDATES):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise RuntimeError("No Chromium found: `make test` installs Debian's chromium package (apt-get install chromium).")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium, headless, with the flags a machine with no internet needs."""
+    return {**browser_type_launch_args, "executable_path": chromium_path(), "headless": True,
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync"]}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """`streamlit run app.py` on a free loopback port, with its own runs folder; stopped afterwards."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    runs = tmp_path_factory.mktemp("browser-runs")
+    log = open(runs / "streamlit.log", "w")
+    env = {**os.environ, "CNN_RUNS_DIR": str(runs / "runs"), "CNN_CLASS_DIR": str(runs / "class")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise RuntimeError("streamlit did not start: " + (runs / "streamlit.log").read_text()[-2000:])
+        time.sleep(0.3)
+    yield url
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

@@ -1,0 +1,104 @@
+"""Shared app state: MNIST and the job manager are read-only/shared (st.cache_resource); the active model is per session."""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from pathlib import Path
+
+import streamlit as st
+
+from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
+from cnn.data import MNIST, DataError, load_mnist
+from cnn.jobs import JobManager
+
+
+class DataHolder:
+    """Loads MNIST once per server, for every session; remembers a failure's sentence."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.data: MNIST | None = None
+        self.error: str = ""
+
+    def load(self, progress=None) -> MNIST | None:
+        with self._lock:
+            if self.data is None:
+                try:
+                    self.data = load_mnist(progress=progress)
+                    self.error = ""
+                except DataError as exc:
+                    self.error = str(exc)
+            return self.data
+
+    def require(self) -> MNIST:
+        """For the training worker: the data, or DataError with the sentence."""
+        data = self.load()
+        if data is None:
+            raise DataError(self.error)
+        return data
+
+
+@st.cache_resource
+def data_holder() -> DataHolder:
+    return DataHolder()
+
+
+@st.cache_resource
+def job_manager() -> JobManager:
+    holder = data_holder()
+    return JobManager(holder.require, runs_dir=default_runs_dir(),
+                      max_running=int(os.environ.get("CNN_MAX_TRAININGS", "1")))
+
+
+@st.cache_resource(max_entries=16)
+def _cached_checkpoint(path: str, modified: float):
+    """(model, card) per checkpoint file and version; shared and never mutated (eval mode, inference only)."""
+    return load_checkpoint(path)
+
+
+def owner_id() -> str:
+    """This browser session's id: it owns the runs it starts."""
+    if "owner" not in st.session_state:
+        st.session_state.owner = uuid.uuid4().hex
+    return st.session_state.owner
+
+
+def load_data_with_progress() -> MNIST | None:
+    """MNIST, showing a progress bar the first time; shows the clear sentence and returns None on failure."""
+    holder = data_holder()
+    if holder.data is None and not holder.error:
+        bar = st.progress(0.0, text="Preparing MNIST (first start only)...")
+        holder.load(progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
+        bar.empty()
+    if holder.data is None:
+        st.error(f"MNIST is not available: {holder.error}")
+    return holder.data
+
+
+def checkpoint_for(run: str) -> Path:
+    return BUNDLED_MODEL if run == "bundled" else run_dir(run, default_runs_dir()) / "model.pt"
+
+
+def active_run() -> str:
+    return st.session_state.get("active_run", "bundled")
+
+
+def set_active_run(run: str) -> None:
+    st.session_state.active_run = run
+
+
+def active_model():
+    """(model, card, run name) of this session's active model; falls back to the bundled one with a note."""
+    run = active_run()
+    try:
+        path = checkpoint_for(run)
+        model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
+        return model, card, run
+    except (CheckpointError, OSError, ValueError) as exc:
+        if run != "bundled":
+            st.warning(f"The model of run {run!r} could not be loaded ({exc}); using the bundled model.")
+            set_active_run("bundled")
+        path = BUNDLED_MODEL
+        model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
+        return model, card, "bundled"
