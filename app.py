@@ -6,6 +6,8 @@ st.set_page_config(page_title="CNN classroom", page_icon=":material/neurology:",
 PAGES = [
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
+    st.Page("pages/features.py", title="Feature maps", icon=":material/grid_view:"),
 ]
 
 st.navigation(PAGES).run()

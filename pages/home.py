@@ -34,6 +34,8 @@ def page() -> None:
     middle.metric("Test accuracy (10,000 images)", f"{100 * accuracy:.2f}%" if accuracy is not None else "-")
     right.metric("Trained for", f"{card.get('epochs', '?')} epochs, {format_seconds(card.get('wall_seconds'))}")
     st.page_link("pages/train.py", label="Train a network and watch it learn", icon=":material/model_training:")
+    st.page_link("pages/draw.py", label="Draw a digit and see it read, live", icon=":material/draw:")
+    st.page_link("pages/features.py", label="Look inside: feature maps and filters", icon=":material/grid_view:")
 
     st.subheader("The network, layer by layer")
     st.caption("Shapes are channels x height x width. Sizes shrink 28 -> 14 -> 7 -> 4 while the number of maps grows 32 -> 64 -> 128.")

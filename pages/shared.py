@@ -57,6 +57,11 @@ def _cached_checkpoint(path: str, modified: float):
     return load_checkpoint(path)
 
 
+def cached_checkpoint(path: str | Path):
+    """(model, card) of a checkpoint file, cached per file version."""
+    return _cached_checkpoint(str(path), Path(path).stat().st_mtime)
+
+
 def owner_id() -> str:
     """This browser session's id: it owns the runs it starts."""
     if "owner" not in st.session_state:
@@ -102,3 +107,10 @@ def active_model():
         path = BUNDLED_MODEL
         model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
         return model, card, "bundled"
+
+
+def send_to_feature_maps(image, label: str) -> None:
+    """Make a (28, 28) uint8 image the Feature maps page's chosen image, and go there."""
+    st.session_state.chosen_image = {"image": image.tolist(), "label": label}
+    st.session_state.image_source = "sent"
+    st.switch_page("pages/features.py")

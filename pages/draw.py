@@ -1,0 +1,115 @@
+"""Draw: sketch a digit (or upload one) and see the active model read it, live, and why."""
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import streamlit as st
+import torch
+from streamlit_drawable_canvas import st_canvas
+
+from cnn.classset import class_set_npz, default_class_dir, load_class_set, save_sample, score_class_set
+from cnn.drawing import UploadError, preprocess_steps, read_upload
+from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, overlay, predict
+from pages.shared import active_model, send_to_feature_maps
+
+CANVAS = 280
+STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
+
+
+def probability_chart(probabilities: np.ndarray) -> alt.Chart:
+    data = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(probabilities)]
+    return alt.Chart(alt.Data(values=data)).mark_bar().encode(
+        x=alt.X("digit:N", sort=None), y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["digit:N", alt.Tooltip("probability:Q", format=".1%")]).properties(height=200)
+
+
+def show_prediction(steps: dict, model, source: str) -> None:
+    tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
+    probabilities = predict(model, tensor)
+    answer = describe(probabilities)
+    cols = st.columns([1, 1, 2])
+    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=140, clamp=True)
+    if answer["sure"]:
+        cols[1].markdown(f"<div style='font-size:6rem;line-height:1'>{answer['digit']}</div>", unsafe_allow_html=True)
+    cols[1].markdown(f"**{answer['text']}**")
+    cols[2].altair_chart(probability_chart(probabilities), width="stretch")
+    method = st.radio("Why this answer?", list(ATTRIBUTION_METHODS), horizontal=True,
+                      format_func=lambda m: m.replace("_", " ").title(), key="method")
+    heat = attribution(model, tensor, answer["digit"], method)
+    st.image(overlay(steps["centred"] / 255.0, heat), width=224, caption=ATTRIBUTION_METHODS[method])
+    with st.expander("How your drawing becomes a 28x28 MNIST-style image"):
+        row = st.columns(4)
+        row[0].image(steps["grey"], caption="1. grey levels", width=140, clamp=True)
+        row[1].image(steps["cropped"], caption="2. cropped to the ink", width=140, clamp=True)
+        row[2].image(steps["scaled"], caption="3. longer side scaled to 20 px", width=140, clamp=True)
+        row[3].image(steps["centred"], caption="4. centred by mass in 28x28", width=140, clamp=True)
+    actions(steps["centred"], source)
+
+
+def actions(image: np.ndarray, source: str) -> None:
+    if st.button("Look inside: show this image on the Feature maps page", key=f"send-{source}"):
+        send_to_feature_maps(image, f"your {source}")
+    st.caption("Teach us your handwriting: what digit did you mean?")
+    cols = st.columns(10)
+    for digit in range(10):
+        if cols[digit].button(f"{digit}", key=f"label-{source}-{digit}", help=f"this is a {digit}"):
+            save_sample(default_class_dir(), image, digit)
+            st.toast(f"Saved as a {digit} to the class's handwriting set.")
+
+
+@st.fragment
+def canvas_panel(model) -> None:
+    """The canvas in a fragment: a stroke reruns only this part of the page."""
+    if st.button("Clear"):
+        st.session_state.canvas_key = st.session_state.get("canvas_key", 0) + 1
+    result = st_canvas(stroke_width=STROKE, stroke_color="#FFFFFF", background_color="#000000",
+                       height=CANVAS, width=CANVAS, drawing_mode="freedraw", return_image_data=True,
+                       key=f"canvas-{st.session_state.get('canvas_key', 0)}")
+    steps = preprocess_steps(result.image_data) if result.image_data is not None else None
+    if steps is None:
+        st.info("Draw a digit in the black square: one digit, as large as the square allows.")
+        return
+    show_prediction(steps, model, "drawing")
+
+
+def upload_panel(model) -> None:
+    upload = st.file_uploader("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)", type=["png", "jpg", "jpeg"])
+    if upload is None:
+        return
+    try:
+        rgba = read_upload(upload.getvalue(), upload.name)
+    except UploadError as exc:
+        st.error(str(exc))
+        return
+    steps = preprocess_steps(rgba)
+    if steps is None:
+        st.warning("No digit found in that picture: it looks blank. Try a darker pen or a closer photo.")
+        return
+    show_prediction(steps, model, "upload")
+
+
+def class_panel(model) -> None:
+    samples = load_class_set(default_class_dir())
+    score = score_class_set(model, samples)
+    if score["n"] == 0:
+        st.caption("No class drawings saved yet: draw a digit, then press its number.")
+        return
+    st.metric("Active model on the class's drawings", f"{score['accuracy']:.0%}", help=f"{score['n']} drawings")
+    st.caption("Drawings per digit: " + ", ".join(f"{d}: {c}" for d, c in enumerate(score["counts"])))
+    mistakes = score["mistakes"][:16]
+    if mistakes:
+        st.markdown("**Its mistakes** (meant -> read as)")
+        cols = st.columns(8)
+        for i, (index, label, predicted) in enumerate(mistakes):
+            cols[i % 8].image(samples.images[index], caption=f"{label} -> {predicted}", width=70)
+    st.download_button("Download the class set (.npz)", class_set_npz(samples), file_name="class-handwriting.npz")
+
+
+st.title("Draw a digit")
+model, card, run = active_model()
+st.caption(f"Read by the active model: {'the bundled ARTICLE model' if run == 'bundled' else run} "
+           f"({100 * card.get('accuracy', 0):.2f}% on MNIST's test set).")
+canvas_panel(model)
+upload_panel(model)
+st.subheader("The class's handwriting")
+class_panel(model)
