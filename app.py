@@ -10,4 +10,5 @@ PAGES = [
     st.Page("pages/features.py", title="Feature maps", icon=":material/grid_view:"),
 ]
 
+st.session_state.routed_by_app = True  # pages check it: see pages/shared.py require_app_navigation
 st.navigation(PAGES).run()

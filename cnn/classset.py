@@ -37,7 +37,7 @@ def save_sample(folder: Path, image: np.ndarray, label: int) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     path = target / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.png"
     tmp = path.with_suffix(".tmp")
-    Image.fromarray(image, mode="L").save(tmp, format="PNG")
+    Image.fromarray(image).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
 

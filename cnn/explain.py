@@ -33,9 +33,10 @@ def describe(probabilities: np.ndarray) -> dict:
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
-    """Grad-CAM on conv3 (after ReLU), upsampled to (28, 28), in [0, 1].
+    """Grad-CAM on conv3's output, upsampled to (28, 28), in [0, 1].
 
-    Written without hooks, so one shared model can serve many sessions at once.
+    The same numbers as captum's LayerGradCam(model, model.conv3) with relu_attributions=True (a test
+    checks), but written without hooks, so one shared model can serve many sessions at once.
     """
     with torch.enable_grad():
         maps = model.features(x.detach())  # (1, 128, 7, 7)

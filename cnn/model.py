@@ -87,17 +87,17 @@ class ConvNet(nn.Module):
         return self.out(x)  # (N, 10)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1..conv3 with their ReLUs and the first two pools: (N, 1, 28, 28) -> (N, 128, 7, 7).
+        """Up to conv3, before its ReLU: (N, 1, 28, 28) -> (N, 128, 7, 7).
 
         With head() it splits forward() at conv3's maps, for Grad-CAM; forward() itself stays fused.
         """
         x = self.dropout_conv(F.relu(pool_same(self.conv1(x))))  # (N, 32, 14, 14)
         x = self.dropout_conv(F.relu(pool_same(self.conv2(x))))  # (N, 64, 7, 7)
-        return F.relu(self.conv3(x))  # (N, 128, 7, 7)
+        return self.conv3(x)  # (N, 128, 7, 7)
 
     def head(self, maps: torch.Tensor) -> torch.Tensor:
-        """pool3, flatten, FC 625, FC 10: (N, 128, 7, 7) -> logits (N, 10)."""
-        x = self.dropout_conv(torch.flatten(pool_same(maps), 1))  # (N, 2048)
+        """ReLU, pool3, flatten, FC 625, FC 10: conv3's maps (N, 128, 7, 7) -> logits (N, 10)."""
+        x = self.dropout_conv(torch.flatten(F.relu(pool_same(maps)), 1))  # (N, 2048)
         return self.out(self.dropout_hidden(F.relu(self.fc(x))))
 
     def forward_with_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

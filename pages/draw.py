@@ -10,7 +10,7 @@ from streamlit_drawable_canvas import st_canvas
 from cnn.classset import class_set_npz, default_class_dir, load_class_set, save_sample, score_class_set
 from cnn.drawing import UploadError, preprocess_steps, read_upload
 from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, overlay, predict
-from pages.shared import active_model, send_to_feature_maps
+from pages.shared import active_model, send_to_feature_maps, require_app_navigation
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -60,16 +60,19 @@ def actions(image: np.ndarray, source: str) -> None:
 @st.fragment
 def canvas_panel(model) -> None:
     """The canvas in a fragment: a stroke reruns only this part of the page."""
-    if st.button("Clear"):
-        st.session_state.canvas_key = st.session_state.get("canvas_key", 0) + 1
-    result = st_canvas(stroke_width=STROKE, stroke_color="#FFFFFF", background_color="#000000",
-                       height=CANVAS, width=CANVAS, drawing_mode="freedraw", return_image_data=True,
-                       key=f"canvas-{st.session_state.get('canvas_key', 0)}")
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        if st.button("Clear"):
+            st.session_state.canvas_key = st.session_state.get("canvas_key", 0) + 1
+        result = st_canvas(stroke_width=STROKE, stroke_color="#FFFFFF", background_color="#000000",
+                           height=CANVAS, width=CANVAS, drawing_mode="freedraw", return_image_data=True,
+                           key=f"canvas-{st.session_state.get('canvas_key', 0)}")
     steps = preprocess_steps(result.image_data) if result.image_data is not None else None
-    if steps is None:
-        st.info("Draw a digit in the black square: one digit, as large as the square allows.")
-        return
-    show_prediction(steps, model, "drawing")
+    with right:
+        if steps is None:
+            st.info("Draw a digit in the black square: one digit, as large as the square allows.")
+            return
+        show_prediction(steps, model, "drawing")
 
 
 def upload_panel(model) -> None:
@@ -105,6 +108,7 @@ def class_panel(model) -> None:
     st.download_button("Download the class set (.npz)", class_set_npz(samples), file_name="class-handwriting.npz")
 
 
+require_app_navigation()
 st.title("Draw a digit")
 model, card, run = active_model()
 st.caption(f"Read by the active model: {'the bundled ARTICLE model' if run == 'bundled' else run} "

@@ -12,7 +12,8 @@ from cnn.drawing import UploadError, preprocess_steps, read_upload
 from cnn.features import (STAGES, activations, colour_bar, confusion_matrix, convolution_at, enlarge,
                           hidden_strip, kernel_grid, kernels, maps_grid)
 from cnn.runs import epoch_checkpoints
-from pages.shared import active_model, cached_checkpoint, checkpoint_for, data_holder
+from pages.shared import active_model, cached_checkpoint, checkpoint_for, data_holder, require_app_navigation
+
 
 CHANNELS = {1: 32, 2: 64, 3: 128}
 
@@ -184,7 +185,8 @@ def page() -> None:
         return
     image, label = chosen
     acts = activations(model, torch.from_numpy(image.astype(np.float32) / 255.0)[None, None])
-    st.image(enlarge(image, 140), caption=f"input: {label}, read as {int(np.argmax(acts['probabilities']))}", width=140)
+    st.image(enlarge(image, 140), width=140)
+    st.caption(f"Input: {label}, read as {int(np.argmax(acts['probabilities']))}.")
     layer = show_maps(model, acts)
     show_filters(model, layer)
     show_convolution(model, acts, layer)
@@ -192,4 +194,5 @@ def page() -> None:
     show_confusion(model, version)
 
 
+require_app_navigation()
 page()

@@ -3,7 +3,7 @@ import streamlit as st
 
 from cnn.model import layer_table
 from cnn.views import format_seconds
-from pages.shared import active_model, load_data_with_progress
+from pages.shared import active_model, load_data_with_progress, require_app_navigation
 
 GLOSSARY = {
     "Convolution": "A small grid of weights (a 3x3 filter) slides over the image; at each position it multiplies the nine pixels under it by its nine weights and adds them up. The result, one number per position, is a feature map.",
@@ -18,6 +18,7 @@ GLOSSARY = {
     "Cross-entropy": "The loss: minus the log of the probability given to the right digit. Training makes it small.",
     "RMSProp": "The optimizer: each weight's step is its gradient divided by a running average of recent gradient sizes, so every weight learns at a sensible pace.",
 }
+
 
 
 def page() -> None:
@@ -51,4 +52,5 @@ def page() -> None:
     load_data_with_progress()
 
 
+require_app_navigation()
 page()

@@ -114,3 +114,16 @@ def send_to_feature_maps(image, label: str) -> None:
     st.session_state.chosen_image = {"image": image.tolist(), "label": label}
     st.session_state.image_source = "sent"
     st.switch_page("pages/features.py")
+
+
+def require_app_navigation() -> None:
+    """Send a visitor who opened a page's URL before app.py ever ran back through app.py.
+
+    Streamlit treats a folder named pages/ as old-style pages until app.py calls st.navigation;
+    a first request for /draw after a restart would run the page alone, with file names as menu.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and not st.session_state.get("routed_by_app"):
+        PagesManager.uses_pages_directory = False  # what app.py's st.navigation would have set
+        st.rerun()  # now app.py runs, routes, and shows the page that was asked for

@@ -9,7 +9,7 @@ from cnn.config import PRESETS
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import eval_rows, filter_grid_image, history_rows, progress_summary, run_curves, step_rows, thin
 from pages.shared import (active_run, checkpoint_for, job_manager, load_data_with_progress, owner_id,
-                          set_active_run)
+                          set_active_run, require_app_navigation)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
 
@@ -34,6 +34,7 @@ def start_form() -> None:
                 st.session_state.watch = job_manager().submit(config, name.strip(), owner_id())
             except ValueError as exc:
                 st.error(str(exc))
+
 
 
 def controls(job: dict) -> None:
@@ -132,6 +133,7 @@ def filter_replay(run: str) -> None:
              caption=f"step {int(steps[index])}", width=420)
 
 
+require_app_navigation()
 st.title("Train")
 st.caption("Training runs in the background on the server: switch pages and come back, the charts keep growing.")
 load_data_with_progress()

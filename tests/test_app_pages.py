@@ -50,3 +50,64 @@ def test_train_page_starts_a_run_in_the_background(app):
     jobs = job_manager().jobs()
     assert [job["name"] for job in jobs] == ["apptest-run"] and jobs[0]["preset"] == "fast"
     assert jobs[0]["status"] in ("queued", "running")
+
+
+def test_draw_page_renders_with_a_hint_and_no_prediction(app):
+    app.switch_page("pages/draw.py").run()
+    assert not app.exception
+    assert any("Draw a digit" in info.value for info in app.info)
+
+
+def test_feature_page_renders_for_a_test_image(app):
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    assert any("Input: test image #0 (label 7), read as 7." in c.value for c in app.caption)
+    app.radio(key="layer").set_value(3).run()
+    app.radio(key="stage").set_value("pool").run()
+    assert not app.exception
+    assert any("sums are added" in m.value for m in app.markdown)
+
+
+def test_feature_page_shows_a_drawing_sent_from_draw(app):
+    import numpy as np
+
+    image = np.zeros((28, 28), dtype=np.uint8)
+    image[4:24, 13:15] = 255
+    app.session_state["chosen_image"] = {"image": image.tolist(), "label": "your drawing"}
+    app.session_state["image_source"] = "sent"
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    assert any(c.value.startswith("Input: your drawing, read as 1") for c in app.caption)
+
+
+def _png_of_a_one() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    paper = np.full((120, 90), 250, dtype=np.uint8)
+    paper[15:105, 40:52] = 10  # dark ink on light paper, as a phone photo of a "1"
+    buffer = io.BytesIO()
+    Image.fromarray(paper).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_feature_page_renders_for_an_upload_and_rejects_a_non_image(app):
+    app.switch_page("pages/features.py").run()
+    app.radio(key="image_source_radio").set_value("Upload").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not app.exception
+    assert any(c.value.startswith("Input: upload one.png, read as 1") for c in app.caption)
+    app.file_uploader[0].set_value(("notes.png", b"these are my notes", "image/png")).run()
+    assert not app.exception
+    assert any("not an image this app can read" in e.value for e in app.error)
+
+
+def test_draw_page_upload_predicts_and_rejects(app):
+    app.switch_page("pages/draw.py").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not app.exception
+    assert any("It's a 1" in m.value for m in app.markdown)
+    app.file_uploader[0].set_value(("fake.jpg", b"\xff\xd8\xff garbage", "image/jpeg")).run()
+    assert any("could not be read" in e.value or "not an image" in e.value for e in app.error)

@@ -1,4 +1,5 @@
 """Browser tests: the real app in Debian's Chromium through Playwright."""
+import math
 import re
 
 import pytest
@@ -6,7 +7,7 @@ from playwright.sync_api import Page, expect
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"Home": "The CNN classroom", "Train": "Train"}
+PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters"}
 # Streamlit logs nothing to the console on a healthy page; these are the browser's own offline notes.
 IGNORED_CONSOLE = ("favicon", "net::ERR_INTERNET_DISCONNECTED", "net::ERR_NAME_NOT_RESOLVED")
 
@@ -62,4 +63,61 @@ def test_training_chart_grows_across_pages_and_stop_stops_it(page: Page, app_url
     stopped_at = current_step(page)
     page.wait_for_timeout(2500)
     assert current_step(page) == stopped_at
+    assert errors == []
+
+
+def stroke(page: Page, canvas, points: list[tuple[float, float]]) -> None:
+    """One pen stroke through points given as fractions of the canvas, with the mouse as a person would."""
+    box = canvas.bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=3)
+    page.mouse.up()
+
+
+DIGITS = {
+    "1": [[(0.50, 0.12), (0.50, 0.50), (0.50, 0.88)]],
+    "0": [[(0.5 + 0.25 * math.sin(t / 24 * 2 * math.pi), 0.5 - 0.36 * math.cos(t / 24 * 2 * math.pi)) for t in range(25)]],
+    "7": [[(0.25, 0.18), (0.5, 0.18), (0.75, 0.18), (0.62, 0.5), (0.48, 0.85)]],
+}
+
+
+def canvas_of(page: Page):
+    canvas = page.locator("canvas").last
+    expect(canvas).to_be_visible(timeout=30_000)
+    return canvas
+
+
+def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
+    errors = open_app(page, app_url)
+    go_to(page, "Draw")
+    expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=30_000)
+    for digit, strokes in DIGITS.items():
+        for points in strokes:
+            stroke(page, canvas_of(page), points)
+        expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=20_000)
+        page.get_by_role("button", name="Clear").click()
+        expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=20_000)
+        expect(page.get_by_text("It's a ")).to_have_count(0)
+    assert errors == []
+
+
+def test_upload_of_a_non_image_gets_a_message(page: Page, app_url):
+    open_app(page, app_url)
+    go_to(page, "Draw")
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": "homework.png", "mimeType": "image/png", "buffer": b"this is not a picture"}])
+    expect(page.get_by_text("homework.png is not an image this app can read")).to_be_visible(timeout=20_000)
+
+
+def test_a_drawing_sent_from_draw_appears_on_the_feature_page(page: Page, app_url):
+    errors = open_app(page, app_url)
+    go_to(page, "Draw")
+    stroke(page, canvas_of(page), DIGITS["7"][0])
+    expect(page.get_by_text("It's a 7 (")).to_be_visible(timeout=20_000)
+    page.get_by_role("button", name="Look inside").click()
+    expect(page.get_by_role("heading", name="Feature maps and filters")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Input: your drawing, read as 7.")).to_be_visible(timeout=30_000)
     assert errors == []
