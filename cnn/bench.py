@@ -93,19 +93,18 @@ def latency_ms(function: Callable[[], object], repeats: int = 200, warmup: int =
     return {"median_ms": round(statistics.median(times), 3), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 3)}
 
 
-def inference_latency() -> dict[str, float]:
-    from .checkpoint import BUNDLED_MODEL, load_model
-
-    model = load_model()[0] if BUNDLED_MODEL.is_file() else ConvNet().eval()
+def inference_latency(repeats: int = 200) -> dict[str, float]:
+    model = _bench_model()
     x = torch.rand(1, 1, 28, 28)
 
     def predict():
         with torch.inference_mode():
             return model(x).argmax(1)
-    return latency_ms(predict)
+    return latency_ms(predict, repeats=repeats)
 
 
-def run_benchmarks(rounds: int = 5, steps_per_round: int = 10) -> dict:
+def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: int | None = None) -> dict:
+    """Everything `python -m cnn bench` reports; latency_repeats shortens the latency loops (for tests)."""
     steps = training_steps()
     seconds = measure_alternately(steps, rounds, steps_per_round)
     project_img_s = BATCH / statistics.median(seconds["project"])
@@ -119,16 +118,76 @@ def run_benchmarks(rounds: int = 5, steps_per_round: int = 10) -> dict:
         "ratio": round(project_img_s / baseline_img_s, 3),
         "rounds": rounds,
         "steps_per_round": steps_per_round,
-        "inference_single_image": inference_latency(),
+        "inference_single_image": inference_latency(latency_repeats or 200),
     }
     for name, extra in _extra_benchmarks():
-        report[name] = extra()
+        report[name] = extra(latency_repeats)
     return report
 
 
-def _extra_benchmarks() -> list[tuple[str, Callable[[], dict]]]:
-    """Benchmarks added by the app's pages (draw, feature maps), when their modules exist."""
-    return []
+def _bench_model():
+    from .checkpoint import BUNDLED_MODEL, load_model
+
+    return load_model()[0] if BUNDLED_MODEL.is_file() else ConvNet().eval()
+
+
+def synthetic_drawing() -> "np.ndarray":
+    """A 280x280 RGBA canvas with a thick white '7', as the Draw page receives it (SYNTHETIC)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGBA", (280, 280), (0, 0, 0, 255))
+    ImageDraw.Draw(image).line([(70, 50), (210, 50), (130, 240)], fill=(255, 255, 255, 255), width=22)
+    return np.asarray(image)
+
+
+def draw_stroke_latency(method: str, repeats: int = 60) -> dict[str, float]:
+    """Server work per stroke on the Draw page: preprocess + predict + attribution."""
+    from .drawing import preprocess_drawing
+    from .explain import attribution, describe, predict
+
+    model, rgba = _bench_model(), synthetic_drawing()
+
+    def per_stroke():
+        x = preprocess_drawing(rgba)
+        answer = describe(predict(model, x))
+        return attribution(model, x, answer["digit"], method)
+    return latency_ms(per_stroke, repeats=repeats, warmup=3)
+
+
+def feature_page_latency(repeats: int = 40) -> dict[str, float]:
+    """Server work to render the Feature maps page for a new image (arrays and images, before Streamlit)."""
+    import numpy as np
+
+    from .features import (activations, colour_bar, convolution_at, enlarge, hidden_strip, kernel_grid,
+                           kernels, maps_grid)
+
+    model = _bench_model()
+    images = [np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8) for i in range(8)]
+    state = {"i": 0}
+
+    def render():
+        image = images[state["i"] % len(images)]  # a new image each call
+        state["i"] += 1
+        acts = activations(model, torch.from_numpy(image.astype(np.float32) / 255.0)[None, None])
+        grid, low, high = maps_grid(acts["conv1"], per="map")
+        colour_bar(low, high)
+        enlarge(maps_grid(acts["conv1"][:1], per="map", columns=1)[0], 280)
+        kernel_grid(kernels(model, 1))
+        convolution_at(model, acts, 1, 0, 14, 14)
+        enlarge(hidden_strip(acts["fc"]), 250)
+        return grid
+    return latency_ms(render, repeats=repeats, warmup=3)
+
+
+def _extra_benchmarks() -> list[tuple[str, Callable[[int | None], dict]]]:
+    """The app's per-interaction server work: a Draw stroke (per attribution method), a Feature page render."""
+    return [
+        ("draw_stroke_grad_cam", lambda n: draw_stroke_latency("grad_cam", n or 60)),
+        ("draw_stroke_integrated_gradients", lambda n: draw_stroke_latency("integrated_gradients", n or 60)),
+        ("draw_stroke_occlusion", lambda n: draw_stroke_latency("occlusion", n or 60)),
+        ("feature_page_render", lambda n: feature_page_latency(n or 40)),
+    ]
 
 
 def format_report(report: dict) -> str:

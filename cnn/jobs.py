@@ -101,10 +101,12 @@ class JobManager:
     """
 
     def __init__(self, load_data: Callable[[], MNIST], runs_dir: Path | None = None, max_running: int = 1,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, max_per_owner: int = 3, max_queued: int = 20):
         self._load_data = load_data
         self.runs_dir = Path(runs_dir or default_runs_dir())
         self.max_running = max(1, int(max_running))
+        self.max_per_owner = max_per_owner  # runs one session may have queued or running at once
+        self.max_queued = max_queued  # a class server's whole queue
         self.device = device
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
@@ -119,6 +121,12 @@ class JobManager:
             taken = any(job.name == name and job.status in ACTIVE_STATES for job in self._jobs.values())
             if taken or (folder / "model.json").exists():
                 raise ValueError(f"A run called {name!r} already exists: choose another name.")
+            active = [job for job in self._jobs.values() if job.status in ACTIVE_STATES]
+            if sum(job.owner == owner for job in active) >= self.max_per_owner:
+                raise ValueError(f"You already have {self.max_per_owner} runs queued or training: "
+                                 "stop one or wait for it to finish.")
+            if sum(job.status == "queued" for job in active) >= self.max_queued:
+                raise ValueError("The server's training queue is full: wait for a run to finish.")
             job = Job(id=next(self._ids), name=name, owner=owner, config=config, folder=folder)
             self._jobs[job.id] = job
         self._start_queued()

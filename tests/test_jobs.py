@@ -131,3 +131,12 @@ def test_no_thread_left_after_stop_all(manager):
     manager.stop_all()
     assert manager.running_threads() == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("train-")]
+
+
+def test_one_session_cannot_fill_the_queue(manager):
+    manager.max_per_owner = 2
+    manager.submit(CONFIG, "mine-1", owner="alice")
+    manager.submit(CONFIG, "mine-2", owner="alice")
+    with pytest.raises(ValueError, match="already have 2 runs"):
+        manager.submit(CONFIG, "mine-3", owner="alice")
+    manager.submit(CONFIG, "theirs", owner="bob")  # others still can

@@ -37,3 +37,31 @@ def test_evaluate_cli_reports_a_corrupt_checkpoint(tmp_path, capsys):
     bad.write_bytes(b"\x00" * 100)
     assert main(["evaluate", str(bad), "--json"]) == 1
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_bench_reports_ratio_and_latencies():
+    """The benchmark's shape only: speed is reported by `python -m cnn bench`, never asserted here."""
+    from cnn.bench import format_report, run_benchmarks
+
+    report = run_benchmarks(rounds=1, steps_per_round=1, latency_repeats=5)
+    assert report["ratio"] == round(report["project_img_s"] / report["baseline_img_s"], 3)
+    for key in ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
+                "draw_stroke_occlusion", "feature_page_render"):
+        assert 0 < report[key]["median_ms"] <= report[key]["p95_ms"], key
+    assert "ratio" in format_report(report)
+
+
+def test_bench_steps_train_the_same_network():
+    """The project step and the plain baseline compute the same maths: same loss from the same weights."""
+    import torch
+    import torch.nn.functional as F
+
+    from cnn.bench import BaselineNet
+    from cnn.model import ConvNet
+
+    torch.manual_seed(0)
+    project, baseline = ConvNet(init_std=0.1).eval(), BaselineNet().eval()
+    baseline.load_state_dict({k.replace("dropout_", "drop_"): v for k, v in project.state_dict().items()})
+    x = torch.rand(4, 1, 28, 28)
+    fast = project.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(fast, baseline(x), atol=1e-5)
