@@ -131,7 +131,7 @@ def _bench_model():
     return load_model()[0] if BUNDLED_MODEL.is_file() else ConvNet().eval()
 
 
-def synthetic_drawing() -> "np.ndarray":
+def synthetic_drawing():
     """A 280x280 RGBA canvas with a thick white '7', as the Draw page receives it (SYNTHETIC)."""
     import numpy as np
     from PIL import Image, ImageDraw

@@ -71,7 +71,7 @@ def make_card(config: TrainConfig, model: nn.Module, **fields) -> dict:
     return card
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same folder, fsync, then rename: a crash leaves the old file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -114,8 +114,8 @@ def save_checkpoint(path: Path | str, model: nn.Module, card: dict) -> Path:
     card = dict(card, weights_sha256=state_digest(state))
     payload = {"state_dict": state, "card": json.dumps(card)}
     try:
-        _atomic_write(path, lambda stream: torch.save(payload, stream))
-        _atomic_write(card_path(path), lambda stream: stream.write(json.dumps(card, indent=2).encode()))
+        atomic_write(path, lambda stream: torch.save(payload, stream))
+        atomic_write(card_path(path), lambda stream: stream.write(json.dumps(card, indent=2).encode()))
     except OSError as exc:
         raise CheckpointError(
             f"Could not save the checkpoint {path} ({exc.strerror or exc}); the previous checkpoint is unchanged.") from exc

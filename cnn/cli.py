@@ -6,8 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 
 def _print_layer_table(as_json: bool) -> None:
     from .model import layer_table
@@ -158,7 +156,7 @@ def cmd_train(args) -> int:
         from .train import evaluate
         full = evaluate(result.model, data.test_images, data.test_labels)
         result.test_accuracy, result.per_class_accuracy = full["accuracy"], full["per_class_accuracy"]
-        card = recorder._card(status="running", epochs=0, steps=result.steps, accuracy=full["accuracy"],
+        card = recorder.card(status="running", epochs=0, steps=result.steps, accuracy=full["accuracy"],
                               per_class_accuracy=full["per_class_accuracy"])
         save_checkpoint(folder / MODEL_FILE, result.model, card)
     card = recorder.finish(result, "stopped" if result.stopped else "finished")

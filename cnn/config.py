@@ -19,6 +19,8 @@ class TrainConfig:
     p_keep_conv: float = 0.8  # keep-probability of the dropout after pool1, pool2 and flatten
     p_keep_hidden: float = 0.5  # keep-probability of the dropout after FC 625
     init_std: float = 0.01  # every weight starts ~ N(0, init_std^2), as in the tutorial
+    label_smoothing: float = 0.0  # 0 = plain softmax cross-entropy (the tutorial's loss)
+    init: str = "normal"  # "normal" (the tutorial's) or "kaiming" (He init for the ReLU layers; FAST only)
     seed: int = 0  # seeds weights, shuffling and dropout; same seed -> same metrics on CPU
     eval_every: int = 100  # steps between quick evaluations on the fixed 1,000-image test subset
     eval_subset: int = 1000  # size of that fixed test subset
@@ -39,7 +41,9 @@ class TrainConfig:
 # Exactly the tutorial: RMSProp(lr 0.001, decay 0.9) as TensorFlow 1 defines it, batch 128, keep 0.8/0.5.
 ARTICLE = TrainConfig()
 
-# The same network and dropout, a faster recipe: Adam with a one-cycle schedule, one epoch.
+# The same network (layers, no biases), a faster recipe for one epoch: He initialisation for the ReLU
+# layers, Adam with a one-cycle schedule, batch 64, lighter dropout and label smoothing 0.1. Each of
+# these was measured on its own and together (see the README); only together do they pass 99.0%.
 FAST = TrainConfig(
     name="fast",
     optimizer="adam",
@@ -47,6 +51,10 @@ FAST = TrainConfig(
     schedule="onecycle",
     batch_size=64,
     epochs=1,
+    p_keep_conv=0.9,
+    p_keep_hidden=0.75,
+    label_smoothing=0.1,
+    init="kaiming",
 )
 
 # The tutorial's reference point: plain softmax regression on the 784 pixels (~92%).

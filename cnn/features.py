@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from torch import nn
 from torchvision.utils import make_grid
 
+from .train import evaluate
 from .views import diverging_rgb
 
 STAGES = {"conv": "before ReLU", "relu": "after ReLU", "pool": "after pooling"}
@@ -99,15 +99,9 @@ def convolution_at(model: nn.Module, acts: dict[str, np.ndarray], layer: int, ch
             "input": CONV_INPUT[layer]}
 
 
-@torch.inference_mode()
 def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(10, 10) counts [true, predicted] over uint8 images, and the predictions (N,)."""
-    model.eval()
-    predictions = []
-    for start in range(0, len(images), 1000):
-        batch = images[start:start + 1000].unsqueeze(1).to(torch.float32).div_(255.0)
-        predictions.append(model(batch).argmax(1))
-    predicted = torch.cat(predictions).numpy()
+    predicted = evaluate(model, images, labels)["predictions"].numpy()
     matrix = np.zeros((10, 10), dtype=np.int64)
     np.add.at(matrix, (labels.numpy(), predicted), 1)
     return matrix, predicted

@@ -54,9 +54,10 @@ def pool_same(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvNet(nn.Module):
-    """conv-relu-pool-dropout x3, FC 625, FC 10; no biases; weights ~ N(0, init_std^2)."""
+    """conv-relu-pool-dropout x3, FC 625, FC 10; no biases; weights ~ N(0, init_std^2) (the tutorial's init)."""
 
-    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01):
+    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
+                 init: str = "normal"):
         super().__init__()
         c1, c2, c3 = CONV_CHANNELS
         self.conv1 = nn.Conv2d(1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
@@ -68,6 +69,12 @@ class ConvNet(nn.Module):
         self.dropout_hidden = Dropout(p_keep_hidden)
         for weight in self.parameters():
             nn.init.normal_(weight, mean=0.0, std=init_std)
+        if init == "kaiming":
+            # He initialisation for the layers followed by ReLU: signals keep their size from the first step.
+            for layer in (self.conv1, self.conv2, self.conv3, self.fc):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        elif init != "normal":
+            raise ValueError(f"Unknown init {init!r}: use 'normal' or 'kaiming'.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) float32 in [0, 1] -> logits (N, 10).
@@ -146,7 +153,7 @@ def build_model(config) -> nn.Module:
     if config.architecture == "softmax":
         return SoftmaxRegression(config.init_std)
     if config.architecture == "cnn":
-        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std)
+        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std, config.init)
     raise ValueError(f"Unknown architecture {config.architecture!r}: use 'cnn' or 'softmax'.")
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (BUNDLED_MODEL, CheckpointError, _atomic_write, card_path, make_card,
+from .checkpoint import (BUNDLED_MODEL, CheckpointError, atomic_write, card_path, make_card,
                          read_checkpoint, save_checkpoint)
 from .config import TrainConfig
 from .model import build_model
@@ -70,7 +70,7 @@ class RunRecorder(Callback):
                                         "per_class_accuracy": event.per_class_accuracy,
                                         "elapsed_seconds": round(event.elapsed_seconds, 3)}) + "\n")
         self._metrics.flush()
-        card = self._card(status="running", epochs=event.epoch, steps=event.step,
+        card = self.card(status="running", epochs=event.epoch, steps=event.step,
                           accuracy=event.test_accuracy, per_class_accuracy=event.per_class_accuracy)
         try:
             if self.keep_epoch_checkpoints:
@@ -107,11 +107,12 @@ class RunRecorder(Callback):
         buffer = io.BytesIO()
         np.savez(buffer, steps=np.array(self.filter_steps), filters=np.stack(self.filter_snapshots))
         try:
-            _atomic_write(self.folder / FILTERS_FILE, lambda stream: stream.write(buffer.getvalue()))
+            atomic_write(self.folder / FILTERS_FILE, lambda stream: stream.write(buffer.getvalue()))
         except OSError as exc:
             self.save_errors.append(f"Could not save filter snapshots: {exc}")
 
-    def _card(self, **fields) -> dict:
+    def card(self, **fields) -> dict:
+        """The card this run would have now, with fields (status, accuracy, ...) filled in."""
         previous = read_card(self.folder / MODEL_FILE) or {}
         base = {k: previous[k] for k in ("epochs", "steps", "accuracy", "per_class_accuracy") if k in previous}
         base.update(data_source=self.data_source, device=self.device,
@@ -120,11 +121,11 @@ class RunRecorder(Callback):
         return make_card(self.config, self._card_model, **base)
 
     def _write_card(self, **fields) -> dict:
-        card = self._card(**fields)
+        card = self.card(**fields)
         if self.save_errors:
             card["save_errors"] = self.save_errors[-3:]
         try:
-            _atomic_write(card_path(self.folder / MODEL_FILE), lambda s: s.write(json.dumps(card, indent=2).encode()))
+            atomic_write(card_path(self.folder / MODEL_FILE), lambda s: s.write(json.dumps(card, indent=2).encode()))
         except OSError as exc:
             self.save_errors.append(f"Could not write the card: {exc}")
         return card

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
-from .data import MNIST
+from .data import MNIST, to_float
 from .model import build_model
 from .optim import make_optimizer
 
@@ -114,7 +114,7 @@ def pick_device() -> torch.device:
 
 def prepare_batch(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float32 in [0, 1], channels_last when asked."""
-    x = images.unsqueeze(1).to(torch.float32).div_(255.0)
+    x = to_float(images)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -199,7 +199,7 @@ def train(config: TrainConfig, data: MNIST, callbacks: list[Callback] | tuple = 
             y = train_labels[index]
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             loss.backward()
             optimizer.step()
             learning_rate = optimizer.param_groups[0]["lr"]

@@ -94,36 +94,46 @@ def history() -> None:
     rows = history_rows(list_runs(default_runs_dir()), job_manager().jobs())
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
                  width="stretch", column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
-    names = [r["run"] for r in rows]
-    chosen = st.multiselect("Overlay the curves of", [n for n in names if n != "bundled"], key="overlay")
+    chosen = st.multiselect("Overlay the curves of", [r["run"] for r in rows], key="overlay")
     if chosen:
-        steps, evals = [], []
-        for name in chosen:
-            run_steps, run_evals = run_curves(checkpoint_for(name).parent)
-            steps += step_rows(run_steps, name, every=5)
-            evals += eval_rows([e for e in run_evals if e["full"]], name)
-        st.altair_chart(alt.Chart(alt.Data(values=thin(evals)), title="full test accuracy per epoch").mark_line(point=True).encode(
-            x="step:Q", y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False)), color="run:N"), width="stretch")
-        losses = [r for r in thin(steps, 6000) if r["metric"] == "training loss"]
-        st.altair_chart(alt.Chart(alt.Data(values=losses), title="training loss (smoothed)").mark_line().encode(
-            x="step:Q", y="value:Q", color="run:N"), width="stretch")
-    usable = [r["run"] for r in rows if r["has_model"] and r["status"] in ("finished", "stopped", "interrupted", "unreadable") or r["run"] == "bundled"]
+        overlay(chosen)
+    usable = [r["run"] for r in rows if r["run"] == "bundled" or (
+        r["has_model"] and r["status"] in ("finished", "stopped", "interrupted"))]
     current = active_run() if active_run() in usable else "bundled"
     picked = st.selectbox("Active model (used by the other pages)", usable, index=usable.index(current))
     if picked != active_run():
         set_active_run(picked)
-    path = checkpoint_for(picked)
-    if path.is_file():
-        cols = st.columns(2)
-        cols[0].download_button("Download the model (.pt)", path.read_bytes(), file_name=f"{picked}.pt")
-        card = path.with_suffix(".json")
-        if card.is_file():
-            cols[1].download_button("Download its card (.json)", card.read_bytes(), file_name=f"{picked}.json")
+    downloads(picked)
     filter_replay(picked)
 
 
+def overlay(names: list[str]) -> None:
+    """Curves of several runs on one chart, e.g. ARTICLE vs FAST vs the softmax baseline."""
+    steps, evals = [], []
+    for name in names:
+        run_steps, run_evals = run_curves(checkpoint_for(name).parent)
+        steps += step_rows(run_steps, name, every=5)
+        evals += eval_rows([e for e in run_evals if e["full"]], name)
+    st.altair_chart(alt.Chart(alt.Data(values=thin(evals)), title="full test accuracy per epoch").mark_line(point=True).encode(
+        x="step:Q", y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False)), color="run:N"), width="stretch")
+    losses = [r for r in thin(steps, 6000) if r["metric"] == "training loss"]
+    st.altair_chart(alt.Chart(alt.Data(values=losses), title="training loss (smoothed)").mark_line().encode(
+        x="step:Q", y="value:Q", color="run:N"), width="stretch")
+
+
+def downloads(run: str) -> None:
+    path = checkpoint_for(run)
+    if not path.is_file():
+        return
+    cols = st.columns(2)
+    cols[0].download_button("Download the model (.pt)", path.read_bytes(), file_name=f"{run}.pt")
+    card = path.with_suffix(".json")
+    if card.is_file():
+        cols[1].download_button("Download its card (.json)", card.read_bytes(), file_name=f"{run}.json")
+
+
 def filter_replay(run: str) -> None:
-    snapshots = read_filter_snapshots(checkpoint_for(run).parent) if run != "bundled" else None
+    snapshots = read_filter_snapshots(checkpoint_for(run).parent)
     if snapshots is None or len(snapshots[0]) == 0:
         return
     steps, filters = snapshots

@@ -1,7 +1,6 @@
 """Faults: a server killed mid-training, failing checkpoint saves, corrupt runs/ entries (SYNTHETIC data)."""
 import errno
 import json
-import os
 import signal
 import subprocess
 import sys

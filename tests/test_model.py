@@ -97,3 +97,12 @@ def test_dropout_keeps_the_right_fraction_and_rescales():
 def test_softmax_baseline_shape():
     assert SoftmaxRegression()(torch.rand(5, 1, 28, 28)).shape == (5, 10)
     assert count_parameters(SoftmaxRegression()) == 7850
+
+
+def test_kaiming_init_for_the_fast_preset():
+    torch.manual_seed(0)
+    model = ConvNet(init="kaiming")
+    assert abs(model.conv2.weight.std().item() - (2 / 288) ** 0.5) < 0.005  # He: sqrt(2 / fan_in)
+    assert abs(model.fc.weight.std().item() - (2 / 2048) ** 0.5) < 0.001
+    assert abs(model.out.weight.std().item() - 0.01) < 0.002  # the output layer keeps the tutorial's init
+    assert count_parameters(model) == 1_378_698

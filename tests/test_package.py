@@ -54,7 +54,6 @@ def test_bench_reports_ratio_and_latencies():
 def test_bench_steps_train_the_same_network():
     """The project step and the plain baseline compute the same maths: same loss from the same weights."""
     import torch
-    import torch.nn.functional as F
 
     from cnn.bench import BaselineNet
     from cnn.model import ConvNet
