@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import streamlit as st
+import torch
 
 from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
 from cnn.data import MNIST, DataError, load_mnist
@@ -46,6 +47,8 @@ def data_holder() -> DataHolder:
 
 @st.cache_resource
 def job_manager() -> JobManager:
+    # Training would take every core; leave one for the students' strokes (measured by scripts/loadtest.py).
+    torch.set_num_threads(int(os.environ.get("CNN_TRAIN_THREADS", max(1, (os.cpu_count() or 2) - 1))))
     holder = data_holder()
     return JobManager(holder.require, runs_dir=default_runs_dir(),
                       max_running=int(os.environ.get("CNN_MAX_TRAININGS", "1")))

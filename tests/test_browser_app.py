@@ -85,9 +85,17 @@ DIGITS = {
 
 
 def canvas_of(page: Page):
-    canvas = page.locator("canvas").last
+    """The drawing surface, once it has settled at its full size (after Clear it is mounted anew)."""
+    canvas = page.locator("canvas.upper-canvas").last
     expect(canvas).to_be_visible(timeout=30_000)
-    return canvas
+    previous = None
+    for _ in range(150):
+        box = canvas.bounding_box()
+        if box and abs(box["width"] - 280) < 2 and box == previous:
+            return canvas
+        previous = box
+        page.wait_for_timeout(100)
+    raise AssertionError(f"the canvas never settled at 280 px: {previous}")
 
 
 def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
