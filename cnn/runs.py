@@ -163,10 +163,7 @@ class RunInfo:
     def status(self) -> str:
         if self.card is None:
             return "unreadable"
-        status = self.card.get("status", "finished")
-        if status == "running" and self.card.get("stale"):
-            return "interrupted"
-        return status
+        return self.card.get("status", "finished")
 
 
 def list_runs(runs_dir: Path, include_bundled: bool = True) -> list[RunInfo]:

@@ -111,10 +111,12 @@ async def settled_canvas(page):
     """The drawing surface once it has its full size and stopped moving (Clear mounts a new one)."""
     canvas = page.locator("canvas.upper-canvas").last
     await canvas.wait_for(state="visible")
-    previous = None
+    previous, stable = None, 0
     for _ in range(600):
         box = await canvas.bounding_box()
-        if box and abs(box["width"] - 280) < 2 and box == previous:
+        alone = await page.locator("canvas.upper-canvas").count() == 1  # the old canvas is gone
+        stable = stable + 1 if alone and box and abs(box["width"] - 280) < 2 and box == previous else 0
+        if stable >= 3:  # unmoved for 0.3 s
             return canvas, box
         previous = box
         await asyncio.sleep(0.1)
@@ -131,27 +133,36 @@ async def draw(page, points):
     await page.mouse.up()
 
 
-async def student(browser, url: str, digits: int, latencies: list, errors: list, index: int):
+async def student(browser, url: str, digits: int, latencies: list, errors: list, index: int, workdir: Path):
     await asyncio.sleep(0.5 * index)  # students arrive over ten seconds, then all draw at once
-    context = await browser.new_context(viewport={"width": 1100, "height": 700})
-    context.set_default_timeout(180_000)
+    # Tall enough that the page never scrolls: a scroll between measuring and drawing misses the canvas.
+    context = await browser.new_context(viewport={"width": 1100, "height": 1200})
+    context.set_default_timeout(60_000)
     page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(f"session {index}: {exc}"))
+    n, step = -1, "opening the page"
     try:
         await page.goto(url + "/draw", timeout=120_000)
         await page.get_by_text("Draw a digit in the black square").wait_for(timeout=120_000)
         for n in range(digits):
             digit = list(STROKES)[(index + n) % len(STROKES)]
+            step = "drawing"
             await draw(page, STROKES[digit])
             ended = time.perf_counter()
+            step = "waiting for the prediction"
             await page.get_by_text(re.compile(r"It's a \d|Not sure")).first.wait_for()
             latencies.append(time.perf_counter() - ended)
+            step = "clearing"
             await page.get_by_role("button", name="Clear").click()
             await page.get_by_text("Draw a digit in the black square").wait_for()
         if await page.get_by_test_id("stException").count():
             errors.append(f"session {index}: an exception was shown")
     except Exception as exc:  # a timeout or a broken page counts as an error, the run goes on
-        errors.append(f"session {index}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:160]}")
+        errors.append(f"session {index}, digit {n + 1}, {step}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}")
+        try:
+            await page.screenshot(path=str(workdir / f"error-session{index}.png"))
+        except Exception:
+            pass
     finally:
         await context.close()
 
@@ -181,7 +192,7 @@ async def run(sessions: int, digits: int, port: int) -> dict:
             errors: list[str] = []
             started = time.perf_counter()
             server_cpu, machine_cpu = cpu_seconds(server.pid), cpu_seconds()
-            await asyncio.wait_for(asyncio.gather(*(student(browser, url, digits, latencies, errors, i)
+            await asyncio.wait_for(asyncio.gather(*(student(browser, url, digits, latencies, errors, i, workdir)
                                                     for i in range(sessions))), timeout=900)
             wall = time.perf_counter() - started
             server_cpu, machine_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds() - machine_cpu
@@ -202,7 +213,7 @@ async def run(sessions: int, digits: int, port: int) -> dict:
         "server_peak_rss_mb": round(peak_mb, 1),
         "server_rss_with_training_before_students_mb": round(idle_kb / 1024, 1),
         "memory_per_session_mb": round((peak_mb - idle_kb / 1024) / max(sessions, 1), 1),
-        "wall_seconds": round(wall, 1), "training_progress": training,
+        "wall_seconds": round(wall, 1), "training_progress": training, "workdir": str(workdir),
         # Where the machine's cores went: the app server (training included) vs. the 20 browsers.
         "cpu_cores_busy": round(machine_cpu / wall, 2), "server_cpu_cores": round(server_cpu / wall, 2),
         "browsers_and_rest_cpu_cores": round((machine_cpu - server_cpu) / wall, 2),

@@ -91,7 +91,8 @@ def canvas_of(page: Page):
     previous = None
     for _ in range(150):
         box = canvas.bounding_box()
-        if box and abs(box["width"] - 280) < 2 and box == previous:
+        alone = page.locator("canvas.upper-canvas").count() == 1  # after Clear, the old canvas is gone
+        if alone and box and abs(box["width"] - 280) < 2 and box == previous:
             return canvas
         previous = box
         page.wait_for_timeout(100)
