@@ -114,7 +114,9 @@ async def settled_canvas(page):
     previous, stable = None, 0
     for _ in range(600):
         box = await canvas.bounding_box()
-        alone = await page.locator("canvas.upper-canvas").count() == 1  # the old canvas is gone
+        # The old canvas is gone and this one is new (Clear tags the old one before it is replaced).
+        alone = await page.locator("canvas.upper-canvas").count() == 1 and \
+            await page.locator("canvas.upper-canvas[data-cleared]").count() == 0
         stable = stable + 1 if alone and box and abs(box["width"] - 280) < 2 and box == previous else 0
         if stable >= 3:  # unmoved for 0.3 s
             return canvas, box
@@ -153,6 +155,7 @@ async def student(browser, url: str, digits: int, latencies: list, errors: list,
             await page.get_by_text(re.compile(r"It's a \d|Not sure")).first.wait_for()
             latencies.append(time.perf_counter() - ended)
             step = "clearing"
+            await page.evaluate("document.querySelectorAll('canvas.upper-canvas').forEach(c => c.dataset.cleared = '1')")
             await page.get_by_role("button", name="Clear").click()
             await page.get_by_text("Draw a digit in the black square").wait_for()
         if await page.get_by_test_id("stException").count():
