@@ -46,11 +46,15 @@ def maps_grid(maps: np.ndarray, per: str = "map", columns: int = 16, cell: int =
         rgb = colourise(maps, low, high)
     else:
         raise ValueError("per must be 'map' or 'layer'")
-    repeat = max(1, cell // maps.shape[-1])
-    tiles = torch.from_numpy(rgb).permute(0, 3, 1, 2)  # (C, 3, H, W)
+    return tile_grid(rgb, max(1, cell // maps.shape[-1]), columns, pad_value=255), low, high
+
+
+def tile_grid(rgb: np.ndarray, repeat: int, columns: int, pad_value: int) -> np.ndarray:
+    """(K, h, w, 3) uint8 tiles -> one (H, W, 3) uint8 grid, each tile enlarged repeat times, 2 px gaps."""
+    tiles = torch.from_numpy(rgb).permute(0, 3, 1, 2)  # (K, 3, h, w)
     tiles = tiles.repeat_interleave(repeat, dim=2).repeat_interleave(repeat, dim=3)
-    grid = make_grid(tiles, nrow=columns, padding=2, pad_value=255)
-    return grid.permute(1, 2, 0).numpy().astype(np.uint8), low, high
+    grid = make_grid(tiles, nrow=columns, padding=2, pad_value=pad_value)
+    return grid.permute(1, 2, 0).numpy().astype(np.uint8)
 
 
 def enlarge(image: np.ndarray, size: int = 280) -> np.ndarray:
@@ -67,14 +71,15 @@ def kernels(model: nn.Module, layer: int, input_channel: int = 0) -> np.ndarray:
     return weight[:, input_channel]
 
 
-def kernel_grid(weights: np.ndarray, columns: int = 16, cell: int = 30) -> tuple[np.ndarray, float]:
-    """(K, 3, 3) kernels -> (image (H, W, 3) uint8 on a blue-white-red scale centred on 0, the scale's limit)."""
-    limit = float(np.abs(weights).max()) or 1.0
-    rgb = diverging_rgb(weights, limit)
-    tiles = torch.from_numpy(rgb).permute(0, 3, 1, 2)
-    tiles = tiles.repeat_interleave(cell // 3, dim=2).repeat_interleave(cell // 3, dim=3)
-    grid = make_grid(tiles, nrow=columns, padding=2, pad_value=128)
-    return grid.permute(1, 2, 0).numpy().astype(np.uint8), limit
+def kernel_grid(weights: np.ndarray, columns: int = 16, cell: int = 30,
+                limit: float | None = None) -> tuple[np.ndarray, float]:
+    """(K, 3, 3) kernels -> (image (H, W, 3) uint8 on a blue-white-red scale centred on 0, the scale's limit).
+
+    limit fixes the scale (e.g. one limit for every training snapshot); by default it is the largest |weight|.
+    """
+    limit = limit if limit is not None else float(np.abs(weights).max()) or 1.0
+    rgb = diverging_rgb(np.asarray(weights, dtype=np.float32), limit)
+    return tile_grid(rgb, cell // 3, columns, pad_value=128), limit
 
 
 def convolution_at(model: nn.Module, acts: dict[str, np.ndarray], layer: int, channel: int,

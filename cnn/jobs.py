@@ -50,18 +50,24 @@ class Job:
     save_errors: list[str] = field(default_factory=list)
     control: TrainControl = field(default_factory=TrainControl, repr=False)
 
-    def view(self) -> dict:
-        """A plain-data copy for the pages (no locks, no live objects)."""
-        return {
+    def view(self, history: bool = True) -> dict:
+        """A plain-data copy for the pages (no locks, no live objects).
+
+        history=False leaves out the per-step, per-evaluation and filter lists (thousands of entries):
+        a listing of every job, polled every second by every session, does not need them.
+        """
+        view = {
             "id": self.id, "name": self.name, "owner": self.owner, "preset": self.config.name,
             "config": self.config.to_dict(), "folder": str(self.folder), "status": self.status,
             "error": self.error, "created": self.created, "started": self.started, "ended": self.ended,
-            "steps": list(self.steps), "evals": list(self.evals), "epochs": list(self.epochs),
-            "filter_steps": list(self.filter_steps), "filters": list(self.filters),
-            "step": self.step, "steps_total": self.steps_total, "epoch": self.epoch,
-            "elapsed_seconds": self.elapsed_seconds, "test_accuracy": self.test_accuracy,
+            "epochs": list(self.epochs), "step": self.step, "steps_total": self.steps_total,
+            "epoch": self.epoch, "elapsed_seconds": self.elapsed_seconds, "test_accuracy": self.test_accuracy,
             "save_errors": list(self.save_errors),
         }
+        if history:
+            view.update(steps=list(self.steps), evals=list(self.evals), filter_steps=list(self.filter_steps),
+                        filters=list(self.filters))
+        return view
 
 
 class _JobListener(Callback):
@@ -168,18 +174,16 @@ class JobManager:
 
     # --- queries
     def snapshot(self, job_id: int) -> dict | None:
+        """One job with its whole history (steps, evaluations, filters) and its place in the queue."""
         with self._lock:
             job = self._jobs.get(job_id)
-            return job.view() if job else None
+            return dict(job.view(), queue_position=self._queue_position(job)) if job else None
 
     def jobs(self) -> list[dict]:
-        """Every job, newest first, as plain data; queued ones carry their place in the queue."""
+        """Every job, newest first, without its history; queued ones carry their place in the queue."""
         with self._lock:
-            views = [job.view() for job in sorted(self._jobs.values(), key=lambda j: j.id, reverse=True)]
-            queue = sorted(j.id for j in self._jobs.values() if j.status == "queued")
-        for view in views:
-            view["queue_position"] = queue.index(view["id"]) + 1 if view["id"] in queue else None
-        return views
+            return [dict(job.view(history=False), queue_position=self._queue_position(job))
+                    for job in sorted(self._jobs.values(), key=lambda j: j.id, reverse=True)]
 
     def running_threads(self) -> int:
         with self._lock:
@@ -193,6 +197,12 @@ class JobManager:
         return self.snapshot(job_id)
 
     # --- internals
+    def _queue_position(self, job: Job) -> int | None:
+        """1 for the next queued job to start, None when not queued (call under the lock)."""
+        if job.status != "queued":
+            return None
+        return 1 + sum(other.status == "queued" and other.id < job.id for other in self._jobs.values())
+
     def _owned(self, job_id: int, owner: str) -> Job:
         with self._lock:
             job = self._jobs.get(job_id)

@@ -38,7 +38,6 @@ class RunRecorder(Callback):
         self.device = device
         self.keep_epoch_checkpoints = keep_epoch_checkpoints
         self.started = time.time()
-        self.steps = 0
         self.save_errors: list[str] = []
         self.filter_steps: list[int] = []
         self.filter_snapshots: list[np.ndarray] = []
@@ -49,7 +48,6 @@ class RunRecorder(Callback):
 
     # --- callbacks
     def on_step(self, event: StepEvent) -> None:
-        self.steps = event.step
         self._metrics.write(json.dumps({"kind": "step", "step": event.step, "epoch": event.epoch,
                                         "loss": round(event.loss, 6), "batch_accuracy": event.batch_accuracy,
                                         "images_per_second": round(event.images_per_second, 1),

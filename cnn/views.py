@@ -5,8 +5,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
-from torchvision.utils import make_grid
 
 from .runs import RunInfo, read_metrics
 
@@ -124,12 +122,3 @@ def diverging_rgb(values: np.ndarray, limit: float | None = None) -> np.ndarray:
     rgb = np.where(t >= 0, white + t * (red - white), white + (-t) * (blue - white))
     return (rgb * 255).round().astype(np.uint8)
 
-
-def filter_grid_image(filters: np.ndarray, scale: int = 12, columns: int = 8, limit: float | None = None) -> np.ndarray:
-    """(K, 3, 3) kernels -> one (H, W, 3) uint8 image: each kernel enlarged, diverging colours, grey gaps."""
-    filters = np.asarray(filters, dtype=np.float32)
-    rgb = diverging_rgb(filters, limit)  # (K, 3, 3, 3)
-    tiles = torch.from_numpy(rgb).permute(0, 3, 1, 2)  # (K, 3, 3, 3) as (K, C, H, W)
-    tiles = tiles.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)
-    grid = make_grid(tiles, nrow=columns, padding=2, pad_value=128)
-    return grid.permute(1, 2, 0).numpy().astype(np.uint8)

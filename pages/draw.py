@@ -1,26 +1,19 @@
 """Draw: sketch a digit (or upload one) and see the active model read it, live, and why."""
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import streamlit as st
 import torch
 from streamlit_drawable_canvas import st_canvas
 
 from cnn.classset import class_set_npz, default_class_dir, load_class_set, save_sample, score_class_set
-from cnn.drawing import UploadError, preprocess_steps, read_upload
+from cnn.drawing import preprocess_steps
 from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, overlay, predict
-from pages.shared import active_model, send_to_feature_maps, require_app_navigation
+from pages.shared import (active_model, probability_chart, require_app_navigation, send_to_feature_maps,
+                          uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
-
-
-def probability_chart(probabilities: np.ndarray) -> alt.Chart:
-    data = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(probabilities)]
-    return alt.Chart(alt.Data(values=data)).mark_bar().encode(
-        x=alt.X("digit:N", sort=None), y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
-        tooltip=["digit:N", alt.Tooltip("probability:Q", format=".1%")]).properties(height=200)
 
 
 def show_prediction(steps: dict, model, source: str) -> None:
@@ -76,19 +69,9 @@ def canvas_panel(model) -> None:
 
 
 def upload_panel(model) -> None:
-    upload = st.file_uploader("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)", type=["png", "jpg", "jpeg"])
-    if upload is None:
-        return
-    try:
-        rgba = read_upload(upload.getvalue(), upload.name)
-    except UploadError as exc:
-        st.error(str(exc))
-        return
-    steps = preprocess_steps(rgba)
-    if steps is None:
-        st.warning("No digit found in that picture: it looks blank. Try a darker pen or a closer photo.")
-        return
-    show_prediction(steps, model, "upload")
+    uploaded = uploaded_digit("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)")
+    if uploaded is not None:
+        show_prediction(uploaded[0], model, "upload")
 
 
 def class_panel(model) -> None:

@@ -8,11 +8,11 @@ import numpy as np
 import streamlit as st
 import torch
 
-from cnn.drawing import UploadError, preprocess_steps, read_upload
 from cnn.features import (STAGES, activations, colour_bar, confusion_matrix, convolution_at, enlarge,
                           hidden_strip, kernel_grid, kernels, maps_grid)
 from cnn.runs import epoch_checkpoints
-from pages.shared import active_model, cached_checkpoint, checkpoint_for, data_holder, require_app_navigation
+from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, probability_chart,
+                          require_app_navigation, uploaded_digit)
 
 
 CHANNELS = {1: 32, 2: 64, 3: 128}
@@ -37,18 +37,11 @@ def choose_image(model, checkpoint: str) -> tuple[np.ndarray, str] | None:
             return None
         return np.array(chosen["image"], dtype=np.uint8), chosen["label"]
     if source == "Upload":
-        upload = st.file_uploader("A photo of one digit (PNG or JPEG, up to 2 MB)", type=["png", "jpg", "jpeg"])
-        if upload is None:
+        uploaded = uploaded_digit("A photo of one digit (PNG or JPEG, up to 2 MB)")
+        if uploaded is None:
             return None
-        try:
-            steps = preprocess_steps(read_upload(upload.getvalue(), upload.name))
-        except UploadError as exc:
-            st.error(str(exc))
-            return None
-        if steps is None:
-            st.warning("No digit found in that picture: it looks blank.")
-            return None
-        return steps["centred"], f"upload {upload.name}"
+        steps, name = uploaded
+        return steps["centred"], f"upload {name}"
     if data is None:
         st.warning("MNIST is not available, so the test set cannot be shown; draw or upload a digit instead.")
         return None
@@ -133,10 +126,7 @@ def show_convolution(model, acts: dict, layer: int) -> None:
 def show_output(acts: dict) -> None:
     left, right = st.columns(2)
     left.image(enlarge(hidden_strip(acts["fc"]), 250), caption="FC 625 activations (25x25, bright = strong)", width=250)
-    data = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(acts["probabilities"])]
-    right.altair_chart(alt.Chart(alt.Data(values=data)).mark_bar().encode(
-        x=alt.X("digit:N", sort=None), y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]))).properties(height=250),
-        width="stretch")
+    right.altair_chart(probability_chart(acts["probabilities"], height=250), width="stretch")
 
 
 def show_confusion(model, checkpoint: str) -> None:

@@ -6,11 +6,13 @@ import threading
 import uuid
 from pathlib import Path
 
+import altair as alt
 import streamlit as st
 import torch
 
 from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
 from cnn.data import MNIST, DataError, load_mnist
+from cnn.drawing import UploadError, preprocess_steps, read_upload
 from cnn.jobs import JobManager
 
 
@@ -130,3 +132,27 @@ def require_app_navigation() -> None:
     if PagesManager.uses_pages_directory and not st.session_state.get("routed_by_app"):
         PagesManager.uses_pages_directory = False  # what app.py's st.navigation would have set
         st.rerun()  # now app.py runs, routes, and shows the page that was asked for
+
+
+def uploaded_digit(label: str, key: str | None = None) -> tuple[dict, str] | None:
+    """A PNG/JPEG upload through the Draw pipeline: (preprocess_steps, file name), or None after saying why."""
+    upload = st.file_uploader(label, type=["png", "jpg", "jpeg"], key=key)
+    if upload is None:
+        return None
+    try:
+        steps = preprocess_steps(read_upload(upload.getvalue(), upload.name))
+    except UploadError as exc:
+        st.error(str(exc))
+        return None
+    if steps is None:
+        st.warning("No digit found in that picture: it looks blank. Try a darker pen or a closer photo.")
+        return None
+    return steps, upload.name
+
+
+def probability_chart(probabilities, height: int = 200) -> alt.Chart:
+    """The ten softmax probabilities as bars on a fixed 0-1 scale."""
+    data = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(probabilities)]
+    return alt.Chart(alt.Data(values=data)).mark_bar().encode(
+        x=alt.X("digit:N", sort=None), y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1])),
+        tooltip=["digit:N", alt.Tooltip("probability:Q", format=".1%")]).properties(height=height)

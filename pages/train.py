@@ -7,7 +7,8 @@ import streamlit as st
 from cnn.checkpoint import default_runs_dir
 from cnn.config import PRESETS
 from cnn.runs import list_runs, read_filter_snapshots
-from cnn.views import eval_rows, filter_grid_image, history_rows, progress_summary, run_curves, step_rows, thin
+from cnn.features import kernel_grid
+from cnn.views import eval_rows, history_rows, progress_summary, run_curves, step_rows, thin
 from pages.shared import (active_run, checkpoint_for, job_manager, load_data_with_progress, owner_id,
                           set_active_run, require_app_navigation)
 
@@ -79,7 +80,7 @@ def live() -> None:
     labels = {job["id"]: f"{job['name']} ({job['status']}{', queued #' + str(job['queue_position']) if job['queue_position'] else ''})" for job in jobs}
     choice = st.selectbox("Watch run", ids, index=ids.index(watched) if watched in ids else 0, format_func=labels.get)
     st.session_state.watch = choice
-    job = next(j for j in jobs if j["id"] == choice)
+    job = job_manager().snapshot(choice)  # only the watched run's history is copied
     summary = progress_summary(job)
     st.progress(summary["fraction"], text=summary["text"])
     if job["status"] == "failed":
@@ -139,7 +140,7 @@ def filter_replay(run: str) -> None:
     steps, filters = snapshots
     st.markdown("**How conv1's 32 filters changed while training** (blue negative, red positive)")
     index = st.slider("Snapshot at step", 0, len(steps) - 1, len(steps) - 1, format="%d", key=f"replay-{run}")
-    st.image(filter_grid_image(filters[index], limit=float(abs(filters).max())),
+    st.image(kernel_grid(filters[index], columns=8, cell=36, limit=float(abs(filters).max()))[0],
              caption=f"step {int(steps[index])}", width=420)
 
 
