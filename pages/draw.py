@@ -55,12 +55,21 @@ def canvas_panel(model) -> None:
     """The canvas in a fragment: a stroke reruns only this part of the page."""
     left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     with left:
-        if st.button("Clear"):
-            st.session_state.canvas_key = st.session_state.get("canvas_key", 0) + 1
+        cleared = st.button("Clear")
+        if cleared:
+            st.session_state.canvas_clears = st.session_state.get("canvas_clears", 0) + 1
+        # Clear sends the canvas a new, empty starting drawing instead of mounting a new canvas under a new key:
+        # a remounted canvas first appears below the old one and jumps up when the run ends, and on a busy
+        # class server a student's stroke landed in the gap (the load test found it).
         result = st_canvas(stroke_width=STROKE, stroke_color="#FFFFFF", background_color="#000000",
                            height=CANVAS, width=CANVAS, drawing_mode="freedraw", return_image_data=True,
-                           key=f"canvas-{st.session_state.get('canvas_key', 0)}")
-    steps = preprocess_steps(result.image_data) if result.image_data is not None else None
+                           initial_drawing={"objects": [], "clears": st.session_state.get("canvas_clears", 0)},
+                           key="canvas")
+    drawing = result.image_bytes
+    if cleared:  # until the browser sends the emptied canvas, the value is still the old drawing
+        st.session_state.canvas_stale = drawing
+    stale = drawing is not None and drawing == st.session_state.get("canvas_stale")
+    steps = preprocess_steps(result.image_data) if drawing is not None and not stale else None
     with right:
         if steps is None:
             st.info("Draw a digit in the black square: one digit, as large as the square allows.")

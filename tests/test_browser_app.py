@@ -99,17 +99,32 @@ def canvas_of(page: Page):
     raise AssertionError(f"the canvas never settled at 280 px: {previous}")
 
 
+INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
+  const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the canvas
+
+
 def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
     errors = open_app(page, app_url)
     go_to(page, "Draw")
     expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=30_000)
+    canvas = canvas_of(page)
+    canvas.evaluate("c => c.dataset.first = '1'")
     for digit, strokes in DIGITS.items():
         for points in strokes:
             stroke(page, canvas_of(page), points)
+        assert canvas.evaluate(INK_JS) > 500
         expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=20_000)
         page.get_by_role("button", name="Clear").click()
         expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=20_000)
         expect(page.get_by_text("It's a ")).to_have_count(0)
+        for _ in range(100):  # the canvas itself is emptied, not just the answer
+            if canvas.evaluate(INK_JS) == 0:
+                break
+            page.wait_for_timeout(100)
+        assert canvas.evaluate(INK_JS) == 0
+    # Clear empties the same canvas: a remounted one would jump on the page while a student draws.
+    expect(page.locator("canvas.upper-canvas[data-first]")).to_have_count(1)
     assert errors == []
 
 
