@@ -14,6 +14,12 @@ def test_streamlit_config_is_locked_down():
     assert config["client"]["showErrorDetails"] == "none"
 
 
+def test_streamlit_config_skips_the_full_collection_after_every_run():
+    # On by default; with torch loaded it is a ~270 ms pause for the whole server after each stroke (load test).
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["runner"]["postScriptGC"] is False
+
+
 def test_every_torch_load_uses_weights_only():
     for path in (ROOT / "cnn").glob("*.py"):
         for line in path.read_text().splitlines():
