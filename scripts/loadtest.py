@@ -1,17 +1,25 @@
 """Load test for a class server (a benchmark, not a test): N students drawing while one training runs.
 
-    python scripts/loadtest.py [--sessions 20] [--digits 4] [--port 0] [--json]
+    python scripts/loadtest.py [--sessions 20] [--digits 4] [--clients browser|websocket] [--json]
 
 Starts `streamlit run app.py` on loopback with its own runs folder, starts one FAST training run
-from the Train page, then opens N concurrent browser sessions (Playwright contexts in Debian's
-Chromium) that each draw digits with the mouse and wait for the prediction. Reports errors, the
-time from the end of a stroke to the prediction on screen (p50/p95), and the server's peak memory.
+from the Train page (unless --no-training), then N students each draw digits, wait for the
+prediction and press Clear. Reports errors, how many were read as drawn, the time from the end of
+a stroke to the prediction (p50/p95), the server's peak memory and where the cores went.
+
+--clients browser (default): Playwright contexts in Debian's Chromium drawing with the mouse on
+the real canvas. On one 2-core machine the 20 browsers take most of the cores themselves.
+--clients websocket: each student is a WebSocket client speaking Streamlit's own protocol and
+sending what the canvas sends (a PNG of the stroke), so the server is what is measured.
+
 Traffic goes to 127.0.0.1 only, and every loop is bounded in count and time.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import io
 import json
 import os
 import re
@@ -25,7 +33,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import websockets
+from PIL import Image, ImageDraw
 from playwright.async_api import async_playwright
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -107,25 +119,28 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen:
     raise RuntimeError("the app did not start; see " + str(workdir / "server.log"))
 
 
+INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
+  const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the canvas
+
+
 async def settled_canvas(page):
-    """The drawing surface once it has its full size and stopped moving (Clear mounts a new one)."""
-    canvas = page.locator("canvas.upper-canvas").last
+    """The drawing surface once it has its full size and has stopped moving for 0.3 s."""
+    canvas = page.locator("canvas.upper-canvas")
     await canvas.wait_for(state="visible")
     previous, stable = None, 0
     for _ in range(600):
         box = await canvas.bounding_box()
-        # The old canvas is gone and this one is new (Clear tags the old one before it is replaced).
-        alone = await page.locator("canvas.upper-canvas").count() == 1 and \
-            await page.locator("canvas.upper-canvas[data-cleared]").count() == 0
-        stable = stable + 1 if alone and box and abs(box["width"] - 280) < 2 and box == previous else 0
-        if stable >= 3:  # unmoved for 0.3 s
+        stable = stable + 1 if box and abs(box["width"] - 280) < 2 and box == previous else 0
+        if stable >= 3:
             return canvas, box
         previous = box
         await asyncio.sleep(0.1)
     raise TimeoutError("the canvas never settled")
 
 
-async def draw(page, points):
+async def draw(page, points) -> float:
+    """One mouse stroke, returning when it ended; raises if no ink reached the canvas (the pen missed it), saying where the canvas was."""
     canvas, box = await settled_canvas(page)
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     await page.mouse.move(*xy[0])
@@ -133,9 +148,28 @@ async def draw(page, points):
     for x, y in xy[1:]:
         await page.mouse.move(x, y, steps=3)
     await page.mouse.up()
+    ended = time.perf_counter()
+    for _ in range(50):  # the pen's path reaches the canvas's pixels on a later animation frame
+        if await canvas.evaluate(INK_JS):
+            return ended
+        await asyncio.sleep(0.1)
+    after = await canvas.bounding_box()
+    raise RuntimeError(f"the stroke missed the canvas: it was at y={box['y']:.0f} before, {after['y']:.0f} after")
 
 
-async def student(browser, url: str, digits: int, latencies: list, errors: list, index: int, workdir: Path):
+async def emptied(page):
+    """After Clear: the canvas itself is empty again (the same canvas; it is not mounted anew)."""
+    canvas = page.locator("canvas.upper-canvas")
+    for _ in range(600):
+        if await canvas.evaluate(INK_JS) == 0:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError("Clear did not empty the canvas")
+
+
+async def browser_student(browser, url: str, digits: int, latencies: list, answers: list, errors: list, index: int,
+                          workdir: Path):
+    """One student in a real Chromium tab: draws with the mouse on the real canvas."""
     await asyncio.sleep(0.5 * index)  # students arrive over ten seconds, then all draw at once
     # Tall enough that the page never scrolls: a scroll between measuring and drawing misses the canvas.
     context = await browser.new_context(viewport={"width": 1100, "height": 1200})
@@ -149,15 +183,16 @@ async def student(browser, url: str, digits: int, latencies: list, errors: list,
         for n in range(digits):
             digit = list(STROKES)[(index + n) % len(STROKES)]
             step = "drawing"
-            await draw(page, STROKES[digit])
-            ended = time.perf_counter()
+            ended = await draw(page, STROKES[digit])
             step = "waiting for the prediction"
-            await page.get_by_text(re.compile(r"It's a \d|Not sure")).first.wait_for()
+            answer = page.get_by_text(re.compile(r"It's a \d|Not sure")).first
+            await answer.wait_for()
             latencies.append(time.perf_counter() - ended)
+            answers.append((digit, await answer.inner_text()))
             step = "clearing"
-            await page.evaluate("document.querySelectorAll('canvas.upper-canvas').forEach(c => c.dataset.cleared = '1')")
             await page.get_by_role("button", name="Clear").click()
             await page.get_by_text("Draw a digit in the black square").wait_for()
+            await emptied(page)
         if await page.get_by_test_id("stException").count():
             errors.append(f"session {index}: an exception was shown")
     except Exception as exc:  # a timeout or a broken page counts as an error, the run goes on
@@ -170,7 +205,106 @@ async def student(browser, url: str, digits: int, latencies: list, errors: list,
         await context.close()
 
 
-async def run(sessions: int, digits: int, port: int) -> dict:
+def stroke_png(points, size: int = 280, width: int = 22) -> str:
+    """The canvas's own payload for one stroke: a data URL of a black RGBA PNG with white round-capped ink."""
+    image = Image.new("RGBA", (size, size), (0, 0, 0, 255))
+    pen = ImageDraw.Draw(image)
+    xy = [(fx * size, fy * size) for fx, fy in points]
+    if len(xy) > 1:
+        pen.line(xy, fill=(255, 255, 255, 255), width=width, joint="curve")
+    for x, y in xy[:1] + xy[-1:]:
+        pen.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=(255, 255, 255, 255))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class StreamlitClient:
+    """A browser-less Streamlit session over the app's own WebSocket protocol (the same protobuf messages
+    Streamlit's frontend sends): light enough that 20-30 of them leave the machine's cores to the server."""
+
+    def __init__(self, ws):
+        self.ws, self.widgets, self.fragment, self.page_hash = ws, {}, "", ""
+
+    async def run(self, *, widgets: dict | None = None, first: bool = False, wanted: re.Pattern | None = None):
+        """One rerun (of the whole Draw page when first, else of the canvas fragment); returns the seconds to
+        the first text matching wanted (or to the run's end) and every text the run showed."""
+        message = BackMsg()
+        state = message.rerun_script
+        if first:
+            state.page_name = "draw"
+        else:
+            state.page_script_hash, state.fragment_id = self.page_hash, self.fragment
+            for widget_id, value in (widgets or {}).items():
+                entry = state.widget_states.widgets.add(id=widget_id)
+                if value is True:
+                    entry.trigger_value = True
+                else:
+                    entry.json_value = json.dumps(value)
+        started = time.perf_counter()
+        await self.ws.send(message.SerializeToString())
+        seen, texts = None, []
+        while True:
+            forward = ForwardMsg()
+            forward.ParseFromString(await asyncio.wait_for(self.ws.recv(), 120))
+            kind = forward.WhichOneof("type")
+            if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
+                element = forward.delta.new_element
+                which = element.WhichOneof("type")
+                if which == "exception":
+                    raise RuntimeError(f"the page showed an exception: {element.exception.message[:120]}")
+                widget_id = getattr(getattr(element, which), "id", "")
+                if which == "bidi_component" and widget_id.endswith("-canvas"):
+                    self.widgets["canvas"], self.fragment = widget_id, forward.delta.fragment_id
+                    self.page_hash = forward.metadata.active_script_hash
+                elif which == "button" and element.button.label == "Clear":
+                    self.widgets["clear"] = widget_id
+                text = getattr(getattr(element, which), "body", "")
+                if isinstance(text, str) and text:
+                    texts.append(text)
+                    if seen is None and wanted is not None and wanted.search(text):
+                        seen = time.perf_counter() - started
+            elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                return (seen if seen is not None else time.perf_counter() - started), texts
+
+
+async def websocket_student(url: str, digits: int, latencies: list, answers: list, errors: list, index: int,
+                            draw_seconds: float):
+    """One student as a WebSocket client: sends what the canvas sends after each stroke, and Clear.
+    Each digit takes draw_seconds to draw first, as a hand would (0 makes it a stress test)."""
+    await asyncio.sleep(0.5 * index)
+    answer_text = re.compile(r"It's a \d|Not sure")
+    n, step = -1, "opening the page"
+    try:
+        ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+        async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
+            client = StreamlitClient(ws)
+            _, texts = await client.run(first=True)
+            if not any("Draw a digit in the black square" in t for t in texts) or "canvas" not in client.widgets:
+                raise RuntimeError("the Draw page did not show its canvas")
+            drawing = None
+            for n in range(digits):
+                digit = list(STROKES)[(index + n) % len(STROKES)]
+                await asyncio.sleep(draw_seconds)
+                step = "waiting for the prediction"
+                drawing = {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": stroke_png(STROKES[digit])}}
+                seconds, texts = await client.run(widgets={client.widgets["canvas"]: drawing}, wanted=answer_text)
+                shown = [t for t in texts if answer_text.search(t)]
+                if not shown:
+                    raise RuntimeError(f"no prediction was shown; the page said {texts[:3]}")
+                latencies.append(seconds)
+                answers.append((digit, shown[0]))
+                step = "clearing"  # Clear, then the canvas sends its emptied drawing, as in the browser
+                await client.run(widgets={client.widgets["clear"]: True, client.widgets["canvas"]: drawing})
+                empty = {"drawing": {"raw": {"objects": []}, "data": stroke_png([])}}
+                _, texts = await client.run(widgets={client.widgets["canvas"]: empty})
+                if not any("Draw a digit in the black square" in t for t in texts):
+                    raise RuntimeError("after Clear the page did not ask for a new drawing")
+    except Exception as exc:
+        errors.append(f"session {index}, digit {n + 1}, {step}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}")
+
+
+async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds: float, training: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="cnn-loadtest-"))
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
@@ -183,24 +317,33 @@ async def run(sessions: int, digits: int, port: int) -> dict:
             browser = await playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
             teacher = await (await browser.new_context()).new_page()
             await teacher.goto(url + "/train", timeout=120_000)
-            await teacher.get_by_label("Preset").click()
-            await teacher.get_by_text("FAST (Adam, one cycle)").click()
-            await teacher.get_by_label("Run name").fill("loadtest-training")
-            await teacher.get_by_role("button", name="Start").click()
-            await teacher.get_by_text(re.compile(r"Running: epoch 1")).wait_for(timeout=120_000)
+            if training:
+                await teacher.get_by_label("Preset").click()
+                await teacher.get_by_text("FAST (Adam, one cycle)").click()
+                await teacher.get_by_label("Run name").fill("loadtest-training")
+                await teacher.get_by_role("button", name="Start").click()
+                await teacher.get_by_text(re.compile(r"Running: epoch 1")).wait_for(timeout=120_000)
             # The teacher's tab moves on: the training goes on in the background on the server.
             await teacher.goto(url + "/", timeout=120_000)
             idle_kb = process_tree_rss_kb(server.pid)
             latencies: list[float] = []
+            answers: list[tuple[str, str]] = []
             errors: list[str] = []
             started = time.perf_counter()
             server_cpu, machine_cpu = cpu_seconds(server.pid), cpu_seconds()
-            await asyncio.wait_for(asyncio.gather(*(student(browser, url, digits, latencies, errors, i, workdir)
-                                                    for i in range(sessions))), timeout=900)
+            if clients == "browser":
+                students = [browser_student(browser, url, digits, latencies, answers, errors, i, workdir)
+                            for i in range(sessions)]
+            else:
+                students = [websocket_student(url, digits, latencies, answers, errors, i, draw_seconds)
+                            for i in range(sessions)]
+            await asyncio.wait_for(asyncio.gather(*students), timeout=900)
             wall = time.perf_counter() - started
             server_cpu, machine_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds() - machine_cpu
-            await teacher.goto(url + "/train", timeout=120_000)
-            training = await teacher.get_by_text(re.compile(r"step [\d,]+ of")).first.inner_text()
+            progress = "no training run"
+            if training:
+                await teacher.goto(url + "/train", timeout=120_000)
+                progress = await teacher.get_by_text(re.compile(r"step [\d,]+ of")).first.inner_text()
             await browser.close()
     finally:
         watcher.stop_flag.set()
@@ -209,17 +352,18 @@ async def run(sessions: int, digits: int, port: int) -> dict:
     latencies.sort()
     peak_mb = watcher.peak_kb / 1024
     return {
-        "sessions": sessions, "digits_per_session": digits, "predictions": len(latencies),
+        "clients": clients, "draw_seconds": draw_seconds if clients == "websocket" else None, "sessions": sessions, "digits_per_session": digits, "predictions": len(latencies),
+        "read_as_drawn": sum(f"It's a {digit} " in text for digit, text in answers),
         "errors": len(errors), "error_messages": errors[:10],
         "stroke_to_prediction_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "stroke_to_prediction_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
         "server_peak_rss_mb": round(peak_mb, 1),
-        "server_rss_with_training_before_students_mb": round(idle_kb / 1024, 1),
+        "server_rss_before_students_mb": round(idle_kb / 1024, 1),
         "memory_per_session_mb": round((peak_mb - idle_kb / 1024) / max(sessions, 1), 1),
-        "wall_seconds": round(wall, 1), "training_progress": training, "workdir": str(workdir),
-        # Where the machine's cores went: the app server (training included) vs. the 20 browsers.
+        "wall_seconds": round(wall, 1), "training_progress": progress, "workdir": str(workdir),
+        # Where the machine's cores went: the app server (training included) vs. the clients and the rest.
         "cpu_cores_busy": round(machine_cpu / wall, 2), "server_cpu_cores": round(server_cpu / wall, 2),
-        "browsers_and_rest_cpu_cores": round((machine_cpu - server_cpu) / wall, 2),
+        "clients_and_rest_cpu_cores": round((machine_cpu - server_cpu) / wall, 2),
     }
 
 
@@ -228,9 +372,16 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--digits", type=int, default=4)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--clients", choices=("browser", "websocket"), default="browser",
+                        help="browser: real Chromium tabs drawing on the real canvas (default); websocket: light "
+                             "clients that send what the canvas sends, so the server is measured, not 20 browsers")
+    parser.add_argument("--draw-seconds", type=float, default=2.0,
+                        help="websocket clients: how long each digit takes to draw before it is sent (default 2)")
+    parser.add_argument("--no-training", action="store_true", help="leave out the teacher's training run")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    report = asyncio.run(run(args.sessions, args.digits, args.port))
+    report = asyncio.run(run(args.sessions, args.digits, args.port, args.clients, args.draw_seconds,
+                             not args.no_training))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
