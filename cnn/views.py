@@ -63,6 +63,15 @@ def step_rows(steps: list[dict], run: str, every: int = 1, smoothing: float = 0.
     return rows
 
 
+def live_step_rows(steps: list[dict], run: str, points: int = 500) -> list[dict]:
+    """step_rows with at most ~points steps per metric, for a chart sent every second.
+
+    Thin the steps, not the long-format rows: those interleave the three metrics, so taking every
+    3rd (or 6th) row kept only the loss and left the accuracy and speed charts empty.
+    """
+    return step_rows(steps, run, every=math.ceil(len(steps) / points) if steps else 1)
+
+
 def eval_rows(evals: list[dict], run: str) -> list[dict]:
     """Rows (run, step, test set, accuracy) for the test-accuracy chart: subset points and full-test points."""
     return [{"run": run, "step": e["step"], "test set": "full 10,000" if e["full"] else f"subset {e['n']:,}",

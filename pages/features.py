@@ -126,7 +126,7 @@ def show_convolution(model, acts: dict, layer: int) -> None:
 def show_output(acts: dict) -> None:
     left, right = st.columns(2)
     left.image(enlarge(hidden_strip(acts["fc"]), 250), caption="FC 625 activations (25x25, bright = strong)", width=250)
-    right.altair_chart(probability_chart(acts["probabilities"], height=250), width="stretch")
+    right.vega_lite_chart(spec=probability_chart(acts["probabilities"], height=250), width="stretch")
 
 
 def show_confusion(model, checkpoint: str) -> None:

@@ -1,15 +1,14 @@
 """Train: start a run in the background, watch it live, compare runs, pick the active model."""
 from __future__ import annotations
 
-import altair as alt
 import streamlit as st
 
 from cnn.checkpoint import default_runs_dir
 from cnn.config import PRESETS
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
-from cnn.views import eval_rows, history_rows, progress_summary, run_curves, step_rows, thin
-from pages.shared import (active_run, checkpoint_for, job_manager, load_data_with_progress, owner_id,
+from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
+from pages.shared import (active_run, chart_spec, checkpoint_for, field, job_manager, load_data_with_progress, owner_id,
                           set_active_run, require_app_navigation)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
@@ -52,21 +51,23 @@ def controls(job: dict) -> None:
 
 
 def charts(steps: list[dict], evals: list[dict], run: str, height: int = 220) -> None:
-    rows = thin(step_rows(steps, run), 1500)  # 500 points per metric: enough for the eye, light to send every second
+    rows = live_step_rows(steps, run)  # 500 points per metric: enough for the eye, light to send every second
     left, right = st.columns(2)
     for column, metric in ((left, "training loss"), (right, "batch accuracy")):
         data = [r for r in rows if r["metric"] == metric]
-        column.altair_chart(alt.Chart(alt.Data(values=data), title=f"{metric} (smoothed)").mark_line().encode(
-            x="step:Q", y=alt.Y("value:Q", title=metric), color="run:N").properties(height=height),
-            width="stretch")
-    evals_data = eval_rows(evals, run)
-    left.altair_chart(alt.Chart(alt.Data(values=evals_data), title="test accuracy").mark_line(point=True).encode(
-        x="step:Q", y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False)), color="test set:N",
-        tooltip=["step:Q", "test set:N", alt.Tooltip("accuracy:Q", format=".2%")]).properties(height=height),
+        column.vega_lite_chart(spec=chart_spec(data, "line", {
+            "x": field("step", "quantitative"), "y": field("value", "quantitative", title=metric),
+            "color": field("run", "nominal")}, title=f"{metric} (smoothed)", height=height), width="stretch")
+    left.vega_lite_chart(spec=chart_spec(eval_rows(evals, run), {"type": "line", "point": True}, {
+        "x": field("step", "quantitative"), "y": field("accuracy", "quantitative", scale={"zero": False}),
+        "color": field("test set", "nominal"),
+        "tooltip": [field("step", "quantitative"), field("test set", "nominal"),
+                    field("accuracy", "quantitative", format=".2%")]}, title="test accuracy", height=height),
         width="stretch")
     speed = [r for r in rows if r["metric"] == "images/s"]
-    right.altair_chart(alt.Chart(alt.Data(values=speed), title="images per second").mark_line().encode(
-        x="step:Q", y=alt.Y("value:Q", title="images/s")).properties(height=height), width="stretch")
+    right.vega_lite_chart(spec=chart_spec(speed, "line", {
+        "x": field("step", "quantitative"), "y": field("value", "quantitative", title="images/s")},
+        title="images per second", height=height), width="stretch")
 
 
 @st.fragment(run_every=1.0)
@@ -115,11 +116,13 @@ def overlay(names: list[str]) -> None:
         run_steps, run_evals = run_curves(checkpoint_for(name).parent)
         steps += step_rows(run_steps, name, every=5)
         evals += eval_rows([e for e in run_evals if e["full"]], name)
-    st.altair_chart(alt.Chart(alt.Data(values=thin(evals)), title="full test accuracy per epoch").mark_line(point=True).encode(
-        x="step:Q", y=alt.Y("accuracy:Q", scale=alt.Scale(zero=False)), color="run:N"), width="stretch")
-    losses = [r for r in thin(steps, 6000) if r["metric"] == "training loss"]
-    st.altair_chart(alt.Chart(alt.Data(values=losses), title="training loss (smoothed)").mark_line().encode(
-        x="step:Q", y="value:Q", color="run:N"), width="stretch")
+    st.vega_lite_chart(spec=chart_spec(thin(evals), {"type": "line", "point": True}, {
+        "x": field("step", "quantitative"), "y": field("accuracy", "quantitative", scale={"zero": False}),
+        "color": field("run", "nominal")}, title="full test accuracy per epoch"), width="stretch")
+    losses = thin([r for r in steps if r["metric"] == "training loss"], 3000)  # metric first: rows interleave
+    st.vega_lite_chart(spec=chart_spec(losses, "line", {
+        "x": field("step", "quantitative"), "y": field("value", "quantitative"), "color": field("run", "nominal")},
+        title="training loss (smoothed)"), width="stretch")
 
 
 def downloads(run: str) -> None:
