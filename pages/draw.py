@@ -1,6 +1,8 @@
 """Draw: sketch a digit (or upload one) and see the active model read it, live, and why."""
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import streamlit as st
 import torch
@@ -20,39 +22,48 @@ def show_prediction(steps: dict, model, source: str) -> None:
     tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
     probabilities = predict(model, tensor)
     answer = describe(probabilities)
-    cols = st.columns([1, 1, 2])
-    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=140, clamp=True)
+    cols = st.columns(2)  # two, not three: in the canvas's half of a 1024 px projector a third is ~75 px
+    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=112, clamp=True)
     if answer["sure"]:
         cols[1].markdown(f"<div style='font-size:6rem;line-height:1'>{answer['digit']}</div>", unsafe_allow_html=True)
     cols[1].markdown(f"**{answer['text']}**")
-    cols[2].altair_chart(probability_chart(probabilities), width="stretch")
+    st.vega_lite_chart(spec=probability_chart(probabilities, height=150), width="stretch")
     method = st.radio("Why this answer?", list(ATTRIBUTION_METHODS), horizontal=True,
                       format_func=lambda m: m.replace("_", " ").title(), key="method")
     heat = attribution(model, tensor, answer["digit"], method)
     st.image(overlay(steps["centred"] / 255.0, heat), width=224, caption=ATTRIBUTION_METHODS[method])
     with st.expander("How your drawing becomes a 28x28 MNIST-style image"):
-        row = st.columns(4)
-        row[0].image(steps["grey"], caption="1. grey levels", width=140, clamp=True)
-        row[1].image(steps["cropped"], caption="2. cropped to the ink", width=140, clamp=True)
-        row[2].image(steps["scaled"], caption="3. longer side scaled to 20 px", width=140, clamp=True)
-        row[3].image(steps["centred"], caption="4. centred by mass in 28x28", width=140, clamp=True)
+        row = st.columns(4)  # each stage as wide as its column: a fixed 140 px overlapped its neighbours
+        row[0].image(steps["grey"], caption="1. grey levels", width="stretch", clamp=True)
+        row[1].image(steps["cropped"], caption="2. cropped to the ink", width="stretch", clamp=True)
+        row[2].image(steps["scaled"], caption="3. longer side scaled to 20 px", width="stretch", clamp=True)
+        row[3].image(steps["centred"], caption="4. centred by mass in 28x28", width="stretch", clamp=True)
     actions(steps["centred"], source)
+
+
+def save_label(image: np.ndarray, key: str, source: str) -> None:
+    meant = st.session_state.get(key)
+    if meant is not None:  # None: the student took the choice back
+        save_sample(default_class_dir(), image, meant)
+        st.session_state.class_saved = f"Saved as a {meant} to the class's handwriting set."  # class_panel says it
+        # A drawing's pills live in the canvas fragment, whose run would not redraw the class panel.
+        st.session_state.class_panel_stale = source == "drawing"
 
 
 def actions(image: np.ndarray, source: str) -> None:
     if st.button("Look inside: show this image on the Feature maps page", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
-    st.caption("Teach us your handwriting: what digit did you mean?")
-    cols = st.columns(10)
-    for digit in range(10):
-        if cols[digit].button(f"{digit}", key=f"label-{source}-{digit}", help=f"this is a {digit}"):
-            save_sample(default_class_dir(), image, digit)
-            st.toast(f"Saved as a {digit} to the class's handwriting set.")
+    # One row of pills (one element, not ten buttons in ten columns); a new drawing gets a fresh, empty row.
+    key = f"label-{source}-{hashlib.sha256(image.tobytes()).hexdigest()[:16]}"
+    st.pills("Teach us your handwriting: what digit did you mean?", list(range(10)), key=key,
+             on_change=save_label, args=(image, key, source))
 
 
 @st.fragment
 def canvas_panel(model) -> None:
     """The canvas in a fragment: a stroke reruns only this part of the page."""
+    if st.session_state.pop("class_panel_stale", False):
+        st.rerun(scope="app")
     left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     with left:
         cleared = st.button("Clear")
@@ -84,6 +95,8 @@ def upload_panel(model) -> None:
 
 
 def class_panel(model) -> None:
+    if "class_saved" in st.session_state:
+        st.toast(st.session_state.pop("class_saved"))
     samples = load_class_set(default_class_dir())
     score = score_class_set(model, samples)
     if score["n"] == 0:

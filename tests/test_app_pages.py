@@ -111,3 +111,17 @@ def test_draw_page_upload_predicts_and_rejects(app):
     assert any("It's a 1" in m.value for m in app.markdown)
     app.file_uploader[0].set_value(("fake.jpg", b"\xff\xd8\xff garbage", "image/jpeg")).run()
     assert any("could not be read" in e.value or "not an image" in e.value for e in app.error)
+
+
+def test_draw_page_saves_a_labelled_upload_to_the_class_set(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
+    app.switch_page("pages/draw.py").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert any(caption == "No class drawings saved yet: draw a digit, then press its number." for caption in
+               (c.value for c in app.caption))
+    app.pills[0].set_value(1).run()
+    assert not app.exception
+    assert [t.value for t in app.toast] == ["Saved as a 1 to the class's handwriting set."]
+    assert len(list((tmp_path / "class" / "1").glob("*.png"))) == 1
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Active model on the class's drawings"] == "100%"

@@ -128,6 +128,17 @@ def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
     assert errors == []
 
 
+def test_a_drawing_labelled_by_its_student_joins_the_class_set(page: Page, app_url):
+    errors = open_app(page, app_url)
+    go_to(page, "Draw")
+    stroke(page, canvas_of(page), DIGITS["1"][0])
+    expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=20_000)
+    page.get_by_role("radiogroup", name="Teach us your handwriting").get_by_role("radio", name="1").click()
+    expect(page.get_by_text("Saved as a 1 to the class's handwriting set.")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Active model on the class's drawings")).to_be_visible(timeout=20_000)
+    assert errors == []
+
+
 def test_upload_of_a_non_image_gets_a_message(page: Page, app_url):
     open_app(page, app_url)
     go_to(page, "Draw")
