@@ -1,6 +1,7 @@
 """scripts/loadtest.py's light students: Streamlit's own WebSocket protocol against the real app, no browser."""
 import asyncio
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import ROOT
 
@@ -15,7 +16,9 @@ def test_websocket_students_draw_are_read_and_clear(app_url):
         await asyncio.gather(*(loadtest.websocket_student(app_url, 3, latencies, answers, errors, index, 0.0)
                                for index in range(2)))
 
-    asyncio.run(asyncio.wait_for(class_of_two(), 180))
+    # A thread of its own: pytest-playwright's sync API keeps an event loop running in this one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, asyncio.wait_for(class_of_two(), 180)).result()
     assert errors == []
     assert len(latencies) == 6 and all(seconds > 0 for seconds in latencies)
     assert sorted(digit for digit, _ in answers) == ["1", "1", "4", "4", "7", "7"]
