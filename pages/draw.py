@@ -29,7 +29,7 @@ def show_prediction(steps: dict, model, source: str) -> None:
     cols[1].markdown(f"**{answer['text']}**")
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150), width="stretch")
     method = st.radio("Why this answer?", list(ATTRIBUTION_METHODS), horizontal=True,
-                      format_func=lambda m: m.replace("_", " ").title(), key="method")
+                      format_func=lambda m: m.replace("_", " ").title(), key=f"method-{source}")  # both may show
     heat = attribution(model, tensor, answer["digit"], method)
     st.image(overlay(steps["centred"] / 255.0, heat), width=224, caption=ATTRIBUTION_METHODS[method])
     with st.expander("How your drawing becomes a 28x28 MNIST-style image"):

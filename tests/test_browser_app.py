@@ -139,6 +139,21 @@ def test_a_drawing_labelled_by_its_student_joins_the_class_set(page: Page, app_u
     assert errors == []
 
 
+def test_a_drawing_and_an_upload_are_read_side_by_side(page: Page, app_url):
+    from tests.test_app_pages import _png_of_a_one
+
+    errors = open_app(page, app_url)
+    go_to(page, "Draw")
+    stroke(page, canvas_of(page), DIGITS["7"][0])
+    expect(page.get_by_text("It's a 7 (")).to_be_visible(timeout=20_000)
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one()}])
+    expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("It's a 7 (")).to_be_visible()
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert errors == []
+
+
 def test_upload_of_a_non_image_gets_a_message(page: Page, app_url):
     open_app(page, app_url)
     go_to(page, "Draw")
