@@ -76,6 +76,10 @@ def live() -> None:
     if not jobs:
         st.info("No training yet on this server. Choose a preset and press Start.")
         return
+    statuses = {job["id"]: job["status"] for job in jobs}
+    if statuses != st.session_state.setdefault("seen_statuses", statuses):
+        st.session_state.seen_statuses = statuses
+        st.rerun(scope="app")  # a run started or ended: the history and the model choice lie outside this fragment
     ids = [job["id"] for job in jobs]
     watched = st.session_state.get("watch", ids[0])
     labels = {job["id"]: f"{job['name']} ({job['status']}{', queued #' + str(job['queue_position']) if job['queue_position'] else ''})" for job in jobs}
