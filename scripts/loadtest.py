@@ -223,12 +223,13 @@ class StreamlitClient:
     """A browser-less Streamlit session over the app's own WebSocket protocol (the same protobuf messages
     Streamlit's frontend sends): light enough that 20-30 of them leave the machine's cores to the server."""
 
-    def __init__(self, ws):
-        self.ws, self.widgets, self.fragment, self.page_hash = ws, {}, "", ""
+    def __init__(self, ws, url: str):
+        self.ws, self.url, self.widgets, self.fragment, self.page_hash = ws, url, {}, "", ""
 
     async def run(self, *, widgets: dict | None = None, first: bool = False, wanted: re.Pattern | None = None):
         """One rerun (of the whole Draw page when first, else of the canvas fragment); returns the seconds to
-        the first text matching wanted (or to the run's end) and every text the run showed."""
+        the first text matching wanted (or to the run's end) and every text the run showed. Then downloads
+        the run's images, as a browser does."""
         message = BackMsg()
         state = message.rerun_script
         if first:
@@ -243,7 +244,7 @@ class StreamlitClient:
                     entry.json_value = json.dumps(value)
         started = time.perf_counter()
         await self.ws.send(message.SerializeToString())
-        seen, texts = None, []
+        seen, texts, images = None, [], []
         while True:
             forward = ForwardMsg()
             forward.ParseFromString(await asyncio.wait_for(self.ws.recv(), 120))
@@ -259,13 +260,23 @@ class StreamlitClient:
                     self.page_hash = forward.metadata.active_script_hash
                 elif which == "button" and element.button.label == "Clear":
                     self.widgets["clear"] = widget_id
+                elif which == "imgs":
+                    images += [image.url for image in element.imgs.imgs]
                 text = getattr(getattr(element, which), "body", "")
                 if isinstance(text, str) and text:
                     texts.append(text)
                     if seen is None and wanted is not None and wanted.search(text):
                         seen = time.perf_counter() - started
             elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
-                return (seen if seen is not None else time.perf_counter() - started), texts
+                seconds = seen if seen is not None else time.perf_counter() - started
+                await asyncio.gather(*(asyncio.to_thread(self.download, url) for url in images))
+                return seconds, texts
+
+    def download(self, path: str) -> None:
+        """GET one of the page's images (a /media/ URL) as the browser would; raises if the server lost it."""
+        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+            if response.status != 200 or not response.read():
+                raise RuntimeError(f"image {path} came back empty ({response.status})")
 
 
 async def websocket_student(url: str, digits: int, latencies: list, answers: list, errors: list, index: int,
@@ -278,7 +289,7 @@ async def websocket_student(url: str, digits: int, latencies: list, answers: lis
     try:
         ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
         async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
-            client = StreamlitClient(ws)
+            client = StreamlitClient(ws, url)
             _, texts = await client.run(first=True)
             if not any("Draw a digit in the black square" in t for t in texts) or "canvas" not in client.widgets:
                 raise RuntimeError("the Draw page did not show its canvas")
