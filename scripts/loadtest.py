@@ -23,9 +23,7 @@ import io
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,23 +39,15 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.conftest import CHROMIUM_CANDIDATES  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, INK_JS, chromium_path, start_app  # noqa: E402
 
 STROKES = {  # one pen stroke per digit, as fractions of the canvas
     "1": [(0.50, 0.12), (0.50, 0.50), (0.50, 0.88)],
     "7": [(0.25, 0.18), (0.5, 0.18), (0.75, 0.18), (0.62, 0.5), (0.48, 0.85)],
     "4": [(0.62, 0.85), (0.62, 0.15), (0.22, 0.62), (0.80, 0.62)],
 }
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               # The browsers share the server's machine here: spend as little of it on drawing pixels as we can.
-               "--disable-extensions", "--mute-audio"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The browsers share the server's machine here: spend as little of it on them as we can.
+LAUNCH_ARGS = [*CHROMIUM_ARGS, "--disable-extensions", "--mute-audio"]
 
 
 def process_tree_rss_kb(pid: int) -> int:
@@ -100,28 +90,6 @@ class MemoryWatcher(threading.Thread):
         while not self.stop_flag.is_set():
             self.peak_kb = max(self.peak_kb, process_tree_rss_kb(self.pid))
             time.sleep(0.2)
-
-
-def start_server(port: int, workdir: Path) -> subprocess.Popen:
-    env = {**os.environ, "CNN_RUNS_DIR": str(workdir / "runs"), "CNN_CLASS_DIR": str(workdir / "class")}
-    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                "--server.address", "127.0.0.1", "--server.headless", "true"],
-                               cwd=ROOT, env=env, stdout=open(workdir / "server.log", "w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
-                if response.read().strip() == b"ok":
-                    return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("the app did not start; see " + str(workdir / "server.log"))
-
-
-INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
-  const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
-  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the canvas
 
 
 async def settled_canvas(page):
@@ -317,13 +285,11 @@ async def websocket_student(url: str, digits: int, latencies: list, answers: lis
 
 async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds: float, training: bool) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="cnn-loadtest-"))
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = start_server(port, workdir)
+    server, url = start_app(workdir, port)
     watcher = MemoryWatcher(server.pid)
     watcher.start()
     try:
-        chromium = next(p for p in CHROMIUM_CANDIDATES if Path(p).exists())
+        chromium = chromium_path()
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
             teacher = await (await browser.new_context()).new_page()
@@ -363,7 +329,8 @@ async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds:
     latencies.sort()
     peak_mb = watcher.peak_kb / 1024
     return {
-        "clients": clients, "draw_seconds": draw_seconds if clients == "websocket" else None, "sessions": sessions, "digits_per_session": digits, "predictions": len(latencies),
+        "clients": clients, "draw_seconds": draw_seconds if clients == "websocket" else None, "sessions": sessions,
+        "digits_per_session": digits, "predictions": len(latencies),
         "read_as_drawn": sum(f"It's a {digit} " in text for digit, text in answers),
         "errors": len(errors), "error_messages": errors[:10],
         "stroke_to_prediction_p50_s": round(statistics.median(latencies), 3) if latencies else None,

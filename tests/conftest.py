@@ -47,6 +47,11 @@ def real_mnist() -> MNIST:
 # ---------------------------------------------------------------- the real app in a real browser
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync")
+INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
+  const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the drawing canvas
 
 
 def chromium_path() -> str:
@@ -60,12 +65,10 @@ def chromium_path() -> str:
 def browser_type_launch_args(browser_type_launch_args):
     """Debian's Chromium, headless, with the flags a machine with no internet needs."""
     return {**browser_type_launch_args, "executable_path": chromium_path(), "headless": True,
-            "args": ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                     "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync"]}
+            "args": list(CHROMIUM_ARGS)}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -73,39 +76,47 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url(tmp_path_factory):
-    """`streamlit run app.py` on a free loopback port, with its own runs folder; stopped afterwards."""
+def start_app(workdir: Path, port: int = 0):
+    """`streamlit run app.py` on loopback with its runs and class folders under workdir, once it answers.
+
+    Returns (process, url); the log is workdir/streamlit.log. Shared by the browser tests and scripts/loadtest.py.
+    """
     import subprocess
     import sys
     import time
     import urllib.request
 
-    port = _free_port()
-    runs = tmp_path_factory.mktemp("browser-runs")
-    log = open(runs / "streamlit.log", "w")
-    env = {**os.environ, "CNN_RUNS_DIR": str(runs / "runs"), "CNN_CLASS_DIR": str(runs / "class")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    port = port or free_port()
+    env = {**os.environ, "CNN_RUNS_DIR": str(workdir / "runs"), "CNN_CLASS_DIR": str(workdir / "class")}
+    with open(workdir / "streamlit.log", "w") as log:  # the child keeps its own copy of the file
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while True:
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
                 if response.read().strip() == b"ok":
-                    break
+                    return process, url
         except OSError:
             pass
         if process.poll() is not None or time.time() > deadline:
             process.kill()
-            raise RuntimeError("streamlit did not start: " + (runs / "streamlit.log").read_text()[-2000:])
+            raise RuntimeError("streamlit did not start: " + (workdir / "streamlit.log").read_text()[-2000:])
         time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory):
+    """The app on a free loopback port, with its own runs folder; stopped afterwards."""
+    import subprocess
+
+    process, url = start_app(tmp_path_factory.mktemp("browser-runs"))
     yield url
     process.terminate()
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()

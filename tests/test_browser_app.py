@@ -5,6 +5,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.conftest import INK_JS
+
 pytestmark = pytest.mark.browser
 
 PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters"}
@@ -124,9 +126,13 @@ def canvas_of(page: Page):
     raise AssertionError(f"the canvas never settled at 280 px: {previous}")
 
 
-INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
-  const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
-  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the canvas
+def draw_and_read(page: Page, app_url: str, digit: str) -> list[str]:
+    """Open the Draw page, draw digit with the mouse and see it read; returns the page's error list."""
+    errors = open_app(page, app_url)
+    go_to(page, "Draw")
+    stroke(page, canvas_of(page), DIGITS[digit][0])
+    expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=20_000)
+    return errors
 
 
 def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
@@ -154,10 +160,7 @@ def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
 
 
 def test_a_drawing_labelled_by_its_student_joins_the_class_set(page: Page, app_url):
-    errors = open_app(page, app_url)
-    go_to(page, "Draw")
-    stroke(page, canvas_of(page), DIGITS["1"][0])
-    expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=20_000)
+    errors = draw_and_read(page, app_url, "1")
     page.get_by_role("radiogroup", name="Teach us your handwriting").get_by_role("radio", name="1").click()
     expect(page.get_by_text("Saved as a 1 to the class's handwriting set.")).to_be_visible(timeout=20_000)
     expect(page.get_by_text("Active model on the class's drawings")).to_be_visible(timeout=20_000)
@@ -167,10 +170,7 @@ def test_a_drawing_labelled_by_its_student_joins_the_class_set(page: Page, app_u
 def test_a_drawing_and_an_upload_are_read_side_by_side(page: Page, app_url):
     from tests.test_app_pages import _png_of_a_one
 
-    errors = open_app(page, app_url)
-    go_to(page, "Draw")
-    stroke(page, canvas_of(page), DIGITS["7"][0])
-    expect(page.get_by_text("It's a 7 (")).to_be_visible(timeout=20_000)
+    errors = draw_and_read(page, app_url, "7")
     page.locator("input[type=file]").first.set_input_files(
         files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one()}])
     expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=20_000)
@@ -188,10 +188,7 @@ def test_upload_of_a_non_image_gets_a_message(page: Page, app_url):
 
 
 def test_a_drawing_sent_from_draw_appears_on_the_feature_page(page: Page, app_url):
-    errors = open_app(page, app_url)
-    go_to(page, "Draw")
-    stroke(page, canvas_of(page), DIGITS["7"][0])
-    expect(page.get_by_text("It's a 7 (")).to_be_visible(timeout=20_000)
+    errors = draw_and_read(page, app_url, "7")
     page.get_by_role("button", name="Look inside").click()
     expect(page.get_by_role("heading", name="Feature maps and filters")).to_be_visible(timeout=30_000)
     expect(page.get_by_text("Input: your drawing, read as 7.")).to_be_visible(timeout=30_000)
