@@ -28,6 +28,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .storage import atomic_write, ensure_free_space
+
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
 TRAIN_SIZE, TEST_SIZE, SIDE = 60_000, 10_000, 28
@@ -100,14 +102,12 @@ def validate_arrays(arrays: dict[str, np.ndarray]) -> None:
 def write_cache(arrays: dict[str, np.ndarray], data_dir: Path) -> Path:
     """Validate and write mnist.npz atomically, with a SHA-256 of the arrays inside it."""
     validate_arrays(arrays)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / CACHE_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, sha256=np.array(_digest(arrays)), **{n: arrays[n] for n in _ARRAY_NAMES})
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    path = Path(data_dir) / CACHE_NAME
+    ensure_free_space(path.parent, sum(arrays[n].nbytes for n in _ARRAY_NAMES), what=CACHE_NAME)
+    digest = np.array(_digest(arrays))
+    # A unique temp name per writer: two processes fetching MNIST at once each write their own file,
+    # and the last rename wins with a whole, valid cache.
+    atomic_write(path, lambda handle: np.savez(handle, sha256=digest, **{n: arrays[n] for n in _ARRAY_NAMES}))
     return path
 
 
