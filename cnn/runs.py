@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (BUNDLED_MODEL, CheckpointError, atomic_write, card_path, make_card,
-                         read_checkpoint, save_checkpoint)
+from .checkpoint import (BUNDLED_MODEL, BUNDLED_RUN, CheckpointError, atomic_write, card_path, card_problem,
+                         make_card, read_checkpoint, run_name_problem, save_checkpoint)
 from .config import TrainConfig
 from .model import build_model
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
@@ -140,13 +140,31 @@ class _StateOnly(nn.Module):
         return self._state
 
 
+MAX_CARD_BYTES = 1024 * 1024  # a card is ~2 KB; a larger model.json is not ours
+
+
 def read_card(checkpoint: Path) -> dict | None:
-    """The JSON card beside a checkpoint, or None if missing or unreadable."""
+    """The JSON card beside a checkpoint, or None if it is missing, unreadable or fails card_problem()."""
+    return read_card_checked(checkpoint)[0]
+
+
+def read_card_checked(checkpoint: Path) -> tuple[dict | None, str]:
+    """(card, "") when the card beside checkpoint is readable and well-formed, else (None, why) as a clause."""
+    path = card_path(checkpoint)
     try:
-        card = json.loads(card_path(checkpoint).read_text())
-        return card if isinstance(card, dict) else None
-    except (OSError, ValueError):
-        return None
+        if path.stat().st_size > MAX_CARD_BYTES:
+            return None, f"its card ({path.name}) is too large to be one of this app's cards"
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, f"its card ({path.name}) is missing"
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None, f"its card ({path.name}) is not readable JSON"
+    if not isinstance(card, dict):
+        return None, f"its card ({path.name}) is not a table of fields"
+    problem = card_problem(card)
+    if problem:
+        return None, f"its card ({path.name}) is not valid: {problem}"
+    return card, ""
 
 
 @dataclass(frozen=True)
@@ -154,8 +172,8 @@ class RunInfo:
     name: str
     folder: Path
     checkpoint: Path | None  # model.pt when it exists
-    card: dict | None  # None when the card cannot be read
-    problem: str = ""  # a sentence when the run is unreadable
+    card: dict | None  # None when the card cannot be read or is not valid
+    problem: str = ""  # a sentence when the run is unreadable: what is wrong, never the server's path
 
     @property
     def status(self) -> str:
@@ -165,19 +183,64 @@ class RunInfo:
 
 
 def list_runs(runs_dir: Path, include_bundled: bool = True) -> list[RunInfo]:
-    """Every run on disk, newest first, the bundled model last; a broken entry is listed as unreadable."""
+    """Every run on disk, newest first, the bundled model last; a broken entry is listed as unreadable.
+
+    Folders whose names are not valid run names ("my run", "café", "bundled", "nul"), symbolic links and
+    hidden folders are not runs and are left out: unlisted_folders() says why, for the teacher.
+    """
     runs: list[RunInfo] = []
-    if runs_dir.is_dir():
-        for folder in sorted(runs_dir.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-            if not folder.is_dir() or folder.name.startswith("."):
-                continue
-            checkpoint = folder / MODEL_FILE
-            card = read_card(checkpoint)
-            problem = "" if card is not None else "its card (model.json) is missing or unreadable"
-            runs.append(RunInfo(folder.name, folder, checkpoint if checkpoint.is_file() else None, card, problem))
+    for folder in _run_folders(runs_dir):
+        checkpoint = folder / MODEL_FILE
+        card, problem = read_card_checked(checkpoint)
+        sentence = f"Run {folder.name!r} cannot be shown: {problem}." if problem else ""
+        runs.append(RunInfo(folder.name, folder, checkpoint if checkpoint.is_file() else None, card, sentence))
     if include_bundled and BUNDLED_MODEL.is_file():
-        runs.append(RunInfo("bundled", BUNDLED_MODEL.parent, BUNDLED_MODEL, read_card(BUNDLED_MODEL)))
+        card, problem = read_card_checked(BUNDLED_MODEL)
+        runs.append(RunInfo(BUNDLED_RUN, BUNDLED_MODEL.parent, BUNDLED_MODEL, card,
+                            f"The bundled model cannot be shown: {problem}." if problem else ""))
     return runs
+
+
+def unlisted_folders(runs_dir: Path) -> list[str]:
+    """A sentence for each entry of runs_dir that list_runs leaves out (odd names, links), for the teacher."""
+    sentences = []
+    for entry in _entries(runs_dir):
+        if entry.name.startswith(".") or not _is_folder(entry):
+            continue
+        if entry.is_symlink():
+            sentences.append(f"{entry.name!r} in the runs folder is a link, not a run folder; it is not listed.")
+        elif run_name_problem(entry.name):
+            sentences.append(f"The folder {entry.name!r} is not listed: {run_name_problem(entry.name)} "
+                             "Rename it to list it.")
+    return sentences
+
+
+def _run_folders(runs_dir: Path) -> list[Path]:
+    """The folders of runs_dir that can be runs (valid names, not links), newest first."""
+    folders = [entry for entry in _entries(runs_dir)
+               if not entry.is_symlink() and _is_folder(entry) and not run_name_problem(entry.name)]
+    return sorted(folders, key=_modified, reverse=True)
+
+
+def _entries(runs_dir: Path) -> list[Path]:
+    try:
+        return list(Path(runs_dir).iterdir())
+    except OSError:  # missing or unreadable runs folder: no runs
+        return []
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed while listing
+        return 0.0
 
 
 def read_metrics(folder: Path) -> list[dict]:
