@@ -5,8 +5,14 @@ so that the centre of mass sits at the centre.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import io
+import struct
+import threading
 import warnings
+from collections import OrderedDict, deque
 
 import numpy as np
 import torch
@@ -17,12 +23,36 @@ FIELD = 28  # ... centred by mass in a 28x28 field
 INK_LEVEL = 40  # grey level (0-255) above which a pixel counts as ink
 MIN_INK_FRACTION = 0.08  # the ink's bounding box must span >= 8% of the canvas: smaller is a dot
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-MAX_UPLOAD_PIXELS = 4096 * 4096  # above this a PNG/JPEG is treated as a decompression bomb
+MAX_UPLOAD_PIXELS = 4 * 1024 * 1024  # 4 Mpx (2048x2048): a 4096x4096 PNG of 65 KB cost the server +720 MB and 2 s
 UPLOAD_FORMATS = {"PNG", "JPEG"}
+UPLOAD_WORKING_SIDE = 1024  # a photo is read at about this size: a digit needs 20 px, and 4 Mpx arrays cost ~50 MB each
+UPLOAD_CACHE_ENTRIES = 32  # uploads whose 28x28 steps are kept (a few MB each at most)
+
+# Everything the app decodes is small: a 280x280 canvas, a photo of one digit, 28x28 class samples. Pillow's own
+# guard (89 Mpx by default, an error only at twice that) would let a 2 MB file claim 178 Mpx; lower it for the
+# whole process. read_upload and read_canvas check the header's size first, so this is the net under them.
+Image.MAX_IMAGE_PIXELS = MAX_UPLOAD_PIXELS
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DATA_URL_PREFIX = "data:image/png;base64,"
+MAX_CANVAS_SCALE = 3  # the canvas sends width x height (Fabric's toDataURL, multiplier 1); allow up to 3x (devicePixelRatio)
+MAX_CANVAS_BYTES = 2 * 1024 * 1024  # a 280x280 drawing is ~5-30 KB; even 840x840 of noise stays under 2 MB
+
+# "Does this look like one digit?" Measured on 10,000 real MNIST test digits drawn back at 280x280 (tests/test_drawing.py).
+MIN_DIGIT_FRACTION = 0.2  # the ink's longer side spans >= 20% of the canvas (56 of 280 px); a tap or a 5 px drag is less
+MAX_BOX_FILL = 0.8  # ink covers at most 80% of its box (a few of 10,000 MNIST digits reach it, mostly thin "1"s)...
+MIN_FILLED_ASPECT = 0.4  # ... checked only when the box is not a thin bar (a "1" fills its narrow box)
+MAX_PIECES = 3  # separate pieces of ink (MNIST's test digits: at most 2)
+MAX_LOOPS = 3  # closed loops (an 8 has two; a few sloppy MNIST digits three)
+SHAPE_GRID = 40  # pieces and loops are counted with the ink's box scaled to 40 px: strokes ~4 cells wide
 
 
 class UploadError(ValueError):
     """An upload that cannot be used; the message is a sentence for the user."""
+
+
+class CanvasError(ValueError):
+    """A canvas value that is not what the drawing canvas sends; the message is a sentence for the user."""
 
 
 def to_grey(rgba: np.ndarray) -> np.ndarray:
@@ -87,36 +117,218 @@ def read_upload(data: bytes, name: str = "upload") -> np.ndarray:
     Raises UploadError with a sentence for anything else: too large, not an image, truncated,
     a decompression bomb, animated, or of another format.
     """
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise UploadError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is 2 MB. Crop or shrink the photo first.")
-    if not data:
-        raise UploadError(f"{name} is empty.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                if image.format not in UPLOAD_FORMATS:
-                    raise UploadError(f"{name} is a {image.format or 'unknown'} file; please upload a PNG or JPEG image.")
-                if image.width * image.height > MAX_UPLOAD_PIXELS:
-                    raise UploadError(f"{name} is {image.width}x{image.height} pixels, too large to read safely; please upload a smaller picture.")
-                if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
-                    raise UploadError(f"{name} is animated; please upload a single still picture of one digit.")
-                image.load()
-                grey = _to_grey_8bit(image)
-    except UploadError:
-        raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        if isinstance(exc, UnidentifiedImageError):
-            raise UploadError(f"{name} is not an image this app can read; please upload a PNG or JPEG.") from exc
-        raise UploadError(f"{name} is too large in pixels to read safely; please upload a smaller picture.") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise UploadError(f"{name} could not be read (it may be truncated or damaged); please upload it again.") from exc
-    if _background_is_light(grey):
-        grey = 255 - grey  # MNIST is white ink on black
+    grey = read_upload_grey(data, name)
     rgba = np.zeros(grey.shape + (4,), dtype=np.uint8)
     rgba[..., :3] = grey[..., None]
     rgba[..., 3] = 255
     return rgba
+
+
+def read_upload_grey(data: bytes, name: str = "upload") -> np.ndarray:
+    """A PNG/JPEG upload -> (H, W) uint8 ink level, white on black, at most UPLOAD_WORKING_SIDE on its longer side.
+
+    The size is checked from the header before any pixel is decoded; a JPEG is decoded straight to grey and
+    already shrunk (Image.draft), so a 4 Mpx photo costs a few MB, not a few hundred. UploadError as read_upload.
+    """
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise UploadError(f"{name} is {len(data) / 2**20:.1f} MB; the limit is 2 MB. Crop or shrink the photo first.")
+    if not data:
+        raise UploadError(f"{name} is empty.")
+    too_large = (f"{name} has too many pixels to read safely; the limit is {MAX_UPLOAD_PIXELS / 2**20:.0f} million "
+                 "(for example 2048x2048). Please upload a smaller picture.")
+    try:
+        with warnings.catch_warnings():
+            # Between the limit and twice it Pillow only warns; our own check below says it with the size.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format not in UPLOAD_FORMATS:
+                    raise UploadError(f"{name} is a {image.format or 'unknown'} file; please upload a PNG or JPEG image.")
+                if image.width * image.height > MAX_UPLOAD_PIXELS:
+                    raise UploadError(f"{name} is {image.width}x{image.height} pixels; the limit is "
+                                      f"{MAX_UPLOAD_PIXELS / 2**20:.0f} million (for example 2048x2048). "
+                                      "Please upload a smaller picture.")
+                if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+                    raise UploadError(f"{name} is animated; please upload a single still picture of one digit.")
+                if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale, in grey: the cheapest read
+                    image.draft("L", (UPLOAD_WORKING_SIDE, UPLOAD_WORKING_SIDE))
+                image.load()
+                grey = _to_grey_8bit(image)
+    except UploadError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise UploadError(f"{name} is not an image this app can read; please upload a PNG or JPEG.") from exc
+    except Image.DecompressionBombError as exc:
+        raise UploadError(too_large) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UploadError(f"{name} could not be read (it may be truncated or damaged); please upload it again.") from exc
+    if _background_is_light(grey):
+        grey = 255 - grey  # MNIST is white ink on black
+    return _shrink(grey, UPLOAD_WORKING_SIDE)
+
+
+def _shrink(grey: np.ndarray, side: int) -> np.ndarray:
+    """(H, W) uint8 -> the same picture with its longer side at most side (area-averaged, aspect kept)."""
+    h, w = grey.shape
+    if max(h, w) <= side:
+        return grey
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX))
+
+
+class _StepsCache:
+    """A small LRU cache, safe across sessions' threads: sha256 of an upload's bytes -> its preprocess_steps."""
+
+    def __init__(self, entries: int):
+        self.entries, self._items, self._lock = entries, OrderedDict(), threading.Lock()
+
+    def get(self, key: str):
+        with self._lock:
+            if key not in self._items:
+                return False, None
+            self._items.move_to_end(key)
+            return True, self._items[key]
+
+    def put(self, key: str, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+
+
+_UPLOAD_STEPS = _StepsCache(UPLOAD_CACHE_ENTRIES)
+
+
+def read_upload_steps(data: bytes, name: str = "upload") -> dict[str, np.ndarray] | None:
+    """An upload's preprocess_steps (read-only arrays), or None when it holds no ink; UploadError as read_upload.
+
+    Cached by the bytes' SHA-256, so the rerun after every click does not decode the same file again.
+    """
+    key = hashlib.sha256(data).hexdigest()
+    found, steps = _UPLOAD_STEPS.get(key)
+    if not found:
+        steps = preprocess_steps(read_upload_grey(data, name))
+        for array in (steps or {}).values():
+            array.flags.writeable = False  # shared by every session that uploads the same file
+        _UPLOAD_STEPS.put(key, steps)
+    return steps
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header (its first 24 bytes), decoding nothing; ValueError if it is not a PNG."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG")
+    return struct.unpack(">II", data[16:24])
+
+
+def canvas_png(value: object, size: int) -> bytes | None:
+    """The canvas component's "drawing" value -> its PNG bytes, checked before anything is decoded; None for none yet.
+
+    The browser sends {"raw": <Fabric JSON>, "data": "data:image/png;base64,..."} over the WebSocket, and anyone
+    can send anything instead. Refused with CanvasError: not that shape, not a PNG data URL, over MAX_CANVAS_BYTES,
+    or a PNG header that is not square with a side from size to MAX_CANVAS_SCALE * size pixels.
+    """
+    if value is None:
+        return None
+    data_url = value.get("data") if isinstance(value, dict) else value
+    if data_url is None:
+        return None
+    if not isinstance(data_url, str) or not data_url.startswith(DATA_URL_PREFIX):
+        raise CanvasError("That drawing did not arrive as a picture from the canvas; please press Clear and draw again.")
+    if len(data_url) > len(DATA_URL_PREFIX) + 4 * (MAX_CANVAS_BYTES + 2) // 3:  # base64 is 4 characters per 3 bytes
+        raise CanvasError("That drawing is far larger than the canvas can send; please press Clear and draw again.")
+    try:
+        png = base64.b64decode(data_url[len(DATA_URL_PREFIX):], validate=True)
+        width, height = png_size(png)
+    except (binascii.Error, ValueError) as exc:
+        raise CanvasError("That drawing is not a picture this app can read; please press Clear and draw again.") from exc
+    if not (width == height and size <= width <= MAX_CANVAS_SCALE * size):
+        raise CanvasError(f"That drawing is {width}x{height} pixels, but the canvas is {size}x{size}; "
+                          "it did not come from the canvas. Please press Clear and draw again.")
+    return png
+
+
+def read_canvas(value: object, size: int) -> np.ndarray | None:
+    """The canvas component's "drawing" value -> (H, W, 4) uint8 RGBA, or None before the first stroke.
+
+    canvas_png checks it first; CanvasError with a sentence for anything the canvas would not send.
+    """
+    png = canvas_png(value, size)
+    if png is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+            image.load()
+            return np.asarray(image.convert("RGBA"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise CanvasError("That drawing could not be read (it may be damaged); please press Clear and draw again.") from exc
+
+
+def drawing_problem(image: np.ndarray) -> str | None:
+    """Why a drawing does not look like one digit, as a sentence, or None when it could be one (or is blank).
+
+    image: (H, W, 4) RGBA, (H, W, 3) RGB or (H, W) grey, white ink on black. Refused: ink too small for a digit,
+    ink filling most of its box (a filled shape, a coloured-in scribble), too many separate pieces or loops.
+    """
+    grey = to_grey(image)
+    ink = grey > INK_LEVEL
+    if not ink.any():
+        return None
+    rows, cols = np.nonzero(ink)
+    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    h, w = bottom - top, right - left
+    lead = "That doesn't look like one digit: "
+    if max(h, w) < MIN_DIGIT_FRACTION * max(grey.shape):
+        return lead + "it is too small. Draw one digit as large as the square allows."
+    if min(h, w) >= MIN_FILLED_ASPECT * max(h, w) and ink[top:bottom, left:right].mean() > MAX_BOX_FILL:
+        return lead + "the ink fills almost all of its box. Write the digit with lines, as on paper."
+    pieces, loops = count_pieces_and_loops(grey[top:bottom, left:right])
+    if pieces > MAX_PIECES:
+        return lead + f"it has {pieces} separate pieces. Draw a single digit, in one or two strokes."
+    if loops > MAX_LOOPS:
+        return lead + f"it has {loops} closed loops, and even an 8 has only two. Draw a single digit."
+    return None
+
+
+def count_pieces_and_loops(cropped: np.ndarray) -> tuple[int, int]:
+    """(separate pieces of ink, closed loops) of a (h, w) uint8 grey crop, on a SHAPE_GRID-px copy.
+
+    Specks under 3% of the ink are not pieces; holes of fewer than 4 grid cells are not loops.
+    """
+    h, w = cropped.shape
+    scale = SHAPE_GRID / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    ink = np.pad(np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.BOX)) > INK_LEVEL, 1)
+    pieces = [n for n in _component_sizes(ink, diagonal=True) if n >= 0.03 * ink.sum()]
+    # Background is 4-connected where ink is 8-connected (so a diagonal stroke closes a loop). The padded border
+    # makes the outside one component, found first from the corner; the others are holes inside the ink.
+    holes = _component_sizes(~ink, diagonal=False)[1:]
+    return len(pieces), sum(n >= 4 for n in holes)
+
+
+def _component_sizes(mask: np.ndarray, diagonal: bool) -> list[int]:
+    """Sizes of the connected regions of a small boolean (h, w) mask, in row-major order of their first pixel."""
+    h, w = mask.shape
+    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if diagonal else [])
+    todo = mask.tolist()  # plain lists: ~10x faster than indexing numpy one pixel at a time
+    sizes = []
+    for start in zip(*np.nonzero(mask)):
+        y, x = int(start[0]), int(start[1])
+        if not todo[y][x]:
+            continue
+        todo[y][x] = False
+        queue, count = deque([(y, x)]), 0
+        while queue:
+            y, x = queue.popleft()
+            count += 1
+            for dy, dx in steps:
+                ny, nx = y + dy, x + dx
+                if 0 <= ny < h and 0 <= nx < w and todo[ny][nx]:
+                    todo[ny][nx] = False
+                    queue.append((ny, nx))
+        sizes.append(count)
+    return sizes
 
 
 def _to_grey_8bit(image: Image.Image) -> np.ndarray:

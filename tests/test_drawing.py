@@ -100,7 +100,7 @@ def test_truncated_upload():
 def test_decompression_bomb_is_refused():
     bomb = png_bytes(np.zeros((5000, 5000), dtype=np.uint8), optimize=True)  # 25 Mpx, a few KB
     assert len(bomb) < MAX_UPLOAD_BYTES
-    with pytest.raises(UploadError, match="too large"):
+    with pytest.raises(UploadError, match="5000x5000 pixels; the limit is 4 million"):
         read_upload(bomb, "bomb.png")
 
 
