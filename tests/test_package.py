@@ -3,6 +3,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from cnn.cli import main
 from tests.conftest import ROOT
 
@@ -39,16 +41,123 @@ def test_evaluate_cli_reports_a_corrupt_checkpoint(tmp_path, capsys):
     assert "not a readable checkpoint" in capsys.readouterr().err
 
 
+LATENCY_KEYS = ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
+                "draw_stroke_occlusion", "feature_page_render")
+
+
+class FakeClock:
+    """A perf_counter that only moves when a timed function says it took some time: timing code tested without timing."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_bench_reports_ratio_and_latencies():
     """The benchmark's shape only: speed is reported by `python -m cnn bench`, never asserted here."""
+    import math
+
     from cnn.bench import format_report, run_benchmarks
 
-    report = run_benchmarks(rounds=1, steps_per_round=1, latency_repeats=5)
-    assert report["ratio"] == round(report["project_img_s"] / report["baseline_img_s"], 3)
-    for key in ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
-                "draw_stroke_occlusion", "feature_page_render"):
-        assert 0 < report[key]["median_ms"] <= report[key]["p95_ms"], key
-    assert "ratio" in format_report(report)
+    report = run_benchmarks(rounds=2, steps_per_round=1, latency_repeats=5)
+    project, baseline = report["project_img_s"], report["baseline_img_s"]
+    assert math.isfinite(project) and math.isfinite(baseline) and project > 0 and baseline > 0
+    # img/s are rounded to 0.1 and the ratio to 0.001: the true ratio of the unrounded figures lies in this interval.
+    low = (project - 0.05) / (baseline + 0.05) - 0.0005
+    high = (project + 0.05) / (baseline - 0.05) + 0.0005
+    assert low <= report["ratio"] <= high
+    for key in LATENCY_KEYS:
+        latency = report[key]
+        assert latency["samples"] == 5, key  # the repeats asked for, warm-up calls not counted
+        assert all(math.isfinite(latency[k]) and latency[k] > 0 for k in ("median_ms", "p95_ms")), key
+    assert f"ratio    {report['ratio']:>8.2f}x" in format_report(report)
+
+
+def test_latency_ms_times_only_the_timed_calls(monkeypatch):
+    """Warm-up calls are left out; the median and nearest-rank p95 are those of the timed calls, in ms."""
+    import random
+    from types import SimpleNamespace
+
+    from cnn import bench
+
+    clock = FakeClock()
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    timed_ms = random.Random(0).sample([*range(1, 20), 100], 20)  # 1..19 ms and one 100 ms outlier, shuffled
+    calls = iter([1000.0, 1000.0] + timed_ms)  # two slow warm-ups first
+    result = bench.latency_ms(lambda: clock.spend(next(calls) / 1000), repeats=20, warmup=2)
+    # sorted: 1..19, 100 -> median (10 + 11) / 2 = 10.5 (the mean would be 14.5); p95 = the 19th of 20 = 19
+    assert result == pytest.approx({"median_ms": 10.5, "p95_ms": 19.0, "samples": 20})
+    assert next(calls, None) is None  # exactly warm-up + repeats calls
+
+
+def test_measure_alternately_alternates_and_divides_by_the_calls(monkeypatch):
+    from types import SimpleNamespace
+
+    from cnn import bench
+
+    clock, order = FakeClock(), []
+
+    def step(name, seconds):
+        def call():
+            order.append(name)
+            clock.spend(seconds)
+        return call
+
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    seconds = bench.measure_alternately({"a": step("a", 0.003), "b": step("b", 0.007)}, rounds=3,
+                                        calls_per_round=4, warmup=2)
+    assert order == ["a"] * 2 + ["b"] * 2 + (["a"] * 4 + ["b"] * 4) * 3
+    assert seconds["a"] == pytest.approx([0.003] * 3) and seconds["b"] == pytest.approx([0.007] * 3)
+
+
+def test_run_benchmarks_turns_step_times_into_img_s_and_ratio(monkeypatch):
+    """A project step of 0.1 s and a baseline step of 0.16 s at batch 128: 1280 vs 800 img/s, ratio 1.6."""
+    from types import SimpleNamespace
+
+    from cnn import bench
+
+    clock = FakeClock()
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(bench, "training_steps", lambda: {"project": lambda: clock.spend(0.1),
+                                                          "baseline": lambda: clock.spend(0.16)})
+    report = bench.run_benchmarks(rounds=3, steps_per_round=2, latency_repeats=1)
+    assert report["batch"] == 128
+    assert report["project_img_s"] == pytest.approx(1280.0) and report["baseline_img_s"] == pytest.approx(800.0)
+    assert report["ratio"] == pytest.approx(1.6)
+
+
+def test_each_latency_measures_the_work_it_names(monkeypatch):
+    """The timed functions do what their names say: a stroke is read and explained, a page render differs per image."""
+    import numpy as np
+
+    from cnn import bench
+    from cnn.drawing import preprocess_drawing
+    from cnn.explain import attribution, predict
+
+    timed = {}
+
+    def keep_function(function, repeats=200, warmup=10):
+        timed["function"] = function
+        return {}
+
+    monkeypatch.setattr(bench, "latency_ms", keep_function)
+    model = bench._bench_model()
+    drawing = preprocess_drawing(bench.synthetic_drawing())
+    assert predict(model, drawing).argmax() == 7  # the synthetic stroke is a 7 the model can read
+    for method in ("grad_cam", "occlusion"):
+        bench.draw_stroke_latency(method, 1)
+        assert np.allclose(timed["function"](), attribution(model, drawing, 7, method), atol=1e-5), method
+    bench.inference_latency(1)
+    assert timed["function"]().shape == (1,)  # one image, one predicted digit
+    bench.feature_page_latency(1)
+    first, second = timed["function"](), timed["function"]()
+    assert first.shape == (2 * 58 + 2, 16 * 58 + 2, 3)  # conv1's 32 maps, 16 a row, 56 px tiles with 2 px gaps
+    assert not np.array_equal(first, second)  # each call renders a new image
 
 
 def test_bench_steps_train_the_same_network():
