@@ -1,6 +1,7 @@
 """cnn.data: the restricted unpickler, cache validation and rebuild, the failure message (SYNTHETIC arrays)."""
 import os
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -68,6 +69,52 @@ def test_corrupt_cache_is_detected_reported_and_rebuilt(tmp_path):
     assert (tmp_path / (CACHE_NAME + ".corrupt")).exists()
     assert np.array_equal(read_cache(path)["train_images"], fresh["train_images"])  # rebuilt
     assert load_mnist(tmp_path, sources=sources).source.startswith("cache")  # and used next time
+
+
+def test_two_writers_of_the_cache_at_once_leave_one_whole_cache(tmp_path, monkeypatch):
+    """Two processes fetching MNIST at once (two servers, or the CLI beside the app) both write the cache.
+
+    A barrier holds both writers inside np.savez, so each has opened its temp file before either renames it:
+    with one shared temp name, the second writer's file is gone (or mixed) by the time it renames it.
+    """
+    both_writing = threading.Barrier(2, timeout=120)
+    real_savez = np.savez
+
+    def savez_in_step(handle, *args, **kwargs):
+        both_writing.wait()
+        return real_savez(handle, *args, **kwargs)
+
+    monkeypatch.setattr(data_module.np, "savez", savez_in_step)
+    arrays = [synthetic_arrays(0), synthetic_arrays(1)]
+    errors = []
+
+    def write(which):
+        try:
+            write_cache(arrays[which], tmp_path)
+        except Exception as exc:  # reported below: the test fails with what went wrong in the thread
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(i,)) for i in (0, 1)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()  # no timeout needed: the barrier's own timeout ends a writer that waits alone
+    monkeypatch.undo()
+    assert errors == []
+    cache = read_cache(tmp_path / CACHE_NAME)  # whole and valid: its checksum matches its arrays
+    assert any(np.array_equal(cache["train_images"], a["train_images"]) for a in arrays)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CACHE_NAME]  # no temp file left behind
+    assert (tmp_path / CACHE_NAME).stat().st_mode & 0o777 == 0o644
+
+
+def test_cache_is_not_written_when_the_disk_is_clearly_too_full(tmp_path, monkeypatch):
+    import shutil
+
+    real = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: real._replace(free=10 * 2**20))  # MNIST needs ~53 MB
+    with pytest.raises(OSError, match="the disk is full: mnist.npz needs about"):
+        write_cache(synthetic_arrays(), tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_truncated_cache_is_detected(tmp_path):
