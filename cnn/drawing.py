@@ -176,20 +176,21 @@ def _shrink(grey: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(grey).resize(size, Image.Resampling.BOX))
 
 
-class _StepsCache:
-    """A small LRU cache, safe across sessions' threads: sha256 of an upload's bytes -> its preprocess_steps."""
+class LruCache:
+    """A small least-recently-used cache, safe across sessions' threads (each session's script runs in its own)."""
 
     def __init__(self, entries: int):
         self.entries, self._items, self._lock = entries, OrderedDict(), threading.Lock()
 
-    def get(self, key: str):
+    def get(self, key) -> tuple[bool, object]:
+        """(True, value) when key is cached, else (False, None)."""
         with self._lock:
             if key not in self._items:
                 return False, None
             self._items.move_to_end(key)
             return True, self._items[key]
 
-    def put(self, key: str, value) -> None:
+    def put(self, key, value) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -197,7 +198,7 @@ class _StepsCache:
                 self._items.popitem(last=False)
 
 
-_UPLOAD_STEPS = _StepsCache(UPLOAD_CACHE_ENTRIES)
+_UPLOAD_STEPS = LruCache(UPLOAD_CACHE_ENTRIES)  # sha256 of an upload's bytes -> its steps
 
 
 def read_upload_steps(data: bytes, name: str = "upload") -> dict[str, np.ndarray] | None:

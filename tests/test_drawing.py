@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cnn.drawing import (MAX_UPLOAD_BYTES, UploadError, centre_of_mass, preprocess_drawing, preprocess_steps,
-                         read_upload)
+                         read_upload, read_upload_steps)
 
 
 def canvas(size=280):
@@ -100,8 +100,16 @@ def test_truncated_upload():
 def test_decompression_bomb_is_refused():
     bomb = png_bytes(np.zeros((5000, 5000), dtype=np.uint8), optimize=True)  # 25 Mpx, a few KB
     assert len(bomb) < MAX_UPLOAD_BYTES
-    with pytest.raises(UploadError, match="5000x5000 pixels; the limit is 4 million"):
+    with pytest.raises(UploadError, match="bomb.png has too many pixels .*the limit is 4 million"):
         read_upload(bomb, "bomb.png")
+
+
+@pytest.mark.parametrize("side", [2100, 4096])  # 4.4 Mpx: our own check; 16.7 Mpx: Pillow's lowered limit
+def test_uploads_over_4_megapixels_are_refused_before_decoding(side):
+    big = png_bytes(np.zeros((side, side), dtype=np.uint8), optimize=True)
+    assert len(big) < MAX_UPLOAD_BYTES  # the old check (2 MB, 16.7 Mpx) let both through
+    with pytest.raises(UploadError, match="the limit is 4 million"):
+        read_upload_steps(big, "big.png")
 
 
 def test_animated_and_other_formats_are_refused():
