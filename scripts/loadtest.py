@@ -24,11 +24,13 @@ import json
 import os
 import re
 import statistics
+import struct
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import websockets
@@ -187,6 +189,41 @@ def stroke_png(points, size: int = 280, width: int = 22) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def canvas_value(data_url: str) -> dict:
+    """The canvas component's value after a stroke, as its front end sends it (Fabric's JSON and the PNG)."""
+    return {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": data_url}}
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid all-black RGBA PNG of any size, built row by row: 8000x8000 is ~250 KB and costs the sender ~1 MB."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(9), b"\x00" + b"\x00\x00\x00\xff" * width  # filter byte, then opaque black
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)  # 8-bit RGBA
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+async def forged_canvas_attack(url: str, png: bytes, then_draw: str | None = "7") -> dict:
+    """An attacker's session: opens the Draw page, sends png as the canvas's value over the WebSocket (nothing
+    in the protocol stops it), then draws then_draw as an honest stroke. Returns the texts and exceptions each
+    step showed: {"forged": [...], "forged_exceptions": [...], "after": [...], "after_exceptions": [...]}."""
+    ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+    report = {"forged": [], "forged_exceptions": [], "after": [], "after_exceptions": []}
+    async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
+        client = StreamlitClient(ws, url)
+        await client.run(first=True)
+        data_url = "data:image/png;base64," + base64.b64encode(png).decode()
+        _, report["forged"] = await client.run(widgets={client.widgets["canvas"]: canvas_value(data_url)},
+                                               exceptions=report["forged_exceptions"])
+        if then_draw is not None:
+            _, report["after"] = await client.run(
+                widgets={client.widgets["canvas"]: canvas_value(stroke_png(STROKES[then_draw]))},
+                exceptions=report["after_exceptions"])
+    return report
+
+
 class StreamlitClient:
     """A browser-less Streamlit session over the app's own WebSocket protocol (the same protobuf messages
     Streamlit's frontend sends): light enough that 20-30 of them leave the machine's cores to the server."""
@@ -194,10 +231,11 @@ class StreamlitClient:
     def __init__(self, ws, url: str):
         self.ws, self.url, self.widgets, self.fragment, self.page_hash = ws, url, {}, "", ""
 
-    async def run(self, *, widgets: dict | None = None, first: bool = False, wanted: re.Pattern | None = None):
+    async def run(self, *, widgets: dict | None = None, first: bool = False, wanted: re.Pattern | None = None,
+                  exceptions: list | None = None):
         """One rerun (of the whole Draw page when first, else of the canvas fragment); returns the seconds to
         the first text matching wanted (or to the run's end) and every text the run showed. Then downloads
-        the run's images, as a browser does."""
+        the run's images, as a browser does. An exception on the page raises, or is added to exceptions."""
         message = BackMsg()
         state = message.rerun_script
         if first:
@@ -221,7 +259,9 @@ class StreamlitClient:
                 element = forward.delta.new_element
                 which = element.WhichOneof("type")
                 if which == "exception":
-                    raise RuntimeError(f"the page showed an exception: {element.exception.message[:120]}")
+                    if exceptions is None:
+                        raise RuntimeError(f"the page showed an exception: {element.exception.message[:120]}")
+                    exceptions.append(element.exception.message[:120])
                 widget_id = getattr(getattr(element, which), "id", "")
                 if which == "bidi_component" and widget_id.endswith("-canvas"):
                     self.widgets["canvas"], self.fragment = widget_id, forward.delta.fragment_id
@@ -266,7 +306,7 @@ async def websocket_student(url: str, digits: int, latencies: list, answers: lis
                 digit = list(STROKES)[(index + n) % len(STROKES)]
                 await asyncio.sleep(draw_seconds)
                 step = "waiting for the prediction"
-                drawing = {"drawing": {"raw": {"objects": [{"type": "path"}]}, "data": stroke_png(STROKES[digit])}}
+                drawing = canvas_value(stroke_png(STROKES[digit]))
                 seconds, texts = await client.run(widgets={client.widgets["canvas"]: drawing}, wanted=answer_text)
                 shown = [t for t in texts if answer_text.search(t)]
                 if not shown:
