@@ -20,27 +20,39 @@ class Dropout(nn.Module):
 
     The same maths as nn.Dropout(1 - p_keep), about twice as fast on a CPU: nn.Dropout draws
     its mask with bernoulli_, one slow generator call per value; a comparison of uniform numbers
-    from torch.rand (seeded by torch.manual_seed) gives the same Bernoulli(p_keep) mask.
+    from torch.rand gives the same Bernoulli(p_keep) mask.
+
+    ``generator``: where the masks' random numbers come from. None draws from torch's global RNG;
+    train() sets a per-run torch.Generator here (on the model's device), so two trainings in two
+    threads never interleave their draws. It is a plain attribute, not state: checkpoints ignore it.
     """
 
-    def __init__(self, p_keep: float):
+    def __init__(self, p_keep: float, generator: torch.Generator | None = None):
         super().__init__()
         if not 0.0 < p_keep <= 1.0:
             raise ValueError(f"p_keep must be in (0, 1], got {p_keep}")
         self.p_keep = p_keep
+        self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p_keep >= 1.0:
             return x
         if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
             # Draw flat (rand_like is slower on channels_last), then give the mask x's strides.
-            mask = torch.rand(x.numel(), device=x.device).as_strided(x.shape, x.stride())
+            mask = torch.rand(x.numel(), device=x.device, generator=self.generator).as_strided(x.shape, x.stride())
         else:
-            mask = torch.rand_like(x)
+            mask = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=self.generator)
         return x * mask.lt_(self.p_keep).div_(self.p_keep)
 
     def extra_repr(self) -> str:
         return f"p_keep={self.p_keep}"
+
+
+def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
+    """Make every Dropout of model draw its masks from generator (None: back to torch's global RNG)."""
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.generator = generator
 
 
 def pool_same(x: torch.Tensor) -> torch.Tensor:
@@ -54,10 +66,13 @@ def pool_same(x: torch.Tensor) -> torch.Tensor:
 
 
 class ConvNet(nn.Module):
-    """conv-relu-pool-dropout x3, FC 625, FC 10; no biases; weights ~ N(0, init_std^2) (the tutorial's init)."""
+    """conv-relu-pool-dropout x3, FC 625, FC 10; no biases; weights ~ N(0, init_std^2) (the tutorial's init).
+
+    generator: where the initial weights are drawn from (None: torch's global RNG).
+    """
 
     def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
-                 init: str = "normal"):
+                 init: str = "normal", generator: torch.Generator | None = None):
         super().__init__()
         c1, c2, c3 = CONV_CHANNELS
         self.conv1 = nn.Conv2d(1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
@@ -68,11 +83,11 @@ class ConvNet(nn.Module):
         self.dropout_conv = Dropout(p_keep_conv)
         self.dropout_hidden = Dropout(p_keep_hidden)
         for weight in self.parameters():
-            nn.init.normal_(weight, mean=0.0, std=init_std)
+            nn.init.normal_(weight, mean=0.0, std=init_std, generator=generator)
         if init == "kaiming":
             # He initialisation for the layers followed by ReLU: signals keep their size from the first step.
             for layer in (self.conv1, self.conv2, self.conv3, self.fc):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
         elif init != "normal":
             raise ValueError(f"Unknown init {init!r}: use 'normal' or 'kaiming'.")
 
@@ -135,11 +150,11 @@ class ConvNet(nn.Module):
 class SoftmaxRegression(nn.Module):
     """The tutorial's ~92% reference: one linear layer from 784 pixels to 10 logits."""
 
-    def __init__(self, init_std: float = 0.0):
+    def __init__(self, init_std: float = 0.0, generator: torch.Generator | None = None):
         super().__init__()
         self.out = nn.Linear(IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES, bias=True)
         if init_std > 0:
-            nn.init.normal_(self.out.weight, std=init_std)
+            nn.init.normal_(self.out.weight, std=init_std, generator=generator)
         else:  # the tutorial starts from zeros
             nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -148,12 +163,12 @@ class SoftmaxRegression(nn.Module):
         return self.out(torch.flatten(x, 1))  # (N, 784) -> (N, 10)
 
 
-def build_model(config) -> nn.Module:
-    """The network a TrainConfig describes."""
+def build_model(config, generator: torch.Generator | None = None) -> nn.Module:
+    """The network a TrainConfig describes, its weights drawn from generator (None: torch's global RNG)."""
     if config.architecture == "softmax":
-        return SoftmaxRegression(config.init_std)
+        return SoftmaxRegression(config.init_std, generator=generator)
     if config.architecture == "cnn":
-        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std, config.init)
+        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std, config.init, generator=generator)
     raise ValueError(f"Unknown architecture {config.architecture!r}: use 'cnn' or 'softmax'.")
 
 

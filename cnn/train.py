@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import MNIST, to_float
-from .model import build_model
+from .model import build_model, set_dropout_generator
 from .optim import make_optimizer
 
 
@@ -49,6 +49,7 @@ class EpochEvent:
     test_accuracy: float  # on the full 10,000-image test set
     per_class_accuracy: list[float]
     elapsed_seconds: float
+    predictions: torch.Tensor | None = None  # (N,) int64 on the CPU: the digit predicted for each test image
 
 
 class Callback:
@@ -68,6 +69,7 @@ class TrainControl:
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._waiting = threading.Event()  # set while the loop is actually held between steps
 
     def stop(self) -> None:
         self._stop.set()
@@ -87,11 +89,22 @@ class TrainControl:
     def paused(self) -> bool:
         return not self._running.is_set()
 
+    @property
+    def waiting(self) -> bool:
+        """True once a pause has taken hold: the loop is blocked between two steps, not training."""
+        return self._waiting.is_set()
+
     def wait_while_paused(self, on_wait=None) -> None:
         """Block while paused; returns at once when running or stopped."""
-        while not self._running.wait(timeout=0.2):
-            if on_wait is not None:
-                on_wait()
+        if self._running.is_set():
+            return
+        self._waiting.set()
+        try:
+            while not self._running.wait(timeout=0.2):
+                if on_wait is not None:
+                    on_wait()
+        finally:
+            self._waiting.clear()
 
 
 @dataclass
@@ -152,13 +165,29 @@ def train(config: TrainConfig, data: MNIST, callbacks: list[Callback] | tuple = 
           device: torch.device | None = None, model: nn.Module | None = None) -> TrainResult:
     """Train a fresh model (or the given one) on data.train_* for config.epochs; evaluate on data.test_*.
 
-    Seeded by config.seed: the same seed gives the same metrics on the CPU. Stops between steps when
-    control.stop() is called or after max_steps; an early stop ends without a final evaluation.
+    Seeded by config.seed: the same seed gives the same metrics on the CPU. The run's randomness
+    (initial weights, shuffling, dropout masks) comes from generators of its own, never torch's
+    global RNG, so trainings in parallel threads give the same metrics as each alone.
+    Stops between steps when control.stop() is called or after max_steps (a server's cap on one
+    run); an early stop ends without a final evaluation.
     """
     control = control or TrainControl()
-    device = device or pick_device()
-    torch.manual_seed(config.seed)
-    model = (model if model is not None else build_model(config)).to(device)
+    device = torch.device(device or pick_device())
+    init_generator = torch.Generator().manual_seed(config.seed)  # weights are drawn on the CPU, then moved
+    # Dropout draws where the activations live; on the CPU it goes on from the init's stream.
+    dropout_generator = (init_generator if device.type == "cpu"
+                         else torch.Generator(device=device).manual_seed(config.seed))
+    model = (model if model is not None else build_model(config, generator=init_generator)).to(device)
+    set_dropout_generator(model, dropout_generator)
+    try:
+        return _train_loop(config, data, model, callbacks, control, max_steps, device)
+    finally:
+        set_dropout_generator(model, None)  # the returned model holds no live generator
+
+
+def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, control: TrainControl,
+                max_steps: int | None, device: torch.device) -> TrainResult:
+    """train()'s loop, once the model and its generators are set up."""
     channels_last = uses_channels_last(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -225,7 +254,8 @@ def train(config: TrainConfig, data: MNIST, callbacks: list[Callback] | tuple = 
             fire_eval(test_accuracy, full["n"], True, epoch)
             epoch_event = EpochEvent(epoch=epoch, step=step, test_accuracy=test_accuracy,
                                      per_class_accuracy=per_class,
-                                     elapsed_seconds=time.perf_counter() - started)
+                                     elapsed_seconds=time.perf_counter() - started,
+                                     predictions=full["predictions"])
             for callback in callbacks:
                 callback.on_epoch_end(epoch_event, model)
             continue
