@@ -4,7 +4,9 @@ Worker threads never touch Streamlit: they write plain data under a lock, and pa
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 import threading
 import time
 import traceback
@@ -16,11 +18,78 @@ import torch
 
 from .checkpoint import default_runs_dir, run_dir
 from .config import TrainConfig
-from .data import MNIST
+from .data import MNIST, TRAIN_SIZE
 from .runs import RunRecorder
+from .settings import ServerSettings
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainControl, pick_device, train
 
 ACTIVE_STATES = ("queued", "running", "paused")
+ENDED_STATES = ("finished", "stopped", "failed")
+MAX_STEP_POINTS = 2_000  # step points a job keeps for the live charts; a longer run is thinned evenly
+SESSION_ENDED = "Dropped from the queue: the session that queued it has ended."
+
+
+def run_steps(config: TrainConfig, train_set_size: int = TRAIN_SIZE) -> int:
+    """Training steps a run of config takes: ceil(images / batch) per epoch, times the epochs."""
+    return math.ceil(train_set_size / config.batch_size) * config.epochs
+
+
+def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE) -> str | None:
+    """None when a run of config fits a server's cap of max_steps, else a sentence saying how to make it fit."""
+    steps = run_steps(config, train_set_size)
+    if steps <= max_steps:
+        return None
+    per_epoch = math.ceil(train_set_size / config.batch_size)
+    fits = max_steps // per_epoch
+    hint = (f"at batch {config.batch_size}, at most {fits} epoch{'s' if fits != 1 else ''} fit"
+            if fits >= 1 else f"at batch {config.batch_size}, not even one epoch fits")
+    return (f"This run would take {steps:,} training steps, more than this server's limit of {max_steps:,} "
+            f"steps per run: choose fewer epochs or a larger batch ({hint}).")
+
+
+def failure_sentence(exc: BaseException) -> str:
+    """What a failed run shows: one sentence naming the error."""
+    detail = str(exc).strip()
+    name = exc.__class__.__name__
+    return f"The training failed: {name}: {detail}" if detail else f"The training failed ({name})."
+
+
+class ThinnedHistory:
+    """A bounded list of points: when full, every other point goes and the spacing doubles.
+
+    The points kept stay evenly spaced over the whole run (the 1st, then every stride-th, stride a
+    power of two), plus always the latest one, so a live chart of a 375,000-step run copies at most
+    ``limit`` points.
+    """
+
+    def __init__(self, limit: int = MAX_STEP_POINTS):
+        if limit < 2:
+            raise ValueError("A thinned history needs room for at least 2 points.")
+        self.limit = limit
+        self.stride = 1  # every stride-th point is kept
+        self.seen = 0  # points appended so far
+        self._kept: list[dict] = []
+        self._latest: dict | None = None  # the newest point, when it falls between two kept ones
+
+    def append(self, point: dict) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            self._latest = point
+            return
+        self._kept.append(point)
+        self._latest = None
+        if len(self._kept) >= self.limit:
+            self._kept = self._kept[::2]  # the kept points were every stride-th: now every (2 * stride)-th
+            self.stride *= 2
+            if self._kept[-1] is not point:
+                self._latest = point
+
+    def points(self) -> list[dict]:
+        """A copy of the kept points, oldest first, ending with the latest."""
+        return self._kept + ([self._latest] if self._latest is not None else [])
+
+    def __len__(self) -> int:
+        return len(self._kept) + (self._latest is not None)
 
 
 @dataclass
@@ -29,15 +98,17 @@ class Job:
 
     id: int
     name: str
-    owner: str
+    owner: str  # the session that started it: only it may pause, resume or stop the run
     config: TrainConfig
     folder: Path
+    browser: str = ""  # the browser it came from (all its tabs share one key): the per-browser cap counts these
     status: str = "queued"  # queued, running, paused, finished, stopped, failed
-    error: str = ""
+    error: str = ""  # why it failed, was dropped from the queue or stopped at the server's cap
     created: float = field(default_factory=time.time)
     started: float | None = None
     ended: float | None = None
-    steps: list[dict] = field(default_factory=list)  # {"step", "epoch", "loss", "batch_accuracy", "images_per_second"}
+    # {"step", "epoch", "loss", "batch_accuracy", "images_per_second"}, thinned to at most MAX_STEP_POINTS
+    steps: ThinnedHistory = field(default_factory=ThinnedHistory)
     evals: list[dict] = field(default_factory=list)  # {"step", "epoch", "accuracy", "n", "full"}
     epochs: list[dict] = field(default_factory=list)  # {"epoch", "step", "test_accuracy"}
     filter_steps: list[int] = field(default_factory=list)
@@ -62,15 +133,15 @@ class Job:
             "error": self.error, "created": self.created, "started": self.started, "ended": self.ended,
             "epochs": list(self.epochs), "step": self.step, "steps_total": self.steps_total,
             "epoch": self.epoch, "elapsed_seconds": self.elapsed_seconds, "test_accuracy": self.test_accuracy,
-            "save_errors": list(self.save_errors),
+            "save_errors": list(self.save_errors), "pause_reached": self.control.waiting,
         }
         if history:
-            view.update(steps=list(self.steps), evals=list(self.evals), filter_steps=list(self.filter_steps),
+            view.update(steps=self.steps.points(), evals=list(self.evals), filter_steps=list(self.filter_steps),
                         filters=list(self.filters))
         return view
 
 
-class _JobListener(Callback):
+class JobListener(Callback):
     """Copies training events into the Job, under the manager's lock."""
 
     def __init__(self, manager: "JobManager", job: Job):
@@ -101,39 +172,69 @@ class _JobListener(Callback):
 
 
 class JobManager:
-    """Runs at most ``max_running`` trainings at once; later ones wait in a visible queue.
+    """Runs at most ``settings.max_trainings`` trainings at once; later ones wait in a visible queue.
 
     Every session can watch every job; only the owner that started a job can pause, resume or stop it.
+    A class server's caps (cnn/settings.py) keep one student from taking it over: runs queued or
+    training per browser, the whole queue, the steps of one run, and the ended jobs kept in memory.
+    session_alive(owner) tells whether the session that queued a run is still there; a queued run
+    whose session has ended is dropped when the queue is looked at or a slot frees.
     """
 
-    def __init__(self, load_data: Callable[[], MNIST], runs_dir: Path | None = None, max_running: int = 1,
-                 device: torch.device | None = None, max_per_owner: int = 3, max_queued: int = 20):
+    def __init__(self, load_data: Callable[[], MNIST], runs_dir: Path | None = None,
+                 max_running: int | None = None, device: torch.device | None = None, *,
+                 settings: ServerSettings | None = None, max_runs_per_browser: int | None = None,
+                 max_queued: int | None = None, max_steps_per_run: int | None = None,
+                 keep_finished_jobs: int | None = None, train_set_size: int | None = None,
+                 session_alive: Callable[[str], bool] | None = None):
         self._load_data = load_data
         self.runs_dir = Path(runs_dir or default_runs_dir())
-        self.max_running = max(1, int(max_running))
-        self.max_per_owner = max_per_owner  # runs one session may have queued or running at once
-        self.max_queued = max_queued  # a class server's whole queue
         self.device = device
+        # Keyword arguments override the settings, one cap at a time (tests, a script without CNN_* variables).
+        overrides = {"max_trainings": max_running, "max_runs_per_browser": max_runs_per_browser,
+                     "max_queued": max_queued, "max_steps_per_run": max_steps_per_run,
+                     "keep_finished_jobs": keep_finished_jobs}
+        self.settings = dataclasses.replace(settings or ServerSettings(),
+                                            **{k: int(v) for k, v in overrides.items() if v is not None})
+        for name in overrides:
+            if getattr(self.settings, name) < 1:
+                raise ValueError(f"The job manager's {name} must be at least 1.")
+        self._train_set_size = train_set_size  # learnt from the data on the first submit when not given
+        self._session_alive = session_alive
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._ids = itertools.count(1)
 
+    @property
+    def max_running(self) -> int:
+        return self.settings.max_trainings
+
     # --- commands
-    def submit(self, config: TrainConfig, name: str, owner: str) -> int:
-        """Queue a run; ValueError (a sentence) for a bad or already used name."""
+    def submit(self, config: TrainConfig, name: str, owner: str, browser: str | None = None) -> int:
+        """Queue a run for the session owner; ValueError with a sentence when a name or a cap refuses it.
+
+        browser: a key that all tabs of one browser share (default: owner), for the per-browser cap.
+        """
+        browser = browser or owner
         folder = run_dir(name, self.runs_dir)
+        refusal = steps_refusal(config, self.settings.max_steps_per_run, self.train_set_size())
+        self._drop_ended_sessions()  # a closed tab's queued runs no longer hold places in the queue
         with self._lock:
             taken = any(job.name == name and job.status in ACTIVE_STATES for job in self._jobs.values())
             if taken or (folder / "model.json").exists():
                 raise ValueError(f"A run called {name!r} already exists: choose another name.")
+            if refusal:
+                raise ValueError(refusal)
             active = [job for job in self._jobs.values() if job.status in ACTIVE_STATES]
-            if sum(job.owner == owner for job in active) >= self.max_per_owner:
-                raise ValueError(f"You already have {self.max_per_owner} runs queued or training: "
-                                 "stop one or wait for it to finish.")
-            if sum(job.status == "queued" for job in active) >= self.max_queued:
-                raise ValueError("The server's training queue is full: wait for a run to finish.")
-            job = Job(id=next(self._ids), name=name, owner=owner, config=config, folder=folder)
+            limit = self.settings.max_runs_per_browser
+            if sum(job.browser == browser for job in active) >= limit:
+                raise ValueError(f"This browser already has {limit} run{'s' if limit != 1 else ''} queued or "
+                                 "training, the most one browser may have: stop one or wait for it to finish.")
+            if sum(job.status == "queued" for job in active) >= self.settings.max_queued:
+                raise ValueError(f"The server's training queue is full ({self.settings.max_queued} runs waiting): "
+                                 "wait for a run to finish, then start yours.")
+            job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, config=config, folder=folder)
             self._jobs[job.id] = job
         self._start_queued()
         return job.id
@@ -158,15 +259,25 @@ class JobManager:
         with self._lock:
             if job.status == "queued":
                 job.status, job.ended = "stopped", time.time()
+                self._evict_ended()
                 return
             job.control.stop()
 
-    def stop_all(self, timeout: float = 10.0) -> None:
+    def drop_queued_of(self, owner: str, reason: str = SESSION_ENDED) -> int:
+        """Drop every queued (not yet started) run of owner, saying why; returns how many were dropped."""
+        with self._lock:
+            dropped = [job for job in self._jobs.values() if job.owner == owner and job.status == "queued"]
+            for job in dropped:
+                job.status, job.error, job.ended = "stopped", reason, time.time()
+            self._evict_ended()
+        return len(dropped)
+
+    def stop_all(self, timeout: float = 60.0) -> None:
         """Stop every job and wait for the threads (for tests and shutdown)."""
         with self._lock:
             for job in self._jobs.values():
                 if job.status == "queued":
-                    job.status = "stopped"
+                    job.status, job.ended = "stopped", time.time()
                 job.control.stop()
             threads = list(self._threads.values())
         for thread in threads:
@@ -174,13 +285,15 @@ class JobManager:
 
     # --- queries
     def snapshot(self, job_id: int) -> dict | None:
-        """One job with its whole history (steps, evaluations, filters) and its place in the queue."""
+        """One job with its history (thinned steps, evaluations, filters) and its place in the queue."""
+        self._drop_ended_sessions()
         with self._lock:
             job = self._jobs.get(job_id)
             return dict(job.view(), queue_position=self._queue_position(job)) if job else None
 
     def jobs(self) -> list[dict]:
-        """Every job, newest first, without its history; queued ones carry their place in the queue."""
+        """Every job still in memory, newest first, without its history; queued ones carry their place in the queue."""
+        self._drop_ended_sessions()
         with self._lock:
             return [dict(job.view(history=False), queue_position=self._queue_position(job))
                     for job in sorted(self._jobs.values(), key=lambda j: j.id, reverse=True)]
@@ -195,6 +308,15 @@ class JobManager:
         if thread is not None:
             thread.join(timeout)
         return self.snapshot(job_id)
+
+    def train_set_size(self) -> int:
+        """Training images per epoch: given, else learnt from the data once it loads (MNIST's size until then)."""
+        if self._train_set_size is None:
+            try:
+                self._train_set_size = len(self._load_data().train_images)
+            except Exception:  # the data is not there yet: the run itself will say why it cannot start
+                return TRAIN_SIZE
+        return self._train_set_size
 
     # --- internals
     def _queue_position(self, job: Job) -> int | None:
@@ -212,7 +334,31 @@ class JobManager:
             raise PermissionError("Only the session that started this run can pause or stop it.")
         return job
 
+    def _drop_ended_sessions(self) -> None:
+        """Drop the queued runs of sessions that session_alive says have ended."""
+        if self._session_alive is None:
+            return
+        with self._lock:
+            owners = {job.owner for job in self._jobs.values() if job.status == "queued"}
+        for owner in owners:  # asked outside the lock: session_alive is the app's code
+            try:
+                alive = bool(self._session_alive(owner))
+            except Exception:  # in doubt, keep the run: a drop cannot be undone
+                alive = True
+            if not alive:
+                self.drop_queued_of(owner)
+
+    def _evict_ended(self) -> None:
+        """Forget the oldest ended jobs beyond keep_finished_jobs (call under the lock); their runs stay on disk."""
+        ended = sorted((job for job in self._jobs.values() if job.status in ENDED_STATES),
+                       key=lambda job: (job.ended or job.created, job.id))
+        for job in ended[:max(0, len(ended) - self.settings.keep_finished_jobs)]:
+            del self._jobs[job.id]
+        for job_id in [i for i, thread in self._threads.items() if i not in self._jobs and not thread.is_alive()]:
+            del self._threads[job_id]
+
     def _start_queued(self) -> None:
+        self._drop_ended_sessions()
         with self._lock:
             running = sum(1 for job in self._jobs.values() if job.status in ("running", "paused"))
             for job in sorted(self._jobs.values(), key=lambda j: j.id):
@@ -226,27 +372,31 @@ class JobManager:
                     thread.start()
 
     def _work(self, job: Job) -> None:
-        recorder = None
-        result = None
+        """A training thread: whatever happens in it, the job ends (never "running" forever) and its slot frees."""
+        recorder = result = None
+        status, error = "failed", "The training ended without a result."
         try:
             data = self._load_data()
             device = self.device or pick_device()
             recorder = RunRecorder(job.folder, job.config, data_source=data.source, device=str(device))
-            result = train(job.config, data, callbacks=[recorder, _JobListener(self, job)],
-                           control=job.control, device=device)
-            status = "stopped" if result.stopped else "finished"
+            result = train(job.config, data, callbacks=[recorder, JobListener(self, job)], control=job.control,
+                           device=device, max_steps=self.settings.max_steps_per_run)
+            status, error = ("stopped" if result.stopped else "finished"), ""
+            if result.stopped and not job.control.stopped:
+                error = f"Stopped at this server's limit of {self.settings.max_steps_per_run:,} steps per run."
             recorder.finish(result, status)
-            error = ""
-        except Exception as exc:  # a failed run is shown on the page, never kills the server
-            status, error = "failed", f"{exc.__class__.__name__}: {exc}"
+        except BaseException as exc:  # even SystemExit or KeyboardInterrupt: the page must see a failed run
+            status, error = "failed", failure_sentence(exc)
             traceback.print_exc()
             if recorder is not None:
                 try:
                     recorder.finish(result, "failed", error=error)
-                except Exception:
+                except Exception:  # the run already failed; its last good checkpoint stays on disk
                     pass
-        with self._lock:
-            job.status, job.error, job.ended = status, error, time.time()
-            if recorder is not None:
-                job.save_errors = list(recorder.save_errors)
-        self._start_queued()
+        finally:
+            with self._lock:
+                job.status, job.error, job.ended = status, error, time.time()
+                if recorder is not None:
+                    job.save_errors = list(recorder.save_errors)
+                self._evict_ended()
+            self._start_queued()

@@ -1,4 +1,4 @@
-"""cnn.jobs: start, pause, resume, stop mid-epoch, a queue limited to one, failures, no thread left (SYNTHETIC data)."""
+"""cnn.jobs: start, pause, resume, stop mid-epoch, the queue and a class server's caps, failures (SYNTHETIC data)."""
 import threading
 import time
 
@@ -6,15 +6,18 @@ import pytest
 import torch
 
 from cnn.config import ARTICLE
-from cnn.jobs import JobManager
+from cnn.jobs import SESSION_ENDED, Job, JobListener, JobManager, ThinnedHistory
 from cnn.runs import list_runs
+from cnn.train import StepEvent
 from tests.conftest import synthetic_mnist
 
 # 512 images / batch 16 = 32 steps per epoch; slow enough to catch it mid-epoch, fast enough for CI.
 CONFIG = ARTICLE.replace(batch_size=16, epochs=3, eval_every=8, eval_subset=64)
+CPU = torch.device("cpu")
 
 
-def wait_for(predicate, timeout=30.0):
+def wait_for(predicate, timeout=60.0):
+    """Poll predicate until it holds or the (generous) deadline passes; True when it held."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
@@ -26,7 +29,7 @@ def wait_for(predicate, timeout=30.0):
 @pytest.fixture
 def manager(tmp_path):
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", max_running=1, device=torch.device("cpu"))
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", max_running=1, device=CPU)
     yield manager
     manager.stop_all()
     assert manager.running_threads() == 0
@@ -42,21 +45,31 @@ def test_start_runs_to_the_end_and_saves(manager, tmp_path):
     assert runs["one"].status == "finished" and runs["one"].checkpoint is not None
 
 
-def test_pause_resume_and_stop_mid_epoch(manager):
+def test_pause_holds_resume_continues_and_stop_ends_at_the_next_step(manager):
     job_id = manager.submit(CONFIG, "pausing", owner="alice")
     assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 3)
     manager.pause(job_id, "alice")
-    time.sleep(0.3)
+    assert manager.snapshot(job_id)["status"] == "paused"
+    assert wait_for(lambda: manager.snapshot(job_id)["pause_reached"])  # the loop is blocked between steps
     paused_at = manager.snapshot(job_id)["step"]
-    time.sleep(0.5)
-    assert manager.snapshot(job_id)["step"] <= paused_at + 1 and manager.snapshot(job_id)["status"] == "paused"
+    assert manager.snapshot(job_id)["step"] == paused_at and manager.snapshot(job_id)["pause_reached"]
     manager.resume(job_id, "alice")
     assert wait_for(lambda: manager.snapshot(job_id)["step"] >= paused_at + 3)
-    stop_requested = time.time()
+    # A stop while held ends the run without one more step.
+    manager.pause(job_id, "alice")
+    assert wait_for(lambda: manager.snapshot(job_id)["pause_reached"])
+    held_at = manager.snapshot(job_id)["step"]
     manager.stop(job_id, "alice")
-    job = manager.wait(job_id, timeout=10)
-    assert job["status"] == "stopped" and time.time() - stop_requested < 2.0
-    assert job["step"] < 3 * 32
+    job = manager.wait(job_id, timeout=60)
+    assert job["status"] == "stopped" and job["step"] == held_at < 3 * 32 and not job["pause_reached"]
+
+
+def test_stop_while_running_ends_mid_run(manager):
+    job_id = manager.submit(CONFIG, "running", owner="alice")
+    assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 3)
+    manager.stop(job_id, "alice")
+    job = manager.wait(job_id, timeout=60)
+    assert job["status"] == "stopped" and job["error"] == "" and job["step"] < 3 * 32
 
 
 def test_stop_keeps_the_last_full_epoch_checkpoint(manager, tmp_path):
@@ -78,6 +91,20 @@ def test_only_the_owner_can_pause_or_stop(manager):
     assert manager.snapshot(job_id)["status"] in ("running", "finished")
 
 
+def test_only_the_owner_can_resume(manager):
+    job_id = manager.submit(CONFIG, "held", owner="alice")
+    assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 2)
+    manager.pause(job_id, "alice")
+    assert wait_for(lambda: manager.snapshot(job_id)["pause_reached"])
+    step = manager.snapshot(job_id)["step"]
+    with pytest.raises(PermissionError, match="Only the session that started"):
+        manager.resume(job_id, "mallory")
+    job = manager.snapshot(job_id)
+    assert job["status"] == "paused" and job["pause_reached"] and job["step"] == step
+    manager.resume(job_id, "alice")  # the owner still can
+    assert wait_for(lambda: manager.snapshot(job_id)["step"] > step)
+
+
 def test_queue_with_a_limit_of_one(manager):
     first = manager.submit(CONFIG, "first", owner="alice")
     second = manager.submit(CONFIG.replace(epochs=1), "second", owner="bob")
@@ -97,6 +124,33 @@ def test_stopping_a_queued_run_drops_it(manager):
     assert manager.snapshot(queued)["status"] == "stopped"
 
 
+def test_two_trainings_at_once_give_the_same_metrics_as_each_alone(tmp_path):
+    # Each run draws its weights, order and dropout masks from its own generators, never the global RNG.
+    data = synthetic_mnist(n_train=256)  # 16 steps per epoch at batch 16
+    config = CONFIG.replace(epochs=1, eval_every=4)
+
+    def metrics(job):
+        return [step["loss"] for step in job["steps"]], [e["accuracy"] for e in job["evals"]]
+
+    alone = JobManager(lambda: data, runs_dir=tmp_path / "alone", max_running=1, device=CPU)
+    first = alone.submit(config, "seed0", owner="alice")
+    expected_first = alone.wait(first, timeout=120)
+    second = alone.submit(config.replace(seed=1), "seed1", owner="bob")
+    expected_second = alone.wait(second, timeout=120)
+    assert len(expected_first["steps"]) == 16 and len(expected_first["evals"]) == 5
+
+    together = JobManager(lambda: data, runs_dir=tmp_path / "together", max_running=2, device=CPU)
+    ids = [together.submit(config, "seed0", owner="alice"), together.submit(config.replace(seed=1), "seed1", owner="bob")]
+    assert together.running_threads() == 2
+    first_job, second_job = (together.wait(job_id, timeout=120) for job_id in ids)
+    assert first_job["status"] == second_job["status"] == "finished"
+    # They did train at the same time: each started before the other ended.
+    assert first_job["started"] < second_job["ended"] and second_job["started"] < first_job["ended"]
+    assert metrics(first_job) == metrics(expected_first)
+    assert metrics(second_job) == metrics(expected_second)
+    assert metrics(expected_first) != metrics(expected_second)  # the seeds differ, so must the runs
+
+
 def test_an_exception_is_a_failed_run_and_frees_the_slot(tmp_path):
     calls = []
 
@@ -106,12 +160,36 @@ def test_an_exception_is_a_failed_run_and_frees_the_slot(tmp_path):
             raise RuntimeError("disk on fire")
         return synthetic_mnist()
 
-    manager = JobManager(broken_data, runs_dir=tmp_path / "runs", device=torch.device("cpu"))
+    manager = JobManager(broken_data, runs_dir=tmp_path / "runs", device=CPU, train_set_size=512)
     bad = manager.submit(CONFIG, "bad", owner="alice")
     good = manager.submit(CONFIG.replace(epochs=1), "good", owner="alice")
     assert manager.wait(bad)["status"] == "failed"
     assert "disk on fire" in manager.snapshot(bad)["error"]
     assert manager.wait(good, timeout=60)["status"] == "finished"
+    manager.stop_all()
+    assert manager.running_threads() == 0
+
+
+class Meltdown(BaseException):
+    """Not an Exception: what `except Exception` lets through (like SystemExit or KeyboardInterrupt)."""
+
+
+def test_a_base_exception_is_a_failed_run_and_frees_the_slot(tmp_path):
+    calls = []
+
+    def melting_data():
+        calls.append(1)
+        if len(calls) == 1:
+            raise Meltdown("the worker was told to exit")
+        return synthetic_mnist()
+
+    manager = JobManager(melting_data, runs_dir=tmp_path / "runs", device=CPU, train_set_size=512)
+    bad = manager.submit(CONFIG, "melted", owner="alice")
+    good = manager.submit(CONFIG.replace(epochs=1), "after", owner="bob")
+    job = manager.wait(bad)
+    assert job["status"] == "failed" and job["ended"] is not None
+    assert job["error"].startswith("The training failed") and "Meltdown" in job["error"]
+    assert manager.wait(good, timeout=60)["status"] == "finished"  # the slot was freed
     manager.stop_all()
     assert manager.running_threads() == 0
 
@@ -133,10 +211,144 @@ def test_no_thread_left_after_stop_all(manager):
     assert not [t for t in threading.enumerate() if t.name.startswith("train-")]
 
 
-def test_one_session_cannot_fill_the_queue(manager):
-    manager.max_per_owner = 2
-    manager.submit(CONFIG, "mine-1", owner="alice")
-    manager.submit(CONFIG, "mine-2", owner="alice")
-    with pytest.raises(ValueError, match="already have 2 runs"):
-        manager.submit(CONFIG, "mine-3", owner="alice")
-    manager.submit(CONFIG, "theirs", owner="bob")  # others still can
+def test_one_browser_cannot_fill_the_queue_from_many_tabs(tmp_path):
+    data = synthetic_mnist()
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2)
+    try:
+        manager.submit(CONFIG, "tab-1", owner="tab-1", browser="laptop")
+        manager.submit(CONFIG, "tab-2", owner="tab-2", browser="laptop")
+        with pytest.raises(ValueError, match="This browser already has 2 runs queued or training"):
+            manager.submit(CONFIG, "tab-3", owner="tab-3", browser="laptop")  # a new tab of the same browser
+        manager.submit(CONFIG, "theirs", owner="bob", browser="desktop")  # other browsers still can
+        # Without a browser key, the session is the browser.
+        manager.submit(CONFIG, "solo-1", owner="carol")
+        manager.submit(CONFIG, "solo-2", owner="carol")
+        with pytest.raises(ValueError, match="already has 2 runs"):
+            manager.submit(CONFIG, "solo-3", owner="carol")
+    finally:
+        manager.stop_all()
+
+
+def test_the_queue_cap_refuses_with_a_sentence_and_frees_when_a_run_ends(tmp_path):
+    data = synthetic_mnist()
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1, max_queued=2)
+    try:
+        first = manager.submit(CONFIG.replace(epochs=1), "first", owner="alice")
+        manager.submit(CONFIG, "second", owner="bob")
+        manager.submit(CONFIG, "third", owner="carol")
+        with pytest.raises(ValueError, match=r"The server's training queue is full \(2 runs waiting\): wait"):
+            manager.submit(CONFIG, "newcomer", owner="dave")
+        assert "newcomer" not in [job["name"] for job in manager.jobs()]
+        assert manager.wait(first, timeout=120)["status"] == "finished"
+        newcomer = manager.submit(CONFIG, "newcomer", owner="dave")  # a place freed when the first ended
+        assert manager.snapshot(newcomer)["queue_position"] == 2
+    finally:
+        manager.stop_all()
+
+
+def test_a_run_over_the_step_cap_is_refused_with_how_to_fit(tmp_path):
+    data = synthetic_mnist()  # 512 images: 32 steps per epoch at batch 16
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=40)
+    try:
+        with pytest.raises(ValueError, match=r"96 training steps, more than this server's limit of 40") as refused:
+            manager.submit(CONFIG, "too-long", owner="alice")  # 3 epochs x 32 steps
+        assert "fewer epochs or a larger batch" in str(refused.value)
+        assert "at batch 16, at most 1 epoch fit" in str(refused.value)
+        with pytest.raises(ValueError, match="not even one epoch fits"):
+            manager.submit(CONFIG.replace(batch_size=8, epochs=1), "tiny-batch", owner="alice")  # 64 steps
+        fits = manager.submit(CONFIG.replace(batch_size=32, epochs=2), "fits", owner="alice")  # 16 x 2 = 32 steps
+        assert manager.wait(fits, timeout=120)["status"] == "finished"
+    finally:
+        manager.stop_all()
+
+
+def test_training_itself_stops_at_the_step_cap(tmp_path):
+    data = synthetic_mnist()  # 512 images, but the manager is told 256: its estimate is too low
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=20,
+                         train_set_size=256)
+    job_id = manager.submit(CONFIG.replace(epochs=1), "underestimated", owner="alice")  # 16 by its count, 32 real
+    job = manager.wait(job_id, timeout=120)
+    assert job["status"] == "stopped" and job["step"] == 20
+    assert job["error"] == "Stopped at this server's limit of 20 steps per run."
+
+
+def test_queued_runs_of_an_ended_session_are_dropped(tmp_path):
+    data = synthetic_mnist()
+    alive = {"alice", "bob", "carol"}
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1,
+                         session_alive=lambda owner: owner in alive)
+    try:
+        manager.submit(CONFIG, "running", owner="alice")
+        bobs = manager.submit(CONFIG, "bobs", owner="bob")
+        carols = manager.submit(CONFIG, "carols", owner="carol")
+        assert manager.snapshot(carols)["queue_position"] == 2
+        alive.discard("bob")  # bob closed his tab
+        views = {job["id"]: job for job in manager.jobs()}  # looking at the queue drops his run
+        assert views[bobs]["status"] == "stopped" and views[bobs]["error"] == SESSION_ENDED
+        assert views[carols]["status"] == "queued" and views[carols]["queue_position"] == 1
+        assert manager.drop_queued_of("carol") == 1
+        assert manager.snapshot(carols)["status"] == "stopped"
+        assert manager.drop_queued_of("carol") == 0
+        alive.discard("alice")  # a running run is not dropped: only queued ones
+        assert manager.jobs()[-1]["status"] in ("running", "finished")
+    finally:
+        manager.stop_all()
+
+
+def test_a_failing_session_check_keeps_the_run(tmp_path):
+    def broken_check(owner):
+        raise RuntimeError("runtime gone")
+
+    data = synthetic_mnist()
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, session_alive=broken_check)
+    try:
+        manager.submit(CONFIG, "running", owner="alice")
+        queued = manager.submit(CONFIG, "queued", owner="bob")
+        assert manager.snapshot(queued)["status"] == "queued"
+    finally:
+        manager.stop_all()
+
+
+def test_ended_jobs_beyond_the_cap_are_evicted_and_their_runs_stay_on_disk(tmp_path):
+    data = synthetic_mnist(n_train=64, n_test=32)  # 4 steps per run
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, keep_finished_jobs=2)
+    names = ["oldest", "middle", "newest"]
+    for name in names:
+        assert manager.wait(manager.submit(CONFIG.replace(epochs=1), name, owner="alice"), timeout=60)["status"] == "finished"
+    assert [job["name"] for job in manager.jobs()] == ["newest", "middle"]
+    assert sorted(run.name for run in list_runs(tmp_path / "runs", include_bundled=False)) == sorted(names)
+    assert manager.running_threads() == 0
+
+
+def step_event(step: int) -> StepEvent:
+    return StepEvent(step=step, epoch=1, steps_per_epoch=375_000, steps_total=375_000, loss=1.0 / step,
+                     batch_accuracy=0.5, images_per_second=100.0, learning_rate=0.001, elapsed_seconds=step / 100)
+
+
+def test_the_live_step_history_stays_bounded_and_even(tmp_path):
+    manager = JobManager(synthetic_mnist, runs_dir=tmp_path / "runs", device=CPU)
+    job = Job(id=1, name="long", owner="alice", config=CONFIG, folder=tmp_path / "runs" / "long")
+    listener = JobListener(manager, job)
+    total = 375_000  # ARTICLE x 50 epochs x batch 8: the run the issue found
+    for step in range(1, total + 1):
+        listener.on_step(step_event(step))
+        if step in (1_999, 2_000, 2_001, 123_457):
+            points = [point["step"] for point in job.view()["steps"]]
+            assert len(points) <= 2_000 and points[0] == 1 and points[-1] == step
+    points = [point["step"] for point in job.view()["steps"]]
+    assert 1_000 <= len(points) <= 2_000  # ~2,000 points, never more
+    assert points[0] == 1 and points[-1] == total and job.view()["step"] == total  # the latest is always kept
+    gaps = {b - a for a, b in zip(points[:-2], points[1:-1])}
+    assert len(gaps) == 1 and gaps.pop() >= total // 2_000  # evenly spaced, over the whole run
+    assert job.view()["steps"][-1]["loss"] == pytest.approx(1.0 / total)
+
+
+def test_a_thinned_history_keeps_everything_until_full():
+    history = ThinnedHistory(limit=8)
+    for step in range(1, 8):
+        history.append({"step": step})
+    assert [p["step"] for p in history.points()] == [1, 2, 3, 4, 5, 6, 7]
+    history.append({"step": 8})  # full: every other point goes, the latest stays
+    assert [p["step"] for p in history.points()] == [1, 3, 5, 7, 8]
+    history.append({"step": 9})
+    assert [p["step"] for p in history.points()] == [1, 3, 5, 7, 9]
