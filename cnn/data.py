@@ -252,6 +252,16 @@ DEFAULT_SOURCES: tuple[tuple[str, Source], ...] = (
 )
 
 
+def _move_corrupt_cache_aside(data_dir: Path, problem: Exception, progress: Progress) -> None:
+    """Rename a corrupt mnist.npz to mnist.npz.corrupt, so it is rebuilt; another process may have done it already."""
+    corrupt = data_dir / (CACHE_NAME + ".corrupt")
+    try:
+        os.replace(data_dir / CACHE_NAME, corrupt)
+    except FileNotFoundError:  # a second server starting at the same time moved (or rebuilt) it first
+        return
+    progress(0.0, f"The cache {data_dir / CACHE_NAME} is corrupt ({problem}); moved it to {corrupt} and rebuilding it.")
+
+
 def load_mnist(data_dir: Path | str | None = None, progress: Progress | None = None,
                sources: tuple[tuple[str, Source], ...] = DEFAULT_SOURCES) -> MNIST:
     """Load MNIST from the first source that works; write the cache when another source served.
@@ -272,9 +282,7 @@ def load_mnist(data_dir: Path | str | None = None, progress: Progress | None = N
         except Exception as exc:  # any failure of one source moves on to the next
             tried.append(f"{name}: {exc}")
             if source is source_cache:
-                corrupt = data_dir / (CACHE_NAME + ".corrupt")
-                os.replace(data_dir / CACHE_NAME, corrupt)
-                progress(0.0, f"The cache {data_dir / CACHE_NAME} is corrupt ({exc}); moved it to {corrupt} and rebuilding it.")
+                _move_corrupt_cache_aside(data_dir, exc, progress)
             continue
         if source is not source_cache:
             progress(0.95, f"Writing the cache {data_dir / CACHE_NAME}")

@@ -107,6 +107,22 @@ def test_two_writers_of_the_cache_at_once_leave_one_whole_cache(tmp_path, monkey
     assert (tmp_path / CACHE_NAME).stat().st_mode & 0o777 == 0o644
 
 
+def test_a_corrupt_cache_moved_aside_by_another_process_is_rebuilt(tmp_path, monkeypatch):
+    """Two servers start on the same corrupt cache: the other one renames it away while this one reads it."""
+    write_cache(synthetic_arrays(0), tmp_path)
+
+    def read_while_another_process_moves_it(path):
+        os.replace(path, tmp_path / "moved-by-the-other-process")
+        raise DataError("its checksum does not match its contents")
+
+    monkeypatch.setattr(data_module, "read_cache", read_while_another_process_moves_it)
+    fresh = synthetic_arrays(1)
+    data = load_mnist(tmp_path, sources=(("cache", source_cache), ("synthetic source", lambda d, p: fresh)))
+    monkeypatch.undo()
+    assert data.source.startswith("synthetic source")
+    assert np.array_equal(read_cache(tmp_path / CACHE_NAME)["train_images"], fresh["train_images"])
+
+
 def test_cache_is_not_written_when_the_disk_is_clearly_too_full(tmp_path, monkeypatch):
     import shutil
 
