@@ -100,6 +100,30 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeyp
     assert json.loads((folder / "model.json").read_text())["epochs"] == 1  # the card beside it too
 
 
+def test_a_read_only_runs_folder_fails_the_run_with_our_sentence(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from cnn.jobs import JobManager
+
+    runs = tmp_path / "runs"
+    real_mkdir = Path.mkdir
+
+    def read_only_under_runs(self, *args, **kwargs):  # as root, chmod would not stop the write: refuse it here
+        if self == runs or runs in self.parents:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_under_runs)
+    data = synthetic_mnist()
+    manager = JobManager(lambda: data, runs_dir=runs, device=torch.device("cpu"))
+    job_id = manager.submit(CONFIG.replace(epochs=1), "read-only", owner="teacher")
+    wait_for(lambda: manager.snapshot(job_id)["status"] not in ("queued", "running"), timeout=120)
+    job = manager.snapshot(job_id)
+    assert job["status"] == "failed"
+    assert job["error"] == "The training could not write its run folder: the disk is read-only."
+    assert str(tmp_path) not in job["error"]
+
+
 def test_corrupt_runs_entries_are_listed_as_unreadable(tmp_path):
     runs = tmp_path / "runs"
     (runs / "garbage-card").mkdir(parents=True)
