@@ -3,9 +3,12 @@ import io
 
 import numpy as np
 import pytest
+import torch
 
-from cnn.classset import class_set_npz, load_class_set, save_sample, score_class_set
+from cnn.classset import (ClassSetError, class_set_npz, load_class_set, remove_sample, reset_class_set, sample_files,
+                          save_sample, score_class_set, scored_class_set)
 from cnn.model import ConvNet
+from cnn.settings import ServerSettings
 
 
 def test_round_trip_score_and_export(tmp_path):
@@ -18,9 +21,15 @@ def test_round_trip_score_and_export(tmp_path):
     samples = load_class_set(tmp_path)
     assert len(samples.labels) == 5 and sorted(samples.labels.tolist()) == [0, 0, 1, 1, 2]
     assert any(np.array_equal(images[0], image) for image in samples.images)
-    score = score_class_set(ConvNet().eval(), samples)
-    assert score["n"] == 5 and 0 <= score["accuracy"] <= 1 and score["counts"][:3] == [2, 2, 1]
-    assert len(score["mistakes"]) == round(5 * (1 - score["accuracy"]))
+    model = ConvNet().eval()
+    score = score_class_set(model, samples)
+    # The reference: the model called directly on the loaded images, not through score_class_set's evaluate.
+    with torch.no_grad():
+        expected = model(torch.from_numpy(samples.images).float().div(255).unsqueeze(1)).argmax(1).numpy()
+    assert score["n"] == 5 and score["counts"][:3] == [2, 2, 1]
+    assert score["accuracy"] == pytest.approx(float((expected == samples.labels).mean()))
+    assert score["mistakes"] == [(i, int(samples.labels[i]), int(expected[i]))
+                                 for i in range(5) if expected[i] != samples.labels[i]]
     with np.load(io.BytesIO(class_set_npz(samples))) as npz:
         assert npz["images"].shape == (5, 28, 28) and npz["labels"].tolist() == samples.labels.tolist()
 
@@ -31,3 +40,51 @@ def test_bad_samples_are_refused(tmp_path):
     with pytest.raises(ValueError, match="28x28"):
         save_sample(tmp_path, np.zeros((10, 10), np.uint8), 1)
     assert score_class_set(ConvNet().eval(), load_class_set(tmp_path))["n"] == 0
+
+
+def test_saves_are_capped_per_session_and_in_total(tmp_path):
+    limits = ServerSettings(class_samples_per_session=3, class_samples_total=5)
+    image = np.zeros((28, 28), np.uint8)
+    for saved in range(3):
+        save_sample(tmp_path, image, 1, saved_by_session=saved, settings=limits)
+    with pytest.raises(ClassSetError, match=r"saved 3 drawings, the most one student may save \(3\)"):
+        save_sample(tmp_path, image, 1, saved_by_session=3, settings=limits)
+    for saved in range(2):  # a second student fills the set
+        save_sample(tmp_path, image, 2, saved_by_session=saved, settings=limits)
+    with pytest.raises(ClassSetError, match=r"class set is full \(5 drawings\)"):
+        save_sample(tmp_path, image, 3, saved_by_session=0, settings=limits)
+    assert len(sample_files(tmp_path)) == 5 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_set_and_score_are_cached_until_the_folder_or_the_model_changes(tmp_path):
+    model = ConvNet().eval()
+    save_sample(tmp_path, np.zeros((28, 28), np.uint8), 1)
+    first = scored_class_set(tmp_path, model, ("model.pt", 1.0))
+    assert scored_class_set(tmp_path, model, ("model.pt", 1.0)) is first  # nothing read or scored again
+    assert not first[0].images.flags.writeable  # shared by every session: read-only
+    assert scored_class_set(tmp_path, model, ("model.pt", 2.0)) is not first  # a new version of the model
+    saved = save_sample(tmp_path, np.full((28, 28), 255, np.uint8), 7)
+    samples, score = scored_class_set(tmp_path, model, ("model.pt", 1.0))
+    assert score["n"] == 2 and score["counts"][7] == 1
+    remove_sample(tmp_path, saved.name)
+    assert scored_class_set(tmp_path, model, ("model.pt", 1.0))[1]["n"] == 1
+
+
+def test_remove_accepts_only_names_of_ours_and_reset_leaves_other_files(tmp_path):
+    image = np.zeros((28, 28), np.uint8)
+    kept = save_sample(tmp_path, image, 4)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"teacher's file")
+    for name in ("../secret.png", "secret.png", str(kept), "4/" + kept.name, kept.name + "\n", ""):
+        with pytest.raises(ClassSetError, match="not the name of a saved class drawing"):
+            remove_sample(tmp_path, name)
+    with pytest.raises(ClassSetError, match="not in the class set"):
+        remove_sample(tmp_path, "20240101-120000-0123abcd.png")
+    assert kept.exists() and secret.exists()
+    remove_sample(tmp_path, kept.name)
+    assert not kept.exists()
+    for label in (0, 5, 5):
+        save_sample(tmp_path, image, label)
+    (tmp_path / "5" / "notes.png").write_bytes(b"not ours")
+    assert reset_class_set(tmp_path) == 3
+    assert sample_files(tmp_path) == [] and secret.exists() and (tmp_path / "5" / "notes.png").exists()
