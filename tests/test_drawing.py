@@ -1,13 +1,16 @@
 """cnn.drawing: MNIST-style preprocessing of SYNTHETIC RGBA drawings, and upload checks."""
+import base64
 import io
+import struct
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from cnn.drawing import (MAX_UPLOAD_BYTES, UploadError, centre_of_mass, preprocess_drawing, preprocess_steps,
-                         read_upload, read_upload_steps)
+from cnn.drawing import (MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, CanvasError, UploadError, canvas_png, centre_of_mass,
+                         drawing_problem, png_size, preprocess_drawing, preprocess_steps, read_canvas, read_upload,
+                         read_upload_grey, read_upload_steps)
 
 
 def canvas(size=280):
@@ -122,3 +125,112 @@ def test_animated_and_other_formats_are_refused():
     frames[0].save(gif, format="GIF")
     with pytest.raises(UploadError, match="PNG or JPEG"):
         read_upload(gif.getvalue(), "still.gif")
+
+
+# ---------------------------------------------------------------- what the canvas sends (any browser can forge it)
+
+def data_url(png: bytes) -> dict:
+    return {"raw": {"objects": []}, "data": "data:image/png;base64," + base64.b64encode(png).decode()}
+
+
+def test_canvas_value_is_read_when_it_is_what_the_canvas_sends():
+    rgba = ink(canvas(), slice(40, 240), slice(120, 150))
+    assert np.array_equal(read_canvas(data_url(png_bytes(rgba)), 280), rgba)
+    assert read_canvas(None, 280) is None and read_canvas({"raw": {}, "data": None}, 280) is None  # no stroke yet
+
+
+@pytest.mark.parametrize("value, message", [
+    ("just text", "did not arrive as a picture"),
+    ({"data": 12}, "did not arrive as a picture"),
+    ({"data": "data:image/jpeg;base64,/9j/"}, "did not arrive as a picture"),
+    ({"data": "data:image/png;base64,@@@@"}, "not a picture this app can read"),
+    ({"data": "data:image/png;base64," + base64.b64encode(b"GIF89a" + bytes(40)).decode()}, "not a picture"),
+    ({"data": "data:image/png;base64," + "A" * (3 * 2**20)}, "far larger than the canvas can send"),
+])
+def test_canvas_values_of_another_shape_are_refused(value, message):
+    with pytest.raises(CanvasError, match=message):
+        read_canvas(value, 280)
+
+
+@pytest.mark.parametrize("width, height", [(8000, 8000), (281, 280), (100, 100), (841, 841), (280, 20000)])
+def test_canvas_png_of_another_size_is_refused_from_its_header(width, height):
+    header = png_bytes(np.zeros((2, 2), np.uint8))  # a real PNG whose header then claims another size
+    forged = header[:16] + struct.pack(">II", width, height) + header[24:]
+    assert png_size(forged) == (width, height)
+    with pytest.raises(CanvasError, match=f"{width}x{height} pixels, but the canvas is 280x280"):
+        canvas_png(data_url(forged), 280)
+
+
+def test_canvas_at_three_times_the_pixels_is_accepted():  # a high-density screen's canvas, should one send it
+    assert read_canvas(data_url(png_bytes(canvas(840))), 280).shape == (840, 840, 4)
+
+
+def test_pillow_refuses_what_the_app_would_never_decode():
+    assert Image.MAX_IMAGE_PIXELS == MAX_UPLOAD_PIXELS <= 4 * 2**20
+
+
+# ---------------------------------------------------------------- uploads: decoded once, small, grey
+
+def test_upload_steps_are_cached_per_file_and_read_only():
+    photo = np.full((3000, 1000), 255, dtype=np.uint8)  # 3 Mpx of paper with a dark bar
+    photo[500:2500, 450:550] = 0
+    data = png_bytes(photo)
+    steps = read_upload_steps(data, "bar.png")
+    assert read_upload_steps(data, "bar.png") is steps  # the rerun after a click reads no pixel again
+    assert not steps["centred"].flags.writeable
+    assert steps["grey"].shape == (1024, 341)  # shrunk to the working size, aspect kept
+    assert steps["grey"][512, 170] == 255 and steps["grey"][10, 10] == 0  # inverted: white ink on black
+
+
+def test_large_jpeg_is_decoded_shrunk_and_grey():
+    photo = np.zeros((2000, 2000, 3), dtype=np.uint8)
+    photo[300:1700, 900:1100] = 255
+    grey = read_upload_grey(png_bytes(photo, format="JPEG"), "photo.jpg")
+    assert grey.ndim == 2 and max(grey.shape) <= 1024
+    h, w = grey.shape
+    assert grey[h // 2, w // 2] > 200 and grey[h // 10, w // 10] < 50  # the bar is ink, the dark photo background not
+
+
+# ---------------------------------------------------------------- "that doesn't look like one digit"
+
+def pen(strokes, size=280, width=22):
+    """White round-capped pen strokes on the black canvas, as fractions of its side (what Fabric draws)."""
+    image = Image.new("L", (size, size))
+    draw = ImageDraw.Draw(image)
+    for points in strokes:
+        xy = [(x * size, y * size) for x, y in points]
+        if len(xy) > 1:
+            draw.line(xy, fill=255, width=width, joint="curve")
+        for x, y in xy[:1] + xy[-1:]:
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("name, strokes, reason", [
+    ("tap", [[(0.5, 0.5)]], "too small"),
+    ("5 px drag", [[(0.5, 0.5), (0.5 + 5 / 280, 0.5)]], "too small"),
+    ("filled square", [[(0.3 + 0.04 * i, 0.3), (0.3 + 0.04 * i, 0.7)] for i in range(11)], "fills almost all"),
+    ("scribble", [[(0.2 + 0.6 * (i % 2), 0.2 + 0.6 * i / 14) for i in range(15)]], "fills almost all"),
+    ("five dots", [[(0.2, 0.2)], [(0.8, 0.2)], [(0.2, 0.8)], [(0.8, 0.8)], [(0.5, 0.5)]], "5 separate pieces"),
+])
+def test_what_is_not_one_digit_is_refused(name, strokes, reason):
+    problem = drawing_problem(pen(strokes))
+    assert problem is not None and problem.startswith("That doesn't look like one digit") and reason in problem
+
+
+def test_drawn_digits_and_a_blank_canvas_are_not_refused():
+    assert drawing_problem(canvas()) is None  # blank: the page asks for a drawing instead
+    for strokes in ([[(0.5, 0.12), (0.5, 0.88)]],  # a 1: a thin box that its ink fills
+                    [[(0.25, 0.18), (0.75, 0.18), (0.62, 0.5), (0.48, 0.85)]],  # a 7
+                    [[(0.62, 0.85), (0.62, 0.15), (0.22, 0.62), (0.80, 0.62)]],  # a 4
+                    [[(0.6, 0.15), (0.3, 0.15), (0.3, 0.45), (0.6, 0.45), (0.65, 0.7), (0.3, 0.85)]]):  # a 5
+        assert drawing_problem(pen(strokes)) is None
+
+
+@pytest.mark.mnist
+def test_real_mnist_digits_drawn_back_at_canvas_scale_are_accepted(real_mnist):
+    """Real MNIST is needed: the thresholds must let real handwriting through, not just our synthetic strokes."""
+    images = real_mnist.test_images[:1000].numpy()
+    refused = [i for i, image in enumerate(images)
+               if drawing_problem(np.asarray(Image.fromarray(image).resize((280, 280), Image.Resampling.BILINEAR)))]
+    assert len(refused) <= 10, f"{len(refused)} of 1,000 refused: {refused[:10]}"
