@@ -52,6 +52,34 @@ CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--
 INK_JS = """c => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
   const d = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data; let n = 0;
   for (let i = 0; i < d.length; i += 4) if (d[i] > 128) n++; return n; }"""  # white pixels on the drawing canvas
+INK_AT_JS = """([c, x, y]) => { const lower = c.parentElement.querySelector('canvas.lower-canvas');
+  const d = lower.getContext('2d').getImageData(x - 3, y - 3, 7, 7).data;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 128) return true; return false; }"""  # ink near (x, y), canvas px
+APP_IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"  # Streamlit's own flag: no script runs
+
+
+def wait_for_ink(page, canvas, more_than: int = 0, timeout: float = 60_000) -> None:
+    """Wait until the canvas's pixels hold more than more_than white pixels.
+
+    Fabric paints a finished stroke onto the lower canvas on a later animation frame, not during mouse.up().
+    """
+    page.wait_for_function(f"([c, n]) => ({INK_JS})(c) > n", arg=[canvas.element_handle(), more_than],
+                           timeout=timeout)
+
+
+def wait_for_no_ink(page, canvas, timeout: float = 60_000) -> None:
+    page.wait_for_function(f"c => ({INK_JS})(c) === 0", arg=canvas.element_handle(), timeout=timeout)
+
+
+def wait_for_ink_at(page, canvas, x: float, y: float, timeout: float = 60_000) -> None:
+    """Wait until there is ink within 3 px of (x, y), in the canvas's own pixels; AssertionError if none comes."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(INK_AT_JS, arg=[canvas.element_handle(), x, y], timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"no ink at ({x:.0f}, {y:.0f}) on the canvas after {timeout / 1000:.0f} s: "
+                             f"the stroke there was lost") from None
 
 
 def chromium_path() -> str:
