@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 IMAGE_SIZE = 28  # MNIST images are 28x28, one grey channel
 CONV_CHANNELS = (32, 64, 128)  # maps made by conv1, conv2, conv3
@@ -75,11 +76,13 @@ class ConvNet(nn.Module):
                  init: str = "normal", generator: torch.Generator | None = None):
         super().__init__()
         c1, c2, c3 = CONV_CHANNELS
-        self.conv1 = nn.Conv2d(1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
-        self.conv2 = nn.Conv2d(c1, c2, KERNEL_SIZE, padding=1, bias=False)
-        self.conv3 = nn.Conv2d(c2, c3, KERNEL_SIZE, padding=1, bias=False)
-        self.fc = nn.Linear(FLAT_FEATURES, HIDDEN_UNITS, bias=False)
-        self.out = nn.Linear(HIDDEN_UNITS, NUM_CLASSES, bias=False)
+        # skip_init: torch's default init would draw from the global RNG (shared by every thread) only to
+        # be overwritten below; every weight is drawn once, from generator.
+        self.conv1 = skip_init(nn.Conv2d, 1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
+        self.conv2 = skip_init(nn.Conv2d, c1, c2, KERNEL_SIZE, padding=1, bias=False)
+        self.conv3 = skip_init(nn.Conv2d, c2, c3, KERNEL_SIZE, padding=1, bias=False)
+        self.fc = skip_init(nn.Linear, FLAT_FEATURES, HIDDEN_UNITS, bias=False)
+        self.out = skip_init(nn.Linear, HIDDEN_UNITS, NUM_CLASSES, bias=False)
         self.dropout_conv = Dropout(p_keep_conv)
         self.dropout_hidden = Dropout(p_keep_hidden)
         for weight in self.parameters():
@@ -152,7 +155,7 @@ class SoftmaxRegression(nn.Module):
 
     def __init__(self, init_std: float = 0.0, generator: torch.Generator | None = None):
         super().__init__()
-        self.out = nn.Linear(IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES, bias=True)
+        self.out = skip_init(nn.Linear, IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES, bias=True)  # both set below
         if init_std > 0:
             nn.init.normal_(self.out.weight, std=init_std, generator=generator)
         else:  # the tutorial starts from zeros

@@ -2,7 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from cnn.model import ConvNet, Dropout, SoftmaxRegression, count_parameters, layer_table, pool_same
+from cnn.model import (ConvNet, Dropout, SoftmaxRegression, count_parameters, layer_table, pool_same,
+                       set_dropout_generator)
 
 
 def test_parameter_count_and_no_biases():
@@ -106,3 +107,48 @@ def test_kaiming_init_for_the_fast_preset():
     assert abs(model.fc.weight.std().item() - (2 / 2048) ** 0.5) < 0.001
     assert abs(model.out.weight.std().item() - 0.01) < 0.002  # the output layer keeps the tutorial's init
     assert count_parameters(model) == 1_378_698
+
+
+def test_dropout_draws_its_mask_from_its_own_generator():
+    x = torch.ones(4, 32, 14, 14).contiguous(memory_format=torch.channels_last)
+    drop = Dropout(0.8, generator=torch.Generator().manual_seed(7)).train()
+    torch.manual_seed(0)
+    first = drop(x)
+    drop.generator = torch.Generator().manual_seed(7)
+    torch.manual_seed(1)  # another global state, and draws from it in between: the same mask
+    torch.rand(1000)
+    second = drop(x)
+    assert torch.equal(first, second)
+    # The mask is uniform numbers from that generator, below p_keep, laid out as x is (channels_last).
+    uniform = torch.rand(x.numel(), generator=torch.Generator().manual_seed(7))
+    kept = (uniform < 0.8).reshape(4, 14, 14, 32).permute(0, 3, 1, 2)
+    assert torch.equal(first != 0, kept)
+    # Without a generator it draws from the global RNG, as before.
+    drop.generator = None
+    torch.manual_seed(7)
+    assert torch.equal(drop(x), first)
+
+
+def test_weights_come_from_the_given_generator_not_the_global_rng():
+    torch.manual_seed(1)
+    before = torch.get_rng_state()
+    a = ConvNet(generator=torch.Generator().manual_seed(5))
+    assert torch.equal(torch.get_rng_state(), before)  # nothing drawn from the global RNG
+    torch.manual_seed(2)
+    b = ConvNet(generator=torch.Generator().manual_seed(5))
+    c = ConvNet(generator=torch.Generator().manual_seed(6))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.conv1.weight, c.conv1.weight)
+    # conv1's 288 weights are the first 288 normal draws of that generator, times 0.01.
+    reference = torch.randn(288, generator=torch.Generator().manual_seed(5)) * 0.01
+    assert torch.allclose(a.conv1.weight.detach().flatten(), reference)
+
+
+def test_set_dropout_generator_reaches_every_dropout():
+    model = ConvNet()
+    generator = torch.Generator()
+    set_dropout_generator(model, generator)
+    drops = [m for m in model.modules() if isinstance(m, Dropout)]
+    assert len(drops) == 2 and all(m.generator is generator for m in drops)
+    set_dropout_generator(model, None)
+    assert all(m.generator is None for m in drops)
