@@ -49,3 +49,23 @@ def test_presets_build_their_optimizers():
     assert optimizer.defaults == {"lr": 0.001, "decay": 0.9, "epsilon": 1e-10}
     optimizer, scheduler = make_optimizer(ConvNet(), FAST, 100)
     assert isinstance(optimizer, torch.optim.Adam) and scheduler is not None
+
+
+def test_epsilon_sits_inside_the_square_root():
+    # With epsilon ~ 1, sqrt(ms + eps) (TensorFlow) and sqrt(ms) + eps (torch, Keras) give clearly different steps.
+    lr, decay, epsilon = 0.1, 0.9, 1.0
+    start = [0.5, -0.2, 2.0]
+    grads = [0.3, -2.0, 0.7]
+    w = torch.tensor(start, requires_grad=True)
+    optimizer = TFRMSprop([w], lr=lr, decay=decay, epsilon=epsilon)
+    expected, outside, mean_squares = list(start), list(start), [1.0] * 3  # TF1 starts the mean square at ONE
+    for _ in range(2):
+        w.grad = torch.tensor(grads)
+        optimizer.step()
+        for i, g in enumerate(grads):
+            mean_squares[i] = decay * mean_squares[i] + (1 - decay) * g * g
+            expected[i] -= lr * g / math.sqrt(mean_squares[i] + epsilon)
+            outside[i] -= lr * g / (math.sqrt(mean_squares[i]) + epsilon)
+        for got, inside_value, outside_value in zip(w.detach().tolist(), expected, outside):
+            assert got == pytest.approx(inside_value, abs=1e-6)
+            assert abs(got - outside_value) > 1e-3  # the epsilon-outside formula is not what it computes
