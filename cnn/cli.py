@@ -159,6 +159,7 @@ def cmd_train(args) -> int:
         card = recorder.card(status="running", epochs=0, steps=result.steps, accuracy=full["accuracy"],
                               per_class_accuracy=full["per_class_accuracy"])
         save_checkpoint(folder / MODEL_FILE, result.model, card)
+        recorder.save_predictions(full["predictions"])  # model.pt's predictions, for the confusion matrix
     card = recorder.finish(result, "stopped" if result.stopped else "finished")
     for problem in recorder.save_errors:
         print(f"warning: {problem}", file=sys.stderr)
@@ -244,4 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
+    from .settings import configure_threads, server_settings
+
+    try:
+        configure_threads(server_settings())  # CNN_TRAIN_THREADS applies to the CLI as to the app
+    except ValueError as exc:  # a bad CNN_* variable: its sentence, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return args.func(args)

@@ -20,6 +20,8 @@ from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
 FILTERS_FILE = "filters.npz"
+PREDICTIONS_FILE = "predictions.npy"  # model.pt's test-set predictions; predictions-epoch-K.npy for epoch-K.pt
+MAX_PREDICTIONS_BYTES = 8 << 20  # a million int64 predictions: far more than any test set here
 
 
 class RunRecorder(Callback):
@@ -41,8 +43,8 @@ class RunRecorder(Callback):
         self.save_errors: list[str] = []
         self.filter_steps: list[int] = []
         self.filter_snapshots: list[np.ndarray] = []
-        with torch.random.fork_rng(devices=[]):  # building a model draws weights: keep training's RNG untouched
-            self._card_model = build_model(config)
+        # Its own generator: building the card's model never touches the RNG of a training in another thread.
+        self._card_model = build_model(config, generator=torch.Generator())
         self._metrics = open(self.folder / METRICS_FILE, "w", buffering=1 << 16)
         self._write_card(status="running")
 
@@ -73,10 +75,28 @@ class RunRecorder(Callback):
         try:
             if self.keep_epoch_checkpoints:
                 save_checkpoint(self.folder / f"epoch-{event.epoch}.pt", model, card)
+                self.save_predictions(event.predictions, epoch=event.epoch)
             save_checkpoint(self.folder / MODEL_FILE, model, card)
+            # Only after model.pt is saved: predictions.npy always belongs to the model.pt beside it.
+            self.save_predictions(event.predictions)
         except CheckpointError as exc:
             self.save_errors.append(str(exc))
         self._save_filters()
+
+    def save_predictions(self, predictions: torch.Tensor | None, epoch: int | None = None) -> None:
+        """Keep a checkpoint's test-set predictions ((N,) int64) beside it, atomically, for the confusion matrix.
+
+        epoch K: predictions-epoch-K.npy (beside epoch-K.pt); None: predictions.npy (beside model.pt).
+        """
+        if predictions is None:
+            return
+        buffer = io.BytesIO()
+        np.save(buffer, predictions.detach().cpu().numpy().astype(np.int64), allow_pickle=False)
+        try:
+            atomic_write(self.folder / predictions_file(epoch), lambda stream: stream.write(buffer.getvalue()))
+        except OSError as exc:
+            self.save_errors.append(f"Could not save the test predictions of {predictions_file(epoch)}: "
+                                    f"{exc.strerror or exc.__class__.__name__}.")
 
     # --- the end
     def finish(self, result: TrainResult | None, status: str, error: str = "") -> dict:
@@ -265,6 +285,33 @@ def read_filter_snapshots(folder: Path) -> tuple[np.ndarray, np.ndarray] | None:
             return npz["steps"], npz["filters"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def predictions_file(epoch: int | None = None) -> str:
+    """The file name of epoch K's test predictions, or model.pt's for None."""
+    return PREDICTIONS_FILE if epoch is None else f"predictions-epoch-{int(epoch)}.npy"
+
+
+def read_predictions(folder: Path, epoch: int | None = None) -> np.ndarray | None:
+    """The test-set predictions (N,) int64 in 0..9 that training kept for epoch K's checkpoint (model.pt's for None).
+
+    None when the run has none (older runs, the bundled model's epochs) or the file is not a valid one.
+    """
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1):
+        return None
+    path = Path(folder) / predictions_file(epoch)
+    try:
+        if path.stat().st_size > MAX_PREDICTIONS_BYTES:
+            return None
+        predictions = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if (not isinstance(predictions, np.ndarray) or predictions.ndim != 1
+            or not np.issubdtype(predictions.dtype, np.integer)):
+        return None
+    if predictions.size and (predictions.min() < 0 or predictions.max() > 9):
+        return None
+    return predictions.astype(np.int64, copy=False)
 
 
 def epoch_checkpoints(folder: Path) -> dict[int, Path]:

@@ -1,14 +1,37 @@
 """cnn.train: the loop learns, is seeded, honours stop and pause, and fires its callbacks (SYNTHETIC data)."""
 import threading
+import time
 
+import numpy as np
 import pytest
 import torch
 
+from cnn.cli import main
 from cnn.config import ARTICLE, FAST, SOFTMAX
-from cnn.runs import RunRecorder, list_runs, read_card, read_filter_snapshots, read_metrics
+from cnn.runs import RunRecorder, list_runs, read_card, read_filter_snapshots, read_metrics, read_predictions
 from cnn.train import Callback, TrainControl, evaluate, train
 
 SMALL = ARTICLE.replace(batch_size=32, epochs=2, eval_every=5, eval_subset=64)
+
+
+def wait_for(predicate, timeout=60.0):
+    """Poll predicate until it holds or the (generous) deadline passes; True when it held."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def predict_directly(model, images):
+    """Independent of evaluate(): the model in eval mode on (N, 28, 28) uint8 -> (N,) predicted digits."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        predicted = model(images.float().div(255).unsqueeze(1)).argmax(1)
+    model.train(was_training)
+    return predicted
 
 
 class Recorder(Callback):
@@ -92,16 +115,17 @@ def test_pause_blocks_and_resume_continues(tiny_data):
                 control.pause()
                 paused_at.append(event.step)
 
+    recorder = Recorder()
     outcome = {}
     worker = threading.Thread(target=lambda: outcome.update(
-        result=train(SMALL.replace(epochs=1), tiny_data, callbacks=[PauseAtTwo()], control=control,
+        result=train(SMALL.replace(epochs=1), tiny_data, callbacks=[PauseAtTwo(), recorder], control=control,
                      device=torch.device("cpu"))))
     worker.start()
-    worker.join(timeout=1.0)
-    assert worker.is_alive() and control.paused  # waiting, not training
+    assert wait_for(lambda: control.waiting)  # the loop is held between steps...
+    assert worker.is_alive() and control.paused and len(recorder.steps) == 2  # ...after step 2, not training
     control.resume()
-    worker.join(timeout=60)
-    assert not worker.is_alive() and outcome["result"].steps == 16
+    worker.join(timeout=120)
+    assert not worker.is_alive() and outcome["result"].steps == 16 and not control.waiting
 
 
 def test_softmax_baseline_trains(tiny_data):
@@ -115,8 +139,48 @@ def test_evaluate_per_class_and_keeps_mode(tiny_data):
     out = evaluate(model, tiny_data.test_images, tiny_data.test_labels)
     assert model.training
     assert out["n"] == 256 and len(out["per_class_accuracy"]) == 10
-    manual = (out["predictions"] == tiny_data.test_labels).float().mean().item()
-    assert out["accuracy"] == pytest.approx(manual)
+    # The expected values come from a forward pass of our own, not from evaluate()'s predictions.
+    predicted = predict_directly(model, tiny_data.test_images)
+    labels = tiny_data.test_labels
+    assert torch.equal(out["predictions"], predicted)
+    assert out["accuracy"] == pytest.approx((predicted == labels).float().mean().item())
+    for digit in range(10):
+        mine = labels == digit
+        assert out["per_class_accuracy"][digit] == pytest.approx((predicted[mine] == digit).float().mean().item())
+    # In batches of 100 (the last one short) it is the same.
+    assert torch.equal(evaluate(model, tiny_data.test_images, labels, batch_size=100)["predictions"], predicted)
+
+
+def test_training_leaves_the_global_rng_alone(tiny_data):
+    # Its randomness (weights, order, dropout) is its own: the global RNG is neither read nor moved.
+    config = SMALL.replace(epochs=1)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = Recorder()
+    train(config, tiny_data, callbacks=[first], device=torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)  # another global state: the same run
+    second = Recorder()
+    train(config, tiny_data, callbacks=[second], device=torch.device("cpu"))
+    assert [e.loss for e in first.steps] == [e.loss for e in second.steps]
+    assert [e.accuracy for e in first.evals] == [e.accuracy for e in second.evals]
+
+
+def test_each_epoch_event_carries_the_test_predictions(tiny_data):
+    class Predictions(Callback):
+        def __init__(self):
+            self.given, self.direct = [], []
+
+        def on_epoch_end(self, event, model):
+            self.given.append(event.predictions)
+            self.direct.append(predict_directly(model, tiny_data.test_images))
+
+    seen = Predictions()
+    result = train(SMALL, tiny_data, callbacks=[seen], device=torch.device("cpu"))
+    assert len(seen.given) == 2
+    for given, direct in zip(seen.given, seen.direct):
+        assert given.dtype == torch.int64 and given.shape == (256,) and torch.equal(given, direct)
+    assert result.test_accuracy == pytest.approx((seen.direct[-1] == tiny_data.test_labels).float().mean().item())
 
 
 def test_run_recorder_writes_a_usable_run(tiny_data, tmp_path):
@@ -134,6 +198,62 @@ def test_run_recorder_writes_a_usable_run(tiny_data, tmp_path):
     assert read_card(folder / "model.pt")["status"] == "finished"
     names = [run.name for run in list_runs(tmp_path / "runs", include_bundled=False)]
     assert names == ["demo"]
+
+
+def test_run_recorder_keeps_each_epochs_test_predictions(tiny_data, tmp_path):
+    class Predictions(Callback):
+        def __init__(self):
+            self.by_epoch = {}
+
+        def on_epoch_end(self, event, model):
+            self.by_epoch[event.epoch] = predict_directly(model, tiny_data.test_images).numpy()
+
+    folder = tmp_path / "runs" / "demo"
+    seen = Predictions()
+    result = train(SMALL, tiny_data, callbacks=[RunRecorder(folder, SMALL), seen], device=torch.device("cpu"))
+    for epoch in (1, 2):
+        on_disk = np.load(folder / f"predictions-epoch-{epoch}.npy", allow_pickle=False)
+        assert on_disk.dtype == np.int64 and np.array_equal(on_disk, seen.by_epoch[epoch])
+        assert np.array_equal(read_predictions(folder, epoch), seen.by_epoch[epoch])
+    assert np.array_equal(read_predictions(folder), seen.by_epoch[2])  # model.pt is the last epoch
+    assert np.array_equal(read_predictions(folder), predict_directly(result.model, tiny_data.test_images).numpy())
+    assert read_predictions(folder, 3) is None and read_predictions(tmp_path / "nowhere") is None
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.parametrize("name, content", [
+    ("pickled objects", np.array([1, "two"], dtype=object)),
+    ("floats", np.array([0.5, 1.0])),
+    ("a digit out of range", np.array([3, 10])),
+    ("a negative digit", np.array([-1, 2])),
+    ("a matrix", np.zeros((2, 2), dtype=np.int64)),
+])
+def test_read_predictions_refuses_what_is_not_a_list_of_digits(tmp_path, name, content):
+    np.save(tmp_path / "predictions.npy", content, allow_pickle=True)
+    assert read_predictions(tmp_path) is None, name
+
+
+def test_read_predictions_refuses_a_torn_file_and_odd_epochs(tmp_path):
+    np.save(tmp_path / "predictions-epoch-1.npy", np.arange(10))
+    assert np.array_equal(read_predictions(tmp_path, 1), np.arange(10))
+    (tmp_path / "predictions.npy").write_bytes((tmp_path / "predictions-epoch-1.npy").read_bytes()[:-7])
+    assert read_predictions(tmp_path) is None
+    for epoch in (0, -1, "1", 1.0, True):
+        assert read_predictions(tmp_path, epoch) is None
+
+
+def test_the_cli_sets_the_threads_from_the_environment(monkeypatch, capsys):
+    threads = torch.get_num_threads()
+    wanted = 1 if threads != 1 else 2
+    monkeypatch.setenv("CNN_TRAIN_THREADS", str(wanted))
+    try:
+        assert main(["info", "--json"]) == 0
+        assert torch.get_num_threads() == wanted
+        monkeypatch.setenv("CNN_TRAIN_THREADS", "lots")
+        assert main(["info"]) == 2
+        assert "CNN_TRAIN_THREADS must be a whole number of at least 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_recorder_does_not_change_the_training(tiny_data, tmp_path):
