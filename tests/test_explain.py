@@ -51,3 +51,53 @@ def test_predict_and_overlay():
     assert picture.shape == (224, 224, 3) and picture.dtype == np.uint8
     assert picture[0, 0, 0] > picture[0, 0, 2]  # positive: red
     assert picture[0, -1, 2] > picture[0, -1, 0]  # negative: blue
+
+
+def test_one_shared_model_serves_eight_threads_at_once():
+    """Eight sessions reading strokes on ONE model at the same moment (a Barrier before each round): every answer
+    and every attribution equals the one computed alone, and the model is left exactly as it was."""
+    import threading
+
+    import cnn
+
+    model, _ = cnn.load_model()
+    weights_before = {name: tensor.numpy().tobytes() for name, tensor in model.state_dict().items()}
+    threads, rounds = 8, 12
+    generator = torch.Generator().manual_seed(0)
+    # A different image and a different target per thread, so an answer handed to the wrong thread shows.
+    images = [(torch.rand(1, 1, 28, 28, generator=generator) > 0.75).float() for _ in range(threads)]
+    methods = ("grad_cam", "integrated_gradients", "occlusion")
+
+    def work(i):
+        return predict(model, images[i]), {method: attribution(model, images[i], i, method) for method in methods}
+
+    alone = [work(i) for i in range(threads)]
+    assert len({int(probabilities.argmax()) for probabilities, _ in alone}) > 1  # the images are told apart
+    start, results, errors = threading.Barrier(threads, timeout=300), [[] for _ in range(threads)], []
+
+    def session(i):
+        try:
+            for _ in range(rounds):
+                start.wait()  # all eight begin each round together
+                results[i].append(work(i))
+        except BaseException as exc:  # reported below; a broken barrier frees the others
+            errors.append(exc)
+            start.abort()
+
+    workers = [threading.Thread(target=session, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=600)  # a generous deadline; a hang fails below instead of blocking the suite
+    assert not any(worker.is_alive() for worker in workers), "a thread did not finish within 10 minutes"
+    assert not errors, errors
+    for i in range(threads):
+        assert len(results[i]) == rounds
+        for probabilities, maps in results[i]:
+            assert np.allclose(probabilities, alone[i][0], rtol=1e-5, atol=1e-6), i
+            for method in methods:
+                assert np.allclose(maps[method], alone[i][1][method], rtol=1e-5, atol=1e-6), (i, method)
+    assert not model.training
+    assert {name: tensor.numpy().tobytes() for name, tensor in model.state_dict().items()} == weights_before
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
