@@ -1,14 +1,15 @@
-"""The CNN classroom: the Streamlit entry point. It only sets up the page and routes; pages live in pages/."""
+"""The CNN classroom: the Streamlit entry point. It sets up the server once and routes; pages live in pages/."""
 import streamlit as st
+
+from pages.shared import app_pages, server_startup
 
 st.set_page_config(page_title="CNN classroom", page_icon=":material/neurology:", layout="wide")
 
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/draw.py", title="Draw", icon=":material/draw:"),
-    st.Page("pages/features.py", title="Feature maps", icon=":material/grid_view:"),
-]
+try:
+    server_startup()  # once per server: read the CNN_* caps, set torch's threads (before any page trains or predicts)
+except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a traceback
+    st.error(f"The class server is not set up right: {exc}")
+    st.stop()
 
 st.session_state.routed_by_app = True  # pages check it: see pages/shared.py require_app_navigation
-st.navigation(PAGES).run()
+st.navigation(app_pages()).run()

@@ -1,18 +1,46 @@
 """Shared app state: MNIST and the job manager are read-only/shared (st.cache_resource); the active model is per session."""
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import os
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
+from cnn.checkpoint import (BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir,
+                            state_digest)
 from cnn.data import MNIST, DataError, load_mnist
-from cnn.drawing import UploadError, preprocess_steps, read_upload
+from cnn.drawing import UploadError, read_upload_steps
 from cnn.jobs import JobManager
+from cnn.settings import ServerSettings, configure_threads, server_settings
+
+# The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
+PAGE_FILES = (("pages/home.py", "Home", ":material/home:"), ("pages/train.py", "Train", ":material/model_training:"),
+              ("pages/draw.py", "Draw", ":material/draw:"), ("pages/features.py", "Feature maps", ":material/grid_view:"))
+XSRF_COOKIE = "_streamlit_xsrf"  # Streamlit's own XSRF cookie: one per browser, shared by its tabs
+
+
+def app_pages() -> list:
+    """The st.Page list of the app (Home first and default)."""
+    return [st.Page(path, title=title, icon=icon, default=index == 0)
+            for index, (path, title, icon) in enumerate(PAGE_FILES)]
+
+
+@st.cache_resource
+def server_startup() -> ServerSettings:
+    """Read the class server's settings and set torch's threads, once per server process.
+
+    Raises ValueError with a sentence for a bad CNN_* variable (not cached, so a fixed variable is read again).
+    """
+    settings = server_settings()
+    configure_threads(settings)  # training would take every core; one stays for the students' strokes
+    return settings
 
 
 class DataHolder:
@@ -46,13 +74,61 @@ def data_holder() -> DataHolder:
     return DataHolder()
 
 
+class SessionRegistry:
+    """Which Streamlit session each owner id belongs to, so the job manager can ask whether it is still connected.
+
+    Owners stay a random id in session_state (tests with AppTest all share one session id); the registry maps
+    them to the session that made them. One small entry per session ever opened: a few hundred bytes each.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._sessions: dict[str, str] = {}
+
+    def register(self, owner: str, session_id: str) -> None:
+        with self._lock:
+            self._sessions[owner] = session_id
+
+    def session_of(self, owner: str) -> str | None:
+        with self._lock:
+            return self._sessions.get(owner)
+
+    def alive(self, owner: str) -> bool:
+        """False only when owner's session is known and no longer connected (safe from any thread)."""
+        session_id = self.session_of(owner)
+        return session_id is None or session_connected(session_id)
+
+
+def session_connected(session_id: str) -> bool:
+    """Whether a browser session is connected now: Streamlit's Runtime.is_active_session (thread-safe).
+
+    A closed tab is inactive at once (kept a while for a reconnect, which reuses the id). Outside a running
+    server (the CLI, a unit test) nothing can be told, so every session counts as connected.
+    """
+    from streamlit import runtime  # not in Streamlit's documented API: pinned and checked by tests/test_app_pages.py
+
+    return not runtime.exists() or bool(runtime.get_instance().is_active_session(session_id))
+
+
+def current_session_id() -> str | None:
+    """The id of the Streamlit session this script run serves, or None outside a run."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx  # pinned and checked like session_connected
+
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx.session_id if ctx is not None else None
+
+
+@st.cache_resource
+def session_registry() -> SessionRegistry:
+    return SessionRegistry()
+
+
 @st.cache_resource
 def job_manager() -> JobManager:
-    # Training would take every core; leave one for the students' strokes (measured by scripts/loadtest.py).
-    torch.set_num_threads(int(os.environ.get("CNN_TRAIN_THREADS", max(1, (os.cpu_count() or 2) - 1))))
+    """The server's one job manager, with the class server's caps; queued runs of a closed session are dropped."""
     holder = data_holder()
-    return JobManager(holder.require, runs_dir=default_runs_dir(),
-                      max_running=int(os.environ.get("CNN_MAX_TRAININGS", "1")))
+    return JobManager(holder.require, runs_dir=default_runs_dir(), settings=server_startup(),
+                      session_alive=session_registry().alive)
 
 
 @st.cache_resource(max_entries=16)
@@ -63,14 +139,59 @@ def _cached_checkpoint(path: str, modified: float):
 
 def cached_checkpoint(path: str | Path):
     """(model, card) of a checkpoint file, cached per file version."""
-    return _cached_checkpoint(str(path), Path(path).stat().st_mtime)
+    return _cached_checkpoint(str(path), os.stat(path).st_mtime)
 
 
 def owner_id() -> str:
-    """This browser session's id: it owns the runs it starts."""
+    """This browser session's id: it owns the runs it starts (registered with its Streamlit session)."""
     if "owner" not in st.session_state:
         st.session_state.owner = uuid.uuid4().hex
+        session_id = current_session_id()
+        if session_id is not None:
+            session_registry().register(st.session_state.owner, session_id)
     return st.session_state.owner
+
+
+def xsrf_token(cookie: str) -> bytes | None:
+    """The token inside Streamlit's XSRF cookie, "2|mask|masked token|time" (hex), or None if it is not one.
+
+    Streamlit re-masks the same token with a new random mask on every page load, so two tabs of one browser
+    send different cookie values holding the same token.
+    """
+    parts = cookie.strip("\"'").split("|") if isinstance(cookie, str) else []
+    if len(parts) != 4 or parts[0] != "2":
+        return None
+    try:
+        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+    except ValueError:
+        return None
+    if len(mask) != 4 or not masked:
+        return None
+    return bytes(byte ^ mask[i % 4] for i, byte in enumerate(masked))
+
+
+def browser_key_from(cookies: Mapping, session_id: str) -> str:
+    """A key that every tab of one browser shares (a hash of its XSRF token), else one for this session alone.
+
+    Only a cap, not an identity: a forged client can mint a new cookie per connection and look like many
+    browsers, which is why the job manager's server-wide queue cap still holds whatever this returns.
+    """
+    try:
+        token = xsrf_token(cookies.get(XSRF_COOKIE))
+    except Exception:  # an odd cookie jar (no .get, a non-string value) must not stop the page
+        token = None
+    if token:
+        return "browser-" + hashlib.sha256(token).hexdigest()[:16]
+    return "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16]
+
+
+def browser_key() -> str:
+    """This browser's key for the per-browser run cap (see browser_key_from)."""
+    try:
+        cookies = st.context.cookies
+    except Exception:  # no client context (e.g. a bare run): fall back to the session
+        cookies = {}
+    return browser_key_from(cookies, owner_id())
 
 
 def load_data_with_progress() -> MNIST | None:
@@ -89,6 +210,43 @@ def checkpoint_for(run: str) -> Path:
     return BUNDLED_MODEL if run == "bundled" else run_dir(run, default_runs_dir()) / "model.pt"
 
 
+def loaded_checkpoint(run: str):
+    """(model, card) of a run's model.pt through the shared cache, or the sentence saying why it cannot be used.
+
+    Any error counts (not only CheckpointError): an odd file in runs/ must never end a page with Streamlit's
+    redacted error, for this session or any other.
+    """
+    try:
+        path = checkpoint_for(run)
+        return _cached_checkpoint(str(path), path.stat().st_mtime)
+    except Exception as exc:  # noqa: BLE001 - the sentence below is what the user needs; the log keeps the rest
+        return checkpoint_problem(run, exc)
+
+
+def checkpoint_problem(run: str, exc: BaseException) -> str:
+    """Our sentence for a run whose model cannot be loaded: the checkpoint's own sentence, or a plain one.
+
+    Only CheckpointError carries a sentence of ours; any other message (a library's, a server path) stays out.
+    """
+    if isinstance(exc, CheckpointError) and str(exc):
+        return f"The model of run {run!r} cannot be used: {exc}"
+    if isinstance(exc, FileNotFoundError):
+        return f"The model of run {run!r} cannot be used: it has no model.pt yet."
+    return f"The model of run {run!r} cannot be used: its model.pt is not a checkpoint this app can read."
+
+
+def checkpoint_bytes(model: torch.nn.Module, card: dict) -> bytes:
+    """A checked, loaded model as the bytes of a model.pt that cnn.load_model reads (for a download).
+
+    Built from the validated model, not read from disk: what a student downloads is what the app checked,
+    and its size is the network's (~5.5 MB), whatever file lies in runs/.
+    """
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "card": json.dumps(dict(card, weights_sha256=state_digest(state)))}, buffer)
+    return buffer.getvalue()
+
+
 def active_run() -> str:
     return st.session_state.get("active_run", "bundled")
 
@@ -98,19 +256,17 @@ def set_active_run(run: str) -> None:
 
 
 def active_model():
-    """(model, card, run name) of this session's active model; falls back to the bundled one with a note."""
+    """(model, card, run name) of this session's active model; on ANY error of the chosen run, the bundled one."""
     run = active_run()
-    try:
-        path = checkpoint_for(run)
-        model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
-        return model, card, run
-    except (CheckpointError, OSError, ValueError) as exc:
-        if run != "bundled":
-            st.warning(f"The model of run {run!r} could not be loaded ({exc}); using the bundled model.")
-            set_active_run("bundled")
-        path = BUNDLED_MODEL
-        model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
-        return model, card, "bundled"
+    loaded = loaded_checkpoint(run)
+    if not isinstance(loaded, str):
+        return (*loaded, run)
+    if run != "bundled":
+        st.warning(f"{loaded} Using the bundled model instead.")
+        set_active_run("bundled")
+    path = BUNDLED_MODEL
+    model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
+    return model, card, "bundled"
 
 
 def send_to_feature_maps(image, label: str) -> None:
@@ -123,14 +279,16 @@ def send_to_feature_maps(image, label: str) -> None:
 def require_app_navigation() -> None:
     """Send a visitor who opened a page's URL before app.py ever ran back through app.py.
 
-    Streamlit treats a folder named pages/ as old-style pages until app.py calls st.navigation;
-    a first request for /draw after a restart would run the page alone, with file names as menu.
+    Streamlit treats a folder named pages/ as old-style pages until some run calls st.navigation
+    (its documented switch: "the pages/ directory is ignored" from then on); a first request for
+    /draw after a restart would run the page alone, with file names as menu and no app set-up.
+    So a page that finds it was not routed by app.py calls st.navigation itself, with the app's own
+    pages, and reruns: now app.py runs, routes, and shows the page that was asked for. Public API
+    only (no PagesManager); tests/test_app_pages.py checks a cold request for /draw.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory and not st.session_state.get("routed_by_app"):
-        PagesManager.uses_pages_directory = False  # what app.py's st.navigation would have set
-        st.rerun()  # now app.py runs, routes, and shows the page that was asked for
+    if not st.session_state.get("routed_by_app"):
+        st.navigation(app_pages(), position="hidden")
+        st.rerun()
 
 
 def uploaded_digit(label: str, key: str | None = None) -> tuple[dict, str] | None:
@@ -139,7 +297,7 @@ def uploaded_digit(label: str, key: str | None = None) -> tuple[dict, str] | Non
     if upload is None:
         return None
     try:
-        steps = preprocess_steps(read_upload(upload.getvalue(), upload.name))
+        steps = read_upload_steps(upload.getvalue(), upload.name)  # decoded once per file, not on every rerun
     except UploadError as exc:
         st.error(str(exc))
         return None
