@@ -1,22 +1,53 @@
 """Train: start a run in the background, watch it live, compare runs, pick the active model."""
 from __future__ import annotations
 
+import json
+import secrets
+
 import streamlit as st
 
 from cnn.checkpoint import default_runs_dir
 from cnn.config import PRESETS
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
+from cnn.jobs import run_steps
 from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
-from pages.shared import (active_run, chart_spec, checkpoint_for, field, job_manager, load_data_with_progress, owner_id,
-                          set_active_run, require_app_navigation)
+from pages.shared import (active_run, browser_key, chart_spec, checkpoint_bytes, checkpoint_for, field, job_manager,
+                          load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
 
 
+def default_run_name(preset: str) -> str:
+    """A fresh name for this session's next run: preset, a tag of this session, how many it started (+1).
+
+    Computed from this session alone, so another session starting a run changes nothing here.
+    """
+    tag = st.session_state.setdefault("run_tag", secrets.token_hex(2))
+    return f"{preset}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
+
+
+def _name_follows_preset() -> None:
+    """A new preset gets a new default name, unless the student typed one (callback of the preset box)."""
+    if st.session_state.get("run_name") == st.session_state.get("run_name_default"):
+        st.session_state.new_run_name = True
+
+
+def step_cap_caption(base, train_size: int, cap: int) -> str:
+    """The server's step cap in the form's words: what fits at the preset's batch size."""
+    per_epoch = run_steps(base.replace(epochs=1), train_size)
+    return (f"This server trains at most {cap:,} steps per run (epochs x {train_size:,} images / batch size): "
+            f"at batch {base.batch_size} that is up to {cap // per_epoch} epochs; a larger batch allows more.")
+
+
 def start_form() -> None:
-    preset_name = st.selectbox("Preset", list(PRESETS), format_func=PRESET_LABELS.get, key="preset")
+    preset_name = st.selectbox("Preset", list(PRESETS), format_func=PRESET_LABELS.get, key="preset",
+                               on_change=_name_follows_preset)
     base = PRESETS[preset_name]
+    if st.session_state.pop("new_run_name", False) or "run_name" not in st.session_state:
+        # Set before the keyed field is drawn; the key keeps it (and what the student types) across reruns.
+        st.session_state.run_name = st.session_state.run_name_default = default_run_name(preset_name)
+    manager = job_manager()
     with st.form("start", border=True):
         cols = st.columns(4)
         epochs = cols[0].number_input("Epochs", 1, 50, base.epochs)
@@ -26,15 +57,25 @@ def start_form() -> None:
         cols = st.columns(3)
         keep_conv = cols[0].slider("Keep-probability, conv", 0.1, 1.0, base.p_keep_conv, 0.05)
         keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, base.p_keep_hidden, 0.05)
-        name = cols[2].text_input("Run name", f"{preset_name}-{owner_id()[:4]}-{len(job_manager().jobs()) + 1}")
+        name = cols[2].text_input("Run name", key="run_name")
+        # A form cannot change its limits while it is filled in: say the cap here; Start gets the refusal sentence.
+        st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
         if st.form_submit_button("Start", type="primary"):
             config = base.replace(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
                                   seed=int(seed), p_keep_conv=keep_conv, p_keep_hidden=keep_hidden)
-            try:
-                st.session_state.watch = job_manager().submit(config, name.strip(), owner_id())
-            except ValueError as exc:
-                st.error(str(exc))
+            start(config, name.strip())
 
+
+def start(config, name: str) -> None:
+    """Queue the run, or say in the server's sentence why not; on success the name moves on to a fresh default."""
+    try:
+        st.session_state.watch = job_manager().submit(config, name, owner_id(), browser=browser_key())
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    st.session_state.runs_started = st.session_state.get("runs_started", 0) + 1
+    st.session_state.new_run_name = True
+    st.rerun()  # redraw the form with the next default name, the live view on the new run
 
 
 def controls(job: dict) -> None:
@@ -103,12 +144,16 @@ def history() -> None:
     chosen = st.multiselect("Overlay the curves of", [r["run"] for r in rows], key="overlay")
     if chosen:
         overlay(chosen)
+    # A failed run keeps the model.pt of its last completed epoch: it may be made active too (if it does not
+    # load, the pages say so and fall back to the bundled model).
     usable = [r["run"] for r in rows if r["run"] == "bundled" or (
-        r["has_model"] and r["status"] in ("finished", "stopped", "interrupted"))]
+        r["has_model"] and r["status"] in ("finished", "stopped", "interrupted", "failed"))]
     current = active_run() if active_run() in usable else "bundled"
-    picked = st.selectbox("Active model (used by the other pages)", usable, index=usable.index(current))
-    if picked != active_run():
-        set_active_run(picked)
+    if st.session_state.get("active_model_choice") != current:
+        # Keyed, so a new run in the list or a new choice keeps the widget; follows a fallback made elsewhere.
+        st.session_state.active_model_choice = current
+    picked = st.selectbox("Active model (used by the other pages)", usable, key="active_model_choice",
+                          on_change=lambda: set_active_run(st.session_state.active_model_choice))
     downloads(picked)
     filter_replay(picked)
 
@@ -117,8 +162,8 @@ def overlay(names: list[str]) -> None:
     """Curves of several runs on one chart, e.g. ARTICLE vs FAST vs the softmax baseline."""
     steps, evals = [], []
     for name in names:
-        run_steps, run_evals = run_curves(checkpoint_for(name).parent)
-        steps += step_rows(run_steps, name, every=5)
+        curve_steps, run_evals = run_curves(checkpoint_for(name).parent)
+        steps += step_rows(curve_steps, name, every=5)
         evals += eval_rows([e for e in run_evals if e["full"]], name)
     st.vega_lite_chart(spec=chart_spec(thin(evals), {"type": "line", "point": True}, {
         "x": field("step", "quantitative"), "y": field("accuracy", "quantitative", scale={"zero": False}),
@@ -130,14 +175,21 @@ def overlay(names: list[str]) -> None:
 
 
 def downloads(run: str) -> None:
-    path = checkpoint_for(run)
-    if not path.is_file():
+    """Download buttons for a checkpoint that loads (checked, within the size limit), else a sentence why not.
+
+    The bytes are made from the checked model only when the button is pressed (a callable), never read
+    whole from runs/ on every rerun: a 1 GB file there used to cost every viewing session 1.2 GB.
+    """
+    loaded = loaded_checkpoint(run)
+    if isinstance(loaded, str):
+        st.caption(f"Nothing to download: {loaded}")
         return
+    model, card = loaded
     cols = st.columns(2)
-    cols[0].download_button("Download the model (.pt)", path.read_bytes(), file_name=f"{run}.pt")
-    card = path.with_suffix(".json")
-    if card.is_file():
-        cols[1].download_button("Download its card (.json)", card.read_bytes(), file_name=f"{run}.json")
+    cols[0].download_button("Download the model (.pt)", lambda: checkpoint_bytes(model, card), file_name=f"{run}.pt",
+                            mime="application/octet-stream", on_click="ignore")
+    cols[1].download_button("Download its card (.json)", json.dumps(card, indent=2), file_name=f"{run}.json",
+                            mime="application/json", on_click="ignore")
 
 
 def filter_replay(run: str) -> None:
