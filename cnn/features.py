@@ -107,9 +107,14 @@ def convolution_at(model: nn.Module, acts: dict[str, np.ndarray], layer: int, ch
 def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(10, 10) counts [true, predicted] over uint8 images, and the predictions (N,)."""
     predicted = evaluate(model, images, labels)["predictions"].numpy()
+    return confusion_counts(labels.numpy(), predicted), predicted
+
+
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """(10, 10) int64 counts [true, predicted] from two (N,) arrays of digits 0-9 (e.g. predictions kept by training)."""
     matrix = np.zeros((10, 10), dtype=np.int64)
-    np.add.at(matrix, (labels.numpy(), predicted), 1)
-    return matrix, predicted
+    np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return matrix
 
 
 def hidden_strip(hidden: np.ndarray, width: int = 25) -> np.ndarray:

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import os
 
-import altair as alt
 import numpy as np
 import streamlit as st
 import torch
 
-from cnn.features import (STAGES, activations, colour_bar, confusion_matrix, convolution_at, enlarge,
+from cnn.features import (STAGES, activations, colour_bar, confusion_counts, confusion_matrix, convolution_at, enlarge,
                           hidden_strip, kernel_grid, kernels, maps_grid)
-from cnn.runs import epoch_checkpoints
-from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, probability_chart,
+from cnn.runs import epoch_checkpoints, read_predictions
+from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, field, probability_chart,
                           require_app_navigation, uploaded_digit)
 
 
@@ -19,12 +18,40 @@ CHANNELS = {1: 32, 2: 64, 3: 128}
 
 
 @st.cache_resource(max_entries=8)
-def cached_confusion(path: str, _model, _data):
-    """The confusion matrix of one checkpoint version on the 10,000 test images (computed once per server)."""
-    return confusion_matrix(_model, _data.test_images, _data.test_labels)
+def computed_predictions(version: str, _model, _data) -> np.ndarray:
+    """(N,) predicted digits of one checkpoint version on the test images, computed once per server.
+
+    Only for checkpoints whose run kept no predictions (the bundled model, runs from before they were kept).
+    """
+    return confusion_matrix(_model, _data.test_images, _data.test_labels)[1]
 
 
-def choose_image(model, checkpoint: str) -> tuple[np.ndarray, str] | None:
+def test_predictions(folder, epoch: int | None, version: str, model, data) -> np.ndarray:
+    """(N,) predicted digits on the test images: those training kept (model.pt's, or epoch-K.pt's), else computed.
+
+    Reading the kept ones makes the time-travel slider cheap (computing took 3-4.6 s per move on a
+    10-epoch run, and the cache above holds only 8 checkpoints).
+    """
+    kept = kept_predictions(folder, epoch, len(data.test_labels))
+    return kept if kept is not None else computed_predictions(version, model, data)
+
+
+def kept_predictions(folder, epoch: int | None, count: int) -> np.ndarray | None:
+    """The predictions training wrote beside a checkpoint, if any and if they fit a test set of count digits."""
+    kept = read_predictions(folder, epoch)  # None for none or an invalid file: then they are computed
+    return kept if kept is not None and kept.shape == (count,) else None
+
+
+def confusion_spec(matrix: np.ndarray, height: int = 320) -> dict:
+    """A (10, 10) [true, predicted] count matrix as a Vega-Lite heat map with the counts written in each cell."""
+    cells = [{"true": str(t), "predicted": str(p), "count": int(matrix[t, p])} for t in range(10) for p in range(10)]
+    return {"data": {"values": cells}, "height": height,
+            "encoding": {"x": field("predicted", "nominal"), "y": field("true", "nominal")},
+            "layer": [{"mark": "rect", "encoding": {"color": field("count", "quantitative", scale={"type": "symlog"})}},
+                      {"mark": "text", "encoding": {"text": field("count", "quantitative")}}]}
+
+
+def choose_image(model, kept: tuple, version: str) -> tuple[np.ndarray, str] | None:
     data = data_holder().load()
     sources = ["Test set", "Sent from Draw", "Upload"]
     if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
@@ -51,7 +78,7 @@ def choose_image(model, checkpoint: str) -> tuple[np.ndarray, str] | None:
         digit = st.selectbox("Digit", range(10), key="digit")
         candidates = np.nonzero(labels == digit)[0]
     elif how == "misclassified":
-        _, predicted = cached_confusion(checkpoint, model, data)
+        predicted = test_predictions(*kept, version, model, data)
         candidates = np.nonzero(predicted != labels)[0]
     else:
         candidates = np.arange(len(labels))
@@ -129,16 +156,14 @@ def show_output(acts: dict) -> None:
     right.vega_lite_chart(spec=probability_chart(acts["probabilities"], height=250), width="stretch")
 
 
-def show_confusion(model, checkpoint: str) -> None:
+def show_confusion(model, kept: tuple, version: str) -> None:
     data = data_holder().load()
     if data is None:
         return
     st.subheader("Where the model goes wrong: confusion matrix on the 10,000 test images")
-    matrix, predicted = cached_confusion(checkpoint, model, data)
-    cells = [{"true": str(t), "predicted": str(p), "count": int(matrix[t, p])} for t in range(10) for p in range(10)]
-    base = alt.Chart(alt.Data(values=cells)).encode(x="predicted:N", y="true:N")
-    st.altair_chart((base.mark_rect().encode(color=alt.Color("count:Q", scale=alt.Scale(type="symlog")))
-                     + base.mark_text().encode(text="count:Q")).properties(height=320), width="stretch")
+    predicted = test_predictions(*kept, version, model, data)
+    matrix = confusion_counts(data.test_labels.numpy(), predicted)
+    st.vega_lite_chart(spec=confusion_spec(matrix), width="stretch")
     st.caption(f"{int(np.trace(matrix)):,} of {int(matrix.sum()):,} right ({np.trace(matrix) / matrix.sum():.2%}).")
     cols = st.columns(2)
     true = cols[0].selectbox("True digit", range(10), key="cm_true")
@@ -156,21 +181,34 @@ def _show_test_image(index: int) -> None:
     st.session_state.update(image_source_radio="Test set", pick="by index", test_pick=index, image_source="test")
 
 
+def travel_in_time(model, final) -> tuple:
+    """(model, checkpoint path, epoch or None for the final model) chosen on the time-travel slider."""
+    epochs = epoch_checkpoints(final.parent)
+    if not epochs:
+        return model, str(final), None
+    epoch = st.select_slider("Training time travel: the model as it was after epoch", list(epochs) + ["final"],
+                             value="final")
+    if epoch == "final":
+        return model, str(final), None
+    try:
+        past, _ = cached_checkpoint(epochs[epoch])
+    except Exception:  # noqa: BLE001 - an odd file in runs/ must not end the page
+        st.warning(f"The checkpoint of epoch {epoch} cannot be read; showing the final model.")
+        return model, str(final), None
+    return past, str(epochs[epoch]), epoch
+
+
 def page() -> None:
     st.title("Feature maps and filters")
     model, card, run = active_model()
     if not hasattr(model, "conv1"):
         st.warning("The active model is the softmax baseline: it has no convolution layers to show. Choose a CNN run on the Train page.")
         return
-    checkpoint = str(checkpoint_for(run))
-    epochs = epoch_checkpoints(checkpoint_for(run).parent)
-    if epochs:
-        epoch = st.select_slider("Training time travel: the model as it was after epoch", list(epochs) + ["final"], value="final")
-        if epoch != "final":
-            checkpoint = str(epochs[epoch])
-            model, _ = cached_checkpoint(checkpoint)
-    version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # the confusion matrix is cached per file version
-    chosen = choose_image(model, version)
+    final = checkpoint_for(run)
+    model, checkpoint, epoch = travel_in_time(model, final)
+    version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # computed predictions are cached per file version
+    kept = (final.parent, epoch)  # where training kept this checkpoint's test predictions
+    chosen = choose_image(model, kept, version)
     if chosen is None:
         return
     image, label = chosen
@@ -181,7 +219,7 @@ def page() -> None:
     show_filters(model, layer)
     show_convolution(model, acts, layer)
     show_output(acts)
-    show_confusion(model, version)
+    show_confusion(model, kept, version)
 
 
 require_app_navigation()
