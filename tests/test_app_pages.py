@@ -1,11 +1,23 @@
-"""AppTest: every page renders with the bundled model and no exception; the Train form starts and refuses."""
+"""AppTest: every page renders with the bundled model and no exception; the Train form starts and refuses.
+
+Tests of pages that load MNIST (Home, Train, Feature maps) are marked `mnist`: they need the real data set.
+"""
+import ast
+import io
+import json
+import re
+import threading
+
+import numpy as np
 import pytest
 import streamlit as st
+import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
 
 APP = str(ROOT / "app.py")
+PAGE_SOURCES = [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]
 
 
 @pytest.fixture
@@ -15,42 +27,305 @@ def app(tmp_path, monkeypatch):
     st.cache_resource.clear()  # a fresh job manager that uses this test's runs folder
     yield AppTest.from_file(APP, default_timeout=120)
     from pages.shared import job_manager
-    job_manager().stop_all()
+    try:
+        job_manager().stop_all()
+    except ValueError:  # a test that set a bad CNN_* variable: no job manager could be built
+        pass
     st.cache_resource.clear()
 
 
-def test_home_page_shows_the_network_and_the_bundled_model(app):
+def save_run(runs, name: str, status: str = "finished", config=None, **card_fields):
+    """A run folder with a real, loadable model.pt (fresh weights) and its card, as training leaves it."""
+    from cnn.checkpoint import make_card, save_checkpoint
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    config = config or ARTICLE
+    model = build_model(config)
+    card = make_card(config, model, status=status, epochs=1, steps=10, accuracy=0.5, run=name, **card_fields)
+    save_checkpoint(runs / name / "model.pt", model, card)
+    return model
+
+
+# ---------------------------------------------------------------- Home
+
+@pytest.mark.mnist
+def test_home_page_accuracy_is_the_bundled_models_measured_accuracy(app, real_mnist):
+    # Measured here, independently of the card the page reads: the bundled model on all 10,000 test images.
+    from cnn.checkpoint import BUNDLED_MODEL, load_checkpoint
+
+    model, _ = load_checkpoint(BUNDLED_MODEL)
+    with torch.no_grad():
+        predicted = torch.cat([model(batch.float().div(255).unsqueeze(1)).argmax(1)
+                               for batch in real_mnist.test_images.split(1000)])
+    measured = 100 * (predicted == real_mnist.test_labels).double().mean().item()
+    assert len(real_mnist.test_labels) == 10_000
+
     app.run()
     assert not app.exception
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Active model"] == "bundled (ARTICLE)"
-    assert float(metrics["Test accuracy (10,000 images)"].rstrip("%")) >= 99.0
+    shown = float(metrics["Test accuracy (10,000 images)"].rstrip("%"))
+    assert shown == pytest.approx(measured, abs=0.005 + 1e-9), (shown, measured)
+    assert shown >= 99.0
     table = app.dataframe[0].value
     assert list(table["layer"])[:4] == ["input", "conv1", "relu1", "pool1"]
     assert int(table["weights"].sum()) == 1_378_698
 
 
+# ---------------------------------------------------------------- Train: the form
+
+@pytest.mark.mnist
 def test_train_page_renders_and_refuses_a_bad_run_name(app):
     app.switch_page("pages/train.py").run()
     assert not app.exception
-    app.text_input[0].set_value("../../etc")  # inside the form: sent with the click below
+    app.text_input(key="run_name").set_value("../../etc")  # inside the form: sent with the click below
     app.button[0].click().run()  # the form's Start
     assert not app.exception
     assert any("not a valid run name" in e.value for e in app.error)
 
 
+@pytest.mark.mnist
 def test_train_page_starts_a_run_in_the_background(app):
     from pages.shared import job_manager
 
     app.switch_page("pages/train.py").run()
     app.selectbox(key="preset").set_value("fast").run()
-    app.text_input[0].set_value("apptest-run")
+    assert app.text_input(key="run_name").value.startswith("fast-")  # the default follows the preset
+    app.text_input(key="run_name").set_value("apptest-run")
     app.button[0].click().run()
     assert not app.exception and not app.error
     jobs = job_manager().jobs()
     assert [job["name"] for job in jobs] == ["apptest-run"] and jobs[0]["preset"] == "fast"
     assert jobs[0]["status"] in ("queued", "running")
+    assert app.text_input(key="run_name").value != "apptest-run"  # a fresh default for the next run
+    # The run's owner is this session's id, registered with the Streamlit session that started it.
+    from pages.shared import session_registry
+    assert jobs[0]["owner"] == app.session_state["owner"]
+    assert session_registry().session_of(jobs[0]["owner"]) == "test session id"  # AppTest's one session
 
+
+@pytest.mark.mnist
+def test_run_name_is_kept_when_another_session_starts_a_run(app):
+    from cnn.config import SOFTMAX
+    from pages.shared import job_manager
+
+    app.switch_page("pages/train.py").run()
+    default = app.text_input(key="run_name").value
+    job_manager().submit(SOFTMAX.replace(epochs=1), "someone-else", "another-session")  # another student's Start
+    app.run()
+    assert app.text_input(key="run_name").value == default  # the field did not reset under the student's hands
+    app.text_input(key="run_name").set_value("my-own-name")
+    job_manager().submit(SOFTMAX.replace(epochs=1), "someone-else-2", "another-session")
+    app.button[0].click().run()  # Start, after yet another session started a run
+    assert not app.exception and not app.error
+    assert "my-own-name" in [job["name"] for job in job_manager().jobs()]  # Start used what the student typed
+
+
+@pytest.mark.mnist
+def test_train_form_shows_the_step_cap_and_refuses_a_run_over_it(app, monkeypatch):
+    from pages.shared import job_manager
+
+    monkeypatch.setenv("CNN_MAX_STEPS_PER_RUN", "1000")
+    app.switch_page("pages/train.py").run()
+    assert any("at most 1,000 steps per run" in c.value for c in app.caption)
+    # ARTICLE's 10 epochs at batch 128 are 10 x ceil(60,000 / 128) = 4,690 steps.
+    app.button[0].click().run()
+    assert not app.exception
+    refusals = [e.value for e in app.error]
+    assert any("4,690" in e and "1,000" in e and "fewer epochs or a larger batch" in e for e in refusals), refusals
+    assert job_manager().jobs() == []
+
+
+# ---------------------------------------------------------------- Train: the model choice and downloads
+
+@pytest.mark.mnist
+def test_a_failed_run_with_a_valid_model_can_be_made_active(app, tmp_path):
+    save_run(tmp_path / "runs", "crashed-at-epoch-2", status="failed", error="the disk was full")
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    choice = app.selectbox[-1]
+    assert choice.label.startswith("Active model")
+    assert "crashed-at-epoch-2" in choice.options
+    choice.set_value("crashed-at-epoch-2").run()
+    app.switch_page("pages/home.py").run()
+    assert not app.exception and not app.warning
+    assert {m.label: m.value for m in app.metric}["Active model"] == "crashed-at-epoch-2"
+
+
+def _download_labels(app) -> list[str]:
+    return [button.proto.label for button in app.get("download_button")]
+
+
+@pytest.mark.mnist
+def test_download_is_offered_only_for_a_checkpoint_that_loads(app, tmp_path):
+    runs = tmp_path / "runs"
+    save_run(runs, "good")
+    save_run(runs, "junk")
+    (runs / "junk" / "model.pt").write_bytes(b"\0" * 4096)  # the card beside it still reads fine
+    app.switch_page("pages/train.py").run()
+    app.selectbox[-1].set_value("good").run()
+    assert not app.exception
+    assert _download_labels(app) == ["Download the model (.pt)", "Download its card (.json)"]
+    app.selectbox[-1].set_value("junk").run()
+    assert not app.exception
+    assert _download_labels(app) == []
+    assert any(c.value.startswith("Nothing to download: The model of run 'junk' cannot be used") for c in app.caption)
+    assert not any(str(tmp_path) in c.value for c in app.caption)  # no server path in the sentence
+
+
+def test_the_downloaded_model_is_the_checked_model_and_loads(tmp_path):
+    from cnn.checkpoint import load_checkpoint
+    from pages.shared import checkpoint_bytes
+
+    original = save_run(tmp_path, "good")
+    model, card = load_checkpoint(tmp_path / "good" / "model.pt")
+    download = tmp_path / "downloaded.pt"
+    download.write_bytes(checkpoint_bytes(model, card))
+    again, again_card = load_checkpoint(download)  # the app's own checks: SHA-256, layers, dtypes
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(again(images), original.eval()(images))
+    assert again_card["run"] == "good"
+
+
+# ---------------------------------------------------------------- the active model never ends a page
+
+def test_an_odd_run_falls_back_to_the_bundled_model_with_a_sentence(app, tmp_path):
+    # A card whose config is a string ("config": "fast"), inside a model.pt whose checksum is right.
+    save_run(tmp_path / "runs", "odd")
+    from cnn.checkpoint import read_checkpoint, state_digest
+    state, card = read_checkpoint(tmp_path / "runs" / "odd" / "model.pt")
+    card = dict(card, config="fast", weights_sha256=state_digest(state))
+    torch.save({"state_dict": state, "card": json.dumps(card)}, tmp_path / "runs" / "odd" / "model.pt")
+
+    app.session_state["active_run"] = "odd"
+    app.switch_page("pages/draw.py").run()
+    assert not app.exception
+    assert any("'odd' cannot be used" in w.value and "bundled model" in w.value for w in app.warning)
+    assert not any(str(tmp_path) in w.value for w in app.warning)
+    assert app.session_state["active_run"] == "bundled"
+
+
+# ---------------------------------------------------------------- routing
+
+def test_a_cold_first_request_for_a_page_goes_through_app_py(app):
+    # Before app.py ever ran, Streamlit treats pages/ as old-style pages and would run /draw alone.
+    app.switch_page("pages/draw.py")  # the first request of a new session, after a restart
+    app.run()
+    assert not app.exception
+    assert app.session_state["routed_by_app"] is True  # app.py ran: only it sets this
+    assert [t.value for t in app.title] == ["Draw a digit"]  # and it showed the page that was asked for
+
+
+def imported_modules(path) -> set[str]:
+    """Every module a source file imports, by its full dotted name."""
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return names | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+def test_no_page_uses_streamlits_private_pages_manager():
+    for path in PAGE_SOURCES:
+        assert not any("pages_manager" in name for name in imported_modules(path)), path.name
+
+
+def test_no_page_imports_altair():
+    # altair is not in requirements.txt, and validating its charts cost ~17 ms per chart (README).
+    for path in PAGE_SOURCES:
+        assert not any(name.split(".")[0] == "altair" for name in imported_modules(path)), path.name
+
+
+def test_streamlit_is_pinned_to_the_version_whose_runtime_the_app_uses():
+    # pages/shared.py asks Streamlit's runtime (not its documented API) whether a session is connected and
+    # which session a run serves; a new Streamlit must fail here, loudly, not quietly keep dead runs queued.
+    import inspect
+
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    pins = re.findall(r"^streamlit==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE)
+    assert pins == [st.__version__] == ["1.67.0"]
+    assert list(inspect.signature(runtime.Runtime.is_active_session).parameters) == ["self", "session_id"]
+    assert callable(runtime.exists) and callable(runtime.get_instance)
+    assert "suppress_warning" in inspect.signature(get_script_run_ctx).parameters
+
+
+# ---------------------------------------------------------------- server settings, owners and browsers
+
+def threads_of_a_new_thread() -> int:
+    """torch's thread count as a thread started now sees it (a training worker is one): the last set, from any thread."""
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()  # no timeout: it only reads a number
+    return seen[0]
+
+
+def test_app_start_sets_torch_threads_from_the_settings(app, monkeypatch):
+    before = threads_of_a_new_thread()
+    wanted = 1 if before != 1 else 2
+    monkeypatch.setenv("CNN_TRAIN_THREADS", str(wanted))
+    try:
+        app.switch_page("pages/draw.py").run()  # a page that never builds the job manager
+        assert not app.exception
+        assert threads_of_a_new_thread() == wanted
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_bad_setting_is_a_sentence_not_a_traceback(app, monkeypatch):
+    monkeypatch.setenv("CNN_MAX_QUEUED", "lots")
+    app.run()
+    assert not app.exception
+    assert [e.value for e in app.error] == [
+        "The class server is not set up right: CNN_MAX_QUEUED must be a whole number of at least 1, not 'lots'."]
+
+
+def test_the_session_registry_maps_owners_to_sessions():
+    from pages.shared import SessionRegistry
+
+    registry = SessionRegistry()
+    registry.register("owner-a", "session-a")
+    assert registry.session_of("owner-a") == "session-a" and registry.session_of("owner-b") is None
+    assert registry.alive("owner-b")  # a run queued outside a page (the CLI, a test) is never dropped
+
+
+def _xsrf_cookie(token: bytes, mask: bytes) -> str:
+    """Streamlit's cookie format, written out here: 2|hex(mask)|hex(token XOR mask, repeated)|timestamp."""
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(token))
+    return f"2|{mask.hex()}|{masked.hex()}|1700000000"
+
+
+def test_every_tab_of_one_browser_gets_the_same_key_and_other_browsers_another():
+    from pages.shared import XSRF_COOKIE, browser_key_from
+
+    token = bytes(range(16))
+    tab_one = {XSRF_COOKIE: _xsrf_cookie(token, b"\x01\x02\x03\x04")}
+    tab_two = {XSRF_COOKIE: _xsrf_cookie(token, b"\xaa\xbb\xcc\xdd")}  # same browser, re-masked on page load
+    assert tab_one[XSRF_COOKIE] != tab_two[XSRF_COOKIE]
+    assert browser_key_from(tab_one, "session-1") == browser_key_from(tab_two, "session-2")
+    other_browser = {XSRF_COOKIE: _xsrf_cookie(bytes(16), b"\x01\x02\x03\x04")}
+    assert browser_key_from(other_browser, "session-3") != browser_key_from(tab_one, "session-1")
+    # No cookie (XSRF off) or a forged one: one key per session, never one shared by all such sessions.
+    for cookies in ({}, {XSRF_COOKIE: "nonsense"}, {XSRF_COOKIE: "2|zz|zz|1"}, {XSRF_COOKIE: 42}):
+        assert browser_key_from(cookies, "session-4") != browser_key_from(cookies, "session-5")
+    assert token.hex() not in browser_key_from(tab_one, "session-1")  # the token itself is never shown
+
+
+def test_browser_key_reads_the_cookie_streamlit_itself_writes():
+    from streamlit.web.server.starlette.starlette_app_utils import generate_xsrf_token_string
+
+    from pages.shared import XSRF_COOKIE, browser_key_from
+
+    token = bytes(range(100, 116))
+    first, second = generate_xsrf_token_string(token), generate_xsrf_token_string(token)
+    assert first != second  # a new mask each time
+    assert browser_key_from({XSRF_COOKIE: first}, "a") == browser_key_from({XSRF_COOKIE: second}, "b")
+    assert browser_key_from({XSRF_COOKIE: first}, "a").startswith("browser-")
+
+
+# ---------------------------------------------------------------- Draw
 
 def test_draw_page_renders_with_a_hint_and_no_prediction(app):
     app.switch_page("pages/draw.py").run()
@@ -58,6 +333,9 @@ def test_draw_page_renders_with_a_hint_and_no_prediction(app):
     assert any("Draw a digit" in info.value for info in app.info)
 
 
+# ---------------------------------------------------------------- Feature maps (they load MNIST)
+
+@pytest.mark.mnist
 def test_feature_page_renders_for_a_test_image(app):
     app.switch_page("pages/features.py").run()
     assert not app.exception
@@ -68,9 +346,54 @@ def test_feature_page_renders_for_a_test_image(app):
     assert any("sums are added" in m.value for m in app.markdown)
 
 
-def test_feature_page_shows_a_drawing_sent_from_draw(app):
-    import numpy as np
+@pytest.mark.mnist
+def test_feature_page_confusion_matrix_counts_the_bundled_models_errors(app, real_mnist):
+    from cnn.checkpoint import BUNDLED_MODEL, load_checkpoint
 
+    model, _ = load_checkpoint(BUNDLED_MODEL)
+    with torch.no_grad():
+        predicted = torch.cat([model(batch.float().div(255).unsqueeze(1)).argmax(1)
+                               for batch in real_mnist.test_images.split(1000)])
+    right = int((predicted == real_mnist.test_labels).sum())
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    assert any(c.value.startswith(f"{right:,} of 10,000 right") for c in app.caption)
+    import pyarrow
+
+    charts = [chart for chart in app.get("vega_lite_chart") if "layer" in json.loads(chart.proto.spec)]
+    assert len(charts) == 1, "the confusion matrix: a heat map with its counts written on top, as a Vega-Lite spec"
+    cells = pyarrow.ipc.open_stream(charts[0].proto.data.data).read_all().to_pylist()  # Streamlit sends the values as Arrow
+    assert len(cells) == 100 and sum(c["count"] for c in cells) == 10_000
+    assert sum(c["count"] for c in cells if c["true"] == c["predicted"]) == right
+
+
+@pytest.mark.mnist
+def test_feature_page_confusion_matrix_uses_the_predictions_training_kept(app, tmp_path, real_mnist):
+    # The run's weights are fresh (about 10% right): only the kept predictions can give these counts.
+    from cnn.checkpoint import load_checkpoint, save_checkpoint
+    from cnn.runs import predictions_file
+
+    folder = tmp_path / "runs" / "kept"
+    save_run(tmp_path / "runs", "kept")
+    model, card = load_checkpoint(folder / "model.pt")
+    save_checkpoint(folder / "epoch-1.pt", model, card)
+    labels = real_mnist.test_labels.numpy()
+    for epoch, wrong in ((None, 25), (1, 300)):  # as training writes them: (10000,) digits per checkpoint
+        predicted = labels.copy()
+        predicted[:wrong] = (labels[:wrong] + 1) % 10
+        np.save(folder / predictions_file(epoch), predicted)
+
+    app.session_state["active_run"] = "kept"
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    assert any(c.value.startswith("9,975 of 10,000 right") for c in app.caption)
+    app.select_slider[0].set_value(1).run()  # time travel to epoch 1
+    assert not app.exception
+    assert any(c.value.startswith("9,700 of 10,000 right") for c in app.caption)
+
+
+@pytest.mark.mnist
+def test_feature_page_shows_a_drawing_sent_from_draw(app):
     image = np.zeros((28, 28), dtype=np.uint8)
     image[4:24, 13:15] = 255
     app.session_state["chosen_image"] = {"image": image.tolist(), "label": "your drawing"}
@@ -81,9 +404,6 @@ def test_feature_page_shows_a_drawing_sent_from_draw(app):
 
 
 def _png_of_a_one() -> bytes:
-    import io
-
-    import numpy as np
     from PIL import Image
 
     paper = np.full((120, 90), 250, dtype=np.uint8)
@@ -93,6 +413,7 @@ def _png_of_a_one() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.mnist
 def test_feature_page_renders_for_an_upload_and_rejects_a_non_image(app):
     app.switch_page("pages/features.py").run()
     app.radio(key="image_source_radio").set_value("Upload").run()
