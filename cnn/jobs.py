@@ -48,10 +48,21 @@ def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRA
 
 
 def failure_sentence(exc: BaseException) -> str:
-    """What a failed run shows: one sentence naming the error."""
-    detail = str(exc).strip()
-    name = exc.__class__.__name__
-    return f"The training failed: {name}: {detail}" if detail else f"The training failed ({name})."
+    """What a failed run shows: our own sentence, never a library's message or a server path.
+
+    Our errors (no data, a checkpoint that cannot be saved, a refused setting) already carry a sentence for the
+    user; anything else names only its kind, and the server's log keeps the traceback.
+    """
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .storage import write_problem
+
+    if isinstance(exc, (DataError, CheckpointError)) and str(exc).strip():
+        return str(exc).strip()
+    if isinstance(exc, OSError):  # an OSError's text holds the server's path (a read-only runs folder)
+        return f"The training could not write its run folder: {write_problem(exc)}."
+    return (f"The training failed unexpectedly ({exc.__class__.__name__}); the server's log has the details. "
+            "The last completed epoch's checkpoint, if any, is kept.")
 
 
 class ThinnedHistory:
