@@ -1,24 +1,49 @@
-"""Browser tests: the real app in Debian's Chromium through Playwright."""
+"""Browser tests: the real app in Debian's Chromium through Playwright.
+
+Nothing here waits a fixed time: each step waits for what it needs (an element, the app's own "no script is
+running" flag, ink on the canvas's pixels) with a deadline generous enough for a loaded 2-core machine.
+"""
 import math
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import INK_JS
+from tests.conftest import APP_IDLE, INK_JS, wait_for_ink, wait_for_no_ink
 
 pytestmark = pytest.mark.browser
 
 PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters"}
 # Streamlit logs nothing to the console on a healthy page; these are the browser's own offline notes.
 IGNORED_CONSOLE = ("favicon", "net::ERR_INTERNET_DISCONNECTED", "net::ERR_NAME_NOT_RESOLVED")
+STEP = re.compile(r"step ([\d,]+) of")
+# The number after "step" in the first "step N of" on the page; -1 while there is none.
+STEP_JS = r"""() => { const m = document.body.innerText.match(/step ([\d,]+) of/);
+  return m ? Number(m[1].replace(/,/g, '')) : -1; }"""
+
+
+# Opened at a page's URL (/draw), Streamlit's front end first looks for its server under that path, then at /.
+BASE_PATH_PROBE = re.compile(r"/[^/]+/_stcore/(health|host-config)$")
+
+
+def is_error(msg) -> bool:
+    """A console message that means something went wrong on the page (not a note of the browser's own)."""
+    if msg.type != "error" or any(ignored in msg.text for ignored in IGNORED_CONSOLE):
+        return False
+    return not BASE_PATH_PROBE.search(msg.location.get("url", ""))
+
+
+def watch_errors(page: Page) -> list[str]:
+    """The page's console errors and uncaught exceptions, collected from now on."""
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(f"{msg.text} ({msg.location.get('url')})") if is_error(msg) else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors
 
 
 def open_app(page: Page, url: str) -> list[str]:
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" and not any(
-        ignored in msg.text for ignored in IGNORED_CONSOLE) else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    errors = watch_errors(page)
     page.goto(url)
     expect(page.get_by_role("heading", name="The CNN classroom")).to_be_visible(timeout=60_000)
     return errors
@@ -29,43 +54,76 @@ def go_to(page: Page, label: str) -> None:
     expect(page.get_by_role("heading", name=PAGES.get(label, label), exact=True).first).to_be_visible(timeout=60_000)
 
 
+def wait_until_idle(page: Page) -> None:
+    """Until the app's script run has ended (every element it draws is on the page)."""
+    expect(page.locator(APP_IDLE)).to_have_count(1, timeout=60_000)
+
+
+# Installed while no script runs: any change of Streamlit's run-state flag after that is a new run starting.
+WATCH_RUNS_JS = """() => { window.sawScriptRun = false; const app = document.querySelector("[data-testid='stApp']");
+  new MutationObserver((records, observer) => { window.sawScriptRun = true; observer.disconnect(); })
+    .observe(app, {attributes: true, attributeFilter: ["data-test-script-state"]}); }"""
+NEXT_RUN_ENDED_JS = """() => window.sawScriptRun &&
+  document.querySelector("[data-testid='stApp']").dataset.testScriptState === "notRunning" """
+
+
+def wait_for_next_run(page: Page) -> None:
+    """Until the app has started and ended one more script run (of the page or of a fragment)."""
+    wait_until_idle(page)
+    page.evaluate(WATCH_RUNS_JS)
+    page.wait_for_function(NEXT_RUN_ENDED_JS, timeout=60_000)
+
+
 def test_every_page_opens_without_errors(page: Page, app_url):
     errors = open_app(page, app_url)
     for label in PAGES:
         go_to(page, label)
-        page.wait_for_timeout(1500)
+        wait_until_idle(page)
         expect(page.get_by_test_id("stException")).to_have_count(0)
     assert errors == []
 
 
 def current_step(page: Page) -> int:
-    text = page.get_by_text(re.compile(r"step [\d,]+ of")).first.inner_text()
-    return int(re.search(r"step ([\d,]+) of", text).group(1).replace(",", ""))
+    text = page.get_by_text(STEP).first.inner_text()
+    return int(STEP.search(text).group(1).replace(",", ""))
 
 
-def test_training_chart_grows_across_pages_and_stop_stops_it(page: Page, app_url):
+def wait_for_step_above(page: Page, step: int) -> int:
+    """Wait until the page shows a training step greater than step; returns the step shown."""
+    return page.wait_for_function(f"() => {{ const s = ({STEP_JS})(); return s > {step} ? s : 0; }}",
+                                  timeout=120_000).json_value()
+
+
+def test_training_chart_grows_across_pages_and_stop_stops_it(page: Page, app_url, context):
     errors = open_app(page, app_url)
     go_to(page, "Train")
     page.get_by_label("Run name").fill("browser-run")
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_text(re.compile(r"Running: epoch 1 of"))).to_be_visible(timeout=60_000)
-    expect(page.get_by_text("training loss (smoothed)").first).to_be_attached(timeout=30_000)
-    page.wait_for_timeout(3000)
-    before = current_step(page)
-    go_to(page, "Home")  # leave: the run goes on in the background
-    page.wait_for_timeout(4000)
+    expect(page.get_by_text("training loss (smoothed)").first).to_be_attached(timeout=60_000)
+    before = wait_for_step_above(page, 0)
+    go_to(page, "Home")  # the student leaves: the run must go on without them
+    # Another session watches the run while its owner is on Home, and sees it grow.
+    watcher = context.new_page()
+    watcher_errors = open_app(watcher, app_url)
+    go_to(watcher, "Train")
+    expect(watcher.get_by_role("combobox", name="Watch run")).to_have_value("browser-run (running)", timeout=60_000)
+    grown = wait_for_step_above(watcher, before + 5)
+    expect(page.get_by_role("heading", name="The CNN classroom")).to_be_visible()  # the owner is still away
     go_to(page, "Train")
-    expect(page.get_by_text(re.compile(r"step [\d,]+ of"))).to_be_visible(timeout=30_000)
-    after = current_step(page)
-    assert after > before + 5, (before, after)
-    charts = page.locator("[data-testid='stVegaLiteChart']")
-    expect(charts.first).to_be_visible()
+    assert wait_for_step_above(page, grown - 1) >= grown
+    expect(page.locator("[data-testid='stVegaLiteChart']").first).to_be_visible(timeout=60_000)
     page.get_by_role("button", name="Stop").click()
-    expect(page.get_by_text(re.compile(r"Stopped: epoch"))).to_be_visible(timeout=10_000)
+    expect(page.get_by_text(re.compile(r"Stopped: epoch"))).to_be_visible(timeout=60_000)
     stopped_at = current_step(page)
-    page.wait_for_timeout(2500)
+    # "Stopped" is set when the training thread has left its loop; the watcher's panel, refreshed after that,
+    # and a fresh session both see the same last step.
+    expect(watcher.get_by_text(re.compile(r"Stopped: epoch"))).to_be_visible(timeout=60_000)
+    assert current_step(watcher) == stopped_at
+    page.reload()
+    expect(page.get_by_text(re.compile(r"Stopped: epoch"))).to_be_visible(timeout=60_000)
     assert current_step(page) == stopped_at
-    assert errors == []
+    assert errors == [] and watcher_errors == []
 
 
 def test_a_finished_run_can_be_chosen_without_reloading(page: Page, app_url):
@@ -75,26 +133,37 @@ def test_a_finished_run_can_be_chosen_without_reloading(page: Page, app_url):
     page.get_by_label("Preset").click()
     page.get_by_text("Softmax baseline").click()
     epochs = page.get_by_label("Epochs").first
-    expect(epochs).to_have_value("5", timeout=20_000)  # the softmax preset's form is in
+    expect(epochs).to_have_value("5", timeout=60_000)  # the softmax preset's form is in
     epochs.fill("1")
     page.get_by_label("Run name").fill("softmax-browser")
     page.get_by_role("button", name="Start").click()
-    expect(page.get_by_text(re.compile(r"Finished: epoch 1 of 1"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"Finished: epoch 1 of 1"))).to_be_visible(timeout=120_000)
     # The live panel is a fragment; the history and the model choice below it must follow it, without a reload.
-    # (The page redraws them just after "Finished" appears; a click during that redraw opens the old list.)
+    # The fragment asks for a run of the whole page when it sees the run end: on this tick or the next one. A list
+    # opened while that run draws is the old one; so open it when no script runs, and else after the next run.
+    choice = page.get_by_label("Active model (used by the other pages)")
     option = page.get_by_role("option", name="softmax-browser")
-    for _ in range(10):
-        page.get_by_label("Active model (used by the other pages)").click()
-        page.wait_for_timeout(1000)
-        if option.is_visible():
+    deadline = time.monotonic() + 120
+    while True:
+        wait_until_idle(page)
+        choice.click()
+        try:
+            expect(page.get_by_role("option").first).to_be_visible(timeout=30_000)  # the list is open
+        except AssertionError:
+            pass  # a run of the whole page redrew the choice just then, and closed its list
+        if option.count():
             break
+        assert time.monotonic() < deadline, "the finished run never became a choice for the active model"
         page.keyboard.press("Escape")
+        wait_for_next_run(page)
     expect(option).to_be_visible()
     assert errors == []
 
 
 def stroke(page: Page, canvas, points: list[tuple[float, float]]) -> None:
-    """One pen stroke through points given as fractions of the canvas, with the mouse as a person would."""
+    """One pen stroke through points given as fractions of the canvas, with the mouse as a person would;
+    returns once the stroke's ink is on the canvas's pixels."""
+    ink_before = canvas.evaluate(INK_JS)
     box = canvas.bounding_box()
     xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
     page.mouse.move(*xy[0])
@@ -102,6 +171,7 @@ def stroke(page: Page, canvas, points: list[tuple[float, float]]) -> None:
     for x, y in xy[1:]:
         page.mouse.move(x, y, steps=3)
     page.mouse.up()
+    wait_for_ink(page, canvas, more_than=ink_before)
 
 
 DIGITS = {
@@ -109,21 +179,21 @@ DIGITS = {
     "0": [[(0.5 + 0.25 * math.sin(t / 24 * 2 * math.pi), 0.5 - 0.36 * math.cos(t / 24 * 2 * math.pi)) for t in range(25)]],
     "7": [[(0.25, 0.18), (0.5, 0.18), (0.75, 0.18), (0.62, 0.5), (0.48, 0.85)]],
 }
+# Same size and place for SETTLED_FRAMES animation frames in a row: a stroke drawn while the canvas still moves
+# (the page around it is being drawn) would land beside it.
+SETTLED_FRAMES = 10
+SETTLED_JS = f"""c => {{ const r = c.getBoundingClientRect(), box = [r.x, r.y, r.width, r.height].join();
+  c.settledFrames = box === c.lastBox ? (c.settledFrames || 0) + 1 : 0; c.lastBox = box;
+  return Math.abs(r.width - 280) < 2 && c.settledFrames >= {SETTLED_FRAMES}; }}"""
 
 
 def canvas_of(page: Page):
-    """The drawing surface, once it has settled at its full size (after Clear it is mounted anew)."""
-    canvas = page.locator("canvas.upper-canvas").last
-    expect(canvas).to_be_visible(timeout=30_000)
-    previous = None
-    for _ in range(150):
-        box = canvas.bounding_box()
-        alone = page.locator("canvas.upper-canvas").count() == 1  # after Clear, the old canvas is gone
-        if alone and box and abs(box["width"] - 280) < 2 and box == previous:
-            return canvas
-        previous = box
-        page.wait_for_timeout(100)
-    raise AssertionError(f"the canvas never settled at 280 px: {previous}")
+    """The drawing surface, once it has settled at its full size."""
+    canvas = page.locator("canvas.upper-canvas")
+    expect(canvas).to_have_count(1, timeout=60_000)  # one canvas: Clear empties it, it is never mounted anew
+    expect(canvas).to_be_visible(timeout=60_000)
+    page.wait_for_function(SETTLED_JS, arg=canvas.element_handle(), polling="raf", timeout=60_000)
+    return canvas
 
 
 def draw_and_read(page: Page, app_url: str, digit: str) -> list[str]:
@@ -131,29 +201,25 @@ def draw_and_read(page: Page, app_url: str, digit: str) -> list[str]:
     errors = open_app(page, app_url)
     go_to(page, "Draw")
     stroke(page, canvas_of(page), DIGITS[digit][0])
-    expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=60_000)
     return errors
 
 
 def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
     errors = open_app(page, app_url)
     go_to(page, "Draw")
-    expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=30_000)
+    expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
     canvas = canvas_of(page)
     canvas.evaluate("c => c.dataset.first = '1'")
     for digit, strokes in DIGITS.items():
         for points in strokes:
             stroke(page, canvas_of(page), points)
-        assert canvas.evaluate(INK_JS) > 500
-        expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=20_000)
+        wait_for_ink(page, canvas, more_than=500)
+        expect(page.get_by_text(f"It's a {digit} (")).to_be_visible(timeout=60_000)
         page.get_by_role("button", name="Clear").click()
-        expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=20_000)
-        expect(page.get_by_text("It's a ")).to_have_count(0)
-        for _ in range(100):  # the canvas itself is emptied, not just the answer
-            if canvas.evaluate(INK_JS) == 0:
-                break
-            page.wait_for_timeout(100)
-        assert canvas.evaluate(INK_JS) == 0
+        expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("It's a ")).to_have_count(0, timeout=60_000)
+        wait_for_no_ink(page, canvas)  # the canvas itself is emptied, not just the answer
     # Clear empties the same canvas: a remounted one would jump on the page while a student draws.
     expect(page.locator("canvas.upper-canvas[data-first]")).to_have_count(1)
     assert errors == []
@@ -162,8 +228,8 @@ def test_drawn_digits_are_read_and_clear_empties(page: Page, app_url):
 def test_a_drawing_labelled_by_its_student_joins_the_class_set(page: Page, app_url):
     errors = draw_and_read(page, app_url, "1")
     page.get_by_role("radiogroup", name="Teach us your handwriting").get_by_role("radio", name="1").click()
-    expect(page.get_by_text("Saved as a 1 to the class's handwriting set.")).to_be_visible(timeout=20_000)
-    expect(page.get_by_text("Active model on the class's drawings")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("Saved as a 1 to the class's handwriting set.")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Active model on the class's drawings")).to_be_visible(timeout=60_000)
     assert errors == []
 
 
@@ -173,8 +239,9 @@ def test_a_drawing_and_an_upload_are_read_side_by_side(page: Page, app_url):
     errors = draw_and_read(page, app_url, "7")
     page.locator("input[type=file]").first.set_input_files(
         files=[{"name": "one.png", "mimeType": "image/png", "buffer": _png_of_a_one()}])
-    expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("It's a 1 (")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("It's a 7 (")).to_be_visible()
+    wait_until_idle(page)
     expect(page.get_by_test_id("stException")).to_have_count(0)
     assert errors == []
 
@@ -184,12 +251,12 @@ def test_upload_of_a_non_image_gets_a_message(page: Page, app_url):
     go_to(page, "Draw")
     page.locator("input[type=file]").first.set_input_files(
         files=[{"name": "homework.png", "mimeType": "image/png", "buffer": b"this is not a picture"}])
-    expect(page.get_by_text("homework.png is not an image this app can read")).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("homework.png is not an image this app can read")).to_be_visible(timeout=60_000)
 
 
 def test_a_drawing_sent_from_draw_appears_on_the_feature_page(page: Page, app_url):
     errors = draw_and_read(page, app_url, "7")
     page.get_by_role("button", name="Look inside").click()
-    expect(page.get_by_role("heading", name="Feature maps and filters")).to_be_visible(timeout=30_000)
-    expect(page.get_by_text("Input: your drawing, read as 7.")).to_be_visible(timeout=30_000)
+    expect(page.get_by_role("heading", name="Feature maps and filters")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Input: your drawing, read as 7.")).to_be_visible(timeout=60_000)
     assert errors == []

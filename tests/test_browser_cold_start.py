@@ -1,0 +1,41 @@
+"""A freshly started server whose first page request is /draw shows the Draw page with the app's own navigation.
+
+Streamlit treats a folder named pages/ as old-style pages until app.py has called st.navigation once; a first
+request for a page's URL after a restart used to run the page alone, with the file names as the menu. The shared
+app_url server has served other pages already, so this test starts its own.
+"""
+import subprocess
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import start_app
+from tests.test_browser_app import PAGES, watch_errors
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def cold_app_url(tmp_path):
+    """A server of its own that has answered nothing but its health check."""
+    process, url = start_app(tmp_path)
+    yield url
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_a_cold_first_request_to_draw_shows_the_draw_page_with_the_apps_navigation(page: Page, cold_app_url):
+    errors = watch_errors(page)
+    page.goto(cold_app_url + "/draw")
+    expect(page.get_by_role("heading", name="Draw a digit", exact=True)).to_be_visible(timeout=120_000)
+    expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
+    # The menu is app.py's: its four titles, in its order (an old-style menu lists the files: app, home, ...).
+    # Each link also holds its icon's name (home, draw, ...) as text where the icon font is not loaded: offline.
+    labels = page.get_by_test_id("stSidebarNav").get_by_test_id("stSidebarNavLink").get_by_test_id("stMarkdownContainer")
+    expect(labels).to_have_text(list(PAGES), timeout=60_000)
+    expect(page).to_have_url(cold_app_url + "/draw")
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert errors == []
