@@ -131,6 +131,8 @@ def live() -> None:
     st.progress(summary["fraction"], text=summary["text"])
     if job["status"] == "failed":
         st.error(f"This run failed: {job['error']}")
+    elif job["error"]:  # e.g. dropped from the queue because the session that queued it has ended
+        st.info(job["error"])
     for problem in job["save_errors"]:
         st.warning(problem)
     controls(job)
