@@ -122,7 +122,7 @@ def start_app(workdir: Path, port: int = 0):
              "--server.address", "127.0.0.1", "--server.headless", "true"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
+    deadline = time.time() + 180  # torch and MNIST load slowly on a busy 2-core machine
     while True:
         try:
             with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as response:
