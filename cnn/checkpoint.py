@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
+import io
 import json
 import math
 import os
@@ -106,6 +107,23 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return sha.hexdigest()
 
 
+def checkpoint_payload(model: nn.Module, card: dict) -> dict:
+    """What a model.pt holds: {"state_dict": CPU tensors, "card": JSON text with the weights' SHA-256}."""
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    return {"state_dict": state, "card": json.dumps(dict(card, weights_sha256=state_digest(state)))}
+
+
+def checkpoint_bytes(model: nn.Module, card: dict) -> bytes:
+    """A checked, loaded model as the bytes of a model.pt that load_model reads (for a download).
+
+    Built from the validated model, not read from disk: what a student downloads is what the app checked,
+    and its size is the network's (~5.5 MB), whatever file lies in runs/.
+    """
+    buffer = io.BytesIO()
+    torch.save(checkpoint_payload(model, card), buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(path: Path | str, model: nn.Module, card: dict) -> Path:
     """Save the state_dict with its card inside (model.pt) and the card beside it (model.json), atomically.
 
@@ -113,9 +131,8 @@ def save_checkpoint(path: Path | str, model: nn.Module, card: dict) -> Path:
     not writable; the previous model.pt and model.json are then intact and still load.
     """
     path = Path(path)
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    card = dict(card, weights_sha256=state_digest(state))
-    payload = {"state_dict": state, "card": json.dumps(card)}
+    payload = checkpoint_payload(model, card)
+    state, card = payload["state_dict"], json.loads(payload["card"])
     card_bytes = json.dumps(card, indent=2).encode()
     try:
         # Refuse up front when it clearly cannot fit: a half-written temp file would only fill the disk further.

@@ -1,29 +1,23 @@
 """Shared app state: MNIST and the job manager are read-only/shared (st.cache_resource); the active model is per session."""
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import threading
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 
 import streamlit as st
-import torch
 
-from cnn.checkpoint import (BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir,
-                            state_digest)
+from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
 from cnn.data import MNIST, DataError, load_mnist
 from cnn.drawing import UploadError, read_upload_steps
 from cnn.jobs import JobManager
+from cnn.sessions import SessionRegistry, browser_key_from
 from cnn.settings import ServerSettings, configure_threads, server_settings
 
 # The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
 PAGE_FILES = (("pages/home.py", "Home", ":material/home:"), ("pages/train.py", "Train", ":material/model_training:"),
               ("pages/draw.py", "Draw", ":material/draw:"), ("pages/features.py", "Feature maps", ":material/grid_view:"))
-XSRF_COOKIE = "_streamlit_xsrf"  # Streamlit's own XSRF cookie: one per browser, shared by its tabs
 
 
 def app_pages() -> list:
@@ -74,31 +68,6 @@ def data_holder() -> DataHolder:
     return DataHolder()
 
 
-class SessionRegistry:
-    """Which Streamlit session each owner id belongs to, so the job manager can ask whether it is still connected.
-
-    Owners stay a random id in session_state (tests with AppTest all share one session id); the registry maps
-    them to the session that made them. One small entry per session ever opened: a few hundred bytes each.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._sessions: dict[str, str] = {}
-
-    def register(self, owner: str, session_id: str) -> None:
-        with self._lock:
-            self._sessions[owner] = session_id
-
-    def session_of(self, owner: str) -> str | None:
-        with self._lock:
-            return self._sessions.get(owner)
-
-    def alive(self, owner: str) -> bool:
-        """False only when owner's session is known and no longer connected (safe from any thread)."""
-        session_id = self.session_of(owner)
-        return session_id is None or session_connected(session_id)
-
-
 def session_connected(session_id: str) -> bool:
     """Whether a browser session is connected now: Streamlit's Runtime.is_active_session (thread-safe).
 
@@ -120,7 +89,7 @@ def current_session_id() -> str | None:
 
 @st.cache_resource
 def session_registry() -> SessionRegistry:
-    return SessionRegistry()
+    return SessionRegistry(connected=session_connected)
 
 
 @st.cache_resource
@@ -150,39 +119,6 @@ def owner_id() -> str:
         if session_id is not None:
             session_registry().register(st.session_state.owner, session_id)
     return st.session_state.owner
-
-
-def xsrf_token(cookie: str) -> bytes | None:
-    """The token inside Streamlit's XSRF cookie, "2|mask|masked token|time" (hex), or None if it is not one.
-
-    Streamlit re-masks the same token with a new random mask on every page load, so two tabs of one browser
-    send different cookie values holding the same token.
-    """
-    parts = cookie.strip("\"'").split("|") if isinstance(cookie, str) else []
-    if len(parts) != 4 or parts[0] != "2":
-        return None
-    try:
-        mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
-    except ValueError:
-        return None
-    if len(mask) != 4 or not masked:
-        return None
-    return bytes(byte ^ mask[i % 4] for i, byte in enumerate(masked))
-
-
-def browser_key_from(cookies: Mapping, session_id: str) -> str:
-    """A key that every tab of one browser shares (a hash of its XSRF token), else one for this session alone.
-
-    Only a cap, not an identity: a forged client can mint a new cookie per connection and look like many
-    browsers, which is why the job manager's server-wide queue cap still holds whatever this returns.
-    """
-    try:
-        token = xsrf_token(cookies.get(XSRF_COOKIE))
-    except Exception:  # an odd cookie jar (no .get, a non-string value) must not stop the page
-        token = None
-    if token:
-        return "browser-" + hashlib.sha256(token).hexdigest()[:16]
-    return "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16]
 
 
 def browser_key() -> str:
@@ -233,18 +169,6 @@ def checkpoint_problem(run: str, exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return f"The model of run {run!r} cannot be used: it has no model.pt yet."
     return f"The model of run {run!r} cannot be used: its model.pt is not a checkpoint this app can read."
-
-
-def checkpoint_bytes(model: torch.nn.Module, card: dict) -> bytes:
-    """A checked, loaded model as the bytes of a model.pt that cnn.load_model reads (for a download).
-
-    Built from the validated model, not read from disk: what a student downloads is what the app checked,
-    and its size is the network's (~5.5 MB), whatever file lies in runs/.
-    """
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    buffer = io.BytesIO()
-    torch.save({"state_dict": state, "card": json.dumps(dict(card, weights_sha256=state_digest(state)))}, buffer)
-    return buffer.getvalue()
 
 
 def active_run() -> str:

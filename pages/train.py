@@ -6,13 +6,13 @@ import secrets
 
 import streamlit as st
 
-from cnn.checkpoint import default_runs_dir
+from cnn.checkpoint import checkpoint_bytes, default_runs_dir
 from cnn.config import PRESETS
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
 from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
-from pages.shared import (active_run, browser_key, chart_spec, checkpoint_bytes, checkpoint_for, field, job_manager,
+from pages.shared import (active_run, browser_key, chart_spec, checkpoint_for, field, job_manager,
                           load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}

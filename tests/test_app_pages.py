@@ -176,7 +176,7 @@ def test_download_is_offered_only_for_a_checkpoint_that_loads(app, tmp_path):
 
 def test_the_downloaded_model_is_the_checked_model_and_loads(tmp_path):
     from cnn.checkpoint import load_checkpoint
-    from pages.shared import checkpoint_bytes
+    from cnn.checkpoint import checkpoint_bytes
 
     original = save_run(tmp_path, "good")
     model, card = load_checkpoint(tmp_path / "good" / "model.pt")
@@ -281,51 +281,6 @@ def test_a_bad_setting_is_a_sentence_not_a_traceback(app, monkeypatch):
     assert [e.value for e in app.error] == [
         "The class server is not set up right: CNN_MAX_QUEUED must be a whole number of at least 1, not 'lots'."]
 
-
-def test_the_session_registry_maps_owners_to_sessions():
-    from pages.shared import SessionRegistry
-
-    registry = SessionRegistry()
-    registry.register("owner-a", "session-a")
-    assert registry.session_of("owner-a") == "session-a" and registry.session_of("owner-b") is None
-    assert registry.alive("owner-b")  # a run queued outside a page (the CLI, a test) is never dropped
-
-
-def _xsrf_cookie(token: bytes, mask: bytes) -> str:
-    """Streamlit's cookie format, written out here: 2|hex(mask)|hex(token XOR mask, repeated)|timestamp."""
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(token))
-    return f"2|{mask.hex()}|{masked.hex()}|1700000000"
-
-
-def test_every_tab_of_one_browser_gets_the_same_key_and_other_browsers_another():
-    from pages.shared import XSRF_COOKIE, browser_key_from
-
-    token = bytes(range(16))
-    tab_one = {XSRF_COOKIE: _xsrf_cookie(token, b"\x01\x02\x03\x04")}
-    tab_two = {XSRF_COOKIE: _xsrf_cookie(token, b"\xaa\xbb\xcc\xdd")}  # same browser, re-masked on page load
-    assert tab_one[XSRF_COOKIE] != tab_two[XSRF_COOKIE]
-    assert browser_key_from(tab_one, "session-1") == browser_key_from(tab_two, "session-2")
-    other_browser = {XSRF_COOKIE: _xsrf_cookie(bytes(16), b"\x01\x02\x03\x04")}
-    assert browser_key_from(other_browser, "session-3") != browser_key_from(tab_one, "session-1")
-    # No cookie (XSRF off) or a forged one: one key per session, never one shared by all such sessions.
-    for cookies in ({}, {XSRF_COOKIE: "nonsense"}, {XSRF_COOKIE: "2|zz|zz|1"}, {XSRF_COOKIE: 42}):
-        assert browser_key_from(cookies, "session-4") != browser_key_from(cookies, "session-5")
-    assert token.hex() not in browser_key_from(tab_one, "session-1")  # the token itself is never shown
-
-
-def test_browser_key_reads_the_cookie_streamlit_itself_writes():
-    from streamlit.web.server.starlette.starlette_app_utils import generate_xsrf_token_string
-
-    from pages.shared import XSRF_COOKIE, browser_key_from
-
-    token = bytes(range(100, 116))
-    first, second = generate_xsrf_token_string(token), generate_xsrf_token_string(token)
-    assert first != second  # a new mask each time
-    assert browser_key_from({XSRF_COOKIE: first}, "a") == browser_key_from({XSRF_COOKIE: second}, "b")
-    assert browser_key_from({XSRF_COOKIE: first}, "a").startswith("browser-")
-
-
-# ---------------------------------------------------------------- Draw
 
 def test_draw_page_renders_with_a_hint_and_no_prediction(app):
     app.switch_page("pages/draw.py").run()
