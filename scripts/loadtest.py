@@ -35,7 +35,7 @@ from pathlib import Path
 
 import websockets
 from PIL import Image, ImageDraw
-from playwright.async_api import async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout, async_playwright
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -119,12 +119,12 @@ async def draw(page, points) -> float:
         await page.mouse.move(x, y, steps=3)
     await page.mouse.up()
     ended = time.perf_counter()
-    for _ in range(50):  # the pen's path reaches the canvas's pixels on a later animation frame
-        if await canvas.evaluate(INK_JS):
-            return ended
-        await asyncio.sleep(0.1)
-    after = await canvas.bounding_box()
-    raise RuntimeError(f"the stroke missed the canvas: it was at y={box['y']:.0f} before, {after['y']:.0f} after")
+    try:  # the pen's path reaches the canvas's pixels on a later animation frame: wait for it, generously
+        await page.wait_for_function(f"c => ({INK_JS})(c) > 0", arg=await canvas.element_handle(), timeout=60_000)
+        return ended
+    except PlaywrightTimeout:
+        after = await canvas.bounding_box()
+        raise RuntimeError(f"the stroke missed the canvas: it was at y={box['y']:.0f} before, {after['y']:.0f} after") from None
 
 
 async def emptied(page):

@@ -12,6 +12,18 @@ from cnn.data import MNIST
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.02) -> bool:
+    """Poll predicate until it holds or the (generous) deadline passes; True when it held. Tests assert the result."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return bool(predicate())
+
+
 def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0) -> MNIST:
     """SYNTHETIC stand-in for MNIST: each class is a bright bar at its own position plus noise.
 

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 import torch
@@ -16,17 +15,10 @@ from cnn.model import SoftmaxRegression
 from cnn.runs import RunRecorder, list_runs, read_metrics, unlisted_folders
 from cnn.train import Callback, train
 from cnn.views import history_rows
-from tests.conftest import ROOT, synthetic_mnist
+from tests.conftest import ROOT, synthetic_mnist, wait_for
 
 CONFIG = ARTICLE.replace(batch_size=16, epochs=50, eval_every=8, eval_subset=64)
 
-
-def wait_for(condition, timeout=60.0, every=0.1):
-    """Poll condition() until it is true; fail the test (not hang) after a generous timeout."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up after {timeout:.0f} s waiting for {condition}"
-        time.sleep(every)
 
 SERVER = textwrap.dedent("""
     import sys, time, torch
@@ -46,7 +38,7 @@ def test_server_killed_mid_training_comes_back_clean(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", SERVER.format(root=str(ROOT), runs=str(runs))], cwd=ROOT)
     try:
         # Let it finish two epochs, then kill it once the third has begun (its first evaluation is on disk).
-        wait_for(lambda: process.poll() is not None or any(
+        assert wait_for(lambda: process.poll() is not None or any(
             row.get("epoch", 0) >= 3 for row in read_metrics(runs / "killed")), timeout=180)
         assert process.poll() is None, "the training process ended before its third epoch"
         assert (runs / "killed" / "epoch-2.pt").exists()
@@ -117,7 +109,7 @@ def test_a_read_only_runs_folder_fails_the_run_with_our_sentence(tmp_path, monke
     data = synthetic_mnist()
     manager = JobManager(lambda: data, runs_dir=runs, device=torch.device("cpu"))
     job_id = manager.submit(CONFIG.replace(epochs=1), "read-only", owner="teacher")
-    wait_for(lambda: manager.snapshot(job_id)["status"] not in ("queued", "running"), timeout=120)
+    assert wait_for(lambda: manager.snapshot(job_id)["status"] not in ("queued", "running"), timeout=120)
     job = manager.snapshot(job_id)
     assert job["status"] == "failed"
     assert job["error"] == "The training could not write its run folder: the disk is read-only."

@@ -1,6 +1,5 @@
 """cnn.jobs: start, pause, resume, stop mid-epoch, the queue and a class server's caps, failures (SYNTHETIC data)."""
 import threading
-import time
 
 import pytest
 import torch
@@ -9,21 +8,13 @@ from cnn.config import ARTICLE
 from cnn.jobs import SESSION_ENDED, Job, JobListener, JobManager, ThinnedHistory
 from cnn.runs import list_runs
 from cnn.train import StepEvent
-from tests.conftest import synthetic_mnist
+from tests.conftest import synthetic_mnist, wait_for
 
 # 512 images / batch 16 = 32 steps per epoch; slow enough to catch it mid-epoch, fast enough for CI.
 CONFIG = ARTICLE.replace(batch_size=16, epochs=3, eval_every=8, eval_subset=64)
 CPU = torch.device("cpu")
 
 
-def wait_for(predicate, timeout=60.0):
-    """Poll predicate until it holds or the (generous) deadline passes; True when it held."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """cnn.train: the loop learns, is seeded, honours stop and pause, and fires its callbacks (SYNTHETIC data)."""
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -10,18 +9,11 @@ from cnn.cli import main
 from cnn.config import ARTICLE, FAST, SOFTMAX
 from cnn.runs import RunRecorder, list_runs, read_card, read_filter_snapshots, read_metrics, read_predictions
 from cnn.train import Callback, TrainControl, evaluate, train
+from tests.conftest import wait_for
 
 SMALL = ARTICLE.replace(batch_size=32, epochs=2, eval_every=5, eval_subset=64)
 
 
-def wait_for(predicate, timeout=60.0):
-    """Poll predicate until it holds or the (generous) deadline passes; True when it held."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def predict_directly(model, images):
