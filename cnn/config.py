@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 
@@ -25,6 +26,35 @@ class TrainConfig:
     eval_every: int = 100  # steps between quick evaluations on the fixed 1,000-image test subset
     eval_subset: int = 1000  # size of that fixed test subset
 
+    def problem(self) -> str:
+        """Why this config cannot be trained, as a sentence ("" when it can).
+
+        The Train form's widgets have limits, but a browser can send any value over the WebSocket: the server
+        checks again before it queues a run.
+        """
+        checks = (
+            (self.architecture in ("cnn", "softmax"), "the network must be 'cnn' or 'softmax'"),
+            (self.optimizer in ("rmsprop_tf", "adam", "sgd"), "the optimizer must be rmsprop_tf, adam or sgd"),
+            (self.schedule in ("constant", "onecycle"), "the schedule must be constant or onecycle"),
+            (self.init in ("normal", "kaiming"), "the initialisation must be normal or kaiming"),
+            (_whole(self.epochs, 1, 1000), "epochs must be a whole number from 1 to 1,000"),
+            (_whole(self.batch_size, 1, 4096), "the batch size must be a whole number from 1 to 4,096"),
+            (_whole(self.seed, 0, 2**31 - 1), "the seed must be a whole number from 0 to 2,147,483,647"),
+            (_whole(self.eval_every, 0, 10**9) and _whole(self.eval_subset, 1, 10**9),
+             "the evaluation settings must be whole numbers"),
+            (_number(self.learning_rate, 0.0, 10.0) and self.learning_rate > 0, "the learning rate must be above 0 and at most 10"),
+            (_number(self.p_keep_conv, 0.0, 1.0) and self.p_keep_conv > 0, "keep-probabilities must be above 0 and at most 1"),
+            (_number(self.p_keep_hidden, 0.0, 1.0) and self.p_keep_hidden > 0, "keep-probabilities must be above 0 and at most 1"),
+            (_number(self.rmsprop_decay, 0.0, 1.0) and _number(self.rmsprop_epsilon, 0.0, 1.0),
+             "RMSProp's decay and epsilon must be between 0 and 1"),
+            (_number(self.init_std, 0.0, 10.0), "the initial weights' spread must be between 0 and 10"),
+            (_number(self.label_smoothing, 0.0, 0.99), "label smoothing must be between 0 and 0.99"),
+        )
+        for ok, sentence in checks:
+            if not ok:
+                return f"This run cannot start: {sentence}."
+        return ""
+
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (the config itself is frozen)."""
         return dataclasses.replace(self, **changes)
@@ -36,6 +66,33 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def form_config(base: TrainConfig, **values) -> TrainConfig:
+    """base with the Train form's values (epochs, batch_size, learning_rate, seed, p_keep_conv, p_keep_hidden).
+
+    Whole-number fields must hold whole numbers (a forged 2.5 or NaN is refused, not rounded); ValueError with
+    a sentence for anything base.replace(...).problem() refuses.
+    """
+    changes = {}
+    for name, value in values.items():
+        default = getattr(base, name)
+        if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+            value = int(value)  # number_input sends whole numbers as floats over the wire
+        changes[name] = value
+    config = base.replace(**changes)
+    if config.problem():
+        raise ValueError(config.problem())
+    return config
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value, low: float, high: float) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and low <= value <= high)
 
 
 # Exactly the tutorial: RMSProp(lr 0.001, decay 0.9) as TensorFlow 1 defines it, batch 128, keep 0.8/0.5.

@@ -229,6 +229,8 @@ class JobManager:
         """
         browser = browser or owner
         folder = run_dir(name, self.runs_dir)
+        if config.problem():  # the form's limits are the browser's; a forged value arrives here unchecked
+            raise ValueError(config.problem())
         refusal = steps_refusal(config, self.settings.max_steps_per_run, self.train_set_size())
         self._drop_ended_sessions()  # a closed tab's queued runs no longer hold places in the queue
         with self._lock:

@@ -7,7 +7,7 @@ import secrets
 import streamlit as st
 
 from cnn.checkpoint import checkpoint_bytes, default_runs_dir
-from cnn.config import PRESETS
+from cnn.config import PRESETS, form_config
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
@@ -61,9 +61,13 @@ def start_form() -> None:
         # A form cannot change its limits while it is filled in: say the cap here; Start gets the refusal sentence.
         st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
         if st.form_submit_button("Start", type="primary"):
-            config = base.replace(epochs=int(epochs), batch_size=int(batch), learning_rate=float(lr),
-                                  seed=int(seed), p_keep_conv=keep_conv, p_keep_hidden=keep_hidden)
-            start(config, name.strip())
+            try:
+                config = form_config(base, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
+                                     p_keep_conv=keep_conv, p_keep_hidden=keep_hidden)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            start(config, name.strip() if isinstance(name, str) else "")
 
 
 def start(config, name: str) -> None:

@@ -345,3 +345,12 @@ def test_a_thinned_history_keeps_everything_until_full():
     assert [p["step"] for p in history.points()] == [1, 3, 5, 7, 8]
     history.append({"step": 9})
     assert [p["step"] for p in history.points()] == [1, 3, 5, 7, 9]
+
+
+def test_a_forged_config_is_refused_before_it_is_queued(manager):
+    """The Train form's limits live in the browser; the manager checks the config itself."""
+    for forged in (CONFIG.replace(learning_rate=float("nan")), CONFIG.replace(batch_size=0),
+                   CONFIG.replace(p_keep_conv=0.0), CONFIG.replace(epochs=-3)):
+        with pytest.raises(ValueError, match="^This run cannot start: "):
+            manager.submit(forged, "forged", owner="mallory")
+    assert manager.jobs() == []
