@@ -22,6 +22,8 @@ from .train import evaluate
 SAMPLE_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names save_sample makes; nothing else is ours
 _SAVE_LOCK = threading.Lock()  # count-then-write is one step, or two sessions could both take the last place
 _SCORED = LruCache(4)  # (folder, its version, model key) -> (ClassSet, score)
+_PREDICTED = LruCache(8)  # model key -> {sample file: predicted digit}
+_SCORE_LOCK = threading.Lock()
 
 
 def default_class_dir() -> Path:
@@ -114,39 +116,81 @@ def class_set_version(folder: Path) -> tuple:
     return tuple(version)
 
 
+def _read_sample(path: Path) -> np.ndarray | None:
+    """One saved sample as (28, 28) uint8, or None when it is unreadable or of another size."""
+    try:
+        with Image.open(path, formats=["PNG"]) as image:
+            if image.size != (28, 28):
+                return None  # checked before decoding: a big file dropped here costs nothing
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+class _DecodedSamples:
+    """Decoded samples by file path, shared by every session: a new version of the folder decodes only its new
+    files (a save near the 5,000 cap made every session's next rerun read all of them again: 8 s).
+
+    Files are never rewritten (each save makes a new, unique name), so the path is the key; entries of files
+    that are gone are dropped at each read, so this holds at most what the folder holds (~800 bytes each).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._arrays: dict[str, np.ndarray | None] = {}
+
+    def read(self, paths: list[Path]) -> list[np.ndarray | None]:
+        keys = [str(path) for path in paths]
+        with self._lock:
+            known = {key: self._arrays[key] for key in keys if key in self._arrays}
+        fresh = {key: _read_sample(Path(key)) for key in keys if key not in known}  # decoded outside the lock
+        with self._lock:
+            self._arrays = {**known, **fresh}
+        return [known[key] if key in known else fresh[key] for key in keys]
+
+
+_DECODED = _DecodedSamples()
+
+
 def load_class_set(folder: Path) -> ClassSet:
     """Every readable sample under folder/0..9; unreadable or odd-sized files are skipped."""
+    paths = [path for label in range(10) for path in sorted((Path(folder) / str(label)).glob("*.png"))]
     images, labels, files = [], [], []
-    for label in range(10):
-        for path in sorted((Path(folder) / str(label)).glob("*.png")):
-            try:
-                with Image.open(path, formats=["PNG"]) as image:
-                    if image.size != (28, 28):
-                        continue  # checked before decoding: a big file dropped here costs nothing
-                    array = np.asarray(image.convert("L"), dtype=np.uint8)
-            except (OSError, ValueError, Image.DecompressionBombError):
-                continue
+    for path, array in zip(paths, _DECODED.read(paths)):
+        if array is not None:
             images.append(array)
-            labels.append(label)
+            labels.append(int(path.parent.name))
             files.append(path)
     if not images:
         return ClassSet(np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.int64), [])
     return ClassSet(np.stack(images), np.array(labels, dtype=np.int64), files)
 
 
-def score_class_set(model, samples: ClassSet) -> dict:
-    """Accuracy of model on the class's drawings, and its mistakes as (index, label, predicted)."""
+def score_class_set(model, samples: ClassSet, known: dict[str, int] | None = None) -> dict:
+    """Accuracy of model on the class's drawings, and its mistakes as (index, label, predicted).
+
+    known: {file path: predicted digit} already computed by this model; only the other samples are run, and the
+    dict is filled in (scored_class_set keeps one per model, so a new drawing costs one prediction, not 5,000).
+    """
     if len(samples.labels) == 0:
         return {"n": 0, "accuracy": None, "mistakes": [], "counts": [0] * 10}
-    result = evaluate(model, torch.from_numpy(samples.images), torch.from_numpy(samples.labels), batch_size=256)
-    predicted = result["predictions"].numpy()
-    mistakes = [(i, int(samples.labels[i]), int(predicted[i])) for i in np.nonzero(predicted != samples.labels)[0]]
-    return {"n": len(samples.labels), "accuracy": result["accuracy"], "mistakes": mistakes,
+    known = {} if known is None else known
+    keys = [str(path) for path in samples.files] if samples.files else [str(i) for i in range(len(samples.labels))]
+    todo = [i for i, key in enumerate(keys) if key not in known]
+    if todo:
+        result = evaluate(model, torch.from_numpy(samples.images[todo]), torch.from_numpy(samples.labels[todo]),
+                          batch_size=256)
+        known.update(zip((keys[i] for i in todo), result["predictions"].tolist()))
+    predicted = np.array([known[key] for key in keys], dtype=np.int64)
+    wrong = predicted != samples.labels
+    mistakes = [(int(i), int(samples.labels[i]), int(predicted[i])) for i in np.nonzero(wrong)[0]]
+    return {"n": len(samples.labels), "accuracy": float(1.0 - wrong.mean()), "mistakes": mistakes,
             "counts": np.bincount(samples.labels, minlength=10).tolist()}
 
 
 def scored_class_set(folder: Path, model, model_key: tuple) -> tuple[ClassSet, dict]:
-    """(load_class_set, score_class_set) of folder, read and scored again only when the folder or the model changed.
+    """(load_class_set, score_class_set) of folder, read and scored again only when the folder or the model changed,
+    and then only for the drawings that are new.
 
     model_key names the model's version, e.g. (checkpoint path, its mtime). The result is shared by every
     session: its arrays are read-only.
@@ -155,7 +199,15 @@ def scored_class_set(folder: Path, model, model_key: tuple) -> tuple[ClassSet, d
     found, value = _SCORED.get(key)
     if not found:
         samples = load_class_set(folder)
-        value = (samples, score_class_set(model, samples))
+        found, known = _PREDICTED.get(model_key)
+        if not found:
+            known = {}
+            _PREDICTED.put(model_key, known)
+        with _SCORE_LOCK:  # the dict of one model's predictions is filled in by one session at a time
+            score = score_class_set(model, samples, known)
+            for gone in set(known) - {str(path) for path in samples.files}:
+                del known[gone]
+        value = (samples, score)
         samples.images.flags.writeable = False
         samples.labels.flags.writeable = False
         _SCORED.put(key, value)

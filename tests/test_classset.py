@@ -88,3 +88,45 @@ def test_remove_accepts_only_names_of_ours_and_reset_leaves_other_files(tmp_path
     (tmp_path / "5" / "notes.png").write_bytes(b"not ours")
     assert reset_class_set(tmp_path) == 3
     assert sample_files(tmp_path) == [] and secret.exists() and (tmp_path / "5" / "notes.png").exists()
+
+
+def test_a_new_drawing_is_read_and_scored_alone_not_the_whole_set(tmp_path, monkeypatch):
+    """Near the 5,000 cap, every save made each session's next rerun read and score every drawing again (8 s)."""
+    import torch
+
+    import cnn.classset as classset
+
+    rng = np.random.default_rng(1)
+    for i in range(12):
+        save_sample(tmp_path, rng.integers(0, 256, (28, 28), dtype=np.uint8), i % 10)
+    seen = []
+
+    class Counting(torch.nn.Module):
+        """The model, counting the images it is asked to read."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            seen.append(len(x))
+            return self.model(x)
+
+    torch.manual_seed(0)
+    model = Counting(ConvNet(init_std=0.2).eval()).eval()
+    decoded = []
+    read = classset._read_sample
+    monkeypatch.setattr(classset, "_read_sample", lambda path: decoded.append(path) or read(path))
+    scored_class_set(tmp_path, model, ("counting.pt", 1.0))
+    assert sum(seen) == 12 and len(decoded) == 12
+    seen.clear(), decoded.clear()
+    newest = save_sample(tmp_path, rng.integers(0, 256, (28, 28), dtype=np.uint8), 3)
+    samples, score = scored_class_set(tmp_path, model, ("counting.pt", 1.0))
+    assert sum(seen) == 1 and decoded == [newest]  # only the new drawing was decoded and read
+    # The same answer as reading and scoring everything from scratch, with the model called directly.
+    with torch.inference_mode():
+        expected = model.model(torch.tensor(samples.images).float()[:, None] / 255).argmax(1).numpy()
+    assert score["n"] == 13 and score["accuracy"] == pytest.approx(float((expected == samples.labels).mean()))
+    assert [m[0] for m in score["mistakes"]] == np.nonzero(expected != samples.labels)[0].tolist()
+    remove_sample(tmp_path, newest.name)
+    assert scored_class_set(tmp_path, model, ("counting.pt", 1.0))[1]["n"] == 12
