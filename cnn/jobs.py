@@ -113,6 +113,7 @@ class Job:
     config: TrainConfig
     folder: Path
     browser: str = ""  # the browser it came from (all its tabs share one key): the per-browser cap counts these
+    address: str | None = None  # the network address it came from (None: unknown or the server itself)
     status: str = "queued"  # queued, running, paused, finished, stopped, failed
     error: str = ""  # why it failed, was dropped from the queue or stopped at the server's cap
     created: float = field(default_factory=time.time)
@@ -195,6 +196,7 @@ class JobManager:
     def __init__(self, load_data: Callable[[], MNIST], runs_dir: Path | None = None,
                  max_running: int | None = None, device: torch.device | None = None, *,
                  settings: ServerSettings | None = None, max_runs_per_browser: int | None = None,
+                 max_runs_per_address: int | None = None,
                  max_queued: int | None = None, max_steps_per_run: int | None = None,
                  keep_finished_jobs: int | None = None, train_set_size: int | None = None,
                  session_alive: Callable[[str], bool] | None = None):
@@ -203,6 +205,7 @@ class JobManager:
         self.device = device
         # Keyword arguments override the settings, one cap at a time (tests, a script without CNN_* variables).
         overrides = {"max_trainings": max_running, "max_runs_per_browser": max_runs_per_browser,
+                     "max_runs_per_address": max_runs_per_address,
                      "max_queued": max_queued, "max_steps_per_run": max_steps_per_run,
                      "keep_finished_jobs": keep_finished_jobs}
         self.settings = dataclasses.replace(settings or ServerSettings(),
@@ -222,10 +225,13 @@ class JobManager:
         return self.settings.max_trainings
 
     # --- commands
-    def submit(self, config: TrainConfig, name: str, owner: str, browser: str | None = None) -> int:
+    def submit(self, config: TrainConfig, name: str, owner: str, browser: str | None = None,
+               address: str | None = None) -> int:
         """Queue a run for the session owner; ValueError with a sentence when a name or a cap refuses it.
 
         browser: a key that all tabs of one browser share (default: owner), for the per-browser cap.
+        address: the network address the session connects from, for the per-computer cap (None: not known,
+        e.g. the server's own loopback, where the one user is the teacher).
         """
         browser = browser or owner
         folder = run_dir(name, self.runs_dir)
@@ -247,7 +253,12 @@ class JobManager:
             if sum(job.status == "queued" for job in active) >= self.settings.max_queued:
                 raise ValueError(f"The server's training queue is full ({self.settings.max_queued} runs waiting): "
                                  "wait for a run to finish, then start yours.")
-            job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, config=config, folder=folder)
+            limit = self.settings.max_runs_per_address
+            if address is not None and sum(job.address == address for job in active) >= limit:
+                raise ValueError(f"This computer already has {limit} runs queued or training, the most one computer "
+                                 "may have: stop one or wait for it to finish.")
+            job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, address=address, config=config,
+                      folder=folder)
             self._jobs[job.id] = job
         self._start_queued()
         return job.id

@@ -12,6 +12,8 @@ class ServerSettings:
     max_trainings: int = 1  # CNN_MAX_TRAININGS: trainings that run at once; later ones queue
     train_threads: int = max(1, (os.cpu_count() or 2) - 1)  # CNN_TRAIN_THREADS: one core stays for the strokes
     max_runs_per_browser: int = 2  # CNN_MAX_RUNS_PER_BROWSER: runs one browser may have queued or training
+    max_runs_per_address: int = 4  # CNN_MAX_RUNS_PER_ADDRESS: runs one computer (network address) may have queued or
+    # training: a browser's key comes from a cookie a forged client can mint anew, its address it cannot
     max_queued: int = 20  # CNN_MAX_QUEUED: the whole server's queue
     max_steps_per_run: int = 10_000  # CNN_MAX_STEPS_PER_RUN: ARTICLE's 10 epochs are 4,690 steps
     class_samples_per_session: int = 100  # CNN_CLASS_SAMPLES_PER_SESSION: drawings one session may save

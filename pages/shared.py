@@ -130,6 +130,15 @@ def browser_key() -> str:
     return browser_key_from(cookies, owner_id())
 
 
+def client_address() -> str | None:
+    """The network address this session connects from, for the per-computer run cap (None on the server's own
+    loopback, where the one user is the teacher). Streamlit reads it from the socket, which a client cannot forge."""
+    try:
+        return st.context.ip_address
+    except Exception:  # no client context (e.g. a bare run)
+        return None
+
+
 def load_data_with_progress() -> MNIST | None:
     """MNIST, showing a progress bar the first time; shows the clear sentence and returns None on failure."""
     holder = data_holder()

@@ -12,7 +12,7 @@ from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
 from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
-from pages.shared import (active_run, browser_key, chart_spec, checkpoint_for, field, job_manager,
+from pages.shared import (active_run, browser_key, chart_spec, client_address, checkpoint_for, field, job_manager,
                           load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
@@ -73,7 +73,8 @@ def start_form() -> None:
 def start(config, name: str) -> None:
     """Queue the run, or say in the server's sentence why not; on success the name moves on to a fresh default."""
     try:
-        st.session_state.watch = job_manager().submit(config, name, owner_id(), browser=browser_key())
+        st.session_state.watch = job_manager().submit(config, name, owner_id(), browser=browser_key(),
+                                                      address=client_address())
     except ValueError as exc:
         st.error(str(exc))
         return

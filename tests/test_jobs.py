@@ -222,6 +222,25 @@ def test_one_browser_cannot_fill_the_queue_from_many_tabs(tmp_path):
         manager.stop_all()
 
 
+def test_one_computer_cannot_fill_the_queue_with_forged_browser_keys(tmp_path):
+    """A forged client mints a new cookie (a new browser key) per session; its network address stays the same."""
+    data = synthetic_mnist()
+    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2,
+                         max_runs_per_address=3, max_queued=20)
+    try:
+        for i in range(3):
+            manager.submit(CONFIG, f"forged-{i}", owner=f"s{i}", browser=f"minted-{i}", address="10.0.0.66")
+        with pytest.raises(ValueError, match="This computer already has 3 runs queued or training"):
+            manager.submit(CONFIG, "forged-3", owner="s3", browser="minted-3", address="10.0.0.66")
+        manager.submit(CONFIG, "honest", owner="bob", browser="bobs", address="10.0.0.7")  # a classmate still can
+        # The server's own loopback (address None: the teacher's laptop) is not counted per computer.
+        for i in range(4):
+            manager.submit(CONFIG, f"teacher-{i}", owner=f"t{i}", browser=f"t{i}", address=None)
+        assert len(manager.jobs()) == 8
+    finally:
+        manager.stop_all()
+
+
 def test_the_queue_cap_refuses_with_a_sentence_and_frees_when_a_run_ends(tmp_path):
     data = synthetic_mnist()
     manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1, max_queued=2)

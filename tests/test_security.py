@@ -9,6 +9,7 @@ def test_streamlit_config_is_locked_down():
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["server"]["enableXsrfProtection"] is True
     assert config["server"]["maxUploadSize"] <= 2
+    assert config["server"]["maxMessageSize"] <= 2  # a session keeps its widgets' last values: keep each small
     assert config["server"]["headless"] is True
     assert config["server"]["fileWatcherType"] == "none"
     assert config["browser"]["gatherUsageStats"] is False
