@@ -42,7 +42,7 @@ def default_runs_dir() -> Path:
 
 def run_name_problem(name: object) -> str:
     """Why name cannot be a run folder's name ("" when it can): a sentence that starts with the name."""
-    shown = repr(name) if isinstance(name, str) else "That"
+    shown = (repr(name) if len(name) <= 70 else repr(name[:60]) + "...") if isinstance(name, str) else "That"
     if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or ".." in name:
         return (f"{shown} is not a valid run name: use 1-64 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit, with no '/' and no '..'.")
@@ -68,7 +68,7 @@ def run_dir(name: str, runs_dir: Path | None = None) -> Path:
     base = (runs_dir or default_runs_dir()).resolve()
     path = (base / validate_run_name(name)).resolve()
     if path.parent != base:
-        raise ValueError(f"{name!r} is not a valid run name.")
+        raise ValueError(f"{name[:60]!r} is not a valid run name.")
     return path
 
 

@@ -280,3 +280,9 @@ def test_names_that_break_a_server_are_refused(name, why, tmp_path):
         validate_run_name(name)
     with pytest.raises(ValueError):
         run_dir(name, tmp_path)
+
+
+def test_a_very_long_name_is_not_repeated_whole_in_the_sentence(tmp_path):
+    with pytest.raises(ValueError, match="not a valid run name") as refused:
+        run_dir("x" * 10_000, tmp_path)
+    assert len(str(refused.value)) < 300
