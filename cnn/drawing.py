@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import io
+import math
 import struct
 import threading
 import warnings
@@ -44,6 +45,8 @@ MAX_BOX_FILL = 0.8  # ink covers at most 80% of its box (a few of 10,000 MNIST d
 MIN_FILLED_ASPECT = 0.4  # ... checked only when the box is not a thin bar (a "1" fills its narrow box)
 MAX_PIECES = 3  # separate pieces of ink (MNIST's test digits: at most 2)
 MAX_LOOPS = 3  # closed loops (an 8 has two; a few sloppy MNIST digits three)
+MAX_STROKES = 5  # pen strokes: a digit takes 1-3 (a 4, a 5 or a crossed 7 a few more)
+MAX_PEN_PATH = 6.0  # the pen's path as a multiple of the drawing's longer side: a 0 is ~2.7, an 8 ~3.1
 SHAPE_GRID = 40  # pieces and loops are counted with the ink's box scaled to 40 px: strokes ~4 cells wide
 
 
@@ -289,6 +292,38 @@ def drawing_problem(image: np.ndarray) -> str | None:
         return lead + f"it has {pieces} separate pieces. Draw a single digit, in one or two strokes."
     if loops > MAX_LOOPS:
         return lead + f"it has {loops} closed loops, and even an 8 has only two. Draw a single digit."
+    return None
+
+
+def stroke_problem(raw: object) -> str | None:
+    """Why the canvas's pen strokes are not one digit, as a sentence, or None when they could be (or can't be read).
+
+    raw: the canvas's Fabric JSON, {"objects": [{"type": "path", "path": [["M", x, y], ["Q", x1, y1, x2, y2], ...]}]}.
+    The pixels hide how a drawing was made; the strokes do not: a digit takes at most a few strokes, and its pen
+    path is at most ~3-4 times its height (an 8 is two small circles), while a scribble goes back and forth.
+    Anything malformed (a forged value) gives None: the pixel checks in drawing_problem still apply.
+    """
+    try:
+        paths = [item["path"] for item in raw["objects"] if str(item.get("type")).lower() == "path"]  # Fabric 6: "Path"
+        length, xs, ys = 0.0, [], []
+        for path in paths[:MAX_STROKES + 1]:
+            previous = None
+            for command in path:
+                x, y = float(command[-2]), float(command[-1])  # every command ends at its end point
+                if previous is not None:
+                    length += math.hypot(x - previous[0], y - previous[1])
+                previous = (x, y)
+                xs.append(x), ys.append(y)
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError):
+        return None
+    lead = "That doesn't look like one digit: "
+    if len(paths) > MAX_STROKES:
+        return lead + f"it took {len(paths)} strokes, more than a digit needs. Press Clear and write one digit."
+    if not xs:
+        return None
+    size = max(max(xs) - min(xs), max(ys) - min(ys))
+    if size > 0 and length > MAX_PEN_PATH * size:
+        return lead + "the pen went back and forth like a scribble. Press Clear and write one digit."
     return None
 
 

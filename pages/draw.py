@@ -9,7 +9,7 @@ import torch
 from streamlit_drawable_canvas import out as canvas_component
 
 from cnn.classset import ClassSetError, class_set_npz, default_class_dir, save_sample, scored_class_set
-from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas
+from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas, stroke_problem
 from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, overlay, predict
 from pages.shared import (active_model, checkpoint_for, probability_chart, require_app_navigation,
                           send_to_feature_maps, uploaded_digit)
@@ -101,7 +101,7 @@ def read_drawing(value) -> tuple[dict | None, str | None]:
         return None, str(exc)
     if rgba is None:
         return None, None
-    problem = drawing_problem(rgba)
+    problem = drawing_problem(rgba) or stroke_problem(value.get("raw") if isinstance(value, dict) else None)
     return (None, problem) if problem else (preprocess_steps(rgba), None)
 
 

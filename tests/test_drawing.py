@@ -1,4 +1,5 @@
 """cnn.drawing: MNIST-style preprocessing of SYNTHETIC RGBA drawings, and upload checks."""
+import math
 import base64
 import io
 import struct
@@ -234,3 +235,38 @@ def test_real_mnist_digits_drawn_back_at_canvas_scale_are_accepted(real_mnist):
     refused = [i for i, image in enumerate(images)
                if drawing_problem(np.asarray(Image.fromarray(image).resize((280, 280), Image.Resampling.BILINEAR)))]
     assert len(refused) <= 10, f"{len(refused)} of 1,000 refused: {refused[:10]}"
+
+
+def _fabric(*strokes: list[tuple[float, float]]) -> dict:
+    """The canvas's Fabric JSON for pen strokes given as (x, y) fractions of a 280 px canvas (M, then Q segments)."""
+    objects = []
+    for points in strokes:
+        xy = [(280 * fx, 280 * fy) for fx, fy in points]
+        path = [["M", *xy[0]]] + [["Q", *a, *b] for a, b in zip(xy, xy[1:])] + [["L", *xy[-1]]]
+        objects.append({"type": "Path", "path": path})  # as Fabric 6 names it
+    return {"objects": objects}
+
+
+def _circle(cx: float, cy: float, rx: float, ry: float, n: int = 24) -> list[tuple[float, float]]:
+    return [(cx + rx * math.sin(2 * math.pi * t / n), cy - ry * math.cos(2 * math.pi * t / n)) for t in range(n + 1)]
+
+
+def test_pen_strokes_of_digits_pass_and_scribbles_or_too_many_strokes_are_refused():
+    from cnn.drawing import stroke_problem
+
+    digits = {
+        "1": _fabric([(0.5, 0.1), (0.5, 0.9)]),
+        "0": _fabric(_circle(0.5, 0.5, 0.25, 0.38)),
+        "8": _fabric(_circle(0.5, 0.3, 0.18, 0.2) + _circle(0.5, 0.7, 0.22, 0.2)[1:]),  # two loops, one stroke
+        "4": _fabric([(0.6, 0.1), (0.2, 0.6), (0.8, 0.6)], [(0.6, 0.3), (0.6, 0.9)]),
+        "crossed 7": _fabric([(0.2, 0.2), (0.8, 0.2), (0.45, 0.9)], [(0.35, 0.55), (0.7, 0.55)]),
+    }
+    assert {name: stroke_problem(raw) for name, raw in digits.items()} == {name: None for name in digits}
+    zigzag = [(0.2 + 0.6 * (i % 2), 0.2 + 0.6 * i / 15) for i in range(16)]  # back and forth, 15 times
+    assert "like a scribble" in stroke_problem(_fabric(zigzag))
+    circles = sum((_circle(0.5 + 0.02 * k, 0.5, 0.2, 0.2) for k in range(4)), [])  # round and round
+    assert "like a scribble" in stroke_problem(_fabric(circles))
+    dashes = [[(0.1 * k, 0.5), (0.1 * k + 0.05, 0.5)] for k in range(1, 8)]
+    assert "took 7 strokes" in stroke_problem(_fabric(*dashes))
+    for forged in (None, "raw", {"objects": 5}, {"objects": [{"type": "path", "path": [["M"]]}]}, {}):
+        assert stroke_problem(forged) is None  # nothing to tell from: the pixel checks still apply
