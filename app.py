@@ -1,9 +1,11 @@
 """The CNN classroom: the Streamlit entry point. It sets up the server once and routes; pages live in pages/."""
 import streamlit as st
+from PIL import Image
 
+from cnn.views import app_icon
 from pages.shared import app_pages, server_startup
 
-st.set_page_config(page_title="CNN classroom", page_icon=":material/neurology:", layout="wide")
+st.set_page_config(page_title="CNN classroom", page_icon=Image.fromarray(app_icon()), layout="wide")  # drawn here: nothing fetched
 
 try:
     server_startup()  # once per server: read the CNN_* caps, set torch's threads (before any page trains or predicts)

@@ -21,3 +21,12 @@ def test_live_rows_keep_every_metric_and_at_most_500_points_each():
 def test_a_short_run_is_sent_whole():
     assert live_step_rows(steps(40), "run") == step_rows(steps(40), "run")
     assert live_step_rows([], "run") == []
+
+
+def test_the_app_icon_is_drawn_here_a_kernel_of_blue_and_red():
+    from cnn.views import app_icon
+
+    icon = app_icon(63)
+    assert icon.shape == (63, 63, 3) and icon.dtype.name == "uint8"
+    left, right = icon[31, 10], icon[31, 52]  # the middle row of a Sobel-x kernel: -1 ... +1
+    assert left[2] == 255 and left[0] < 128 and right[0] == 255 and right[2] < 128
