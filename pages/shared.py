@@ -16,8 +16,10 @@ from cnn.sessions import SessionRegistry, browser_key_from
 from cnn.settings import ServerSettings, configure_threads, server_settings
 
 # The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
-PAGE_FILES = (("pages/home.py", "Home", ":material/home:"), ("pages/train.py", "Train", ":material/model_training:"),
-              ("pages/draw.py", "Draw", ":material/draw:"), ("pages/features.py", "Feature maps", ":material/grid_view:"))
+# Emoji icons: Streamlit makes the browser tab's icon from the open page's icon, and a :material/...: one is fetched
+# from a font server (an error in an offline classroom, and a request off the class's network); an emoji is drawn inline.
+PAGE_FILES = (("pages/home.py", "Home", "🏠"), ("pages/train.py", "Train", "📈"),
+              ("pages/draw.py", "Draw", "✏️"), ("pages/features.py", "Feature maps", "🔍"))
 
 
 def app_pages() -> list:
