@@ -70,17 +70,24 @@ def to_grey(rgba: np.ndarray) -> np.ndarray:
     return np.clip(grey.round(), 0, 255).astype(np.uint8)
 
 
+def ink_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), half-open, of the pixels above INK_LEVEL in a (H, W) grey image; None without ink."""
+    rows, cols = np.nonzero(grey > INK_LEVEL)
+    if len(rows) == 0:
+        return None
+    return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+
+
 def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
     """Every stage of the pipeline as uint8 images (for the page's expander), or None without real ink.
 
     Keys: grey (H, W), cropped (h, w), scaled (<=20, <=20), centred (28, 28).
     """
     grey = to_grey(rgba)
-    ink = grey > INK_LEVEL
-    if not ink.any():
+    box = ink_box(grey)
+    if box is None:
         return None
-    rows, cols = np.nonzero(ink)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    top, bottom, left, right = box
     if max(bottom - top, right - left) < MIN_INK_FRACTION * max(grey.shape):
         return None  # a dot or a speck, not a digit
     cropped = grey[top:bottom, left:right]
@@ -276,11 +283,11 @@ def drawing_problem(image: np.ndarray) -> str | None:
     ink filling most of its box (a filled shape, a coloured-in scribble), too many separate pieces or loops.
     """
     grey = to_grey(image)
-    ink = grey > INK_LEVEL
-    if not ink.any():
+    box = ink_box(grey)
+    if box is None:
         return None
-    rows, cols = np.nonzero(ink)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    top, bottom, left, right = box
+    ink = grey > INK_LEVEL
     h, w = bottom - top, right - left
     lead = "That doesn't look like one digit: "
     if max(h, w) < MIN_DIGIT_FRACTION * max(grey.shape):

@@ -148,15 +148,20 @@ def start_app(workdir: Path, port: int = 0):
         time.sleep(0.3)
 
 
+def stop_app(process, timeout: float = 30) -> None:
+    """Stop an app start_app started: ask, then kill if it does not end within timeout seconds."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """The app on a free loopback port, with its own runs folder; stopped afterwards."""
-    import subprocess
-
     process, url = start_app(tmp_path_factory.mktemp("browser-runs"))
     yield url
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_app(process)

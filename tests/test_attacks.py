@@ -3,14 +3,13 @@
 The app runs in its own process (tests.conftest.start_app), so its memory can be read from /proc.
 """
 import asyncio
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, start_app
+from tests.conftest import ROOT, start_app, stop_app
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import loadtest  # noqa: E402
@@ -24,11 +23,7 @@ def attacked_app(tmp_path_factory):
     """(process, url) of an app of its own: its memory is the test's measurement, shared with nobody."""
     process, url = start_app(tmp_path_factory.mktemp("attacked-app"))
     yield process, url
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_app(process)
 
 
 def memory_kb(pid: int, field: str) -> int:

@@ -4,12 +4,11 @@ Streamlit treats a folder named pages/ as old-style pages until app.py has calle
 request for a page's URL after a restart used to run the page alone, with the file names as the menu. The shared
 app_url server has served other pages already, so this test starts its own.
 """
-import subprocess
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import start_app
+from tests.conftest import start_app, stop_app
 from tests.test_browser_app import PAGES, watch_errors
 
 pytestmark = pytest.mark.browser
@@ -20,11 +19,7 @@ def cold_app_url(tmp_path):
     """A server of its own that has answered nothing but its health check."""
     process, url = start_app(tmp_path)
     yield url
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_app(process)
 
 
 def test_a_cold_first_request_to_draw_shows_the_draw_page_with_the_apps_navigation(page: Page, cold_app_url):
