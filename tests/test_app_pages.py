@@ -47,17 +47,23 @@ def save_run(runs, name: str, status: str = "finished", config=None, **card_fiel
     return model
 
 
+def bundled_model_predictions(real_mnist) -> torch.Tensor:
+    """(10000,) digits the bundled model predicts for the test images, computed here with the model called
+    directly: the reference the pages' numbers are checked against, independent of the card and of cnn.train."""
+    from cnn.checkpoint import BUNDLED_MODEL, load_checkpoint
+
+    model, _ = load_checkpoint(BUNDLED_MODEL)
+    with torch.no_grad():
+        return torch.cat([model(batch.float().div(255).unsqueeze(1)).argmax(1)
+                          for batch in real_mnist.test_images.split(1000)])
+
+
 # ---------------------------------------------------------------- Home
 
 @pytest.mark.mnist
 def test_home_page_accuracy_is_the_bundled_models_measured_accuracy(app, real_mnist):
     # Measured here, independently of the card the page reads: the bundled model on all 10,000 test images.
-    from cnn.checkpoint import BUNDLED_MODEL, load_checkpoint
-
-    model, _ = load_checkpoint(BUNDLED_MODEL)
-    with torch.no_grad():
-        predicted = torch.cat([model(batch.float().div(255).unsqueeze(1)).argmax(1)
-                               for batch in real_mnist.test_images.split(1000)])
+    predicted = bundled_model_predictions(real_mnist)
     measured = 100 * (predicted == real_mnist.test_labels).double().mean().item()
     assert len(real_mnist.test_labels) == 10_000
 
@@ -303,12 +309,7 @@ def test_feature_page_renders_for_a_test_image(app):
 
 @pytest.mark.mnist
 def test_feature_page_confusion_matrix_counts_the_bundled_models_errors(app, real_mnist):
-    from cnn.checkpoint import BUNDLED_MODEL, load_checkpoint
-
-    model, _ = load_checkpoint(BUNDLED_MODEL)
-    with torch.no_grad():
-        predicted = torch.cat([model(batch.float().div(255).unsqueeze(1)).argmax(1)
-                               for batch in real_mnist.test_images.split(1000)])
+    predicted = bundled_model_predictions(real_mnist)
     right = int((predicted == real_mnist.test_labels).sum())
     app.switch_page("pages/features.py").run()
     assert not app.exception
