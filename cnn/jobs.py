@@ -17,9 +17,11 @@ from typing import Callable
 import torch
 
 from .checkpoint import default_runs_dir, run_dir
+from .classroom import TEACHER_CLEARED, TEACHER_STOPPED, read_class_settings, student_refusal
 from .config import TrainConfig
 from .data import MNIST, TRAIN_SIZE
 from .runs import RunRecorder
+from .sessions import session_tag
 from .settings import ServerSettings
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainControl, pick_device, train
 
@@ -109,7 +111,7 @@ class Job:
 
     id: int
     name: str
-    owner: str  # the session that started it: only it may pause, resume or stop the run
+    owner: str  # the session that started it: only it (and the teacher) may pause, resume or stop the run
     config: TrainConfig
     folder: Path
     browser: str = ""  # the browser it came from (all its tabs share one key): the per-browser cap counts these
@@ -131,6 +133,7 @@ class Job:
     elapsed_seconds: float = 0.0
     test_accuracy: float | None = None
     save_errors: list[str] = field(default_factory=list)
+    stopped_by_teacher: bool = False  # the teacher stopped another session's run: the run says so when it ends
     control: TrainControl = field(default_factory=TrainControl, repr=False)
 
     def view(self, history: bool = True) -> dict:
@@ -140,7 +143,8 @@ class Job:
         a listing of every job, polled every second by every session, does not need them.
         """
         view = {
-            "id": self.id, "name": self.name, "owner": self.owner, "preset": self.config.name,
+            "id": self.id, "name": self.name, "owner": self.owner, "started_by": session_tag(self.owner),
+            "preset": self.config.name,
             "config": self.config.to_dict(), "folder": str(self.folder), "status": self.status,
             "error": self.error, "created": self.created, "started": self.started, "ended": self.ended,
             "epochs": list(self.epochs), "step": self.step, "steps_total": self.steps_total,
@@ -186,7 +190,8 @@ class JobListener(Callback):
 class JobManager:
     """Runs at most ``settings.max_trainings`` trainings at once; later ones wait in a visible queue.
 
-    Every session can watch every job; only the owner that started a job can pause, resume or stop it.
+    Every session can watch every job; only the owner that started a job (or the class's teacher) can pause,
+    resume or stop it, and only a student's runs must fit what the teacher allows (cnn/classroom.py).
     A class server's caps (cnn/settings.py) keep one student from taking it over: runs queued or
     training per browser, the whole queue, the steps of one run, and the ended jobs kept in memory.
     session_alive(owner) tells whether the session that queued a run is still there; a queued run
@@ -226,22 +231,27 @@ class JobManager:
 
     # --- commands
     def submit(self, config: TrainConfig, name: str, owner: str, browser: str | None = None,
-               address: str | None = None) -> int:
-        """Queue a run for the session owner; ValueError with a sentence when a name or a cap refuses it.
+               address: str | None = None, teacher: bool = True) -> int:
+        """Queue a run for the session owner; ValueError with a sentence when a name, a cap or the class refuses it.
 
         browser: a key that all tabs of one browser share (default: owner), for the per-browser cap.
         address: the network address the session connects from, for the per-computer cap (None: not known,
         e.g. the server's own loopback, where the one user is the teacher).
+        teacher: False for a student's session, whose run must fit what the teacher allows (runs/classroom.json).
         """
         browser = browser or owner
         folder = run_dir(name, self.runs_dir)
         if config.problem():  # the form's limits are the browser's; a forged value arrives here unchecked
             raise ValueError(config.problem())
+        if not teacher:  # the form may hide what a student may not start, but a forged message reaches here
+            refused = student_refusal(config, read_class_settings(self.runs_dir))
+            if refused:
+                raise ValueError(refused)
         refusal = steps_refusal(config, self.settings.max_steps_per_run, self.train_set_size())
         self._drop_ended_sessions()  # a closed tab's queued runs no longer hold places in the queue
         with self._lock:
             taken = any(job.name == name and job.status in ACTIVE_STATES for job in self._jobs.values())
-            if taken or (folder / "model.json").exists():
+            if taken or (folder / "model.json").exists() or (folder.exists() and not folder.is_dir()):
                 raise ValueError(f"A run called {name!r} already exists: choose another name.")
             if refusal:
                 raise ValueError(refusal)
@@ -263,29 +273,47 @@ class JobManager:
         self._start_queued()
         return job.id
 
-    def pause(self, job_id: int, owner: str) -> None:
-        job = self._owned(job_id, owner)
+    def pause(self, job_id: int, owner: str, *, teacher: bool = False) -> None:
+        """Hold a running job between two steps (its owner, or the teacher)."""
+        job = self._owned(job_id, owner, teacher)
         with self._lock:
             if job.status == "running":
                 job.control.pause()
                 job.status = "paused"
 
-    def resume(self, job_id: int, owner: str) -> None:
-        job = self._owned(job_id, owner)
+    def resume(self, job_id: int, owner: str, *, teacher: bool = False) -> None:
+        job = self._owned(job_id, owner, teacher)
         with self._lock:
             if job.status == "paused":
                 job.control.resume()
                 job.status = "running"
 
-    def stop(self, job_id: int, owner: str) -> None:
-        """Stop a running or paused job (it keeps its last full-epoch checkpoint), or drop a queued one."""
-        job = self._owned(job_id, owner)
+    def stop(self, job_id: int, owner: str, *, teacher: bool = False) -> None:
+        """Stop a running or paused job (it keeps its last full-epoch checkpoint), or drop a queued one.
+
+        teacher=True: the class's teacher may stop any session's run; the run then says so.
+        """
+        job = self._owned(job_id, owner, teacher)
+        by_teacher = teacher and job.owner != owner
         with self._lock:
             if job.status == "queued":
                 job.status, job.ended = "stopped", time.time()
+                if by_teacher:
+                    job.error = TEACHER_STOPPED
                 self._evict_ended()
                 return
+            if by_teacher and job.status in ("running", "paused"):
+                job.stopped_by_teacher = True
             job.control.stop()
+
+    def clear_queue(self) -> int:
+        """Drop every queued (not yet started) run of every session, saying the teacher did; returns how many."""
+        with self._lock:
+            dropped = [job for job in self._jobs.values() if job.status == "queued"]
+            for job in dropped:
+                job.status, job.error, job.ended = "stopped", TEACHER_CLEARED, time.time()
+            self._evict_ended()
+        return len(dropped)
 
     def drop_queued_of(self, owner: str, reason: str = SESSION_ENDED) -> int:
         """Drop every queued (not yet started) run of owner, saying why; returns how many were dropped."""
@@ -349,12 +377,13 @@ class JobManager:
             return None
         return 1 + sum(other.status == "queued" and other.id < job.id for other in self._jobs.values())
 
-    def _owned(self, job_id: int, owner: str) -> Job:
+    def _owned(self, job_id: int, owner: str, teacher: bool = False) -> Job:
+        """The job, if owner started it or the teacher asks; KeyError or PermissionError otherwise."""
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
             raise KeyError(f"No run with id {job_id}.")
-        if job.owner != owner:
+        if job.owner != owner and not teacher:
             raise PermissionError("Only the session that started this run can pause or stop it.")
         return job
 
@@ -406,7 +435,9 @@ class JobManager:
             result = train(job.config, data, callbacks=[recorder, JobListener(self, job)], control=job.control,
                            device=device, max_steps=self.settings.max_steps_per_run)
             status, error = ("stopped" if result.stopped else "finished"), ""
-            if result.stopped and not job.control.stopped:
+            if result.stopped and job.stopped_by_teacher:
+                error = TEACHER_STOPPED
+            elif result.stopped and not job.control.stopped:
                 error = f"Stopped at this server's limit of {self.settings.max_steps_per_run:,} steps per run."
             recorder.finish(result, status)
         except BaseException as exc:  # even SystemExit or KeyboardInterrupt: the page must see a failed run

@@ -69,3 +69,12 @@ class SessionRegistry:
         """False only when owner's session is known and no longer connected (safe from any thread)."""
         session_id = self.session_of(owner)
         return session_id is None or self._connected(session_id)
+
+
+def session_tag(owner: str) -> str:
+    """Who started a run, in a form safe to show on a projector: "session 3f2a".
+
+    A hash of the owner id, cut to 4 hex digits: it tells sessions apart in a class, but gives away neither the
+    owner id (which would let a forged client act as that session) nor a network address.
+    """
+    return "session " + hashlib.sha256(str(owner).encode()).hexdigest()[:4]

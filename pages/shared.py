@@ -1,18 +1,22 @@
 """Shared app state: MNIST and the job manager are read-only/shared (st.cache_resource); the active model is per session."""
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import threading
 import uuid
 from pathlib import Path
 
 import streamlit as st
 
+from cnn import classroom
 from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
 from cnn.data import MNIST, DataError, load_mnist
 from cnn.drawing import UploadError, read_upload_steps
 from cnn.jobs import JobManager
-from cnn.sessions import SessionRegistry, browser_key_from
+from cnn.classroom import ClassSettings, read_class_settings
+from cnn.sessions import SessionRegistry, browser_key_from, session_tag
 from cnn.settings import ServerSettings, configure_threads, server_settings
 
 # The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
@@ -20,12 +24,18 @@ from cnn.settings import ServerSettings, configure_threads, server_settings
 # from a font server (an error in an offline classroom, and a request off the class's network); an emoji is drawn inline.
 PAGE_FILES = (("pages/home.py", "Home", "🏠"), ("pages/train.py", "Train", "📈"),
               ("pages/draw.py", "Draw", "✏️"), ("pages/features.py", "Feature maps", "🔍"))
+# The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
+# found"), but listed in the menu only for the teacher.
+TEACHER_PAGE = ("pages/teacher.py", "Teacher", "🧑‍🏫")
 
 
 def app_pages() -> list:
-    """The st.Page list of the app (Home first and default)."""
-    return [st.Page(path, title=title, icon=icon, default=index == 0)
-            for index, (path, title, icon) in enumerate(PAGE_FILES)]
+    """The st.Page list of the app (Home first and default; the Teacher page in the menu for the teacher only)."""
+    pages = [st.Page(path, title=title, icon=icon, default=index == 0)
+             for index, (path, title, icon) in enumerate(PAGE_FILES)]
+    path, title, icon = TEACHER_PAGE
+    pages.append(st.Page(path, title=title, icon=icon, visibility="visible" if is_teacher() else "hidden"))
+    return pages
 
 
 @st.cache_resource
@@ -36,7 +46,83 @@ def server_startup() -> ServerSettings:
     """
     settings = server_settings()
     configure_threads(settings)  # training would take every core; one stays for the students' strokes
+    teacher_token()  # a bad CNN_TEACHER_TOKEN stops the app with its sentence; a made one is printed now
     return settings
+
+
+# ---------------------------------------------------------------- the teacher
+
+TEACHER_KEY = "class_teacher"  # session_state flag; no widget has this key (a forged widget id cannot set it)
+
+
+def server_address() -> str | None:
+    """Streamlit's server.address ("" or None: every interface, Streamlit's default)."""
+    return st.get_option("server.address")
+
+
+def chosen_token() -> str | None:
+    """CNN_TEACHER_TOKEN as set ("" counts as unset)."""
+    return os.environ.get(classroom.TOKEN_VARIABLE, "").strip() or None
+
+
+def is_class_server() -> bool:
+    """Whether students may connect here: a teacher token is set, or the server listens beyond loopback."""
+    return classroom.is_class_server(server_address(), chosen_token())
+
+
+@st.cache_resource
+def teacher_token() -> str | None:
+    """The class server's teacher token: CNN_TEACHER_TOKEN, else one made at start and printed once with the link.
+
+    None on a laptop bound to loopback with no token (its one user is the teacher). ValueError with a sentence
+    for a token that is too short (not cached, so a fixed variable is read again).
+    """
+    token = chosen_token()
+    if token:
+        if classroom.token_problem(token):
+            raise ValueError(classroom.token_problem(token))
+        return token
+    if not is_class_server():
+        return None
+    token = classroom.new_token()
+    link = classroom.teacher_link(classroom.link_host(server_address()), st.get_option("server.port"), token)
+    print(classroom.teacher_link_sentence(link), file=sys.stderr, flush=True)  # the terminal, never a page
+    return token
+
+
+def claim_teacher() -> None:
+    """Make this session the teacher's when its address carries the right ?teacher=TOKEN, then take the token out
+    of the address bar (a projector must never show it). A wrong token: a sentence; the session stays a student.
+
+    Session only: a reload starts a new session, and the teacher opens the link again.
+    """
+    offered = st.query_params.get(classroom.TEACHER_PARAMETER)
+    if offered is None:
+        return
+    del st.query_params[classroom.TEACHER_PARAMETER]
+    if not is_class_server():
+        return  # on a laptop everyone is the teacher already
+    if classroom.token_matches(offered, teacher_token()):
+        st.session_state[TEACHER_KEY] = True
+    else:
+        logging.getLogger(__name__).warning("A session opened the app with a wrong teacher token.")
+        st.warning("That teacher link is not right: this page works as a student's. "
+                   "Ask the teacher for the link the server printed.")
+
+
+def is_teacher() -> bool:
+    """Whether this session is the class's teacher (on a laptop bound to loopback, the one user is)."""
+    return not is_class_server() or bool(st.session_state.get(TEACHER_KEY, False))
+
+
+def class_settings() -> ClassSettings:
+    """The class's settings as the teacher saved them (runs/classroom.json; the defaults until then)."""
+    return read_class_settings(default_runs_dir())
+
+
+def my_session_tag() -> str:
+    """This session's tag as job views show it ("session 3f2a"), so a student can find their own runs."""
+    return session_tag(owner_id())
 
 
 class DataHolder:
@@ -183,25 +269,49 @@ def checkpoint_problem(run: str, exc: BaseException) -> str:
 
 
 def active_run() -> str:
-    return st.session_state.get("active_run", "bundled")
+    """The run this session uses: its own choice if it made one, else the class model (which may not load)."""
+    own = st.session_state.get("active_run")
+    return own if isinstance(own, str) else class_settings().class_model
 
 
 def set_active_run(run: str) -> None:
     st.session_state.active_run = run
 
 
-def active_model():
-    """(model, card, run name) of this session's active model; on ANY error of the chosen run, the bundled one."""
-    run = active_run()
-    loaded = loaded_checkpoint(run)
-    if not isinstance(loaded, str):
-        return (*loaded, run)
-    if run != "bundled":
-        st.warning(f"{loaded} Using the bundled model instead.")
-        set_active_run("bundled")
+MODEL_SOURCES = ("your choice", "the class model", "the bundled model")
+
+
+def resolved_model():
+    """(model, card, run name, source) of this session's model; source is one of MODEL_SOURCES.
+
+    Its own choice if it made one and it loads (else a warning, and the choice is forgotten), else the class
+    model the teacher chose if it loads, else the bundled one. Any error of a run falls back, never ends the page.
+    """
+    own = st.session_state.get("active_run")
+    if isinstance(own, str):
+        loaded = loaded_checkpoint(own)
+        if not isinstance(loaded, str):
+            return (*loaded, own, MODEL_SOURCES[0])
+        st.warning(f"{loaded} Using the class's model instead.")
+        del st.session_state["active_run"]
+    class_model = class_settings().class_model
+    if class_model != "bundled":
+        loaded = loaded_checkpoint(class_model)
+        if not isinstance(loaded, str):
+            return (*loaded, class_model, MODEL_SOURCES[1])
     path = BUNDLED_MODEL
     model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
-    return model, card, "bundled"
+    return model, card, "bundled", MODEL_SOURCES[2]
+
+
+def active_model():
+    """(model, card, run name) of this session's model: see resolved_model."""
+    return resolved_model()[:3]
+
+
+def active_model_source() -> str:
+    """Which model the pages use, in words: "your choice", "the class model" or "the bundled model"."""
+    return resolved_model()[3]
 
 
 def send_to_feature_maps(image, label: str) -> None:
