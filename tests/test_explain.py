@@ -4,7 +4,8 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, grad_cam, overlay, predict
+from cnn.explain import (ATTRIBUTION_METHODS, EMPTY_BELOW, attribution, attribution_methods, describe, explain, grad_cam,
+                         is_empty, overlay, predict, with_article)
 from cnn.model import ConvNet, SoftmaxRegression
 
 
@@ -39,9 +40,54 @@ def test_every_method_gives_a_28x28_map(method):
     assert not any(p.grad is not None for p in model.parameters())  # a shared model is left untouched
 
 
-def test_softmax_model_falls_back_from_grad_cam():
-    model = SoftmaxRegression(init_std=0.1).eval()
-    assert attribution(model, torch.rand(1, 1, 28, 28), 2, "grad_cam").shape == (28, 28)
+def test_the_softmax_model_is_offered_no_grad_cam():
+    """The baseline has no conv layer: Grad-CAM is not listed, and asking for it is refused, not swapped silently."""
+    softmax = SoftmaxRegression(init_std=0.1).eval()
+    assert attribution_methods(softmax) == ["integrated_gradients", "occlusion"]
+    assert attribution_methods(ConvNet().eval()) == ["grad_cam", "integrated_gradients", "occlusion"]
+    with pytest.raises(ValueError, match="integrated_gradients, occlusion"):
+        attribution(softmax, torch.rand(1, 1, 28, 28), 2, "grad_cam")
+    shown = explain(softmax, torch.rand(1, 1, 28, 28), 8, "integrated_gradients")
+    assert shown["caption"].startswith("Integrated Gradients for an 8: ") and shown["note"] is None
+
+
+def test_grad_cam_is_empty_exactly_when_captum_finds_almost_nothing_positive():
+    """Against captum's Grad-CAM before its ReLU: where its positive peak is under EMPTY_BELOW of its largest value
+    (all negative: nothing speaks for the digit), the map is reported empty; elsewhere it is drawn."""
+    torch.manual_seed(0)
+    model = ConvNet(init_std=0.1).eval()
+    generator = torch.Generator().manual_seed(1)
+    verdicts = set()
+    for _ in range(3):
+        x = torch.rand(1, 1, 28, 28, generator=generator)
+        for target in range(10):
+            signed = LayerGradCam(model, model.conv3).attribute(x, target=target, relu_attributions=False).detach()
+            expected_empty = float(signed.max()) <= EMPTY_BELOW * float(signed.abs().max())
+            heat = grad_cam(model, x, target)
+            assert is_empty(heat) == expected_empty, target
+            assert heat.shape == (28, 28) and (expected_empty or heat.max() == pytest.approx(1.0))
+            verdicts.add(expected_empty)
+    assert verdicts == {True, False}  # both cases were met
+
+
+def test_an_empty_map_is_said_in_words_with_a_method_to_try():
+    model = ConvNet(init_std=0.1).eval()
+    blank = torch.zeros(1, 1, 28, 28)  # no biases: every map of a blank image is 0, so Grad-CAM has nothing
+    assert np.abs(grad_cam(model, blank, 8)).max() == 0
+    shown = explain(model, blank, 8, "grad_cam")
+    assert shown["empty"].startswith("Grad-CAM finds nothing to show for this image")
+    assert "Try Integrated Gradients" in shown["empty"] and "an 8" in shown["empty"]
+    assert "7x7" in shown["note"]  # one line on why it can sit on the background: conv3's coarse cells
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 5:23, 12:16] = 1.0
+    drawn = explain(model, x, 1, "integrated_gradients")
+    assert drawn["empty"] is None and drawn["caption"].startswith("Integrated Gradients for a 1: ")
+
+
+def test_digits_get_their_article():
+    assert [with_article(d) for d in range(10)] == ["a 0", "a 1", "a 2", "a 3", "a 4", "a 5", "a 6", "a 7", "an 8",
+                                                    "a 9"]
+    assert describe(np.array([0.01] * 8 + [0.91, 0.0]))["text"].startswith("It's an 8 (91% sure)")
 
 
 def test_predict_and_overlay():
