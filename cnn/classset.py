@@ -1,6 +1,7 @@
 """The class's own handwriting: labelled 28x28 drawings saved as PNG files in a local folder."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from .drawing import LruCache  # importing cnn.drawing also lowers Pillow's pixel limit for the PNGs read here
+from .explain import with_article
 from .settings import ServerSettings, server_settings
 from .storage import atomic_write
 from .train import evaluate
@@ -64,6 +66,49 @@ def save_sample(folder: Path, image: np.ndarray, label: int, saved_by_session: i
                                 "Ask your teacher to remove some before saving more.")
         atomic_write(path, lambda stream: Image.fromarray(image).save(stream, format="PNG"))
     return path
+
+
+def drawing_hash(image: np.ndarray) -> str:
+    """A (28, 28) uint8 drawing's content hash: the same pixels, the same drawing (a double click, a redraw)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    return hashlib.sha256(image.tobytes() + str(image.shape).encode()).hexdigest()
+
+
+def label_drawing(folder: Path, image: np.ndarray, label: int | None, saves: dict[str, dict],
+                  settings: ServerSettings | None = None) -> str | None:
+    """A student's label for one drawing, as this session's one sample of it; returns a sentence, or None.
+
+    saves: this session's samples, {drawing_hash: {"label": digit, "file": sample file name}}, oldest first; updated
+    here. The same drawing labelled again is not saved twice (a double click); another label replaces the sample;
+    label None takes it back. The per-session cap counts the samples the session has in the set now.
+    ClassSetError with a sentence when the set or the session is full.
+    """
+    key = drawing_hash(image)
+    saved = saves.get(key)
+    if label is None:
+        return _take_back(folder, saves, key) if saved else None
+    if saved and saved["label"] == int(label):
+        return None  # the same drawing with the same label: already in the set
+    if saved:
+        _take_back(folder, saves, key)
+    path = save_sample(folder, image, label, saved_by_session=len(saves), settings=settings)
+    saves[key] = {"label": int(label), "file": path.name}
+    return (f"Saved as {with_article(label)} to the class's handwriting set"
+            + (f" (instead of {with_article(saved['label'])})." if saved else "."))
+
+
+def undo_last_save(folder: Path, saves: dict[str, dict]) -> str | None:
+    """Delete this session's most recent sample (see label_drawing); a sentence, or None when there is none."""
+    return _take_back(folder, saves, next(reversed(saves))) if saves else None
+
+
+def _take_back(folder: Path, saves: dict[str, dict], key: str) -> str:
+    saved = saves.pop(key)
+    try:
+        remove_sample(folder, saved["file"])
+    except ClassSetError:
+        pass  # the teacher removed it already: it is gone either way
+    return f"Took back your {saved['label']}: it is no longer in the class's handwriting set."
 
 
 def sample_files(folder: Path) -> list[Path]:

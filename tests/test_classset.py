@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cnn.classset import (ClassSetError, class_set_npz, load_class_set, remove_sample, reset_class_set, sample_files,
-                          save_sample, score_class_set, scored_class_set)
+from cnn.classset import (ClassSetError, class_set_npz, label_drawing, load_class_set, remove_sample, reset_class_set,
+                          sample_files, save_sample, score_class_set, scored_class_set, undo_last_save)
 from cnn.model import ConvNet
 from cnn.settings import ServerSettings
 
@@ -130,3 +130,64 @@ def test_a_new_drawing_is_read_and_scored_alone_not_the_whole_set(tmp_path, monk
     assert [m[0] for m in score["mistakes"]] == np.nonzero(expected != samples.labels)[0].tolist()
     remove_sample(tmp_path, newest.name)
     assert scored_class_set(tmp_path, model, ("counting.pt", 1.0))[1]["n"] == 12
+
+
+def saved_labels(folder) -> list[int]:
+    """The label of every sample on disk, read from the folders (independent of the session's own record)."""
+    return sorted(int(path.parent.name) for path in sample_files(folder))
+
+
+def drawing(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+
+
+def test_the_same_drawing_saved_twice_by_one_session_is_one_sample(tmp_path):
+    saves = {}
+    assert label_drawing(tmp_path, drawing(0), 3, saves) == "Saved as a 3 to the class's handwriting set."
+    assert label_drawing(tmp_path, drawing(0).copy(), 3, saves) is None  # a double click: the same pixels again
+    assert saved_labels(tmp_path) == [3]
+    label_drawing(tmp_path, drawing(1), 3, saves)  # another drawing with the same label is a sample of its own
+    assert saved_labels(tmp_path) == [3, 3]
+    assert label_drawing(tmp_path, drawing(0), 3, {}) is not None  # another session's save is its own
+    assert saved_labels(tmp_path) == [3, 3, 3]
+
+
+def test_a_second_label_on_the_same_drawing_replaces_the_first(tmp_path):
+    saves = {}
+    label_drawing(tmp_path, drawing(0), 3, saves)
+    first = sample_files(tmp_path)
+    said = label_drawing(tmp_path, drawing(0), 8, saves)
+    assert said == "Saved as an 8 to the class's handwriting set (instead of a 3)."
+    assert saved_labels(tmp_path) == [8] and not first[0].exists()
+    assert np.array_equal(load_class_set(tmp_path).images[0], drawing(0))
+
+
+def test_taking_a_label_back_and_undo_remove_exactly_that_sample(tmp_path):
+    other = save_sample(tmp_path, drawing(9), 5)  # another student's sample: never touched
+    saves = {}
+    for seed, label in ((0, 1), (1, 2), (2, 4)):
+        label_drawing(tmp_path, drawing(seed), label, saves)
+    assert label_drawing(tmp_path, drawing(1), None, saves).startswith("Took back your 2")  # the pill un-chosen
+    assert saved_labels(tmp_path) == [1, 4, 5]
+    assert undo_last_save(tmp_path, saves).startswith("Took back your 4")  # the last one saved
+    assert saved_labels(tmp_path) == [1, 5]
+    label_drawing(tmp_path, drawing(0), 7, saves)  # relabelled: now the last one saved
+    label_drawing(tmp_path, drawing(3), 6, saves)
+    remove_sample(tmp_path, sample_files(tmp_path)[-1].name)  # the teacher removed the 7 meanwhile
+    assert undo_last_save(tmp_path, saves).startswith("Took back your 6")
+    assert undo_last_save(tmp_path, saves).startswith("Took back your 7")  # gone already: no error
+    assert undo_last_save(tmp_path, saves) is None and saves == {}
+    assert saved_labels(tmp_path) == [5] and other.exists()
+
+
+def test_the_session_cap_counts_the_samples_it_has_now(tmp_path):
+    limits = ServerSettings(class_samples_per_session=2, class_samples_total=100)
+    saves = {}
+    label_drawing(tmp_path, drawing(0), 1, saves, settings=limits)
+    label_drawing(tmp_path, drawing(1), 1, saves, settings=limits)
+    label_drawing(tmp_path, drawing(1), 2, saves, settings=limits)  # relabelling adds nothing
+    with pytest.raises(ClassSetError, match=r"the most one student may save \(2\)"):
+        label_drawing(tmp_path, drawing(2), 1, saves, settings=limits)
+    undo_last_save(tmp_path, saves)
+    label_drawing(tmp_path, drawing(2), 1, saves, settings=limits)
+    assert saved_labels(tmp_path) == [1, 1]
