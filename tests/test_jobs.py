@@ -356,3 +356,59 @@ def test_a_forged_config_is_refused_before_it_is_queued(manager):
         with pytest.raises(ValueError, match="^This run cannot start: "):
             manager.submit(forged, "forged", owner="mallory")
     assert manager.jobs() == []
+
+
+# ---------------------------------------------------------------- the teacher (issue 11)
+
+def test_a_students_run_must_fit_the_class_settings_and_the_teachers_need_not(manager):
+    from cnn.classroom import ClassSettings, write_class_settings
+    from cnn.config import FAST
+
+    with pytest.raises(ValueError, match="students may start FAST or the softmax baseline, at most 2 epochs"):
+        manager.submit(ARTICLE, "student-article", owner="student", teacher=False)  # the default ARTICLE x 10
+    with pytest.raises(ValueError, match="at most 2 epochs"):  # a forged epochs=10 on FAST
+        manager.submit(FAST.replace(epochs=10), "student-fast10", owner="student", teacher=False)
+    with pytest.raises(ValueError, match="students may start"):  # "fast" in name only: ARTICLE's optimizer
+        manager.submit(FAST.replace(optimizer="rmsprop_tf", learning_rate=0.001), "forged", owner="student",
+                       teacher=False)
+    assert manager.jobs() == []  # nothing was queued
+    allowed = manager.submit(FAST.replace(epochs=2, batch_size=128, seed=5), "student-fast", owner="student",
+                             teacher=False)
+    teachers = manager.submit(CONFIG, "teacher-article", owner="teacher", teacher=True)
+    assert {job["id"] for job in manager.jobs()} == {allowed, teachers}
+    write_class_settings(manager.runs_dir, ClassSettings(student_training="none"))  # read at every submit
+    with pytest.raises(ValueError, match="only the teacher starts trainings"):
+        manager.submit(FAST.replace(epochs=1), "student-none", owner="student-2", teacher=False)
+
+
+def test_the_teacher_stops_another_sessions_run_and_a_student_cannot(manager):
+    job_id = manager.submit(CONFIG, "students", owner="student")
+    assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 2)
+    with pytest.raises(PermissionError):
+        manager.stop(job_id, "another-student", teacher=False)
+    manager.pause(job_id, "teacher", teacher=True)
+    assert manager.snapshot(job_id)["status"] == "paused"
+    manager.resume(job_id, "teacher", teacher=True)
+    manager.stop(job_id, "teacher", teacher=True)
+    job = manager.wait(job_id, timeout=60)
+    assert job["status"] == "stopped" and job["step"] < 3 * 32 and job["error"] == "Stopped by the teacher."
+
+
+def test_clear_queue_drops_only_the_queued_runs(manager):
+    running = manager.submit(CONFIG, "running", owner="alice")
+    queued = [manager.submit(CONFIG.replace(epochs=1), f"waiting-{i}", owner=owner)
+              for i, owner in enumerate(("bob", "carol"))]
+    assert manager.clear_queue() == 2
+    views = {job["id"]: job for job in manager.jobs()}
+    assert views[running]["status"] == "running"
+    for job_id in queued:
+        assert views[job_id]["status"] == "stopped" and "teacher cleared the queue" in views[job_id]["error"]
+    assert manager.clear_queue() == 0
+
+
+def test_job_views_say_which_session_started_a_run_without_its_owner_id(manager):
+    ids = [manager.submit(CONFIG.replace(epochs=1), f"run-{owner}", owner=owner) for owner in ("a" * 32, "b" * 32)]
+    tags = [manager.snapshot(job_id)["started_by"] for job_id in ids]
+    assert all(tag.startswith("session ") and len(tag) == len("session 3f2a") for tag in tags)
+    assert tags[0] != tags[1] and "a" * 8 not in tags[0]
+    assert tags[0] == manager.snapshot(ids[0])["started_by"]  # the same session keeps its tag
