@@ -49,6 +49,11 @@ class RunRecorder(Callback):
         self._write_card(status="running")
 
     # --- callbacks
+    def on_start(self, model: nn.Module) -> None:
+        """Snapshot conv1's random start as step 0, saved at once: the filter replay begins from noise."""
+        self._snapshot_filters(0, model)
+        self._save_filters()
+
     def on_step(self, event: StepEvent) -> None:
         self._metrics.write(json.dumps({"kind": "step", "step": event.step, "epoch": event.epoch,
                                         "loss": round(event.loss, 6), "batch_accuracy": event.batch_accuracy,
@@ -60,8 +65,11 @@ class RunRecorder(Callback):
         self._metrics.write(json.dumps({"kind": "eval", "step": event.step, "epoch": event.epoch,
                                         "accuracy": event.accuracy, "n": event.n, "full": event.full}) + "\n")
         self._metrics.flush()
-        if hasattr(model, "conv1"):
-            self.filter_steps.append(event.step)
+        self._snapshot_filters(event.step, model)
+
+    def _snapshot_filters(self, step: int, model: nn.Module) -> None:
+        if hasattr(model, "conv1"):  # the softmax baseline has no filters
+            self.filter_steps.append(step)
             self.filter_snapshots.append(model.conv1.weight.detach().cpu().numpy()[:, 0].copy())  # (32, 3, 3)
 
     def on_epoch_end(self, event: EpochEvent, model: nn.Module) -> None:

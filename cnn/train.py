@@ -1,6 +1,6 @@
 """The one training loop, shared by the CLI and the app's background worker.
 
-It knows nothing about who listens: it fires callbacks (on_step, on_eval, on_epoch_end) and checks a
+It knows nothing about who listens: it fires callbacks (on_start, on_step, on_eval, on_epoch_end) and checks a
 cooperative TrainControl between steps, so a tqdm bar and a Streamlit chart can share it.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ class StepEvent:
     batch_accuracy: float  # fraction of this batch classified right (with dropout on)
     images_per_second: float  # over this step alone
     learning_rate: float
-    elapsed_seconds: float
+    elapsed_seconds: float  # training time so far; time spent paused is not counted
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,9 @@ class EpochEvent:
 
 class Callback:
     """Subclass and override what you need; every method is a no-op here."""
+
+    def on_start(self, model: nn.Module) -> None:
+        """Once, before the first step: the model as it starts (the random weights; step 0)."""
 
     def on_step(self, event: StepEvent) -> None: ...
 
@@ -107,6 +111,45 @@ class TrainControl:
             self._waiting.clear()
 
 
+class Stopwatch:
+    """Seconds of training: the time since start minus the time spent paused.
+
+    A run paused for a lesson's explanation must not look slower afterwards ("about 40 min left" after a
+    5-minute pause). clock is injectable so a test can move time without sleeping.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self._clock = clock
+        self._started = clock()
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
+
+    def pause(self) -> None:
+        if self._paused_since is None:
+            self._paused_since = self._clock()
+
+    def resume(self) -> None:
+        if self._paused_since is not None:
+            self._paused_total += self._clock() - self._paused_since
+            self._paused_since = None
+
+    def elapsed(self) -> float:
+        now = self._clock()
+        paused = self._paused_total + (now - self._paused_since if self._paused_since is not None else 0.0)
+        return now - self._started - paused
+
+
+def wait_while_paused(control: "TrainControl", stopwatch: Stopwatch) -> None:
+    """Hold the loop while control is paused; the stopwatch does not count the wait."""
+    if not control.paused:
+        return
+    stopwatch.pause()
+    try:
+        control.wait_while_paused()
+    finally:
+        stopwatch.resume()
+
+
 @dataclass
 class TrainResult:
     model: nn.Module
@@ -114,7 +157,7 @@ class TrainResult:
     epochs_completed: int
     test_accuracy: float | None  # full test set after the last completed epoch (None if none completed)
     per_class_accuracy: list[float] | None
-    wall_seconds: float
+    wall_seconds: float  # training time, pauses not counted
     stopped: bool  # True when stopped early (control.stop or max_steps)
     device: str
     history: list[dict] = field(default_factory=list)  # one dict per evaluation
@@ -162,14 +205,15 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def train(config: TrainConfig, data: MNIST, callbacks: list[Callback] | tuple = (),
           control: TrainControl | None = None, max_steps: int | None = None,
-          device: torch.device | None = None, model: nn.Module | None = None) -> TrainResult:
+          device: torch.device | None = None, model: nn.Module | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> TrainResult:
     """Train a fresh model (or the given one) on data.train_* for config.epochs; evaluate on data.test_*.
 
     Seeded by config.seed: the same seed gives the same metrics on the CPU. The run's randomness
     (initial weights, shuffling, dropout masks) comes from generators of its own, never torch's
     global RNG, so trainings in parallel threads give the same metrics as each alone.
     Stops between steps when control.stop() is called or after max_steps (a server's cap on one
-    run); an early stop ends without a final evaluation.
+    run); an early stop ends without a final evaluation. Elapsed times leave out pauses (clock: for tests).
     """
     control = control or TrainControl()
     device = torch.device(device or pick_device())
@@ -180,13 +224,13 @@ def train(config: TrainConfig, data: MNIST, callbacks: list[Callback] | tuple = 
     model = (model if model is not None else build_model(config, generator=init_generator)).to(device)
     set_dropout_generator(model, dropout_generator)
     try:
-        return _train_loop(config, data, model, callbacks, control, max_steps, device)
+        return _train_loop(config, data, model, callbacks, control, max_steps, device, Stopwatch(clock))
     finally:
         set_dropout_generator(model, None)  # the returned model holds no live generator
 
 
 def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, control: TrainControl,
-                max_steps: int | None, device: torch.device) -> TrainResult:
+                max_steps: int | None, device: torch.device, stopwatch: Stopwatch) -> TrainResult:
     """train()'s loop, once the model and its generators are set up."""
     channels_last = uses_channels_last(model)
     if channels_last:
@@ -208,7 +252,8 @@ def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, c
     step, epochs_completed = 0, 0
     test_accuracy = per_class = None
     history: list[dict] = []
-    started = time.perf_counter()
+    for callback in callbacks:
+        callback.on_start(model)
 
     def fire_eval(accuracy: float, n: int, full: bool, epoch: int) -> None:
         event = EvalEvent(step=step, epoch=epoch, accuracy=accuracy, n=n, full=full)
@@ -219,7 +264,7 @@ def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, c
     for epoch in range(1, config.epochs + 1):
         order = torch.randperm(n_train, generator=shuffle).to(device)
         for start in range(0, n_train, config.batch_size):
-            control.wait_while_paused()
+            wait_while_paused(control, stopwatch)
             if control.stopped or (max_steps is not None and step >= max_steps):
                 break
             t0 = time.perf_counter()
@@ -241,7 +286,7 @@ def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, c
             event = StepEvent(step=step, epoch=epoch, steps_per_epoch=steps_per_epoch,
                               steps_total=steps_total, loss=loss_value, batch_accuracy=batch_accuracy,
                               images_per_second=len(index) / max(seconds, 1e-9),
-                              learning_rate=learning_rate, elapsed_seconds=time.perf_counter() - started)
+                              learning_rate=learning_rate, elapsed_seconds=stopwatch.elapsed())
             for callback in callbacks:
                 callback.on_step(event)
             if config.eval_every and step % config.eval_every == 0:
@@ -254,7 +299,7 @@ def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, c
             fire_eval(test_accuracy, full["n"], True, epoch)
             epoch_event = EpochEvent(epoch=epoch, step=step, test_accuracy=test_accuracy,
                                      per_class_accuracy=per_class,
-                                     elapsed_seconds=time.perf_counter() - started,
+                                     elapsed_seconds=stopwatch.elapsed(),
                                      predictions=full["predictions"])
             for callback in callbacks:
                 callback.on_epoch_end(epoch_event, model)
@@ -266,5 +311,5 @@ def _train_loop(config: TrainConfig, data: MNIST, model: nn.Module, callbacks, c
     model.eval()
     return TrainResult(model=model, steps=step, epochs_completed=epochs_completed,
                        test_accuracy=test_accuracy, per_class_accuracy=per_class,
-                       wall_seconds=time.perf_counter() - started,
+                       wall_seconds=stopwatch.elapsed(),
                        stopped=epochs_completed < config.epochs, device=str(device), history=history)

@@ -8,7 +8,8 @@ import torch
 from cnn.cli import main
 from cnn.config import ARTICLE, FAST, SOFTMAX
 from cnn.runs import RunRecorder, list_runs, read_card, read_filter_snapshots, read_metrics, read_predictions
-from cnn.train import Callback, TrainControl, evaluate, train
+from cnn.model import build_model
+from cnn.train import Callback, Stopwatch, TrainControl, evaluate, train
 from tests.conftest import wait_for
 
 SMALL = ARTICLE.replace(batch_size=32, epochs=2, eval_every=5, eval_subset=64)
@@ -120,6 +121,55 @@ def test_pause_blocks_and_resume_continues(tiny_data):
     assert not worker.is_alive() and outcome["result"].steps == 16 and not control.waiting
 
 
+class FakeClock:
+    """A clock that moves only when told: time passes without sleeping."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stopwatch_leaves_out_the_time_spent_paused():
+    clock = FakeClock()
+    watch = Stopwatch(clock)
+    clock.now += 10
+    watch.pause()
+    clock.now += 300  # a long explanation in class, the run paused
+    assert watch.elapsed() == 10
+    watch.pause()  # a second pause while paused changes nothing
+    watch.resume()
+    clock.now += 5
+    assert watch.elapsed() == 15
+    watch.resume()  # a resume while running changes nothing
+    assert watch.elapsed() == 15
+
+
+def test_a_pause_adds_nothing_to_the_training_time(tiny_data):
+    """5 minutes paused between step 2 and step 3 (on a fake clock): the steps' elapsed time does not jump."""
+    clock, control = FakeClock(), TrainControl()
+
+    class PauseAtTwo(Callback):
+        def on_step(self, event):
+            clock.now += 1.0  # each step takes one fake second
+            if event.step == 2:
+                control.pause()
+
+    recorder = Recorder()
+    worker = threading.Thread(target=train, args=(SMALL.replace(epochs=1), tiny_data),
+                              kwargs=dict(callbacks=[PauseAtTwo(), recorder], control=control,
+                                          device=torch.device("cpu"), clock=clock))
+    worker.start()
+    assert wait_for(lambda: control.waiting)
+    clock.now += 300.0
+    control.resume()
+    worker.join(timeout=120)
+    elapsed = [e.elapsed_seconds for e in recorder.steps]
+    # step k's event is made before its own fake second passes: k - 1 seconds, the pause not counted
+    assert elapsed[:4] == [0.0, 1.0, 2.0, 3.0] and elapsed[-1] == len(elapsed) - 1
+
+
 def test_softmax_baseline_trains(tiny_data):
     result = train(SOFTMAX.replace(epochs=3, eval_every=0, batch_size=32), tiny_data, device=torch.device("cpu"))
     assert result.test_accuracy > 0.9
@@ -186,10 +236,32 @@ def test_run_recorder_writes_a_usable_run(tiny_data, tmp_path):
     kinds = [row["kind"] for row in read_metrics(folder)]
     assert kinds.count("step") == 32 and kinds.count("epoch") == 2
     steps, filters = read_filter_snapshots(folder)
-    assert filters.shape == (len(steps), 32, 3, 3) and len(steps) == 8
+    assert filters.shape == (len(steps), 32, 3, 3) and len(steps) == 9  # step 0, then every 5 steps and each epoch end
     assert read_card(folder / "model.pt")["status"] == "finished"
     names = [run.name for run in list_runs(tmp_path / "runs", include_bundled=False)]
     assert names == ["demo"]
+
+
+def test_a_run_keeps_its_random_start_as_step_0(tiny_data, tmp_path):
+    """The filter replay starts from the random weights: filters.npz holds them at step 0, before any step."""
+    folder = tmp_path / "runs" / "start"
+    seen_at_first_step = []
+
+    class FirstStep(Callback):
+        def on_step(self, event):
+            if event.step == 1:
+                seen_at_first_step.append(read_filter_snapshots(folder))
+
+    train(SMALL.replace(epochs=1), tiny_data, callbacks=[RunRecorder(folder, SMALL), FirstStep()],
+          device=torch.device("cpu"))
+    steps, filters = seen_at_first_step[0]  # on disk before training went further
+    assert list(steps) == [0]
+    # The reference: the same seed's weights drawn by the model builder itself, no training involved.
+    start = build_model(SMALL, generator=torch.Generator().manual_seed(SMALL.seed)).conv1.weight.detach()[:, 0]
+    assert np.allclose(filters[0], start.numpy())
+    steps, filters = read_filter_snapshots(folder)
+    assert steps[0] == 0 and list(steps[1:]) == sorted(steps[1:]) and steps[1] > 0
+    assert not np.allclose(filters[-1], filters[0])  # training moved them
 
 
 def test_run_recorder_keeps_each_epochs_test_predictions(tiny_data, tmp_path):
