@@ -184,23 +184,95 @@ def preset_words(names) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
+def class_rules_sentence(settings: ClassSettings) -> str | None:
+    """What students may start, as the Train form says it; None when they may start anything within the caps."""
+    if settings.student_training == "any":
+        return None
+    if settings.student_training == "none":
+        return "On this class server only the teacher starts trainings today: ask your teacher."
+    epochs = settings.max_epochs
+    return (f"On this class server students may start {preset_words(settings.allowed_presets)}, at most "
+            f"{epochs} epoch{'s' if epochs != 1 else ''}: ask your teacher for more.")
+
+
+def student_presets(settings: ClassSettings) -> tuple[str, ...]:
+    """The presets a student's Train form may offer, in PRESETS order (none when students may not train)."""
+    if settings.student_training == "none":
+        return ()
+    allowed = PRESETS if settings.student_training == "any" else settings.allowed_presets
+    return tuple(name for name in PRESETS if name in allowed)
+
+
+def student_max_epochs(settings: ClassSettings) -> int | None:
+    """The most epochs a student's run may have (None: only the server's step cap applies)."""
+    return settings.max_epochs if settings.student_training == "limited" else None
+
+
 def student_refusal(config: TrainConfig, settings: ClassSettings) -> str | None:
     """None when a student may start config under the class's settings, else the sentence saying what they may start.
 
     Checked on the server: the preset's name, the fields that define it (a forged "fast" with ARTICLE's optimizer
     is refused) and the epochs.
     """
-    if settings.student_training == "any":
-        return None
-    if settings.student_training == "none":
-        return "On this class server only the teacher starts trainings today: ask your teacher."
-    allowed = (f"On this class server students may start {preset_words(settings.allowed_presets)}, at most "
-               f"{settings.max_epochs} epoch{'s' if settings.max_epochs != 1 else ''}: ask your teacher for more.")
+    rules = class_rules_sentence(settings)
+    if rules is None or settings.student_training == "none":
+        return rules
     base = PRESETS.get(config.name) if isinstance(config.name, str) else None
     if base is None or config.name not in settings.allowed_presets:
-        return allowed
+        return rules
     if any(getattr(config, name) != getattr(base, name) for name in PRESET_DEFINING_FIELDS):
-        return allowed
+        return rules
     if not isinstance(config.epochs, int) or config.epochs > settings.max_epochs:
-        return allowed
+        return rules
     return None
+
+
+# ---------------------------------------------------------------- the Teacher page's contents
+
+TRAINING_LABELS = {
+    "limited": "The presets ticked here, up to the epochs below",
+    "any": "Anything within the server's limits",
+    "none": "No training: only the teacher starts runs",
+}
+ACTIVE = ("queued", "running", "paused")
+
+
+def run_actions(status: str) -> tuple[str, ...]:
+    """The teacher's buttons for a run in this status."""
+    return {"running": ("Pause", "Stop"), "paused": ("Resume", "Stop"), "queued": ("Stop",)}.get(status, ())
+
+
+def run_rows(jobs: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(active, ended): the job views the Teacher page lists, each with who started it ("session 3f2a").
+
+    active: queued, running and paused runs, oldest first (the queue's order), with the buttons each one gets;
+    ended: {"run", "started by", "status", "accuracy", "note"} rows, newest first.
+    """
+    active = [dict(job, actions=run_actions(job["status"]))
+              for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE]
+    ended = [{"run": job["name"], "started by": job["started_by"], "status": job["status"],
+              "accuracy": job["test_accuracy"], "note": job["error"]}
+             for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE]
+    return active, ended
+
+
+def class_model_choices(runs) -> list[str]:
+    """"bundled" first, then every run on disk with a model and a card that ended (finished or stopped)."""
+    return [BUNDLED] + [run.name for run in runs if run.name != BUNDLED and run.checkpoint is not None
+                        and run.card is not None and run.status in ("finished", "stopped")]
+
+
+def settings_from_form(current: ClassSettings, training: object, presets: object, max_epochs: object,
+                       class_model: object | None = None) -> ClassSettings:
+    """The settings the teacher's form asks for; ValueError with a sentence for a value that does not fit.
+
+    Checked here, not trusted from the widgets: a browser can send any value.
+    """
+    if isinstance(max_epochs, float) and max_epochs.is_integer():
+        max_epochs = int(max_epochs)  # number_input sends whole numbers as floats
+    presets = tuple(presets) if isinstance(presets, (list, tuple)) else presets
+    settings = ClassSettings(student_training=training, allowed_presets=presets, max_epochs=max_epochs,
+                             class_model=current.class_model if class_model is None else class_model)
+    if settings.problem():
+        raise ValueError(f"These settings cannot be saved: {settings.problem()}")
+    return settings

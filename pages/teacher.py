@@ -1,12 +1,155 @@
-"""Teacher: the class's runs, what students may start, the class model and the class handwriting set."""
+"""Teacher: every run with who started it, what students may start, the class model and the class handwriting set.
+
+Listed in the menu for the teacher only; a student who opens /teacher gets a sentence. Logic lives in cnn/classroom.py.
+"""
 from __future__ import annotations
 
 import streamlit as st
 
-from pages.shared import is_teacher, require_app_navigation
+from cnn import classroom
+from cnn.checkpoint import default_runs_dir
+from cnn.classset import ClassSetError, default_class_dir, load_class_set, remove_sample, reset_class_set
+from cnn.config import PRESETS
+from cnn.runs import list_runs
+from cnn.views import progress_summary
+from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, owner_id,
+                          require_app_navigation)
+
+THUMBNAILS_SHOWN = 40  # per digit: the class set may hold thousands
+
+
+@st.fragment(run_every=2.0)
+def runs() -> None:
+    """Every run in memory: active ones with Pause/Resume/Stop, ended ones in a table; Clear the queue."""
+    manager = job_manager()
+    active, ended = classroom.run_rows(manager.jobs())
+    if not active and not ended:
+        st.info("No run has been started on this server yet.")
+    for job in active:
+        cols = st.columns([3, 2, 4, 1, 1])
+        cols[0].markdown(f"**{job['name']}** ({job['preset']})")
+        cols[1].markdown(job["started_by"])
+        cols[2].markdown(progress_summary(job)["text"])
+        for column, action in zip(cols[3:], job["actions"]):
+            if column.button(action, key=f"teacher-{action}-{job['id']}"):
+                act(manager, job["id"], action)
+    if any(job["status"] == "queued" for job in active) and st.button("Clear the queue"):
+        dropped = manager.clear_queue()
+        st.toast(f"Dropped {dropped} queued run{'s' if dropped != 1 else ''}.")
+        st.rerun(scope="fragment")
+    if ended:
+        st.dataframe(ended, hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+
+
+def act(manager, job_id: int, action: str) -> None:
+    """Pause, resume or stop any session's run as the teacher; a run that ended meanwhile is just left alone."""
+    command = {"Pause": manager.pause, "Resume": manager.resume, "Stop": manager.stop}[action]
+    try:
+        command(job_id, owner_id(), teacher=is_teacher())
+    except (KeyError, PermissionError):
+        st.warning("That run is no longer listed: it may have ended meanwhile.")
+    st.rerun(scope="fragment")
+
+
+def student_rules(settings: classroom.ClassSettings) -> None:
+    """What students may start: a radio, the presets, the most epochs; saved for every session."""
+    st.subheader("What students may start")
+    st.caption(classroom.class_rules_sentence(settings) or "Students may start anything within the server's limits.")
+    with st.form("rules"):
+        choices = list(classroom.TRAINING_CHOICES)
+        training = st.radio("Students may start", choices, index=choices.index(settings.student_training),
+                            format_func=classroom.TRAINING_LABELS.get)
+        cols = st.columns(2)
+        presets = cols[0].multiselect("Presets", list(PRESETS), default=list(settings.allowed_presets),
+                                      format_func=lambda name: classroom.PRESET_WORDS[name])
+        epochs = cols[1].number_input("Most epochs per run", 1, 50, min(settings.max_epochs, 50))
+        if st.form_submit_button("Save"):
+            save(lambda: classroom.settings_from_form(settings, training, presets, epochs))
+
+
+def class_model(settings: classroom.ClassSettings) -> None:
+    """The model every session uses until it picks its own on the Train page."""
+    st.subheader("The class model")
+    choices = classroom.class_model_choices(list_runs(default_runs_dir(), include_bundled=False))
+    current = settings.class_model if settings.class_model in choices else classroom.BUNDLED
+    with st.form("class-model"):
+        picked = st.selectbox("Every session that has not chosen its own model uses", choices,
+                              index=choices.index(current))
+        if st.form_submit_button("Make it the class model"):
+            loaded = loaded_checkpoint(picked) if picked in choices else "That run is not one of the finished runs."
+            if isinstance(loaded, str):
+                st.error(loaded)
+            else:
+                save(lambda: classroom.settings_from_form(settings, settings.student_training,
+                                                          settings.allowed_presets, settings.max_epochs, picked))
+
+
+def save(make_settings) -> None:
+    """Write the class settings made by make_settings(), or say why not."""
+    try:
+        classroom.write_class_settings(default_runs_dir(), make_settings())
+    except (ValueError, OSError) as exc:
+        st.error(str(exc) if isinstance(exc, ValueError) else "The settings could not be saved on the server's disk.")
+        return
+    st.toast("Saved: every session uses it from now on.")
+    st.rerun()
+
+
+def class_set() -> None:
+    """The class's handwriting: each drawing with a Delete button, per digit; a reset with a confirmation."""
+    st.subheader("The class handwriting set")
+    folder = default_class_dir()
+    samples = load_class_set(folder)
+    if not len(samples.labels):
+        st.info("The class set is empty: students add drawings on the Draw page.")
+        return
+    digit = st.radio("Digit", list(range(10)), horizontal=True, key="teacher-digit")
+    files = [(path, image) for path, image, label in zip(samples.files, samples.images, samples.labels)
+             if label == digit][::-1][:THUMBNAILS_SHOWN]  # newest first
+    st.caption(f"{len(samples.labels)} drawings in all; {sum(samples.labels == digit)} labelled {digit}"
+               + (f", the newest {THUMBNAILS_SHOWN} shown." if len(files) == THUMBNAILS_SHOWN else "."))
+    cols = st.columns(10)
+    for index, (path, image) in enumerate(files):
+        column = cols[index % 10]
+        column.image(image, width=56)
+        if column.button("Delete", key=f"delete-{path.name}"):
+            try:
+                remove_sample(folder, path.name)
+            except ClassSetError as exc:
+                st.warning(str(exc))
+            st.rerun()
+    confirm_reset(folder, len(samples.labels))
+
+
+def confirm_reset(folder, count: int) -> None:
+    if not st.session_state.get("confirm_reset"):
+        if st.button("Reset the class set"):
+            st.session_state.confirm_reset = True
+            st.rerun()
+        return
+    st.warning(f"Delete all {count} drawings of the class? This cannot be undone.")
+    cols = st.columns(2)
+    if cols[0].button("Yes, delete them all", type="primary"):
+        removed = reset_class_set(folder)
+        st.session_state.confirm_reset = False
+        st.toast(f"Deleted {removed} drawings.")
+        st.rerun()
+    if cols[1].button("Cancel"):
+        st.session_state.confirm_reset = False
+        st.rerun()
+
 
 require_app_navigation()
 st.title("Teacher")
 if not is_teacher():
-    st.info("This page is for the teacher. Ask your teacher if you need a run stopped or more training.")
+    st.info("This page is for the teacher. If you need a run stopped or more training, ask your teacher.")
     st.stop()
+st.caption("Runs of every session (a session is one browser tab: no names, no addresses), what students may start, "
+           "the class model and the class's handwriting.")
+st.subheader("Runs")
+runs()
+settings = class_settings()
+student_rules(settings)
+class_model(settings)
+class_set()

@@ -25,7 +25,12 @@ def app(tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.chdir(ROOT)
     st.cache_resource.clear()  # a fresh job manager that uses this test's runs folder
+    from streamlit import config
+    address = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")  # a laptop: its one user is the teacher (test_classroom.py
+    # sets CNN_TEACHER_TOKEN for a class server)
     yield AppTest.from_file(APP, default_timeout=120)
+    config.set_option("server.address", address)
     from pages.shared import job_manager
     try:
         job_manager().stop_all()
@@ -301,8 +306,8 @@ def test_feature_page_renders_for_a_test_image(app):
     app.switch_page("pages/features.py").run()
     assert not app.exception
     assert any("Input: test image #0 (label 7), read as 7." in c.value for c in app.caption)
-    app.radio(key="layer").set_value(3).run()
-    app.radio(key="stage").set_value("pool").run()
+    app.radio(key="kept.layer").set_value(3).run()
+    app.radio(key="kept.stage").set_value("pool").run()
     assert not app.exception
     assert any("sums are added" in m.value for m in app.markdown)
 
@@ -372,7 +377,7 @@ def _png_of_a_one() -> bytes:
 @pytest.mark.mnist
 def test_feature_page_renders_for_an_upload_and_rejects_a_non_image(app):
     app.switch_page("pages/features.py").run()
-    app.radio(key="image_source_radio").set_value("Upload").run()
+    app.radio(key="kept.image_source").set_value("Upload").run()
     app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
     assert not app.exception
     assert any(c.value.startswith("Input: upload one.png, read as 1") for c in app.caption)
@@ -402,3 +407,44 @@ def test_draw_page_saves_a_labelled_upload_to_the_class_set(app, tmp_path, monke
     assert len(list((tmp_path / "class" / "1").glob("*.png"))) == 1
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Active model on the class's drawings"] == "100%"
+
+
+def test_draw_page_offers_the_softmax_model_no_grad_cam_and_captions_what_it_shows(app, tmp_path):
+    from cnn.config import SOFTMAX
+
+    save_run(tmp_path / "runs", "baseline", config=SOFTMAX)
+    app.session_state["active_run"] = "baseline"
+    app.switch_page("pages/draw.py").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not app.exception
+    assert any(c.value.startswith("Read by your run baseline") for c in app.caption)
+    method = app.radio(key="kept.draw_method_upload")
+    assert method.options == ["Integrated Gradients", "Occlusion"] and method.value == "integrated_gradients"
+    read_as = re.search(r"It's an? (\d)|Not sure: (\d)", " ".join(m.value for m in app.markdown))
+    digit = int(read_as.group(1) or read_as.group(2))
+    captions = [image.proto.imgs[0].caption for image in app.get("image")]
+    assert f"Integrated Gradients for {'an' if digit == 8 else 'a'} {digit}: " in " ".join(captions), captions
+
+
+def test_draw_page_label_can_be_changed_taken_back_and_undone(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
+
+    def on_disk():
+        return sorted(int(p.parent.name) for p in (tmp_path / "class").glob("*/*.png"))
+
+    app.switch_page("pages/draw.py").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    app.pills[0].set_value(1).run()
+    app.pills[0].set_value(1).run()  # chosen again (a double click): still one sample
+    assert on_disk() == [1]
+    app.pills[0].set_value(7).run()  # the student meant 7: the 1 is replaced
+    assert on_disk() == [7] and not app.exception
+    assert "instead of a 1" in " ".join(t.value for t in app.toast)
+    app.pills[0].set_value(None).run()  # un-choosing the pill takes it back
+    assert on_disk() == []
+    app.pills[0].set_value(4).run()
+    undo = [b for b in app.button if b.label.startswith("Undo")]
+    assert [b.label for b in undo] == ["Undo: take back the 4 I saved last"]
+    undo[0].click().run()
+    assert on_disk() == [] and app.pills[0].value is None and not app.exception
+    assert not [b for b in app.button if b.label.startswith("Undo")]

@@ -1,0 +1,238 @@
+"""cnn.classroom and the teacher role: who is the teacher, what students may start, the class's settings on disk.
+
+Pure logic first; then the app's sessions through Streamlit's AppTest (the teacher link, the class model, the
+Teacher page), with a throwaway runs folder and the bundled model.
+"""
+import json
+import logging
+
+import pytest
+import streamlit as st
+from streamlit import config as st_config
+from streamlit.testing.v1 import AppTest
+
+from cnn.classroom import (CLASS_SETTINGS_FILE, ClassSettings, class_model_choices, is_class_server,
+                           read_class_settings, run_rows, settings_from_form, student_presets, student_refusal,
+                           teacher_link, token_matches, token_problem, write_class_settings)
+from cnn.config import ARTICLE, FAST, SOFTMAX
+from tests.conftest import ROOT
+
+TOKEN = "a-teacher-token-for-tests"
+
+
+# ---------------------------------------------------------------- the role
+
+@pytest.mark.parametrize("address, token, expected", [
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False), ("127.0.1.1", None, False),
+    (None, None, True), ("", None, True),  # Streamlit's default: every interface
+    ("0.0.0.0", None, True), ("192.168.1.20", None, True), ("::", None, True), ("classroom-pc", None, True),
+    ("127.0.0.1", TOKEN, True),  # a token makes any server a class server
+])
+def test_a_class_server_has_a_token_or_listens_beyond_loopback(address, token, expected):
+    assert is_class_server(address, token) is expected
+
+
+def test_only_the_exact_token_makes_a_teacher():
+    assert token_matches(TOKEN, TOKEN)
+    for offered in (TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "", None, ["a"], 42, "x" * 10_000):
+        assert not token_matches(offered, TOKEN)
+    assert not token_matches("", None) and not token_matches("anything", None)  # no token: nobody by link
+
+
+def test_a_short_or_odd_chosen_token_is_refused_with_a_sentence():
+    assert token_problem(TOKEN) == ""
+    assert "at least 12 characters" in token_problem("secret")
+    assert "without spaces" in token_problem("a token with spaces")
+
+
+def test_the_teacher_link_puts_the_token_in_the_query():
+    assert teacher_link("classroom-pc", 8501, "abc_DEF-123") == "http://classroom-pc:8501/?teacher=abc_DEF-123"
+    assert teacher_link("fe80::1", 8501, "t") == "http://[fe80::1]:8501/?teacher=t"
+    assert teacher_link("pc", 80, "a b&c") == "http://pc:80/?teacher=a%20b%26c"
+
+
+# ---------------------------------------------------------------- what students may start
+
+RULES = "students may start FAST or the softmax baseline, at most 2 epochs: ask your teacher for more."
+
+
+@pytest.mark.parametrize("config, refused", [
+    (ARTICLE, True),  # the old default Start: ARTICLE x 10
+    (ARTICLE.replace(epochs=1), True),  # ARTICLE is not allowed at all
+    (FAST.replace(epochs=3), True),
+    (FAST.replace(epochs=2), False),
+    (FAST, False),
+    (FAST.replace(epochs=2, seed=7, batch_size=32, learning_rate=0.001, p_keep_conv=0.5, p_keep_hidden=0.6), False),
+    (FAST.replace(optimizer="rmsprop_tf"), True),  # "fast" in name only
+    (FAST.replace(init="normal", schedule="constant"), True),
+    (FAST.replace(architecture="softmax"), True),
+    (SOFTMAX.replace(epochs=2), False),
+    (SOFTMAX, True),  # its own default is 5 epochs
+    (ARTICLE.replace(name="nonsense", epochs=1), True),
+])
+def test_student_refusal_under_the_default_class_settings(config, refused):
+    refusal = student_refusal(config, ClassSettings())
+    assert (refusal is not None) is refused
+    if refused:
+        assert refusal == "On this class server " + RULES
+
+
+def test_student_refusal_when_no_training_or_anything_is_allowed():
+    assert "only the teacher starts trainings" in student_refusal(FAST, ClassSettings(student_training="none"))
+    assert student_refusal(ARTICLE, ClassSettings(student_training="any")) is None
+    assert student_presets(ClassSettings(student_training="none")) == ()
+    assert student_presets(ClassSettings(student_training="any")) == ("article", "fast", "softmax")
+    assert student_presets(ClassSettings(allowed_presets=("softmax", "fast"))) == ("fast", "softmax")
+    one = ClassSettings(allowed_presets=("softmax",), max_epochs=1)
+    assert student_refusal(FAST.replace(epochs=1), one) == ("On this class server students may start the softmax "
+                                                             "baseline, at most 1 epoch: ask your teacher for more.")
+
+
+# ---------------------------------------------------------------- the settings on disk
+
+def test_class_settings_round_trip_and_defaults(tmp_path):
+    assert read_class_settings(tmp_path) == ClassSettings()  # no file yet
+    chosen = ClassSettings(student_training="any", allowed_presets=("softmax",), max_epochs=7, class_model="fast-1")
+    write_class_settings(tmp_path, chosen)
+    assert read_class_settings(tmp_path) == chosen
+    assert json.loads((tmp_path / CLASS_SETTINGS_FILE).read_text())["allowed_presets"] == ["softmax"]
+    with pytest.raises(ValueError):
+        write_class_settings(tmp_path, ClassSettings(max_epochs=0))
+    assert read_class_settings(tmp_path) == chosen  # a refused write left the file alone
+
+
+@pytest.mark.parametrize("content", [
+    b"{not json", b"\xff\xfe", b"[]", b'{"student_training": "everything"}', b'{"max_epochs": 2.5}',
+    b'{"max_epochs": true}', b'{"allowed_presets": []}', b'{"allowed_presets": ["article", "huge"]}',
+    b'{"class_model": "../../etc"}', b'{"extra": 1}', b'{"student_training": "any"' + b" " * 70_000 + b"}",
+])
+def test_a_corrupt_settings_file_gives_the_defaults_and_a_logged_sentence(tmp_path, caplog, content):
+    (tmp_path / CLASS_SETTINGS_FILE).write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="cnn.classroom"):
+        assert read_class_settings(tmp_path) == ClassSettings()
+    assert "cannot be used" in caplog.text and "the defaults are used" in caplog.text
+    assert str(tmp_path) not in caplog.text  # a sentence, without the server's path
+
+
+def test_the_teacher_form_is_checked_not_trusted():
+    current = ClassSettings(class_model="run-a")
+    assert settings_from_form(current, "limited", ["fast"], 3.0) == ClassSettings(
+        allowed_presets=("fast",), max_epochs=3, class_model="run-a")
+    for training, presets, epochs in (("all", ["fast"], 2), ("limited", ["fast", "x"], 2), ("limited", [], 2),
+                                      ("limited", ["fast"], 2.5), ("limited", ["fast"], -1), ("limited", "fast", 2)):
+        with pytest.raises(ValueError, match="cannot be saved"):
+            settings_from_form(current, training, presets, epochs)
+
+
+def test_run_rows_split_active_and_ended_with_the_teachers_buttons():
+    def job(id_, status, error=""):
+        return {"id": id_, "name": f"run-{id_}", "status": status, "started_by": f"session 000{id_}",
+                "test_accuracy": None, "error": error}
+
+    active, ended = run_rows([job(4, "queued"), job(3, "stopped", "Stopped by the teacher."), job(2, "paused"),
+                              job(1, "running")])
+    assert [(j["id"], j["actions"]) for j in active] == [(1, ("Pause", "Stop")), (2, ("Resume", "Stop")),
+                                                        (4, ("Stop",))]
+    assert ended == [{"run": "run-3", "started by": "session 0003", "status": "stopped", "accuracy": None,
+                      "note": "Stopped by the teacher."}]
+
+
+def test_class_model_choices_are_ended_runs_with_a_model(tmp_path):
+    from cnn.runs import RunInfo
+
+    def run(name, status, checkpoint=True, card=True):
+        return RunInfo(name, tmp_path / name, tmp_path / name / "model.pt" if checkpoint else None,
+                       {"status": status} if card else None)
+
+    runs = [run("done", "finished"), run("halted", "stopped"), run("busy", "running"), run("broken", "failed"),
+            run("no-model", "finished", checkpoint=False), run("no-card", "finished", card=False)]
+    assert class_model_choices(runs) == ["bundled", "done", "halted"]
+
+
+# ---------------------------------------------------------------- the app's sessions (AppTest)
+
+@pytest.fixture
+def class_server(tmp_path, monkeypatch):
+    """The app as a class server (CNN_TEACHER_TOKEN set) with its own runs folder."""
+    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
+    monkeypatch.setenv("CNN_TEACHER_TOKEN", TOKEN)
+    monkeypatch.chdir(ROOT)
+    address = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")  # loopback: the token alone makes it a class server
+    st.cache_resource.clear()
+    yield tmp_path / "runs"
+    from pages.shared import job_manager
+    job_manager().stop_all()
+    st.cache_resource.clear()
+    st_config.set_option("server.address", address)
+
+
+def session(query: dict | None = None) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for key, value in (query or {}).items():
+        app.query_params[key] = value
+    return app.run()
+
+
+def test_the_teacher_link_makes_a_teacher_and_leaves_the_address_bar(class_server):
+    teacher = session({"teacher": TOKEN})
+    assert not teacher.exception
+    assert "teacher" not in teacher.query_params  # the token is gone from the address
+    assert teacher.session_state["class_teacher"] is True
+    student = session()
+    assert "class_teacher" not in student.session_state
+    wrong = session({"teacher": TOKEN + "x"})
+    assert not wrong.exception and "teacher" not in wrong.query_params
+    assert "class_teacher" not in wrong.session_state
+    assert any("That teacher link is not right" in w.value for w in wrong.warning)
+    assert all(TOKEN not in w.value for w in wrong.warning)
+
+
+def test_a_student_opening_the_teacher_page_gets_a_sentence_only(class_server):
+    student = session()
+    student.switch_page("pages/teacher.py").run()
+    assert not student.exception
+    assert [i.value for i in student.info][0].startswith("This page is for the teacher.")
+    assert not student.button and not student.radio and not student.dataframe
+
+    teacher = session({"teacher": TOKEN})
+    teacher.switch_page("pages/teacher.py").run()
+    assert not teacher.exception
+    assert "Clear the queue" not in [b.label for b in teacher.button]  # nothing queued
+    assert teacher.radio[0].label == "Students may start"
+
+
+def test_the_teacher_page_saves_what_students_may_start(class_server):
+    teacher = session({"teacher": TOKEN})
+    teacher.switch_page("pages/teacher.py").run()
+    teacher.radio[0].set_value("none")
+    teacher.button(key="FormSubmitter:rules-Save").click().run()
+    assert not teacher.exception
+    assert read_class_settings(class_server).student_training == "none"
+    from pages.shared import job_manager
+    with pytest.raises(ValueError, match="only the teacher starts trainings"):  # what a student's Start then meets
+        job_manager().submit(FAST, "student-run", "student", teacher=False)
+
+
+def test_the_class_model_is_used_by_sessions_that_chose_none(class_server):
+    from tests.test_app_pages import save_run
+
+    save_run(class_server, "class-run", config=FAST)
+    probe = """
+import streamlit as st
+from pages.shared import active_model, active_model_source
+model, card, run = active_model()
+st.write(f"{run}|{active_model_source()}")
+"""
+    app = AppTest.from_string(probe, default_timeout=120).run()
+    assert app.markdown[0].value == "bundled|the bundled model"
+    write_class_settings(class_server, ClassSettings(class_model="class-run"))
+    app.run()
+    assert app.markdown[0].value == "class-run|the class model"
+    app.session_state["active_run"] = "bundled"  # this session's own choice wins
+    app.run()
+    assert app.markdown[0].value == "bundled|your choice"
+    write_class_settings(class_server, ClassSettings(class_model="gone-run"))  # a class model that does not load
+    fresh = AppTest.from_string(probe, default_timeout=120).run()
+    assert not fresh.exception and fresh.markdown[0].value == "bundled|the bundled model"
