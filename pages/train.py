@@ -13,7 +13,8 @@ from cnn.features import kernel_grid
 from cnn.jobs import run_steps
 from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
 from pages.shared import (active_run, browser_key, chart_spec, client_address, checkpoint_for, field, job_manager,
-                          load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation, set_active_run)
+                          is_teacher, load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation,
+                          set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
 
@@ -74,7 +75,7 @@ def start(config, name: str) -> None:
     """Queue the run, or say in the server's sentence why not; on success the name moves on to a fresh default."""
     try:
         st.session_state.watch = job_manager().submit(config, name, owner_id(), browser=browser_key(),
-                                                      address=client_address())
+                                                      address=client_address(), teacher=is_teacher())
     except ValueError as exc:
         st.error(str(exc))
         return
