@@ -43,7 +43,7 @@ def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRA
         return None
     per_epoch = math.ceil(train_set_size / config.batch_size)
     fits = max_steps // per_epoch
-    hint = (f"at batch {config.batch_size}, at most {fits} epoch{'s' if fits != 1 else ''} fit"
+    hint = (f"at batch {config.batch_size}, at most {fits} epoch{'s fit' if fits != 1 else ' fits'}"
             if fits >= 1 else f"at batch {config.batch_size}, not even one epoch fits")
     return (f"This run would take {steps:,} training steps, more than this server's limit of {max_steps:,} "
             f"steps per run: choose fewer epochs or a larger batch ({hint}).")

@@ -248,7 +248,7 @@ def test_a_run_over_the_step_cap_is_refused_with_how_to_fit(tmp_path):
         with pytest.raises(ValueError, match=r"96 training steps, more than this server's limit of 40") as refused:
             manager.submit(CONFIG, "too-long", owner="alice")  # 3 epochs x 32 steps
         assert "fewer epochs or a larger batch" in str(refused.value)
-        assert "at batch 16, at most 1 epoch fit" in str(refused.value)
+        assert "at batch 16, at most 1 epoch fits" in str(refused.value)
         with pytest.raises(ValueError, match="not even one epoch fits"):
             manager.submit(CONFIG.replace(batch_size=8, epochs=1), "tiny-batch", owner="alice")  # 64 steps
         fits = manager.submit(CONFIG.replace(batch_size=32, epochs=2), "fits", owner="alice")  # 16 x 2 = 32 steps
