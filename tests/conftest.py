@@ -116,8 +116,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_app(workdir: Path, port: int = 0):
+def start_app(workdir: Path, port: int = 0, env: dict | None = None):
     """`streamlit run app.py` on loopback with its runs and class folders under workdir, once it answers.
+
+    env: more variables for the app (e.g. CNN_TEACHER_TOKEN for a class server).
 
     Returns (process, url); the log is workdir/streamlit.log. Shared by the browser tests and scripts/loadtest.py.
     """
@@ -127,7 +129,7 @@ def start_app(workdir: Path, port: int = 0):
     import urllib.request
 
     port = port or free_port()
-    env = {**os.environ, "CNN_RUNS_DIR": str(workdir / "runs"), "CNN_CLASS_DIR": str(workdir / "class")}
+    env = {**os.environ, "CNN_RUNS_DIR": str(workdir / "runs"), "CNN_CLASS_DIR": str(workdir / "class"), **(env or {})}
     with open(workdir / "streamlit.log", "w") as log:  # the child keeps its own copy of the file
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),

@@ -1,0 +1,99 @@
+"""Browser test of a class server (CNN_TEACHER_TOKEN set) at the projector's 1024x768: a teacher and a student.
+
+Two browser contexts are two computers: the teacher opens the link with the token, the student the plain address.
+Every step waits for what it needs, never for a fixed time.
+"""
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import start_app, stop_app
+from tests.test_browser_app import go_to, wait_until_idle, watch_errors
+
+pytestmark = pytest.mark.browser
+
+TOKEN = "browser-test-teacher-token"
+PROJECTOR = {"width": 1024, "height": 768}
+RULES = re.compile(r"students may start FAST or the softmax baseline, at most 2 epochs")
+
+
+@pytest.fixture(scope="module")
+def class_url(tmp_path_factory):
+    """The app as a class server: a teacher token, one training thread (the run lasts while the teacher acts)."""
+    process, url = start_app(tmp_path_factory.mktemp("class-server"),
+                             env={"CNN_TEACHER_TOKEN": TOKEN, "CNN_TRAIN_THREADS": "1"})
+    yield url
+    stop_app(process)
+
+
+def open_as(page: Page, url: str) -> list[str]:
+    errors = watch_errors(page)
+    page.goto(url)
+    expect(page.get_by_role("heading", name="The CNN classroom")).to_be_visible(timeout=60_000)
+    return errors
+
+
+def choose_preset(page: Page, name: re.Pattern) -> bool:
+    """Pick a preset in the Train form; False when the form does not offer it (the list is closed again)."""
+    page.get_by_label("Preset").click()
+    options = page.get_by_role("option")
+    expect(options.first).to_be_visible(timeout=60_000)
+    option = options.filter(has_text=name)
+    if option.count() == 0:
+        page.keyboard.press("Escape")
+        return False
+    option.first.click()
+    return True
+
+
+def test_the_teacher_stops_a_students_run_and_the_student_cannot_start_article(browser, class_url):
+    teacher = browser.new_context(viewport=PROJECTOR).new_page()
+    student_context = browser.new_context(viewport=PROJECTOR)
+    student = student_context.new_page()
+    teacher_errors = open_as(teacher, f"{class_url}/?teacher={TOKEN}")
+    student_errors = open_as(student, class_url)
+
+    # The teacher link made a teacher, and the token left the address bar (a projector shows it).
+    expect(teacher.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_be_visible(timeout=60_000)
+    expect(teacher).not_to_have_url(re.compile("teacher="), timeout=60_000)
+    wait_until_idle(student)
+    expect(student.get_by_test_id("stSidebarNav").get_by_text("Train", exact=True)).to_be_visible()
+    expect(student.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_have_count(0)
+
+    # The student's ARTICLE x 10 (the old default Start) is refused with the class's rule, or not offered at all.
+    go_to(student, "Train")
+    wait_until_idle(student)
+    if choose_preset(student, re.compile("ARTICLE")):
+        student.get_by_label("Epochs").first.fill("10")
+        student.get_by_label("Run name").fill("student-article")
+        student.get_by_role("button", name="Start").click()
+    expect(student.get_by_text(RULES).first).to_be_visible(timeout=60_000)
+    go_to(teacher, "Teacher")
+    expect(teacher.get_by_text("No run has been started on this server yet.")).to_be_visible(timeout=60_000)
+
+    # An allowed run: FAST, 2 epochs.
+    assert choose_preset(student, re.compile("FAST"))
+    student.get_by_label("Epochs").first.fill("2")
+    student.get_by_label("Run name").fill("student-fast")
+    student.get_by_role("button", name="Start").click()
+
+    # The teacher sees it with the session that started it, and stops it.
+    expect(teacher.get_by_text("student-fast", exact=False).first).to_be_visible(timeout=60_000)
+    expect(teacher.get_by_text(re.compile(r"^session [0-9a-f]{4}$")).first).to_be_visible()
+    teacher.get_by_role("button", name="Stop").click()
+    expect(teacher.get_by_role("button", name="Stop")).to_have_count(0, timeout=60_000)
+
+    # The student's Train page shows it stopped, by the teacher.
+    expect(student.get_by_text("Stopped by the teacher.").first).to_be_visible(timeout=120_000)
+    assert TOKEN not in teacher.url
+
+    # A student who types the Teacher page's address gets a sentence, no controls.
+    sneaky = student_context.new_page()
+    sneaky_errors = watch_errors(sneaky)
+    sneaky.goto(f"{class_url}/teacher")
+    expect(sneaky.get_by_text("This page is for the teacher.")).to_be_visible(timeout=60_000)
+    wait_until_idle(sneaky)
+    expect(sneaky.get_by_role("button", name="Stop")).to_have_count(0)
+    expect(sneaky.get_by_role("button", name="Clear the queue")).to_have_count(0)
+    assert teacher_errors == [] and student_errors == [] and sneaky_errors == []
