@@ -1,20 +1,47 @@
 """Feature maps and filters: what every layer of the active model computes for one chosen image."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
 import streamlit as st
 import torch
 
-from cnn.features import (STAGES, activations, colour_bar, confusion_counts, confusion_matrix, convolution_at, enlarge,
-                          hidden_strip, kernel_grid, kernels, maps_grid)
-from cnn.runs import epoch_checkpoints, read_predictions
-from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, field, probability_chart,
+from cnn.features import (CONV_INPUT, STAGES, activations, confusion_cells, confusion_counts, confusion_matrix,
+                          convolution_at, convolution_sentence, convolution_table, enlarge, enlarged_map, hidden_strip, kernel_grid, kernels,
+                          map_colour_scale, maps_grid, marked_patch, most_active_map, picked_cell, products_table,
+                          shown_decimals, strongest_output, thumbnail_grid)
+from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
+from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept, probability_chart,
                           require_app_navigation, uploaded_digit)
 
 
 CHANNELS = {1: 32, 2: 64, 3: 128}
+SOURCES = ["Test set", "Sent from Draw", "Upload"]
+MAX_THUMBNAILS = 20  # images of one confusion cell shown at once
+CONFUSION_CHART = "confusion"  # the chart's key: its selection (the clicked cell) is read in _open_cell
+
+
+def kept_default(name: str, default) -> str:
+    """The kept key of a widget, given its default the first time (never through value=/index=, see kept())."""
+    st.session_state.setdefault(kept(name), default)
+    return kept(name)
+
+
+def kept_following(name: str, context, default) -> str:
+    """The kept key of a widget that starts at default again whenever context changes (another image, layer, ...);
+    within one context the user's own choice stays, across page switches too."""
+    key, marker = kept(name), f"default_for.{name}"
+    if key not in st.session_state or st.session_state.get(marker) != context:
+        st.session_state[key] = default
+        st.session_state[marker] = context
+    return key
+
+
+def clamped(value, low: int, high: int) -> int:
+    """A widget's number forced into [low, high]: a browser can send any value."""
+    return min(max(int(value), low), high)
 
 
 @st.cache_resource(max_entries=8)
@@ -32,31 +59,39 @@ def test_predictions(folder, epoch: int | None, version: str, model, data) -> np
     Reading the kept ones makes the time-travel slider cheap (computing took 3-4.6 s per move on a
     10-epoch run, and the cache above holds only 8 checkpoints).
     """
-    kept = kept_predictions(folder, epoch, len(data.test_labels))
-    return kept if kept is not None else computed_predictions(version, model, data)
+    kept_ones = kept_predictions(folder, epoch, len(data.test_labels))
+    return kept_ones if kept_ones is not None else computed_predictions(version, model, data)
 
 
 def kept_predictions(folder, epoch: int | None, count: int) -> np.ndarray | None:
     """The predictions training wrote beside a checkpoint, if any and if they fit a test set of count digits."""
-    kept = read_predictions(folder, epoch)  # None for none or an invalid file: then they are computed
-    return kept if kept is not None and kept.shape == (count,) else None
+    predictions = read_predictions(folder, epoch)  # None for none or an invalid file: then they are computed
+    return predictions if predictions is not None and predictions.shape == (count,) else None
 
 
-def confusion_spec(matrix: np.ndarray, height: int = 320) -> dict:
-    """A (10, 10) [true, predicted] count matrix as a Vega-Lite heat map with the counts written in each cell."""
-    cells = [{"true": str(t), "predicted": str(p), "count": int(matrix[t, p])} for t in range(10) for p in range(10)]
-    return {"data": {"values": cells}, "height": height,
-            "encoding": {"x": field("predicted", "nominal"), "y": field("true", "nominal")},
-            "layer": [{"mark": "rect", "encoding": {"color": field("count", "quantitative", scale={"type": "symlog"})}},
-                      {"mark": "text", "encoding": {"text": field("count", "quantitative")}}]}
+def confusion_spec(matrix: np.ndarray, height: int = 340) -> dict:
+    """A (10, 10) [true, predicted] count matrix as a Vega-Lite heat map, its count written in each cell in the
+    ink that reads on that cell's colour, and a point selection "cell" (a click picks one cell)."""
+    selected = {"param": "cell", "empty": False}
+    return {"data": {"values": confusion_cells(matrix)}, "height": height,
+            "encoding": {"x": field("predicted", "nominal", title="read as", axis={"labelAngle": 0}),
+                         "y": field("true", "nominal", title="true digit")},
+            "layer": [{"mark": {"type": "rect", "cursor": "pointer", "stroke": "#ff7f0e"},
+                       "params": [{"name": "cell", "select": {"type": "point", "fields": ["true", "predicted"]}}],
+                       "encoding": {"color": field("fill", "nominal", scale=None),
+                                    "strokeWidth": {"condition": {**selected, "value": 3}, "value": 0},
+                                    "tooltip": [field("true", "nominal", title="true digit"),
+                                                field("predicted", "nominal", title="read as"),
+                                                field("count", "quantitative", title="images")]}},
+                      {"mark": {"type": "text", "cursor": "pointer", "fontSize": 12},
+                       "encoding": {"text": field("count", "quantitative"), "color": field("ink", "nominal", scale=None)}}]}
 
 
-def choose_image(model, kept: tuple, version: str) -> tuple[np.ndarray, str] | None:
+def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] | None:
     data = data_holder().load()
-    sources = ["Test set", "Sent from Draw", "Upload"]
     if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
-        st.session_state.image_source_radio = "Sent from Draw"
-    source = st.radio("Image", sources, horizontal=True, key="image_source_radio")
+        st.session_state[kept("image_source")] = "Sent from Draw"
+    source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]))
     if source == "Sent from Draw":
         chosen = st.session_state.get("chosen_image")
         if chosen is None:
@@ -72,82 +107,113 @@ def choose_image(model, kept: tuple, version: str) -> tuple[np.ndarray, str] | N
     if data is None:
         st.warning("MNIST is not available, so the test set cannot be shown; draw or upload a digit instead.")
         return None
-    how = st.radio("Pick", ["by index", "by digit", "misclassified"], horizontal=True, key="pick")
+    how = st.radio("Pick", ["by index", "by digit", "misclassified"], horizontal=True, key=kept_default("pick", "by index"))
     labels = data.test_labels.numpy()
     if how == "by digit":
-        digit = st.selectbox("Digit", range(10), key="digit")
+        digit = st.selectbox("Digit", range(10), key=kept_default("digit", 0))
         candidates = np.nonzero(labels == digit)[0]
     elif how == "misclassified":
-        predicted = test_predictions(*kept, version, model, data)
+        predicted = test_predictions(*kept_at, version, model, data)
         candidates = np.nonzero(predicted != labels)[0]
     else:
         candidates = np.arange(len(labels))
     if len(candidates) == 0:
         st.info("None: this model reads every test image right.")
         return None
-    st.session_state.test_pick = min(int(st.session_state.get("test_pick", 0)), len(candidates) - 1)
+    pick_key = kept("test_pick")
+    st.session_state[pick_key] = clamped(st.session_state.get(pick_key, 0), 0, len(candidates) - 1)
     st.button("Random", key="random", on_click=lambda: st.session_state.update(
-        test_pick=int(np.random.default_rng().integers(len(candidates)))))
-    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key="test_pick")
-    index = int(candidates[pick])
+        {pick_key: int(np.random.default_rng().integers(len(candidates)))}))
+    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key)
+    index = int(candidates[clamped(pick, 0, len(candidates) - 1)])
     st.session_state.test_index = index
     return data.test_images[index].numpy(), f"test image #{index} (label {labels[index]})"
 
 
-def show_maps(model, acts: dict) -> int:
+def show_maps(acts: dict, image_id: str) -> tuple[int, int]:
+    """The maps of the chosen layer and stage, numbered, one enlarged beside its values; -> (layer, map shown)."""
     cols = st.columns(3)
-    layer = cols[0].radio("Layer", [1, 2, 3], horizontal=True, format_func=lambda i: f"conv{i} ({CHANNELS[i]} maps)", key="layer")
-    stage = cols[1].radio("Stage", list(STAGES), horizontal=True, format_func=STAGES.get, key="stage")
-    per = cols[2].radio("Colours", ["map", "layer"], horizontal=True, format_func=lambda p: f"per {p}", key="per")
-    maps = acts[f"{stage}{layer}"]
-    grid, low, high = maps_grid(maps, per=per)
-    st.image(grid, caption=f"conv{layer}, {STAGES[stage]}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}", width="stretch")
-    st.image(colour_bar(low, high), caption=f"colour scale: {low:.3f} (dark) to {high:.3f} (bright)"
-             + (" - each map is stretched to its own range" if per == "map" else ""), width=256)
-    index = st.number_input("Enlarge map number", 0, maps.shape[0] - 1, 0, key="map_index")
+    layer = cols[0].radio("Layer", [1, 2, 3], horizontal=True, format_func=lambda i: f"conv{i} ({CHANNELS[i]} maps)",
+                          key=kept_default("layer", 1))
+    stage = cols[1].radio("Stage", list(STAGES), horizontal=True, format_func=STAGES.get, key=kept_default("stage", "conv"))
+    per = cols[2].radio("Colours", ["map", "layer"], horizontal=True, format_func=lambda p: f"per {p}",
+                        key=kept_default("per", "map"))
+    maps, signed = acts[f"{stage}{layer}"], stage == "conv"  # before ReLU a map has both signs: centred on 0
+    grid, low, high = maps_grid(maps, per=per, signed=signed, numbered=True)
+    st.image(grid, caption=f"conv{layer}, {STAGES[stage]}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}, "
+             f"numbered 0 to {maps.shape[0] - 1}", width="stretch")
+    bar, scale = map_colour_scale(low, high, signed, per)
+    st.image(bar, width=256)
+    st.caption(scale)
+    # Opens on the map that lets most through ReLU for this image (map 0 of conv3 is often blank); a stage
+    # change keeps the map, so its way through ReLU and pooling can be followed.
+    key = kept_following("map_index", (image_id, layer), most_active_map(acts[f"relu{layer}"]))
+    index = clamped(st.number_input("Enlarge map number", 0, maps.shape[0] - 1, key=key,
+                                    help="It opens on the map most active for this image."), 0, maps.shape[0] - 1)
     chosen = maps[index]
-    left, right = st.columns([1, 2])
-    left.image(enlarge(maps_grid(chosen[None], per="map", columns=1)[0][2:-2, 2:-2], 280), width=280,
-               caption=f"map {index}: min {chosen.min():.3f}, max {chosen.max():.3f}")
+    left, right = st.columns(2)  # the image stretches to its column (~280 px at 1024): the table never covers it
+    left.image(enlarged_map(chosen, signed), width="stretch",
+               caption=f"map {index}: min {chosen.min():.2f}, max {chosen.max():.2f}")
     right.dataframe(np.round(chosen, 2), height=300)
-    return layer
+    return layer, index
 
 
-def show_filters(model, layer: int) -> None:
+def show_filters(model, layer: int, run_folder) -> None:
     st.subheader(f"The filters of conv{layer}")
     channel = 0
     if layer > 1:
-        channel = st.slider("Input channel (each filter has one 3x3 kernel per input map)", 0, CHANNELS[layer - 1] - 1, 0, key="in_channel")
+        channel = st.slider("Input channel (each filter has one 3x3 kernel per input map)", 0, CHANNELS[layer - 1] - 1,
+                            key=kept_default(f"in_channel{layer}", 0))
+        channel = clamped(channel, 0, CHANNELS[layer - 1] - 1)
     weights = kernels(model, layer, channel)
     grid, limit = kernel_grid(weights)
-    st.image(grid, width="stretch", caption=f"{weights.shape[0]} kernels reading input channel {channel}; blue negative, white 0, red positive (±{limit:.3f})")
+    st.image(grid, width="stretch", caption=f"{weights.shape[0]} kernels reading input channel {channel}; "
+             f"blue negative, white 0, red positive (±{limit:.3f})")
     if layer == 1:
-        st.dataframe({f"filter {k}": [" ".join(f"{v:+.2f}" for v in row) for row in weights[k]] for k in range(32)}, hide_index=True)
+        st.dataframe({f"filter {k}": [" ".join(f"{v:+.2f}" for v in row) for row in weights[k]] for k in range(32)},
+                     hide_index=True)
+        filter_replay(run_folder)
 
 
-def show_convolution(model, acts: dict, layer: int) -> None:
+def filter_replay(run_folder) -> None:
+    """conv1's filters at each snapshot training kept (step 0 is the random start), on a slider over steps."""
+    snapshots = read_filter_snapshots(run_folder)
+    if snapshots is None or len(snapshots[0]) == 0:
+        return
+    steps, filters = snapshots
+    at_step = {int(step): index for index, step in enumerate(steps)}  # step -> snapshot (the last, if repeated)
+    key = kept("replay_step")
+    if st.session_state.get(key) not in at_step:  # first time, or another run with other steps
+        st.session_state[key] = int(steps[-1])
+    step = st.select_slider("How conv1's filters changed while training: the filters at step", list(at_step), key=key,
+                            format_func=lambda s: f"{s:,}")
+    left, _ = st.columns([1, 1])  # a fixed width could make a phone's page wider than its screen
+    left.image(kernel_grid(filters[at_step[step]], columns=8, cell=36, limit=float(np.abs(filters).max()))[0],
+               width="stretch", caption=f"step {step:,}" + (": the random start, before any training" if step == 0 else ""))
+
+
+def show_convolution(model, acts: dict, layer: int, image_id: str, map_index: int) -> None:
     st.subheader("One convolution, by hand")
-    size = acts[f"conv{layer}"].shape[-1]
+    conv = acts[f"conv{layer}"]
+    size = conv.shape[-1]
     cols = st.columns(3)
-    channel = cols[0].number_input("Map", 0, CHANNELS[layer] - 1, 0, key="conv_map")
-    row = cols[1].number_input("Row", 0, size - 1, size // 2, key="conv_row")
-    col = cols[2].number_input("Column", 0, size - 1, size // 2, key="conv_col")
-    result = convolution_at(model, acts, layer, int(channel), int(row), int(col))
-    best = int(np.argmax(np.abs(result["per_channel"])))
-    shown = 0 if layer == 1 else best
-    cols = st.columns(3)
-    cols[0].markdown(f"**3x3 patch of {result['input']}**" + (f" (channel {shown})" if layer > 1 else ""))
-    cols[0].dataframe(np.round(result["patch"][shown], 3))
-    cols[1].markdown("**kernel**")
-    cols[1].dataframe(np.round(result["kernel"][shown], 3))
-    cols[2].markdown("**products**")
-    cols[2].dataframe(np.round(result["products"][shown], 4))
-    if layer == 1:
-        st.markdown(f"Sum of the nine products = **{result['total']:.4f}**; conv1 map {channel} at ({row}, {col}) before ReLU = **{result['value']:.4f}**.")
-    else:
-        st.markdown(f"conv{layer} reads {len(result['per_channel'])} input maps, so the nine products are summed in each of them "
-                    f"(shown: channel {shown}, the largest contribution, {result['per_channel'][shown]:+.4f}) and the "
-                    f"{len(result['per_channel'])} sums are added: **{result['total']:.4f}** = the map's value before ReLU, **{result['value']:.4f}**.")
+    channel = clamped(cols[0].number_input("Map", 0, CHANNELS[layer] - 1, key=kept_following(
+        "conv_map", (image_id, layer), map_index)), 0, CHANNELS[layer] - 1)
+    start = strongest_output(conv[channel])  # on the digit, where this filter answers most
+    row = clamped(cols[1].number_input("Row", 0, size - 1, key=kept_following(
+        "conv_row", (image_id, layer, channel), start[0])), 0, size - 1)
+    col = clamped(cols[2].number_input("Column", 0, size - 1, key=kept_following(
+        "conv_col", (image_id, layer, channel), start[1])), 0, size - 1)
+    result = convolution_at(model, acts, layer, channel, row, col)
+    shown = 0 if layer == 1 else int(np.argmax(np.abs(result["per_channel"])))
+    decimals = shown_decimals(result["kernel"][shown])
+    table = convolution_table(result, shown, decimals)
+    source = f"{result['input']}" + (f", channel {shown}" if layer > 1 else "")
+    picture, products = st.columns([2, 3])
+    picture.image(marked_patch(acts[CONV_INPUT[layer]][shown], row, col), width="content",
+                  caption=f"the 3x3 patch (red box) around row {row}, column {col} of {source}")
+    products.markdown(products_table(table, (row, col)))
+    st.markdown(convolution_sentence(result, table, layer, channel, (row, col), shown))
 
 
 def show_output(acts: dict) -> None:
@@ -156,29 +222,76 @@ def show_output(acts: dict) -> None:
     right.vega_lite_chart(spec=probability_chart(acts["probabilities"], height=250), width="stretch")
 
 
-def show_confusion(model, kept: tuple, version: str) -> None:
+def show_confusion(model, kept_at: tuple, version: str) -> None:
     data = data_holder().load()
     if data is None:
         return
     st.subheader("Where the model goes wrong: confusion matrix on the 10,000 test images")
-    predicted = test_predictions(*kept, version, model, data)
-    matrix = confusion_counts(data.test_labels.numpy(), predicted)
-    st.vega_lite_chart(spec=confusion_spec(matrix), width="stretch")
-    st.caption(f"{int(np.trace(matrix)):,} of {int(matrix.sum()):,} right ({np.trace(matrix) / matrix.sum():.2%}).")
-    cols = st.columns(2)
-    true = cols[0].selectbox("True digit", range(10), key="cm_true")
-    guess = cols[1].selectbox("Read as", range(10), index=(true + 1) % 10, key="cm_pred")
-    found = np.nonzero((data.test_labels.numpy() == true) & (predicted == guess))[0]
-    st.caption(f"{len(found)} test images")
-    thumbs = st.columns(10)
-    for i, index in enumerate(found[:20]):
-        thumbs[i % 10].image(data.test_images[index].numpy(), width=56, caption=f"#{index}")
-        thumbs[i % 10].button("show", key=f"cm-{index}", on_click=_show_test_image, args=(int(index),))
+    predicted = test_predictions(*kept_at, version, model, data)
+    labels = data.test_labels.numpy()
+    matrix = confusion_counts(labels, predicted)
+    errors = np.where(np.eye(10, dtype=bool), -1, matrix)
+    worst = np.unravel_index(int(np.argmax(errors)), errors.shape)  # opens on the model's most frequent mistake
+    chart, cell = st.columns([3, 2])
+    chart.vega_lite_chart(spec=confusion_spec(matrix), width="stretch", key=CONFUSION_CHART, on_select=_open_cell,
+                          selection_mode="cell")
+    chart.caption(f"{int(np.trace(matrix)):,} of {int(matrix.sum()):,} right ({np.trace(matrix) / matrix.sum():.2%}). "
+                  "Click a cell to see its images.")
+    with cell:
+        show_cell(data, labels, predicted, worst)
+
+
+def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> None:
+    """One confusion cell's images beside the matrix: the chosen one enlarged on top, then the thumbnails and a
+    pill per image to look inside it. All of it next to where the user clicked: nothing changes out of view."""
+    pick = st.columns(2)
+    true = pick[0].selectbox("True digit", range(10), key=kept_default("cm_true", int(worst[0])))
+    guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])))
+    found = np.nonzero((labels == true) & (predicted == guess))[0]
+    st.markdown(f"**true {true}, read as {guess}: {len(found):,} image{'s' if len(found) != 1 else ''}**")
+    if len(found) == 0:
+        return
+    shown = [int(index) for index in found[:MAX_THUMBNAILS]]
+    chosen = st.session_state.get("test_index")
+    chosen = chosen if st.session_state.get(kept("image_source")) == "Test set" and chosen in shown else None
+    with st.container(key="cm_chosen"):
+        if chosen is not None:
+            st.image(enlarge(data.test_images[chosen].numpy(), 112), width=112,
+                     caption=f"#{chosen}: the page's image now; its maps are at the top of the page")
+        else:
+            st.caption("Pick an image below to look inside it.")
+    st.image(thumbnail_grid(data.test_images[shown].numpy(), [f"#{index}" for index in shown]), width="content",
+             caption=f"the first {len(shown)} of {len(found):,}" if len(found) > len(shown) else None)
+    key = f"cm_pick_{true}_{guess}"
+    st.session_state[key] = chosen  # the pill of the page's image is the one lit
+    st.pills("Look inside", shown, format_func=lambda index: f"#{index}", key=key, on_change=_pick_thumbnail, args=(key,),
+             wrap=True)
+    if st.session_state.pop("scroll_to_chosen", False):  # after a click: the chosen image in view, on any screen
+        st.html("<script>document.querySelector('.st-key-cm_chosen')?.scrollIntoView({block: 'nearest'});</script>",
+                unsafe_allow_javascript=True)
+
+
+def _pick_thumbnail(key: str) -> None:
+    """A pill under the thumbnails was pressed: that image becomes the page's image."""
+    index = st.session_state.get(key)
+    if isinstance(index, int):
+        _show_test_image(index)
+
+
+def _open_cell() -> None:
+    """The confusion chart's callback (before the widgets are drawn): a clicked cell becomes the shown cell and its
+    first image the page's image."""
+    cell = picked_cell(st.session_state[CONFUSION_CHART].selection.get("cell"))
+    if cell is None:
+        return
+    st.session_state[kept("cm_true")], st.session_state[kept("cm_pred")] = cell
+    st.session_state.open_first_of_cell = True
 
 
 def _show_test_image(index: int) -> None:
     """Make test image #index the page's image (a callback: runs before the widgets are drawn)."""
-    st.session_state.update(image_source_radio="Test set", pick="by index", test_pick=index, image_source="test")
+    st.session_state.update({kept("image_source"): "Test set", kept("pick"): "by index", kept("test_pick"): index,
+                             "image_source": "test", "scroll_to_chosen": True})
 
 
 def travel_in_time(model, final) -> tuple:
@@ -186,8 +299,11 @@ def travel_in_time(model, final) -> tuple:
     epochs = epoch_checkpoints(final.parent)
     if not epochs:
         return model, str(final), None
-    epoch = st.select_slider("Training time travel: the model as it was after epoch", list(epochs) + ["final"],
-                             value="final")
+    options = list(epochs) + ["final"]
+    key = kept("epoch")
+    if st.session_state.get(key) not in options:  # first time, or another run with other epochs
+        st.session_state[key] = "final"
+    epoch = st.select_slider("Training time travel: the model as it was after epoch", options, key=key)
     if epoch == "final":
         return model, str(final), None
     try:
@@ -196,6 +312,20 @@ def travel_in_time(model, final) -> tuple:
         st.warning(f"The checkpoint of epoch {epoch} cannot be read; showing the final model.")
         return model, str(final), None
     return past, str(epochs[epoch]), epoch
+
+
+def open_first_of_cell(model, kept_at: tuple, version: str) -> None:
+    """After a click on a confusion cell: its first image becomes the page's image (before the image is chosen)."""
+    if not st.session_state.pop("open_first_of_cell", False):
+        return
+    data = data_holder().load()
+    if data is None:
+        return
+    predicted = test_predictions(*kept_at, version, model, data)
+    true, guess = st.session_state[kept("cm_true")], st.session_state[kept("cm_pred")]
+    found = np.nonzero((data.test_labels.numpy() == true) & (predicted == guess))[0]
+    if len(found):
+        _show_test_image(int(found[0]))
 
 
 def page() -> None:
@@ -207,19 +337,21 @@ def page() -> None:
     final = checkpoint_for(run)
     model, checkpoint, epoch = travel_in_time(model, final)
     version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # computed predictions are cached per file version
-    kept = (final.parent, epoch)  # where training kept this checkpoint's test predictions
-    chosen = choose_image(model, kept, version)
+    kept_at = (final.parent, epoch)  # where training kept this checkpoint's test predictions
+    open_first_of_cell(model, kept_at, version)
+    chosen = choose_image(model, kept_at, version)
     if chosen is None:
         return
     image, label = chosen
+    image_id = hashlib.sha1(image.tobytes()).hexdigest()  # the maps' defaults follow the image
     acts = activations(model, torch.from_numpy(image.astype(np.float32) / 255.0)[None, None])
     st.image(enlarge(image, 140), width=140)
     st.caption(f"Input: {label}, read as {int(np.argmax(acts['probabilities']))}.")
-    layer = show_maps(model, acts)
-    show_filters(model, layer)
-    show_convolution(model, acts, layer)
+    layer, map_index = show_maps(acts, image_id)
+    show_filters(model, layer, final.parent)
+    show_convolution(model, acts, layer, image_id, map_index)
     show_output(acts)
-    show_confusion(model, kept, version)
+    show_confusion(model, kept_at, version)
 
 
 require_app_navigation()

@@ -1,5 +1,7 @@
 """cnn.features against independent references: torch.nn.functional applied by hand, matplotlib's colour map,
 conv2 fed a one-hot input; the confusion matrix on REAL MNIST counted from the model's own argmax."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,9 @@ import torch.nn.functional as F
 from matplotlib import colormaps
 
 import cnn
-from cnn.features import activations, colour_bar, confusion_matrix, convolution_at, kernel_grid, kernels, maps_grid
+from cnn.features import (LABEL_HEIGHT, activations, colour_bar, confusion_cells, confusion_matrix, convolution_at,
+                          convolution_sentence, convolution_table, kernel_grid, kernels, maps_grid, marked_patch,
+                          most_active_map, picked_cell, products_table, shown_decimals, signed_rgb, strongest_output)
 from cnn.model import ConvNet
 
 GAP = 2  # make_grid's padding between tiles, in pixels
@@ -162,3 +166,148 @@ def test_confusion_matrix_on_the_real_test_set(real_mnist):
     assert np.array_equal(matrix, expected)
     assert matrix.sum() == 10_000
     assert np.trace(matrix) / 10_000 == pytest.approx(card["accuracy"], abs=1e-4)
+
+
+# ---------------------------------------------------------------- issue 11: readable maps, a convolution that adds up
+
+def test_most_active_map_is_the_one_that_lets_most_through_relu():
+    maps = np.zeros((4, 5, 5), dtype=np.float32)  # map 0 blank, as conv3's map 0 often is
+    maps[1] = -3.0  # the largest |value|, but ReLU lets none of it through
+    maps[2, 1:4, 1:4] = 1.0  # mean 9/25
+    maps[3, 0, 0] = 5.0  # the largest value, but one pixel: mean 5/25
+    assert most_active_map(maps) == 2
+
+
+def test_signed_scale_is_dark_at_zero_with_opposite_hues_for_the_signs():
+    limit = 2.0
+    values = np.array([-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0], dtype=np.float32)
+    rgb = signed_rgb(values, limit).astype(int)
+    neg_far, neg_full, neg_half, zero, pos_half, pos_full, pos_far = rgb
+    assert zero.max() < 40, "0 (the blank background) must be the dark neutral, not the brightest colour"
+    assert neg_full[2] > neg_full[0] + 100 and pos_full[0] > pos_full[2] + 100  # blue below 0, orange above
+    assert (neg_far == neg_full).all() and (pos_far == pos_full).all()  # clipped at the limit
+    for half, full in ((neg_half, neg_full), (pos_half, pos_full)):  # linear from the neutral colour
+        assert np.abs(half - (zero + full) / 2).max() <= 1
+        assert half.sum() > zero.sum() and full.sum() > half.sum()  # brighter the stronger the answer
+
+
+def test_maps_before_relu_are_centred_on_zero_and_numbered():
+    maps = np.zeros((3, 4, 4), dtype=np.float32)
+    maps[0, 0, 0], maps[0, 3, 3] = 0.5, -1.0  # map 0's largest |value| is 1.0
+    maps[2, 1, 1] = 8.0
+    grid, low, high = maps_grid(maps, per="map", signed=True, numbered=True, columns=3)
+    assert (low, high) == (-8.0, 8.0)
+    side = 56  # 4 px maps, enlarged 14 times
+    def tile_at(index):
+        left = GAP + index * (side + GAP)
+        return grid[GAP:GAP + side, left:left + side]
+    zero = signed_rgb(np.zeros(1), 1.0)[0]
+    assert (tile_at(1) == zero).all()  # an all-zero map is the neutral colour, not stretched to full brightness
+    assert (tile_at(0)[-1, -1] == signed_rgb(np.array([-1.0]), 1.0)[0]).all()  # -1 is map 0's full blue
+    assert (tile_at(0)[0, 0] == signed_rgb(np.array([0.5]), 1.0)[0]).all()  # 0.5 half-way to orange
+    assert (tile_at(0)[5, 20] == zero).all()
+    strips = [grid[GAP + side:GAP + side + LABEL_HEIGHT, GAP + k * (side + GAP):GAP + k * (side + GAP) + side]
+              for k in range(3)]
+    for strip in strips:
+        assert (strip.min(axis=-1) < 100).sum() > 10, "each tile has its number written under it"
+    assert not np.array_equal(strips[0], strips[1]) and not np.array_equal(strips[1], strips[2])
+
+
+def numbers_in(markdown: str) -> list[float]:
+    return [float(n) for n in re.findall(r"-?\d+\.\d+", markdown)]
+
+
+@pytest.mark.parametrize("layer", [1, 2, 3])
+def test_convolution_by_hand_adds_up_at_the_shown_precision(model_and_acts, layer):
+    """What a student reads: nine rows input x weight = product and their sum, all at one precision; the
+    products written there add up to the sum written there, and the sum is the true one up to rounding."""
+    model, _, acts = model_and_acts
+    size = acts[f"conv{layer}"].shape[-1]
+    for channel, row, col in ((3, size // 2, size // 2), (11, 0, size - 1)):
+        result = convolution_at(model, acts, layer, channel, row, col)
+        shown = int(np.argmax(np.abs(result["per_channel"])))
+        decimals = shown_decimals(result["kernel"][shown])
+        table = convolution_table(result, shown, decimals)
+        text = products_table(table, (row, col))
+        rows = [line for line in text.splitlines()[2:-1]]
+        assert len(rows) == 9
+        written = [re.findall(r"-?\d+\.(\d+)", line) for line in rows]
+        assert all(len(d) == decimals for line in written for d in line[-3:]), "one precision in every column"
+        triples = [numbers_in(line)[-3:] for line in rows]
+        product_sum = sum(p for _, _, p in triples)
+        written_sum = numbers_in(text.splitlines()[-1])[-1]
+        assert round(product_sum, decimals) == pytest.approx(written_sum, abs=1e-9)
+        exact = float(result["per_channel"][shown])
+        assert abs(written_sum - exact) <= 9 * 0.5 * 10 ** -decimals + 1e-9
+        for (pixel, weight, product), i in zip(triples, range(9)):  # each product is the exact product, rounded
+            exact_product = result["patch"][shown].flat[i] * result["kernel"][shown].flat[i]
+            assert product == pytest.approx(round(float(exact_product), decimals) + 0.0, abs=1e-9)
+        sentence = convolution_sentence(result, table, layer, channel, (row, col), shown)
+        assert f"add up to **{written_sum:.{decimals}f}**" in sentence
+
+
+def test_shown_decimals_give_a_typical_weight_two_significant_digits():
+    assert shown_decimals(np.full((3, 3), 0.35)) == 2
+    assert shown_decimals(np.full((3, 3), 0.035)) == 3
+    assert shown_decimals(np.full((3, 3), 0.0004)) == 4  # at most 4
+    assert shown_decimals(np.full((3, 3), 3.5)) == 2  # at least 2
+
+
+def test_marked_patch_draws_a_box_around_the_3x3_patch():
+    source = np.zeros((7, 7), dtype=np.float32)
+    source[3, 3] = 1.0
+    red = (255, 40, 40)
+    image = marked_patch(source, 2, 4, size=70)  # 10 px per value: the patch is rows 1-3, columns 3-5
+    assert image.shape == (70, 70, 3)
+    assert (image[10, 30:60] == red).all() and (image[39, 30:60] == red).all()  # top and bottom edges
+    assert (image[10:40, 30] == red).all() and (image[10:40, 59] == red).all()  # left and right edges
+    assert (image[35, 35] == 255).all()  # inside: the input's white pixel at (3, 3), not covered
+    assert (image[9, 30:60] != red).any(axis=-1).all() and (image[10:40, 60] != red).any(axis=-1).all()
+    corner = marked_patch(source, 0, 0, size=70)  # at the border the box is cut where 'SAME' pads zeros
+    assert (corner[0, 0:20] == red).all() and (corner[19, 0:20] == red).all()
+
+
+def wcag_luminance(hex_colour: str) -> float:
+    """The WCAG 2 relative luminance of #rrggbb, written out here as the standard gives it."""
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_confusion_cells_write_every_count_readably():
+    matrix = np.zeros((10, 10), dtype=np.int64)
+    np.fill_diagonal(matrix, [978, 1129, 1022, 1007, 976, 882, 948, 1020, 966, 1000])
+    matrix[4, 9], matrix[7, 2], matrix[5, 3] = 3, 30, 300
+    cells = confusion_cells(matrix)
+    assert len(cells) == 100 and sum(c["count"] for c in cells) == matrix.sum()
+    by_cell = {(int(c["true"]), int(c["predicted"])): c for c in cells}
+    for (true, predicted), cell in by_cell.items():
+        assert cell["count"] == matrix[true, predicted]
+        lighter, darker = sorted((wcag_luminance(cell["fill"]), wcag_luminance(cell["ink"])), reverse=True)
+        assert (lighter + 0.05) / (darker + 0.05) >= 4.5, (true, predicted, cell)  # WCAG AA for text
+    assert all(by_cell[d, d]["ink"] == "#ffffff" for d in range(10))  # the dark diagonal: white counts
+    assert by_cell[0, 1]["ink"] == "#000000"  # an empty cell is light: black counts
+    assert wcag_luminance(by_cell[5, 3]["fill"]) < wcag_luminance(by_cell[4, 9]["fill"])  # more errors, darker
+
+
+def test_a_picked_cell_is_read_only_from_one_well_formed_point():
+    assert picked_cell([{"true": "4", "predicted": "9"}]) == (4, 9)
+    for forged in (None, [], "4,9", [{"true": "4"}], [{"true": "44", "predicted": "9"}],
+                   [{"true": "-1", "predicted": "9"}], [{"true": "4", "predicted": "9"}] * 2, [["4", "9"]]):
+        assert picked_cell(forged) is None, forged
+
+
+@pytest.mark.mnist
+def test_the_default_pixel_of_a_convolution_by_hand_is_on_the_digit(real_mnist):
+    """Test image 0 (a 7) with the bundled model: the default map and pixel of each layer read some ink."""
+    model, _ = cnn.load_model()
+    image = real_mnist.test_images[0].float().div(255)[None, None]
+    acts = activations(model, image)
+    assert acts["input"][0, 14, 14] == 0 and not acts["input"][0, 13:16, 13:16].any()  # the centre is blank paper
+    for layer in (1, 2, 3):
+        channel = most_active_map(acts[f"relu{layer}"])
+        assert acts[f"relu{layer}"][channel].max() > 0
+        row, col = strongest_output(acts[f"conv{layer}"][channel])
+        result = convolution_at(model, acts, layer, channel, row, col)
+        assert np.abs(result["patch"]).sum() > 0, layer
+        assert result["value"] == acts[f"conv{layer}"][channel].max() > 0
