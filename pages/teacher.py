@@ -16,6 +16,7 @@ from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkp
                           require_app_navigation)
 
 THUMBNAILS_SHOWN = 40  # per digit: the class set may hold thousands
+PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax"}  # short: they sit in a 1024 px form
 
 
 @st.fragment(run_every=2.0)
@@ -26,13 +27,13 @@ def runs() -> None:
     if not active and not ended:
         st.info("No run has been started on this server yet.")
     for job in active:
-        cols = st.columns([3, 2, 4, 1, 1])
-        cols[0].markdown(f"**{job['name']}** ({job['preset']})")
-        cols[1].markdown(job["started_by"])
-        cols[2].markdown(progress_summary(job)["text"])
-        for column, action in zip(cols[3:], job["actions"]):
-            if column.button(action, key=f"teacher-{action}-{job['id']}"):
-                act(manager, job["id"], action)
+        with st.container(border=True):
+            st.markdown(f"**{job['name']}** ({job['preset']}), started by {job['started_by']}")
+            st.caption(progress_summary(job)["text"])
+            with st.container(horizontal=True):
+                for action in job["actions"]:
+                    if st.button(action, key=f"teacher-{action}-{job['id']}"):
+                        act(manager, job["id"], action)
     if any(job["status"] == "queued" for job in active) and st.button("Clear the queue"):
         dropped = manager.clear_queue()
         st.toast(f"Dropped {dropped} queued run{'s' if dropped != 1 else ''}.")
@@ -60,10 +61,9 @@ def student_rules(settings: classroom.ClassSettings) -> None:
         choices = list(classroom.TRAINING_CHOICES)
         training = st.radio("Students may start", choices, index=choices.index(settings.student_training),
                             format_func=classroom.TRAINING_LABELS.get)
-        cols = st.columns(2)
-        presets = cols[0].multiselect("Presets", list(PRESETS), default=list(settings.allowed_presets),
-                                      format_func=lambda name: classroom.PRESET_WORDS[name])
-        epochs = cols[1].number_input("Most epochs per run", 1, 50, min(settings.max_epochs, 50))
+        presets = st.multiselect("Presets", list(PRESETS), default=list(settings.allowed_presets),
+                                 format_func=PRESET_NAMES.get)
+        epochs = st.number_input("Most epochs per run", 1, 50, min(settings.max_epochs, 50))
         if st.form_submit_button("Save"):
             save(lambda: classroom.settings_from_form(settings, training, presets, epochs))
 
@@ -109,34 +109,39 @@ def class_set() -> None:
              if label == digit][::-1][:THUMBNAILS_SHOWN]  # newest first
     st.caption(f"{len(samples.labels)} drawings in all; {sum(samples.labels == digit)} labelled {digit}"
                + (f", the newest {THUMBNAILS_SHOWN} shown." if len(files) == THUMBNAILS_SHOWN else "."))
-    cols = st.columns(10)
-    for index, (path, image) in enumerate(files):
-        column = cols[index % 10]
-        column.image(image, width=56)
-        if column.button("Delete", key=f"delete-{path.name}"):
-            try:
-                remove_sample(folder, path.name)
-            except ClassSetError as exc:
-                st.warning(str(exc))
-            st.rerun()
+    with st.container(horizontal=True, wrap=True):  # as many per row as the width holds (1024 px: 6)
+        for path, image in files:
+            thumbnail(folder, path, image)
     confirm_reset(folder, len(samples.labels))
 
 
+def thumbnail(folder, path, image) -> None:
+    """One drawing, 56 px, with its Delete button."""
+    with st.container(width=84, gap=None):
+        st.image(image, width=56)
+        if st.button("Delete", key=f"delete-{path.name}"):
+            try:
+                remove_sample(folder, path.name)
+            except ClassSetError:
+                pass  # removed meanwhile (a student's Undo, another teacher tab): gone either way
+            st.rerun()
+
+
 def confirm_reset(folder, count: int) -> None:
-    if not st.session_state.get("confirm_reset"):
-        if st.button("Reset the class set"):
-            st.session_state.confirm_reset = True
+    if not st.session_state.get("teacher_confirm_reset"):
+        if st.button("Reset the class set", key="teacher-reset"):
+            st.session_state.teacher_confirm_reset = True
             st.rerun()
         return
     st.warning(f"Delete all {count} drawings of the class? This cannot be undone.")
     cols = st.columns(2)
-    if cols[0].button("Yes, delete them all", type="primary"):
+    if cols[0].button("Yes, delete them all", type="primary", key="teacher-reset-confirm"):
         removed = reset_class_set(folder)
-        st.session_state.confirm_reset = False
+        st.session_state.teacher_confirm_reset = False
         st.toast(f"Deleted {removed} drawings.")
         st.rerun()
-    if cols[1].button("Cancel"):
-        st.session_state.confirm_reset = False
+    if cols[1].button("Cancel", key="teacher-reset-cancel"):
+        st.session_state.teacher_confirm_reset = False
         st.rerun()
 
 

@@ -236,3 +236,29 @@ st.write(f"{run}|{active_model_source()}")
     write_class_settings(class_server, ClassSettings(class_model="gone-run"))  # a class model that does not load
     fresh = AppTest.from_string(probe, default_timeout=120).run()
     assert not fresh.exception and fresh.markdown[0].value == "bundled|the bundled model"
+
+
+def test_the_teacher_deletes_one_class_drawing_and_resets_the_set_after_confirming(class_server):
+    import numpy as np
+
+    from cnn.classset import sample_files, save_sample
+
+    folder = class_server.parent / "class"
+    kept_drawing = save_sample(folder, np.full((28, 28), 255, np.uint8), 3)
+    doomed = save_sample(folder, np.zeros((28, 28), np.uint8), 7)
+    teacher = session({"teacher": TOKEN})
+    teacher.switch_page("pages/teacher.py").run()
+    teacher.radio(key="teacher-digit").set_value(7).run()
+    assert not teacher.exception
+    teacher.button(key=f"delete-{doomed.name}").click().run()
+    assert not teacher.exception
+    assert sample_files(folder) == [kept_drawing]  # only the chosen drawing went
+
+    teacher.button(key="teacher-reset").click().run()  # asks first: nothing deleted yet
+    assert sample_files(folder) == [kept_drawing]
+    assert any("cannot be undone" in w.value for w in teacher.warning)
+    teacher.button(key="teacher-reset-cancel").click().run()
+    assert sample_files(folder) == [kept_drawing]
+    teacher.button(key="teacher-reset").click().run()
+    teacher.button(key="teacher-reset-confirm").click().run()
+    assert not teacher.exception and sample_files(folder) == []
