@@ -1,27 +1,39 @@
 """Draw: sketch a digit (or upload one) and see the active model read it, live, and why."""
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import streamlit as st
 import torch
 from streamlit_drawable_canvas import out as canvas_component
 
-from cnn.classset import ClassSetError, class_set_npz, default_class_dir, save_sample, scored_class_set
+import cnn.drawing
+from cnn.classset import (ClassSetError, class_set_npz, default_class_dir, drawing_hash, label_drawing,
+                          scored_class_set, undo_last_save)
 from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas, stroke_problem
-from cnn.explain import ATTRIBUTION_METHODS, attribution, describe, overlay, predict
-from pages.shared import (active_model, checkpoint_for, probability_chart, require_app_navigation,
-                          send_to_feature_maps, uploaded_digit)
+from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
+from pages.shared import (active_model, active_model_source, checkpoint_for, kept, probability_chart,
+                          require_app_navigation, send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
+STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~120 px each in its half of a 1024 px page
 ALWAYS_A_DIGIT = ("The network must always answer with one of 0-9, even for a scribble: it has no \"not a digit\" "
                   "answer, so this page checks the ink first. And \"sure\" is not \"right\": a high percentage "
                   "means the network has no doubt, not that it read your digit correctly.")
 
 
-def show_prediction(steps: dict, model, source: str) -> None:
+def refusal(steps: dict, model) -> str | None:
+    """Why this image is not one digit, as a sentence, or None: the one place the page asks (helper B2's check)."""
+    return None
+
+
+def show_refusal(problem: str) -> None:
+    st.warning(problem)
+    st.caption(ALWAYS_A_DIGIT)
+
+
+def show_answer(steps: dict, model, source: str) -> dict:
+    """The answer, the ten probabilities and why; returns describe()'s answer."""
     tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
     probabilities = predict(model, tensor)
     answer = describe(probabilities)
@@ -32,41 +44,72 @@ def show_prediction(steps: dict, model, source: str) -> None:
     cols[1].markdown(f"**{answer['text']}**")
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150), width="stretch")
     st.caption(ALWAYS_A_DIGIT)
-    method = st.radio("Why this answer?", list(ATTRIBUTION_METHODS), horizontal=True,
-                      format_func=lambda m: m.replace("_", " ").title(), key=f"method-{source}")  # both may show
-    heat = attribution(model, tensor, answer["digit"], method)
-    st.image(overlay(steps["centred"] / 255.0, heat), width=224, caption=ATTRIBUTION_METHODS[method])
+    shown = explain(model, tensor, answer["digit"], method_choice(model, source))
+    if shown["empty"]:
+        st.info(shown["empty"])  # a blank overlay would look like "nothing mattered"
+    else:
+        st.image(overlay(steps["centred"] / 255.0, shown["map"]), width=224, caption=shown["caption"])
+    if shown["note"]:
+        st.caption(shown["note"])
+    return answer
+
+
+def method_choice(model, source: str) -> str:
+    """The attribution method the student chose for this source, among those that apply to the model."""
+    methods = attribution_methods(model)
+    key = kept(f"draw_method_{source}")  # one per source: a drawing and an upload may be explained side by side
+    if st.session_state.get(key) not in methods:  # first visit, a model without conv3, or a forged value
+        st.session_state[key] = methods[0]
+    # persist_state: in this Streamlit (1.67) a widget's value is dropped at a page switch before app.py's
+    # keep_choices() can re-assign it (a kept key alone came back as Grad-CAM after a trip to Train).
+    return st.radio("Why this answer?", methods, horizontal=True, format_func=METHOD_NAMES.get, key=key,
+                    persist_state="session")
+
+
+def preprocessing_steps(steps: dict) -> None:
+    """Each stage of the pipeline (cnn.drawing's steps, in order), STEPS_PER_ROW to a row."""
+    captions = getattr(cnn.drawing, "STEP_CAPTIONS", {})  # helper B's captions; the key until they land
     with st.expander("How your drawing becomes a 28x28 MNIST-style image"):
-        row = st.columns(4)  # each stage as wide as its column: a fixed 140 px overlapped its neighbours
-        row[0].image(steps["grey"], caption="1. grey levels", width="stretch", clamp=True)
-        row[1].image(steps["cropped"], caption="2. cropped to the ink", width="stretch", clamp=True)
-        row[2].image(steps["scaled"], caption="3. longer side scaled to 20 px", width="stretch", clamp=True)
-        row[3].image(steps["centred"], caption="4. centred by mass in 28x28", width="stretch", clamp=True)
-    actions(steps["centred"], source)
+        items = list(steps.items())
+        for first in range(0, len(items), STEPS_PER_ROW):
+            row = st.columns(STEPS_PER_ROW)
+            for column, (number, (key, image)) in zip(row, enumerate(items[first:first + STEPS_PER_ROW], first + 1)):
+                column.image(image, caption=f"{number}. {captions.get(key, key)}", width="stretch", clamp=True)
 
 
 def save_label(image: np.ndarray, key: str, source: str) -> None:
-    meant = st.session_state.get(key)
-    if meant is not None:  # None: the student took the choice back
-        saved = st.session_state.get("class_samples_saved", 0)
-        try:
-            save_sample(default_class_dir(), image, meant, saved_by_session=saved)
-        except ClassSetError as exc:
-            st.session_state.class_saved = str(exc)  # class_panel says it
-        else:
-            st.session_state.class_samples_saved = saved + 1
-            st.session_state.class_saved = f"Saved as a {meant} to the class's handwriting set."
-        # A drawing's pills live in the canvas fragment, whose run would not redraw the class panel.
-        st.session_state.class_panel_stale = source == "drawing"
+    """The label pills' callback: save, replace or take back this session's sample of the drawing."""
+    saves = st.session_state.setdefault("class_saves", {})
+    try:
+        said = label_drawing(default_class_dir(), image, st.session_state.get(key), saves)
+    except ClassSetError as exc:
+        said = str(exc)
+        st.session_state[key] = None  # nothing was saved: the pill must not look chosen
+    if said:
+        st.session_state.class_saved = said  # class_panel says it
+    st.session_state.class_label_keys = {**st.session_state.get("class_label_keys", {}), drawing_hash(image): key}
+    # A drawing's pills live in the canvas fragment, whose run would not redraw the class panel.
+    st.session_state.class_panel_stale = source == "drawing"
+
+
+def undo_save() -> None:
+    """The Undo button's callback: take back this session's last sample and un-choose its pill."""
+    saves = st.session_state.get("class_saves", {})
+    if saves:
+        pill = st.session_state.get("class_label_keys", {}).get(next(reversed(saves)))
+        st.session_state.class_saved = undo_last_save(default_class_dir(), saves)
+        if pill:
+            st.session_state[pill] = None
 
 
 def actions(image: np.ndarray, source: str) -> None:
+    """Under the answer, across the page: send to Feature maps, and the label row (ten pills in view at 1024 px)."""
     if st.button("Look inside: show this image on the Feature maps page", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
     # One row of pills (one element, not ten buttons in ten columns); a new drawing gets a fresh, empty row.
-    key = f"label-{source}-{hashlib.sha256(image.tobytes()).hexdigest()[:16]}"
-    st.pills("Teach us your handwriting: what digit did you mean?", list(range(10)), key=key,
-             on_change=save_label, args=(image, key, source))
+    key = f"label-{source}-{drawing_hash(image)[:16]}"
+    st.pills("Teach us your handwriting: what digit did you mean? (press it again to take it back)", list(range(10)),
+             key=key, on_change=save_label, args=(image, key, source))
 
 
 def drawing_canvas(clears: int):
@@ -130,6 +173,24 @@ TOOLBAR_ABOVE_CANVAS = """<script>
 </script>"""
 
 
+def show_reading(steps: dict | None, problem: str | None, model, source: str, left, right, hint: str | None) -> None:
+    """An image read or refused: the answer beside the input (right), its preprocessing in the space under it (left),
+    and the actions across the page, where the ten label pills fit in view on a 1024 px projector."""
+    problem = problem or (refusal(steps, model) if steps is not None else None)
+    with right:
+        if problem:
+            show_refusal(problem)  # the sentence and no answer: a refused drawing gets no probabilities
+            return
+        if steps is None:
+            if hint:
+                st.info(hint)
+            return
+        show_answer(steps, model, source)
+    with left:
+        preprocessing_steps(steps)
+    actions(steps["centred"], source)
+
+
 @st.fragment
 def canvas_panel(model) -> None:
     """The canvas in a fragment: a stroke reruns only this part of the page."""
@@ -148,25 +209,25 @@ def canvas_panel(model) -> None:
         st.session_state.canvas_stale = sent
     stale = sent is not None and sent == st.session_state.get("canvas_stale")
     steps, problem = (None, None) if stale else read_drawing(value)
-    with right:
-        if problem:
-            st.warning(problem)
-            st.caption(ALWAYS_A_DIGIT)
-        elif steps is None:
-            st.info("Draw a digit in the black square: one digit, as large as the square allows.")
-        else:
-            show_prediction(steps, model, "drawing")
+    show_reading(steps, problem, model, "drawing", left, right,
+                 hint="Draw a digit in the black square: one digit, as large as the square allows.")
 
 
 def upload_panel(model) -> None:
-    uploaded = uploaded_digit("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)")
+    left, right = st.columns(2, gap="medium")
+    with left:
+        uploaded = uploaded_digit("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)")
     if uploaded is not None:
-        show_prediction(uploaded[0], model, "upload")
+        show_reading(uploaded[0], None, model, "upload", left, right, hint=None)
 
 
 def class_panel(model, run: str) -> None:
     if "class_saved" in st.session_state:
         st.toast(st.session_state.pop("class_saved"))
+    saves = st.session_state.get("class_saves", {})
+    if saves:
+        last = saves[next(reversed(saves))]["label"]
+        st.button(f"Undo: take back the {last} I saved last", on_click=undo_save)
     path = checkpoint_for(run)  # read and scored again only when a drawing is saved or removed, or the model changes
     samples, score = scored_class_set(default_class_dir(), model, (str(path), path.stat().st_mtime))
     if score["n"] == 0:
@@ -183,11 +244,21 @@ def class_panel(model, run: str) -> None:
     st.download_button("Download the class set (.npz)", class_set_npz(samples), file_name="class-handwriting.npz")
 
 
+def model_caption(run: str, source: str, card: dict) -> str:
+    """Which model answers here, in words: the class model, your run X or the bundled model, and its accuracy."""
+    if run == "bundled":
+        name = "the bundled model (the article's network, trained for 10 epochs)"
+    elif source == "the class model":
+        name = f"the class model (run {run}, chosen by your teacher)"
+    else:
+        name = f"your run {run}"
+    return f"Read by {name}: {100 * card.get('accuracy', 0):.2f}% right on MNIST's 10,000 test digits."
+
+
 require_app_navigation()
 st.title("Draw a digit")
 model, card, run = active_model()
-st.caption(f"Read by the active model: {'the bundled ARTICLE model' if run == 'bundled' else run} "
-           f"({100 * card.get('accuracy', 0):.2f}% on MNIST's test set).")
+st.caption(model_caption(run, active_model_source(), card))
 canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")

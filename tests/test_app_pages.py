@@ -75,13 +75,31 @@ def test_home_page_accuracy_is_the_bundled_models_measured_accuracy(app, real_mn
     app.run()
     assert not app.exception
     metrics = {m.label: m.value for m in app.metric}
-    assert metrics["Active model"] == "bundled (ARTICLE)"
-    shown = float(metrics["Test accuracy (10,000 images)"].rstrip("%"))
+    assert any(m.value.startswith("Active model: the bundled ARTICLE model") for m in app.markdown)
+    shown = float(metrics["Test accuracy"].rstrip("%"))
     assert shown == pytest.approx(measured, abs=0.005 + 1e-9), (shown, measured)
     assert shown >= 99.0
-    table = app.dataframe[0].value
-    assert list(table["layer"])[:4] == ["input", "conv1", "relu1", "pool1"]
-    assert int(table["weights"].sum()) == 1_378_698
+    assert metrics["Trained for"] == "10 epochs"  # short enough for a projector; the time has its own metric
+    table = layer_rows(app)
+    assert [row["layer"] for row in table][:4] == ["input", "conv1", "relu1", "pool1"]
+    assert sum(int(row["weights"].replace(",", "")) for row in table) == 1_378_698
+    from cnn.model import layer_table  # each explanation whole, in a cell that wraps
+    assert [row["what it does"] for row in table] == [layer["explanation"] for layer in layer_table()]
+
+
+def layer_rows(app) -> list[dict]:
+    """The Home page's layer table, read back from its Markdown (a table whose cells wrap, not a data grid)."""
+    text = next(m.value for m in app.markdown if m.value.startswith("| layer |"))
+    lines = [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()]
+    return [dict(zip(lines[0], cells)) for cells in lines[2:]]
+
+
+def test_home_page_glossary_explains_the_words_of_training(app):
+    app.run()
+    assert not app.exception
+    terms = [m.value.split(".**")[0].lstrip("*") for m in app.markdown if m.value.startswith("**")]
+    for term in ("Epoch", "Batch", "Step", "Learning rate", "Loss", "Label smoothing"):
+        assert term in terms, term
 
 
 # ---------------------------------------------------------------- Train: the form
@@ -90,8 +108,8 @@ def test_home_page_accuracy_is_the_bundled_models_measured_accuracy(app, real_mn
 def test_train_page_renders_and_refuses_a_bad_run_name(app):
     app.switch_page("pages/train.py").run()
     assert not app.exception
-    app.text_input(key="run_name").set_value("../../etc")  # inside the form: sent with the click below
-    app.button[0].click().run()  # the form's Start
+    app.text_input(key="kept.run_name").set_value("../../etc")  # sent with the click below
+    app.button[0].click().run()  # Start
     assert not app.exception
     assert any("not a valid run name" in e.value for e in app.error)
 
@@ -101,15 +119,15 @@ def test_train_page_starts_a_run_in_the_background(app):
     from pages.shared import job_manager
 
     app.switch_page("pages/train.py").run()
-    app.selectbox(key="preset").set_value("fast").run()
-    assert app.text_input(key="run_name").value.startswith("fast-")  # the default follows the preset
-    app.text_input(key="run_name").set_value("apptest-run")
+    app.selectbox(key="kept.preset").set_value("fast").run()
+    assert app.text_input(key="kept.run_name").value.startswith("fast-")  # the default follows the preset
+    app.text_input(key="kept.run_name").set_value("apptest-run")
     app.button[0].click().run()
     assert not app.exception and not app.error
     jobs = job_manager().jobs()
     assert [job["name"] for job in jobs] == ["apptest-run"] and jobs[0]["preset"] == "fast"
     assert jobs[0]["status"] in ("queued", "running")
-    assert app.text_input(key="run_name").value != "apptest-run"  # a fresh default for the next run
+    assert app.text_input(key="kept.run_name").value != "apptest-run"  # a fresh default for the next run
     # The run's owner is this session's id, registered with the Streamlit session that started it.
     from pages.shared import session_registry
     assert jobs[0]["owner"] == app.session_state["owner"]
@@ -122,15 +140,45 @@ def test_run_name_is_kept_when_another_session_starts_a_run(app):
     from pages.shared import job_manager
 
     app.switch_page("pages/train.py").run()
-    default = app.text_input(key="run_name").value
+    default = app.text_input(key="kept.run_name").value
     job_manager().submit(SOFTMAX.replace(epochs=1), "someone-else", "another-session")  # another student's Start
     app.run()
-    assert app.text_input(key="run_name").value == default  # the field did not reset under the student's hands
-    app.text_input(key="run_name").set_value("my-own-name")
+    assert app.text_input(key="kept.run_name").value == default  # the field did not reset under the student's hands
+    app.text_input(key="kept.run_name").set_value("my-own-name")
     job_manager().submit(SOFTMAX.replace(epochs=1), "someone-else-2", "another-session")
     app.button[0].click().run()  # Start, after yet another session started a run
     assert not app.exception and not app.error
     assert "my-own-name" in [job["name"] for job in job_manager().jobs()]  # Start used what the student typed
+
+
+@pytest.mark.mnist
+def test_the_train_form_keeps_its_choices_across_a_trip_to_draw(app):
+    """Streamlit drops an undrawn widget's value: the preset, the form and the overlay must survive a page switch."""
+    from pages.shared import job_manager
+
+    save_run(app_runs(app), "earlier")
+    app.switch_page("pages/train.py").run()
+    app.selectbox(key="kept.preset").set_value("fast").run()
+    app.number_input(key="kept.epochs").set_value(2)
+    app.text_input(key="kept.run_name").set_value("kept-fast")
+    app.multiselect(key="kept.overlay").set_value(["earlier"]).run()
+    app.switch_page("pages/draw.py").run()
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    assert app.selectbox(key="kept.preset").value == "fast"
+    assert app.number_input(key="kept.epochs").value == 2 and app.text_input(key="kept.run_name").value == "kept-fast"
+    assert app.multiselect(key="kept.overlay").value == ["earlier"]
+    app.button[0].click().run()  # Start, after the trip
+    assert not app.exception and not app.error
+    job = job_manager().jobs()[0]
+    assert (job["name"], job["preset"], job["config"]["epochs"]) == ("kept-fast", "fast", 2)
+
+
+def app_runs(app):
+    import os
+    from pathlib import Path
+
+    return Path(os.environ["CNN_RUNS_DIR"])
 
 
 @pytest.mark.mnist
@@ -161,7 +209,7 @@ def test_a_failed_run_with_a_valid_model_can_be_made_active(app, tmp_path):
     choice.set_value("crashed-at-epoch-2").run()
     app.switch_page("pages/home.py").run()
     assert not app.exception and not app.warning
-    assert {m.label: m.value for m in app.metric}["Active model"] == "crashed-at-epoch-2"
+    assert any(m.value.startswith("Active model: **crashed-at-epoch-2**") for m in app.markdown)
 
 
 def _download_labels(app) -> list[str]:
@@ -410,9 +458,13 @@ def test_draw_page_saves_a_labelled_upload_to_the_class_set(app, tmp_path, monke
 
 
 def test_draw_page_offers_the_softmax_model_no_grad_cam_and_captions_what_it_shows(app, tmp_path):
+    from cnn.checkpoint import make_card, save_checkpoint
     from cnn.config import SOFTMAX
+    from cnn.model import SoftmaxRegression
 
-    save_run(tmp_path / "runs", "baseline", config=SOFTMAX)
+    model = SoftmaxRegression(init_std=0.1, generator=torch.Generator().manual_seed(0))  # not zeros: a map to show
+    card = make_card(SOFTMAX, model, status="finished", epochs=1, steps=10, accuracy=0.5, run="baseline")
+    save_checkpoint(tmp_path / "runs" / "baseline" / "model.pt", model, card)
     app.session_state["active_run"] = "baseline"
     app.switch_page("pages/draw.py").run()
     app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
