@@ -155,7 +155,7 @@ async def browser_student(browser, url: str, digits: int, latencies: list, answe
             step = "drawing"
             ended = await draw(page, STROKES[digit])
             step = "waiting for the prediction"
-            answer = page.get_by_text(re.compile(r"It's a \d|Not sure")).first
+            answer = page.get_by_text(re.compile(r"It's an? \d|Not sure")).first
             await answer.wait_for()
             latencies.append(time.perf_counter() - ended)
             answers.append((digit, await answer.inner_text()))
@@ -292,7 +292,7 @@ async def websocket_student(url: str, digits: int, latencies: list, answers: lis
     """One student as a WebSocket client: sends what the canvas sends after each stroke, and Clear.
     Each digit takes draw_seconds to draw first, as a hand would (0 makes it a stress test)."""
     await asyncio.sleep(0.5 * index)
-    answer_text = re.compile(r"It's a \d|Not sure")
+    answer_text = re.compile(r"It's an? \d|Not sure")
     n, step = -1, "opening the page"
     try:
         ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
