@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data import TRAIN_SIZE
 from .runs import RunInfo, read_metrics
 
 
@@ -19,35 +20,117 @@ def smooth(values: list[float], weight: float = 0.9) -> list[float]:
 
 
 def format_seconds(seconds: float | None) -> str:
+    """37 -> "37 s", 598 -> "9 min 58 s", 4000 -> "1 h 06 min"; "-" when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
     seconds = int(round(seconds))
     minutes, secs = divmod(seconds, 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def plural(count: int, word: str) -> str:
+    """(1, "epoch") -> "1 epoch", (2, "epoch") -> "2 epochs"."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def queue_words(place: int | None) -> str:
+    """A queued run's place: "#1 in line" ("in line" when the place is not known)."""
+    return f"#{place} in line" if place else "in line"
+
+
+def status_sentence(job: dict) -> str:
+    """The live panel's one line for a job view (see cnn.jobs.Job.view), e.g. "Finished: 99.09% after 1 epoch, 37 s".
+
+    Times are training time: a pause is not counted (cnn.train.Stopwatch).
+    """
+    status, step = job["status"], job.get("step", 0)
+    total = job.get("steps_total") or 0
+    planned = job["config"]["epochs"]
+    done = len(job.get("epochs") or [])
+    where = f"step {step:,} of {total:,}" if total else f"step {step:,}"
+    took = format_seconds(job.get("elapsed_seconds"))
+    if status == "queued":
+        return f"Queued: {queue_words(job.get('queue_position'))}, waiting for the running training to finish."
+    if status in ("running", "paused") and not step:
+        return (f"{status.capitalize()}: starting (drawing the random weights, shuffling the images); "
+                "the first step comes soon.")
+    if status in ("running", "paused"):
+        text = f"{status.capitalize()}: epoch {max(job.get('epoch', 0), 1)} of {planned}, {where}, {took} of training"
+        if step and total > step and job.get("elapsed_seconds"):
+            left = job["elapsed_seconds"] / step * (total - step)  # the pace of training so far, pauses left out
+            text += f", about {format_seconds(left)} left" + (" once resumed" if status == "paused" else "")
+        return text
+    if status == "finished":
+        accuracy = percent(job["test_accuracy"]) if job.get("test_accuracy") is not None else "no accuracy"
+        return f"Finished: {accuracy} after {plural(done, 'epoch')}, {took}"
+    word = "Stopped" if status == "stopped" else "Failed"
+    if not job.get("started"):
+        return f"{word} before it started."
+    if done:
+        accuracy = job["epochs"][-1]["test_accuracy"]
+        return (f"{word} after {done} of {plural(planned, 'epoch')}: {percent(accuracy)} "
+                f"(the model of epoch {done} is kept; {where}, {took} of training)")
+    return f"{word} before the first epoch ended ({where}): no model kept."
 
 
 def progress_summary(job: dict) -> dict:
-    """{fraction, text} for a progress bar: epoch, step and time left from the average pace so far."""
+    """{fraction, text} for a progress bar: how far the run is, and its status sentence."""
     total = max(job.get("steps_total") or 0, 1)
-    step = job.get("step", 0)
-    fraction = min(step / total, 1.0)
-    if job["status"] == "queued":
-        place = job.get("queue_position")
-        return {"fraction": 0.0, "text": f"Queued{f' (number {place} in line)' if place else ''}: waiting for the running training to finish."}
-    left = None
-    if step and job.get("elapsed_seconds"):
-        left = job["elapsed_seconds"] / step * (total - step)
-    epochs = job["config"]["epochs"]
-    text = (f"{job['status'].capitalize()}: epoch {max(job.get('epoch', 0), 1)} of {epochs}, "
-            f"step {step:,} of {total:,}, {format_seconds(job.get('elapsed_seconds'))} elapsed")
-    if job["status"] in ("running", "paused") and left is not None:
-        text += f", about {format_seconds(left)} left"
-    return {"fraction": fraction, "text": text}
+    fraction = 0.0 if job["status"] == "queued" else min(job.get("step", 0) / total, 1.0)
+    return {"fraction": fraction, "text": status_sentence(job)}
 
 
-def step_rows(steps: list[dict], run: str, every: int = 1, smoothing: float = 0.9) -> list[dict]:
-    """Long-format rows (run, step, metric, value) for the per-step charts: smoothed loss and batch accuracy."""
+def job_label(job: dict) -> str:
+    """How the "Watch run" list names a job: "fast-3f2a-1 (running)", "x (queued, #1 in line)"."""
+    place = f", {queue_words(job.get('queue_position'))}" if job["status"] == "queued" else ""
+    return f"{job['name']} ({job['status']}{place})"
+
+
+def default_watch(jobs: list[dict], owner: str) -> int | None:
+    """Which job a session watches when it has not chosen: its own newest, else a running (or paused) one, else the
+    newest finished, else the newest with some steps, else the newest. jobs: newest first, as JobManager.jobs().
+
+    Never someone else's stopped run with no steps while something with a chart exists.
+    """
+    for wanted in (lambda j: j["owner"] == owner, lambda j: j["status"] in ("running", "paused"),
+                   lambda j: j["status"] == "finished", lambda j: j.get("step", 0) > 0, lambda j: True):
+        for job in jobs:
+            if wanted(job):
+                return job["id"]
+    return None
+
+
+def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE) -> int:
+    """Training steps in one epoch: ceil(images / batch size) (938 for FAST's 64, 469 for ARTICLE's 128)."""
+    return math.ceil(train_size / max(int(batch_size), 1))
+
+
+def card_steps_per_epoch(card: dict | None, train_size: int = TRAIN_SIZE) -> int:
+    """Steps per epoch of a run on disk: measured by its card (steps after its last full epoch / epochs) when it
+    finished one, else from its batch size (the tutorial's 128 when the card says nothing)."""
+    card = card or {}
+    epochs, steps = card.get("epochs"), card.get("steps")
+    if isinstance(epochs, int) and isinstance(steps, int) and epochs >= 1 and steps >= epochs:
+        return steps // epochs
+    config = card.get("config") if isinstance(card.get("config"), dict) else {}
+    batch = config.get("batch_size")
+    return steps_per_epoch(batch if isinstance(batch, int) and batch >= 1 else 128, train_size)
+
+
+def epoch_of(step: int, per_epoch: int) -> float:
+    """A step as a fractional epoch: step 938 is epoch 1.0 of FAST (batch 64) but 2.0 of ARTICLE (batch 128)."""
+    return step / max(per_epoch, 1)
+
+
+def step_rows(steps: list[dict], run: str, every: int = 1, smoothing: float = 0.9,
+              per_epoch: int | None = None) -> list[dict]:
+    """Long-format rows (run, step, epoch, metric, value) for the per-step charts: smoothed loss, batch accuracy,
+    images/s. epoch is step / per_epoch (None without per_epoch), so runs of different batch sizes line up."""
     if not steps:
         return []
     losses = smooth([s["loss"] for s in steps], smoothing)
@@ -57,25 +140,27 @@ def step_rows(steps: list[dict], run: str, every: int = 1, smoothing: float = 0.
     stride = max(1, every)
     for i in range(0, len(steps), stride):
         step = steps[i]["step"]
-        rows.append({"run": run, "step": step, "metric": "training loss", "value": losses[i]})
-        rows.append({"run": run, "step": step, "metric": "batch accuracy", "value": accuracies[i]})
-        rows.append({"run": run, "step": step, "metric": "images/s", "value": speeds[i]})
+        epoch = epoch_of(step, per_epoch) if per_epoch else None
+        for metric, value in (("training loss", losses[i]), ("batch accuracy", accuracies[i]),
+                              ("images/s", speeds[i])):
+            rows.append({"run": run, "step": step, "epoch": epoch, "metric": metric, "value": value})
     return rows
 
 
-def live_step_rows(steps: list[dict], run: str, points: int = 500) -> list[dict]:
+def live_step_rows(steps: list[dict], run: str, points: int = 500, per_epoch: int | None = None) -> list[dict]:
     """step_rows with at most ~points steps per metric, for a chart sent every second.
 
     Thin the steps, not the long-format rows: those interleave the three metrics, so taking every
     3rd (or 6th) row kept only the loss and left the accuracy and speed charts empty.
     """
-    return step_rows(steps, run, every=math.ceil(len(steps) / points) if steps else 1)
+    return step_rows(steps, run, every=math.ceil(len(steps) / points) if steps else 1, per_epoch=per_epoch)
 
 
-def eval_rows(evals: list[dict], run: str) -> list[dict]:
-    """Rows (run, step, test set, accuracy) for the test-accuracy chart: subset points and full-test points."""
-    return [{"run": run, "step": e["step"], "test set": "full 10,000" if e["full"] else f"subset {e['n']:,}",
-             "accuracy": e["accuracy"]} for e in evals]
+def eval_rows(evals: list[dict], run: str, per_epoch: int | None = None) -> list[dict]:
+    """Rows (run, step, epoch, test set, accuracy) for the test-accuracy chart: subset points and full-test points."""
+    return [{"run": run, "step": e["step"], "epoch": epoch_of(e["step"], per_epoch) if per_epoch else None,
+             "test set": "full 10,000" if e["full"] else f"subset {e['n']:,}", "accuracy": e["accuracy"]}
+            for e in evals]
 
 
 def thin(rows: list[dict], limit: int = 3000) -> list[dict]:
@@ -118,6 +203,146 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
                      "time": format_seconds(card.get("wall_seconds")),
                      "has_model": run.checkpoint is not None and run.card is not None})
     return rows
+
+
+# ---------------------------------------------------------------- the Train page's charts (plain Vega-Lite)
+
+# Vega's own "tableau10": one colour per run, in the order of the runs shown, the same in every chart.
+PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#ff9da6",
+           "#bab0ac")
+# Axis words readable on a projector (Vega's default is 10 px).
+READABLE = {"axis": {"labelFontSize": 13, "titleFontSize": 13}, "title": {"fontSize": 15},
+            "legend": {"labelFontSize": 13, "titleFontSize": 13}}
+EPOCH_AXIS = "epoch (steps / steps per epoch)"
+
+
+def shown_runs(watched: str | None, overlay: list[str]) -> list[str]:
+    """The runs the charts show, watched first, each once: the colour scale's domain."""
+    runs = [watched] if watched else []
+    return runs + [name for name in overlay if name not in runs]
+
+
+def run_colors(runs: list[str]) -> dict:
+    """The Vega-Lite colour scale every chart uses: the same run keeps the same colour across charts."""
+    return {"domain": list(runs), "range": [PALETTE[i % len(PALETTE)] for i in range(len(runs))]}
+
+
+def _color(scale: dict, legend: bool) -> dict:
+    return {"field": "run", "type": "nominal", "scale": scale,
+            "legend": {"orient": "top", "title": None} if legend else None}
+
+
+def line_chart(values: list[dict], y: str, title: str, scale: dict, *, y_title: str | None = None,
+               legend: bool = False, height: int = 220, points: bool = False, zero: bool = True) -> dict:
+    """A Vega-Lite line chart of values over the epoch axis, coloured by run."""
+    return {"data": {"values": values}, "mark": {"type": "line", "point": points},
+            "encoding": {"x": {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS},
+                         "y": {"field": y, "type": "quantitative", "title": y_title or y, "scale": {"zero": zero}},
+                         "color": _color(scale, legend),
+                         "tooltip": [{"field": "run", "type": "nominal"}, {"field": "step", "type": "quantitative"},
+                                     {"field": y, "type": "quantitative", "format": ".4"}]},
+            "title": title, "height": height, "config": READABLE}
+
+
+def chart_or_sentence(title: str, values: list[dict], make, sentence: str) -> dict:
+    """{"title", "spec"} for data, {"title", "sentence"} for none: an empty chart logs Vega's "Infinite extent"."""
+    return {"title": title, "spec": make(values)} if values else {"title": title, "sentence": sentence}
+
+
+def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
+    """The watched run's four charts (loss, batch accuracy, test accuracy, images/s), as chart_or_sentence items."""
+    rows = live_step_rows(job.get("steps") or [], job["name"], per_epoch=per_epoch)
+    waiting = "No training step yet: the chart starts with the first step."
+    items = [chart_or_sentence(f"{metric} (smoothed)", [r for r in rows if r["metric"] == metric],
+                               lambda values, m=metric: line_chart(values, "value", f"{m} (smoothed)", scale, y_title=m),
+                               waiting)
+             for metric in ("training loss", "batch accuracy")]
+    evals = eval_rows(job.get("evals") or [], job["name"], per_epoch)
+    every = job["config"].get("eval_every") or 0
+    items.append(chart_or_sentence(
+        "test accuracy", evals, lambda values: accuracy_chart(values, scale),
+        f"No test yet: the first comes at step {every:,}." if every else "No test yet: the first comes at the end of "
+        "the first epoch."))
+    items.append(chart_or_sentence(
+        "images per second", [r for r in rows if r["metric"] == "images/s"],
+        lambda values: line_chart(values, "value", "images per second", scale, y_title="images/s"), waiting))
+    return items
+
+
+def accuracy_chart(values: list[dict], scale: dict, height: int = 220) -> dict:
+    """One run's test accuracy: a line through the quick subset tests, a large dot at each full test (epoch end)."""
+    base = {"x": {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS},
+            "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}},
+            "color": _color(scale, False),
+            "tooltip": [{"field": "test set", "type": "nominal"}, {"field": "step", "type": "quantitative"},
+                        {"field": "accuracy", "type": "quantitative", "format": ".2%"}]}
+    return {"data": {"values": values}, "title": "test accuracy (line: 1,000 images; dots: all 10,000)",
+            "height": height, "config": READABLE,
+            "layer": [{"mark": "line", "transform": [{"filter": "datum['test set'] !== 'full 10,000'"}],
+                       "encoding": base},
+                      {"mark": {"type": "point", "filled": True, "size": 90},
+                       "transform": [{"filter": "datum['test set'] === 'full 10,000'"}], "encoding": base}]}
+
+
+def overlay_charts(curves: dict[str, tuple[list[dict], list[dict], int]], scale: dict) -> list[dict]:
+    """Several runs on the epoch axis: full test accuracy per epoch (with the one legend) and the training loss.
+
+    curves: {run: (steps, evals, steps per epoch)} as run_curves gives them.
+    """
+    steps, evals = [], []
+    for name, (run_steps, run_evals, per_epoch) in curves.items():
+        steps += step_rows(run_steps, name, every=5, per_epoch=per_epoch)
+        evals += eval_rows([e for e in run_evals if e["full"]], name, per_epoch)
+    losses = thin([r for r in steps if r["metric"] == "training loss"], 3000)  # metric first: rows interleave
+    return [
+        chart_or_sentence("full test accuracy per epoch", thin(evals), lambda values: line_chart(
+            values, "accuracy", "full test accuracy per epoch", scale, legend=True, points=True, zero=False,
+            height=260), "These runs have no finished epoch to compare."),
+        chart_or_sentence("training loss (smoothed)", losses, lambda values: line_chart(
+            values, "value", "training loss (smoothed)", scale, y_title="training loss", height=260),
+            "These runs kept no training steps to compare."),
+    ]
+
+
+def smoothed_loss_floor(smoothing: float, classes: int = 10) -> float:
+    """The lowest cross-entropy any prediction can reach against label-smoothed targets: the targets' own entropy.
+
+    A smoothed target gives the right digit 1 - smoothing + smoothing / classes and every other digit
+    smoothing / classes; the loss is smallest when the prediction equals the target.
+    """
+    right, other = 1 - smoothing + smoothing / classes, smoothing / classes
+    return -(right * math.log(right) + ((classes - 1) * other * math.log(other) if other > 0 else 0.0))
+
+
+def smoothing_note(configs: dict[str, dict]) -> str | None:
+    """Why a label-smoothed run's loss levels off well above 0, for the runs shown ({run: config dict}); None
+    when none of them smooths its labels."""
+    smoothed = {name: c["label_smoothing"] for name, c in configs.items() if c.get("label_smoothing")}
+    if not smoothed:
+        return None
+    value = max(smoothed.values())
+    right, other = 1 - value + value / 10, value / 10
+    names = ", ".join(smoothed)
+    return (f"Why the loss of {names} levels off near {smoothed_loss_floor(value):.2f} and not 0: it trains with "
+            f"label smoothing {value:g}. Its answer key says \"{100 * right:.0f}% the right digit, {100 * other:.0f}% "
+            f"each other digit\" instead of \"100% the right digit\", so even a perfect network scores a loss of "
+            f"{smoothed_loss_floor(value):.2f} against it (and one that is 100% sure scores more). Dropout during "
+            "training keeps it a little higher still. The test accuracy is what to watch.")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A Markdown table of rows (the keys of the first are the columns): its cells wrap, unlike a data grid's."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+
+    def cell(value) -> str:
+        text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def diverging_rgb(values: np.ndarray, limit: float | None = None) -> np.ndarray:

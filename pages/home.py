@@ -2,8 +2,8 @@
 import streamlit as st
 
 from cnn.model import layer_table
-from cnn.views import format_seconds
-from pages.shared import active_model, load_data_with_progress, require_app_navigation
+from cnn.views import format_seconds, markdown_table, percent, plural
+from pages.shared import load_data_with_progress, require_app_navigation, resolved_model
 
 GLOSSARY = {
     "Convolution": "A small grid of weights (a 3x3 filter) slides over the image; at each position it multiplies the nine pixels under it by its nine weights and adds them up. The result, one number per position, is a feature map.",
@@ -15,10 +15,36 @@ GLOSSARY = {
     "Flatten": "The 128 maps of 4x4 are laid out as one list of 2,048 numbers.",
     "Fully connected": "Every output unit weighs every input number: FC 625 combines all features, FC 10 gives one score per digit.",
     "Softmax": "Turns the ten scores into probabilities that add up to 1.",
-    "Cross-entropy": "The loss: minus the log of the probability given to the right digit. Training makes it small.",
+    "Epoch": "One pass over all 60,000 training images. ARTICLE trains for 10 epochs, FAST for 1.",
+    "Batch": "The handful of images (64 or 128) the network looks at before it changes its weights once.",
+    "Step": "One change of the weights, after one batch. An epoch is 60,000 / batch size steps: 938 for FAST's "
+            "batches of 64, 469 for ARTICLE's 128. That is why the Train page compares runs by epoch, not by step.",
+    "Learning rate": "How big each step is. Too big and the network jumps past good weights; too small and it "
+                     "learns very slowly.",
+    "Loss": "A score of how wrong the network is on a batch: minus the log of the probability it gave the right "
+            "digit (cross-entropy). 0 means sure and right; training pushes it down.",
+    "Label smoothing": "Training against a softer answer key: 91% \"it's a 7\" and 1% for each other digit, instead "
+                       "of 100% \"7\". It stops the network from becoming over-sure. Its loss can then never reach 0 "
+                       "(about 0.5 is the best possible), so FAST's loss levels off there.",
     "RMSProp": "The optimizer: each weight's step is its gradient divided by a running average of recent gradient sizes, so every weight learns at a sensible pace.",
 }
 
+
+
+def model_facts() -> None:
+    """The model the pages use: its name in words (it may be long), then short numbers that fit a projector."""
+    _, card, run, source = resolved_model()
+    name = "the bundled ARTICLE model, shipped with the app" if run == "bundled" else f"**{run}**"
+    whose = {"your choice": ", your own choice", "the class model": ", the class model your teacher chose"}
+    st.markdown(f"Active model: {name}{whose.get(source, '')}. Choose another on the Train page.")
+    accuracy, epochs = card.get("accuracy"), card.get("epochs")
+    left, middle, right = st.columns(3)
+    left.metric("Test accuracy", percent(accuracy) if accuracy is not None else "-",
+                help="Digits read right among the 10,000 test images, which the network never trained on.")
+    middle.metric("Trained for", plural(epochs, "epoch") if isinstance(epochs, int) else "-",
+                  help="An epoch is one pass over the 60,000 training images.")
+    right.metric("Training time", format_seconds(card.get("wall_seconds")),
+                 help="Measured on the machine that trained it; pauses not counted.")
 
 
 def page() -> None:
@@ -28,12 +54,7 @@ def page() -> None:
         "learn, look inside every layer, and test it with your own handwriting. It is the network of "
         "the classic TensorFlow MNIST tutorial: three convolution layers, two fully connected layers, "
         "1,378,698 weights. Plain softmax regression reaches about 92% on MNIST; this network about 99%.")
-    model, card, run = active_model()
-    accuracy = card.get("accuracy")
-    left, middle, right = st.columns(3)
-    left.metric("Active model", "bundled (ARTICLE)" if run == "bundled" else run)
-    middle.metric("Test accuracy (10,000 images)", f"{100 * accuracy:.2f}%" if accuracy is not None else "-")
-    right.metric("Trained for", f"{card.get('epochs', '?')} epochs, {format_seconds(card.get('wall_seconds'))}")
+    model_facts()
     st.page_link("pages/train.py", label="Train a network and watch it learn", icon=":material/model_training:")
     st.page_link("pages/draw.py", label="Draw a digit and see it read, live", icon=":material/draw:")
     st.page_link("pages/features.py", label="Look inside: feature maps and filters", icon=":material/grid_view:")
@@ -42,8 +63,7 @@ def page() -> None:
     st.caption("Shapes are channels x height x width. Sizes shrink 28 -> 14 -> 7 -> 4 while the number of maps grows 32 -> 64 -> 128.")
     rows = [{"layer": r["name"], "output shape": " x ".join(map(str, r["shape"])),
              "weights": r["params"], "what it does": r["explanation"]} for r in layer_table()]
-    st.dataframe(rows, hide_index=True, width="stretch",
-                 column_config={"what it does": st.column_config.TextColumn(width="large")})
+    st.markdown(markdown_table(rows))  # a plain table: its explanations wrap, where a data grid cut them
 
     st.subheader("Words you will meet")
     for term, meaning in GLOSSARY.items():

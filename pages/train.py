@@ -6,17 +6,26 @@ import secrets
 
 import streamlit as st
 
+from cnn import classroom
 from cnn.checkpoint import checkpoint_bytes, default_runs_dir
 from cnn.config import PRESETS, form_config
-from cnn.runs import list_runs, read_filter_snapshots
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
-from cnn.views import eval_rows, history_rows, live_step_rows, progress_summary, run_curves, step_rows, thin
-from pages.shared import (active_run, browser_key, chart_spec, client_address, checkpoint_for, field, job_manager,
-                          is_teacher, load_data_with_progress, loaded_checkpoint, owner_id, require_app_navigation,
-                          set_active_run)
+from cnn.runs import list_runs, read_filter_snapshots
+from cnn.views import (card_steps_per_epoch, default_watch, history_rows, job_label, live_charts, overlay_charts,
+                       plural, progress_summary, run_colors, run_curves, shown_runs, smoothing_note, steps_per_epoch)
+from pages.shared import (active_run, browser_key, class_settings, client_address, checkpoint_for, is_teacher,
+                          job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
+                          require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
+# The Start form's fields: widget key name -> the preset's field it starts from. Kept (pages.shared.kept), so a
+# trip to Draw and back keeps what the student set.
+# Streamlit 1.67 drops an undrawn widget's value at a page switch even when app.py re-assigns it (keep_choices);
+# its own persist_state="session" is what keeps it (checked by tests/test_app_pages.py and test_browser_train.py).
+KEEP = "session"
+FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate", "seed": "seed",
+               "keep_conv": "p_keep_conv", "keep_hidden": "p_keep_hidden"}
 
 
 def default_run_name(preset: str) -> str:
@@ -28,9 +37,12 @@ def default_run_name(preset: str) -> str:
     return f"{preset}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
 
 
-def _name_follows_preset() -> None:
-    """A new preset gets a new default name, unless the student typed one (callback of the preset box)."""
-    if st.session_state.get("run_name") == st.session_state.get("run_name_default"):
+def _preset_changed() -> None:
+    """A new preset fills the form with its values, and a new default name unless the student typed one."""
+    base = PRESETS[st.session_state[kept("preset")]]
+    for key, name in FORM_FIELDS.items():
+        st.session_state[kept(key)] = getattr(base, name)
+    if st.session_state.get(kept("run_name")) == st.session_state.get("run_name_default"):
         st.session_state.new_run_name = True
 
 
@@ -38,30 +50,60 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
     """The server's step cap in the form's words: what fits at the preset's batch size."""
     per_epoch = run_steps(base.replace(epochs=1), train_size)
     return (f"This server trains at most {cap:,} steps per run (epochs x {train_size:,} images / batch size): "
-            f"at batch {base.batch_size} that is up to {cap // per_epoch} epochs; a larger batch allows more.")
+            f"at batch {base.batch_size} that is up to {plural(cap // per_epoch, 'epoch')}; a larger batch allows more.")
+
+
+def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
+    """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
+
+    A kept value the class no longer allows (a preset, too many epochs) is put back within what it allows.
+    """
+    if st.session_state.get(kept("preset")) not in presets:
+        st.session_state[kept("preset")] = presets[0]
+        _preset_changed()
+    base = PRESETS[st.session_state[kept("preset")]]
+    for key, name in FORM_FIELDS.items():
+        st.session_state.setdefault(kept(key), getattr(base, name))
+    if st.session_state[kept("epochs")] > max_epochs:
+        st.session_state[kept("epochs")] = max_epochs
+    if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
+        st.session_state[kept("run_name")] = st.session_state.run_name_default = default_run_name(base.name)
+    return base.name
 
 
 def start_form() -> None:
-    preset_name = st.selectbox("Preset", list(PRESETS), format_func=PRESET_LABELS.get, key="preset",
-                               on_change=_name_follows_preset)
+    """The Start form, with only what this session may start (a student on a class server: what the class allows)."""
+    teacher, settings = is_teacher(), class_settings()
+    presets = tuple(PRESETS) if teacher else classroom.student_presets(settings)
+    rules = None if teacher else classroom.class_rules_sentence(settings)
+    if not presets:
+        st.info(rules)
+        return
+    max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or 50
+    preset_name = form_defaults(presets, max_epochs)
+    st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=KEEP,
+                 on_change=_preset_changed)
+    if rules:
+        st.caption(rules)
     base = PRESETS[preset_name]
-    if st.session_state.pop("new_run_name", False) or "run_name" not in st.session_state:
-        # Set before the keyed field is drawn; the key keeps it (and what the student types) across reruns.
-        st.session_state.run_name = st.session_state.run_name_default = default_run_name(preset_name)
     manager = job_manager()
-    with st.form("start", border=True):
+    # Plain widgets, not an st.form: a form's values reach the server only with its button, so a trip to another
+    # page lost what was set but not yet started; each change now reaches the server and is kept.
+    with st.container(border=True):
         cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", 1, 50, base.epochs)
-        batch = cols[1].number_input("Batch size", 8, 1024, base.batch_size)
-        lr = cols[2].number_input("Learning rate", 1e-5, 1.0, base.learning_rate, format="%.4f")
-        seed = cols[3].number_input("Seed", 0, 10_000, base.seed)
+        epochs = cols[0].number_input("Epochs", 1, max_epochs, key=kept("epochs"), persist_state=KEEP)
+        batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=KEEP)
+        lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=KEEP)
+        seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=KEEP)
         cols = st.columns(3)
-        keep_conv = cols[0].slider("Keep-probability, conv", 0.1, 1.0, base.p_keep_conv, 0.05)
-        keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, base.p_keep_hidden, 0.05)
-        name = cols[2].text_input("Run name", key="run_name")
-        # A form cannot change its limits while it is filled in: say the cap here; Start gets the refusal sentence.
+        keep_conv = cols[0].slider("Keep-probability, conv", 0.1, 1.0, step=0.05, key=kept("keep_conv"),
+                                   persist_state=KEEP)
+        keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, step=0.05, key=kept("keep_hidden"),
+                                     persist_state=KEEP)
+        name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=KEEP)
+        # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
         st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
-        if st.form_submit_button("Start", type="primary"):
+        if st.button("Start", type="primary"):
             try:
                 config = form_config(base, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                                      p_keep_conv=keep_conv, p_keep_hidden=keep_hidden)
@@ -74,52 +116,61 @@ def start_form() -> None:
 def start(config, name: str) -> None:
     """Queue the run, or say in the server's sentence why not; on success the name moves on to a fresh default."""
     try:
-        st.session_state.watch = job_manager().submit(config, name, owner_id(), browser=browser_key(),
-                                                      address=client_address(), teacher=is_teacher())
+        job_id = job_manager().submit(config, name, owner_id(), browser=browser_key(), address=client_address(),
+                                      teacher=is_teacher())
     except ValueError as exc:
         st.error(str(exc))
         return
+    st.session_state[kept("watch")] = job_id  # the live view follows the run just started
     st.session_state.runs_started = st.session_state.get("runs_started", 0) + 1
     st.session_state.new_run_name = True
     st.rerun()  # redraw the form with the next default name, the live view on the new run
 
 
 def controls(job: dict) -> None:
-    if job["owner"] != owner_id():
-        st.caption("Started by another session: you can watch it; only that session can pause or stop it.")
+    """Pause/Resume and Stop for the run's own session, and for the teacher on every run."""
+    teacher, mine = is_teacher(), job["owner"] == owner_id()
+    if not mine and not teacher:
+        st.caption(f"Started by {job.get('started_by', 'another session')}: you can watch it; only that session or "
+                   "the teacher can pause or stop it.")
         return
+    if not mine:
+        st.caption(f"Started by {job.get('started_by', 'another session')}: as the teacher you can pause or stop it.")
     manager, cols = job_manager(), st.columns(3)
+    command = None
     if job["status"] == "running" and cols[0].button("Pause", key=f"pause{job['id']}"):
-        manager.pause(job["id"], owner_id())
+        command = manager.pause
     if job["status"] == "paused" and cols[0].button("Resume", key=f"resume{job['id']}"):
-        manager.resume(job["id"], owner_id())
+        command = manager.resume
     if job["status"] in ("running", "paused", "queued") and cols[1].button("Stop", key=f"stop{job['id']}"):
-        manager.stop(job["id"], owner_id())
+        command = manager.stop
+    if command is not None:
+        try:
+            command(job["id"], owner_id(), teacher=teacher)
+        except (KeyError, PermissionError):  # the run was dropped meanwhile, or this session lost the right
+            st.warning("That run can no longer be changed from here.")
 
 
-def charts(steps: list[dict], evals: list[dict], run: str, height: int = 220) -> None:
-    rows = live_step_rows(steps, run)  # 500 points per metric: enough for the eye, light to send every second
-    left, right = st.columns(2)
-    for column, metric in ((left, "training loss"), (right, "batch accuracy")):
-        data = [r for r in rows if r["metric"] == metric]
-        column.vega_lite_chart(spec=chart_spec(data, "line", {
-            "x": field("step", "quantitative"), "y": field("value", "quantitative", title=metric),
-            "color": field("run", "nominal")}, title=f"{metric} (smoothed)", height=height), width="stretch")
-    left.vega_lite_chart(spec=chart_spec(eval_rows(evals, run), {"type": "line", "point": True}, {
-        "x": field("step", "quantitative"), "y": field("accuracy", "quantitative", scale={"zero": False}),
-        "color": field("test set", "nominal"),
-        "tooltip": [field("step", "quantitative"), field("test set", "nominal"),
-                    field("accuracy", "quantitative", format=".2%")]}, title="test accuracy", height=height),
-        width="stretch")
-    speed = [r for r in rows if r["metric"] == "images/s"]
-    right.vega_lite_chart(spec=chart_spec(speed, "line", {
-        "x": field("step", "quantitative"), "y": field("value", "quantitative", title="images/s")},
-        title="images per second", height=height), width="stretch")
+def draw_charts(items: list[dict], columns: int = 2) -> None:
+    """cnn.views chart items in a grid: a chart, or the sentence saying why there is none yet."""
+    cols = st.columns(columns)
+    for index, item in enumerate(items):
+        column = cols[index % columns]
+        if "spec" in item:
+            column.vega_lite_chart(spec=item["spec"], width="stretch")
+        else:
+            column.markdown(f"**{item['title']}**")
+            column.caption(item["sentence"])
+
+
+def overlay_choice() -> list[str]:
+    return list(st.session_state.get(kept("overlay")) or [])
 
 
 @st.fragment(run_every=1.0)
 def live() -> None:
-    jobs = job_manager().jobs()
+    manager = job_manager()
+    jobs = manager.jobs()
     if not jobs:
         st.info("No training yet on this server. Choose a preset and press Start.")
         return
@@ -128,11 +179,13 @@ def live() -> None:
         st.session_state.seen_statuses = statuses
         st.rerun(scope="app")  # a run started or ended: the history and the model choice lie outside this fragment
     ids = [job["id"] for job in jobs]
-    watched = st.session_state.get("watch", ids[0])
-    labels = {job["id"]: f"{job['name']} ({job['status']}{', queued #' + str(job['queue_position']) if job['queue_position'] else ''})" for job in jobs}
-    choice = st.selectbox("Watch run", ids, index=ids.index(watched) if watched in ids else 0, format_func=labels.get)
-    st.session_state.watch = choice
-    job = job_manager().snapshot(choice)  # only the watched run's history is copied
+    if st.session_state.get(kept("watch")) not in ids:  # nothing chosen yet, or the run left the list
+        st.session_state[kept("watch")] = default_watch(jobs, owner_id())
+    labels = {job["id"]: job_label(job) for job in jobs}
+    choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=KEEP)
+    job = manager.snapshot(choice)  # only the watched run's history is copied
+    if job is None:
+        return
     summary = progress_summary(job)
     st.progress(summary["fraction"], text=summary["text"])
     if job["status"] == "failed":
@@ -142,16 +195,27 @@ def live() -> None:
     for problem in job["save_errors"]:
         st.warning(problem)
     controls(job)
-    charts(job["steps"], job["evals"], job["name"])
+    if job["status"] == "queued":
+        st.caption("Its charts start when it does.")
+        return
+    scale = run_colors(shown_runs(job["name"], overlay_choice()))
+    draw_charts(live_charts(job, steps_per_epoch(job["config"]["batch_size"], manager.train_set_size()), scale))
+    note = smoothing_note({job["name"]: job["config"]})
+    if note:
+        st.caption(note)
 
 
 def history() -> None:
-    rows = history_rows(list_runs(default_runs_dir()), job_manager().jobs())
+    runs = list_runs(default_runs_dir())
+    rows = history_rows(runs, job_manager().jobs())
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
                  width="stretch", column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
-    chosen = st.multiselect("Overlay the curves of", [r["run"] for r in rows], key="overlay")
+    names = [r["run"] for r in rows]
+    # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
+    st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]
+    chosen = st.multiselect("Overlay the curves of", names, key=kept("overlay"), persist_state=KEEP)
     if chosen:
-        overlay(chosen)
+        overlay(chosen, {run.name: run.card for run in runs})
     # A failed run keeps the model.pt of its last completed epoch: it may be made active too (if it does not
     # load, the pages say so and fall back to the bundled model).
     usable = [r["run"] for r in rows if r["run"] == "bundled" or (
@@ -166,20 +230,17 @@ def history() -> None:
     filter_replay(picked)
 
 
-def overlay(names: list[str]) -> None:
-    """Curves of several runs on one chart, e.g. ARTICLE vs FAST vs the softmax baseline."""
-    steps, evals = [], []
-    for name in names:
-        curve_steps, run_evals = run_curves(checkpoint_for(name).parent)
-        steps += step_rows(curve_steps, name, every=5)
-        evals += eval_rows([e for e in run_evals if e["full"]], name)
-    st.vega_lite_chart(spec=chart_spec(thin(evals), {"type": "line", "point": True}, {
-        "x": field("step", "quantitative"), "y": field("accuracy", "quantitative", scale={"zero": False}),
-        "color": field("run", "nominal")}, title="full test accuracy per epoch"), width="stretch")
-    losses = thin([r for r in steps if r["metric"] == "training loss"], 3000)  # metric first: rows interleave
-    st.vega_lite_chart(spec=chart_spec(losses, "line", {
-        "x": field("step", "quantitative"), "y": field("value", "quantitative"), "color": field("run", "nominal")},
-        title="training loss (smoothed)"), width="stretch")
+def overlay(names: list[str], cards: dict[str, dict | None]) -> None:
+    """Curves of several runs on the epoch axis, e.g. ARTICLE vs FAST vs the softmax baseline (one legend)."""
+    train_size = job_manager().train_set_size()
+    curves = {name: (*run_curves(checkpoint_for(name).parent), card_steps_per_epoch(cards.get(name), train_size))
+              for name in names}
+    watched = next((job["name"] for job in job_manager().jobs() if job["id"] == st.session_state.get(kept("watch"))),
+                   None)
+    draw_charts(overlay_charts(curves, run_colors(shown_runs(watched, names))), columns=1)
+    note = smoothing_note({name: (cards.get(name) or {}).get("config") or {} for name in names})
+    if note:
+        st.caption(note)
 
 
 def downloads(run: str) -> None:
@@ -201,14 +262,19 @@ def downloads(run: str) -> None:
 
 
 def filter_replay(run: str) -> None:
+    """conv1's 32 filters at each saved step, from the random start (step 0) to the end."""
     snapshots = read_filter_snapshots(checkpoint_for(run).parent)
     if snapshots is None or len(snapshots[0]) == 0:
         return
     steps, filters = snapshots
     st.markdown("**How conv1's 32 filters changed while training** (blue negative, red positive)")
-    index = st.slider("Snapshot at step", 0, len(steps) - 1, len(steps) - 1, format="%d", key=f"replay-{run}")
+    options = [int(step) for step in steps]
+    step = st.select_slider("Filters at step", options, value=options[-1], key=f"replay-{run}",
+                            format_func=lambda s: f"{s:,}" + (" (random start)" if s == 0 else ""))
+    index = options.index(step)
     st.image(kernel_grid(filters[index], columns=8, cell=36, limit=float(abs(filters).max()))[0],
-             caption=f"step {int(steps[index])}", width=420)
+             caption=f"step {step:,}" + (": the random weights, before any training" if step == 0 else ""),
+             width=420)
 
 
 require_app_navigation()

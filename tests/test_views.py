@@ -1,7 +1,11 @@
-"""cnn.views: the rows behind the Train page's charts (SYNTHETIC training steps)."""
+"""cnn.views: the rows, charts and sentences of the Train page (SYNTHETIC training steps and job views)."""
 from collections import Counter
 
-from cnn.views import live_step_rows, step_rows
+import pytest
+
+from cnn.views import (default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows, overlay_charts,
+                       progress_summary, run_colors, shown_runs, smoothed_loss_floor, smoothing_note, status_sentence,
+                       step_rows, steps_per_epoch)
 
 
 def steps(n: int) -> list[dict]:
@@ -30,3 +34,126 @@ def test_the_app_icon_is_drawn_here_a_kernel_of_blue_and_red():
     assert icon.shape == (63, 63, 3) and icon.dtype.name == "uint8"
     left, right = icon[31, 10], icon[31, 52]  # the middle row of a Sobel-x kernel: -1 ... +1
     assert left[2] == 255 and left[0] < 128 and right[0] == 255 and right[2] < 128
+
+
+# ---------------------------------------------------------------- the live panel's sentences (issue 11)
+
+
+
+def job(status: str, *, epochs_done=(), planned=10, step=0, total=4690, seconds=37.0, place=None, owner="me",
+        job_id=1, name="run", started=True, **config) -> dict:
+    """A job view as JobManager.snapshot() gives it (the fields the sentences read)."""
+    return {"id": job_id, "name": name, "owner": owner, "status": status, "step": step, "steps_total": total,
+            "epoch": len(epochs_done) + 1, "elapsed_seconds": seconds, "queue_position": place,
+            "started": 1.0 if started else None, "test_accuracy": epochs_done[-1] if epochs_done else None,
+            "epochs": [{"epoch": i + 1, "step": 469 * (i + 1), "test_accuracy": a} for i, a in enumerate(epochs_done)],
+            "config": {"epochs": planned, "batch_size": 128, "eval_every": 100, "label_smoothing": 0.0, **config},
+            "steps": [], "evals": []}
+
+
+def test_a_finished_run_says_its_accuracy_epochs_and_time_in_one_plural_aware_line():
+    assert status_sentence(job("finished", epochs_done=[0.9909], planned=1, step=938, total=938)) == \
+        "Finished: 99.09% after 1 epoch, 37 s"
+    assert status_sentence(job("finished", epochs_done=[0.97, 0.9811], planned=2, seconds=75)) == \
+        "Finished: 98.11% after 2 epochs, 1 min 15 s"
+
+
+def test_a_stopped_run_gives_its_last_full_epochs_accuracy_or_says_no_model_was_kept():
+    text = status_sentence(job("stopped", epochs_done=[0.97, 0.981], step=1000))
+    assert text.startswith("Stopped after 2 of 10 epochs: 98.10%") and "None" not in text
+    assert "step 1,000 of 4,690" in text
+    assert status_sentence(job("stopped", step=37)) == "Stopped before the first epoch ended (step 37 of 4,690): no model kept."
+    assert status_sentence(job("stopped", started=False)) == "Stopped before it started."  # dropped from the queue
+
+
+def test_a_queued_run_says_its_place_once():
+    text = status_sentence(job("queued", place=1))
+    assert text.startswith("Queued: #1 in line") and text.count("queued") + text.count("Queued") == 1
+    assert job_label(job("queued", place=1, name="x")) == "x (queued, #1 in line)"
+    assert job_label(job("running", name="x")) == "x (running)"
+    assert progress_summary(job("queued", place=2))["fraction"] == 0.0
+
+
+def test_a_run_at_step_0_does_not_say_step_0_of_1():
+    text = status_sentence(job("running", step=0, total=0))
+    assert "step 0" not in text and "of 1" not in text and text.startswith("Running: starting")
+
+
+def test_time_left_comes_from_the_training_pace_and_a_paused_run_says_once_resumed():
+    # 100 of 1,000 steps in 10 s of training: 900 steps left at 0.1 s each.
+    running = status_sentence(job("running", step=100, total=1000, seconds=10.0, planned=2))
+    assert running == "Running: epoch 1 of 2, step 100 of 1,000, 10 s of training, about 1 min 30 s left"
+    paused = status_sentence(job("paused", step=100, total=1000, seconds=10.0, planned=2))
+    assert paused.startswith("Paused: ") and paused.endswith("about 1 min 30 s left once resumed")
+
+
+def test_the_epoch_axis_lines_up_runs_of_different_batch_sizes():
+    fast, article = steps_per_epoch(64), steps_per_epoch(128)
+    assert (fast, article) == (938, 469)  # ceil(60,000 / 64), ceil(60,000 / 128)
+    assert epoch_of(938, fast) == 1.0 and epoch_of(938, article) == 2.0
+    assert steps_per_epoch(32, train_size=512) == 16
+    rows = step_rows(steps(10), "r", per_epoch=4)
+    assert {(r["step"], r["epoch"]) for r in rows} == {(s, s / 4) for s in range(1, 11)}
+    evals = eval_rows([{"step": 469, "n": 10000, "full": True, "accuracy": 0.97}], "a", article)
+    assert evals[0]["epoch"] == 1.0 and evals[0]["test set"] == "full 10,000"
+
+
+def _colour_scales(spec: dict) -> list[dict]:
+    layers = spec.get("layer", [spec])
+    return [layer["encoding"]["color"] for layer in layers]
+
+
+def test_every_chart_shares_one_colour_scale_and_only_one_chart_has_a_legend():
+    watched = job("running", step=10, name="fast-1", batch_size=64)
+    watched["steps"] = steps(10)
+    watched["evals"] = [{"step": 5, "epoch": 1, "accuracy": 0.5, "n": 1000, "full": False}]
+    shown = shown_runs("fast-1", ["article-1", "fast-1"])
+    assert shown == ["fast-1", "article-1"]
+    scale = run_colors(shown)
+    curves = {"article-1": (steps(20), [{"step": 20, "epoch": 1, "accuracy": 0.9, "n": 256, "full": True}], 20),
+              "fast-1": (steps(10), [], 10)}
+    items = live_charts(watched, 938, scale) + overlay_charts(curves, scale)
+    specs = [item["spec"] for item in items]
+    assert len(specs) == 6
+    colours = [colour for spec in specs for colour in _colour_scales(spec)]
+    assert all(colour["field"] == "run" and colour["scale"] == scale for colour in colours)
+    assert scale["domain"] == ["fast-1", "article-1"] and len(set(scale["range"])) == 2
+    assert sum(colour["legend"] is not None for colour in colours) == 1  # one legend, not one per chart
+    assert all(spec["encoding"]["x"]["field"] == "epoch" for spec in specs if "encoding" in spec)
+
+
+def test_no_empty_chart_is_drawn_a_sentence_is_given_instead():
+    """An empty chart makes Vega log "Infinite extent" in the browser console."""
+    items = live_charts(job("running", step=0, total=0), 938, run_colors(["run"]))
+    assert items and all("spec" not in item and item["sentence"] for item in items)
+    overlay = overlay_charts({"bundled": ([], [], 469)}, run_colors(["bundled"]))
+    assert all("spec" not in item for item in overlay)
+
+
+def test_watch_defaults_to_my_newest_run_then_a_running_one_then_the_newest_finished():
+    others_stopped = job("stopped", owner="other", job_id=9)  # newest, someone else's, no steps: never the default
+    running = job("running", owner="other", job_id=5, step=30)
+    finished = job("finished", owner="other", job_id=4, step=469, epochs_done=[0.9])
+    mine = job("queued", owner="me", job_id=3)
+    assert default_watch([others_stopped, running, finished, mine], "me") == 3
+    assert default_watch([others_stopped, running, finished], "me") == 5
+    assert default_watch([others_stopped, finished], "me") == 4
+    assert default_watch([others_stopped], "me") == 9  # nothing else to show
+    assert default_watch([], "me") is None
+
+
+def test_the_smoothed_loss_floor_is_the_lowest_cross_entropy_torch_computes():
+    import torch
+    import torch.nn.functional as F
+
+    target = torch.full((10,), 0.01)
+    target[3] = 0.91  # label smoothing 0.1 over 10 digits, as torch defines it
+    best = F.cross_entropy(target.log().unsqueeze(0), torch.tensor([3]), label_smoothing=0.1).item()
+    assert smoothed_loss_floor(0.1) == pytest.approx(best, rel=1e-5)
+    sure = torch.full((1, 10), -20.0)
+    sure[0, 3] = 20.0  # 100% sure and right: worse, not better
+    assert F.cross_entropy(sure, torch.tensor([3]), label_smoothing=0.1).item() > best
+    assert smoothed_loss_floor(0.0) == 0.0
+    note = smoothing_note({"fast-1": {"label_smoothing": 0.1}, "article-1": {"label_smoothing": 0.0}})
+    assert "fast-1" in note and "article-1" not in note and "0.50" in note and "label smoothing 0.1" in note
+    assert smoothing_note({"article-1": {"label_smoothing": 0.0}}) is None
