@@ -57,6 +57,20 @@ def is_class_server(address: str | None, token: str | None) -> bool:
     return bool(token) or not is_loopback(address)
 
 
+# A reverse proxy on the same machine makes every student look like loopback: a request it forwarded carries one
+# of these, so the server counts as a class server even when bound to 127.0.0.1 (nginx, Caddy, Apache set them).
+PROXY_HEADERS = ("x-forwarded-for", "x-real-ip", "forwarded", "x-forwarded-host")
+
+
+def forwarded(headers) -> bool:
+    """Whether a request's headers (any mapping) say a reverse proxy passed it on."""
+    try:
+        names = {str(name).lower() for name in headers.keys()}
+    except Exception:  # an odd header object: in doubt, treat it as forwarded (the safe side: a student)
+        return True
+    return any(name in names for name in PROXY_HEADERS)
+
+
 def token_problem(token: str) -> str:
     """Why a chosen CNN_TEACHER_TOKEN cannot be used ("" when it can)."""
     if len(token) < MIN_TOKEN_LENGTH:
@@ -96,8 +110,9 @@ def teacher_link(host: str, port: int, token: str) -> str:
 
 def teacher_link_sentence(link: str) -> str:
     """What the server prints once at start when it made the token itself."""
-    return (f"This is a class server: the teacher opens {link} to be the teacher (set {TOKEN_VARIABLE} to choose "
-            "the token; keep it off the projector).")
+    return (f"This is a class server: the teacher opens {link} to be the teacher (behind a reverse proxy: the "
+            f"students' address with the same ?{TEACHER_PARAMETER}=...; set {TOKEN_VARIABLE} to choose the token; "
+            "keep it off the projector).")
 
 
 # ---------------------------------------------------------------- the class's settings
@@ -118,9 +133,11 @@ class ClassSettings:
         presets = self.allowed_presets
         if not isinstance(presets, tuple) or not presets or any(p not in PRESETS for p in presets):
             return f"allowed_presets must name at least one of {', '.join(PRESETS)}."
-        if isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or not 1 <= self.max_epochs <= 1000:
+        epochs = self.max_epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000:
             return "max_epochs must be a whole number from 1 to 1,000."
-        if not isinstance(self.class_model, str) or (self.class_model != BUNDLED and run_name_problem(self.class_model)):
+        model = self.class_model
+        if not isinstance(model, str) or (model != BUNDLED and run_name_problem(model)):
             return "class_model must be 'bundled' or a run's name."
         return ""
 
@@ -148,7 +165,7 @@ def class_settings_path(runs_dir: Path | str) -> Path:
 
 
 def read_class_settings(runs_dir: Path | str) -> ClassSettings:
-    """The class's settings; the defaults when there is no file, or (with a logged sentence) a file that is not right."""
+    """The class's settings: the defaults when there is no file, or (with a logged sentence) one that is not right."""
     path = class_settings_path(runs_dir)
     try:
         with open(path, "rb") as stream:

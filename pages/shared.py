@@ -66,16 +66,24 @@ def chosen_token() -> str | None:
 
 
 def is_class_server() -> bool:
-    """Whether students may connect here: a teacher token is set, or the server listens beyond loopback."""
-    return classroom.is_class_server(server_address(), chosen_token())
+    """Whether students may connect here: a teacher token is set, the server listens beyond loopback, or this
+    session came through a reverse proxy (which makes every student look like loopback)."""
+    return classroom.is_class_server(server_address(), chosen_token()) or came_through_proxy()
 
 
-@st.cache_resource
+def came_through_proxy() -> bool:
+    try:
+        headers = st.context.headers
+    except Exception:  # no client context (a bare run): nobody else is connected
+        return False
+    return classroom.forwarded(headers)
+
+
 def teacher_token() -> str | None:
-    """The class server's teacher token: CNN_TEACHER_TOKEN, else one made at start and printed once with the link.
+    """The class server's teacher token: CNN_TEACHER_TOKEN, else one made once per server and printed with the link.
 
     None on a laptop bound to loopback with no token (its one user is the teacher). ValueError with a sentence
-    for a token that is too short (not cached, so a fixed variable is read again).
+    for a token that is too short.
     """
     token = chosen_token()
     if token:
@@ -84,9 +92,15 @@ def teacher_token() -> str | None:
         return token
     if not is_class_server():
         return None
+    return made_token()
+
+
+@st.cache_resource
+def made_token() -> str:
+    """A token made once per server, printed once to the terminal (never shown on a page)."""
     token = classroom.new_token()
     link = classroom.teacher_link(classroom.link_host(server_address()), st.get_option("server.port"), token)
-    print(classroom.teacher_link_sentence(link), file=sys.stderr, flush=True)  # the terminal, never a page
+    print(classroom.teacher_link_sentence(link), file=sys.stderr, flush=True)
     return token
 
 
@@ -96,13 +110,14 @@ def claim_teacher() -> None:
 
     Session only: a reload starts a new session, and the teacher opens the link again.
     """
+    token = teacher_token()  # made (and printed) on the first run that finds a class server
     offered = st.query_params.get(classroom.TEACHER_PARAMETER)
     if offered is None:
         return
     del st.query_params[classroom.TEACHER_PARAMETER]
     if not is_class_server():
         return  # on a laptop everyone is the teacher already
-    if classroom.token_matches(offered, teacher_token()):
+    if classroom.token_matches(offered, token):
         st.session_state[TEACHER_KEY] = True
     else:
         logging.getLogger(__name__).warning("A session opened the app with a wrong teacher token.")

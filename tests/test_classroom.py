@@ -11,7 +11,7 @@ import streamlit as st
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
-from cnn.classroom import (CLASS_SETTINGS_FILE, ClassSettings, class_model_choices, is_class_server,
+from cnn.classroom import (CLASS_SETTINGS_FILE, ClassSettings, class_model_choices, forwarded, is_class_server,
                            read_class_settings, run_rows, settings_from_form, student_presets, student_refusal,
                            teacher_link, token_matches, token_problem, write_class_settings)
 from cnn.config import ARTICLE, FAST, SOFTMAX
@@ -30,6 +30,14 @@ TOKEN = "a-teacher-token-for-tests"
 ])
 def test_a_class_server_has_a_token_or_listens_beyond_loopback(address, token, expected):
     assert is_class_server(address, token) is expected
+
+
+def test_a_request_through_a_reverse_proxy_counts_as_a_students():
+    # Bound to 127.0.0.1 behind nginx, every student connects from loopback: the proxy's headers tell them apart.
+    assert forwarded({"X-Forwarded-For": "10.0.0.7"}) and forwarded({"x-real-ip": "10.0.0.7"})
+    assert forwarded({"Forwarded": "for=10.0.0.7"})
+    assert not forwarded({"Host": "localhost:8501", "User-Agent": "Chromium"}) and not forwarded({})
+    assert forwarded(object())  # in doubt: a student
 
 
 def test_only_the_exact_token_makes_a_teacher():
