@@ -469,9 +469,10 @@ def test_draw_page_offers_the_softmax_model_no_grad_cam_and_captions_what_it_sho
     app.switch_page("pages/draw.py").run()
     app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
     assert not app.exception
-    assert any(c.value.startswith("Read by your run baseline") for c in app.caption)
-    method = app.radio(key="kept.draw_method_upload")
+    method = app.radio[0]
     assert method.options == ["Integrated Gradients", "Occlusion"] and method.value == "integrated_gradients"
+    assert method.key == "kept.draw_method_upload"  # kept across pages
+    assert any(c.value.startswith("Read by your run baseline") for c in app.caption)
     read_as = re.search(r"It's an? (\d)|Not sure: (\d)", " ".join(m.value for m in app.markdown))
     digit = int(read_as.group(1) or read_as.group(2))
     captions = [image.proto.imgs[0].caption for image in app.get("image")]
