@@ -85,6 +85,16 @@ def progress_summary(job: dict) -> dict:
     return {"fraction": fraction, "text": status_sentence(job)}
 
 
+PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax baseline"}
+
+
+def config_summary(config: dict) -> str:
+    """A run's recipe in one line: "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"."""
+    preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
+    return (f"{preset}: {plural(config['epochs'], 'epoch')}, batch {config['batch_size']}, "
+            f"learning rate {config['learning_rate']:g}, seed {config['seed']}")
+
+
 def job_label(job: dict) -> str:
     """How the "Watch run" list names a job: "fast-3f2a-1 (running)", "x (queued, #1 in line)"."""
     place = f", {queue_words(job.get('queue_position'))}" if job["status"] == "queued" else ""

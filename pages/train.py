@@ -12,8 +12,9 @@ from cnn.config import PRESETS, form_config
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
 from cnn.runs import list_runs, read_filter_snapshots
-from cnn.views import (card_steps_per_epoch, default_watch, history_rows, job_label, live_charts, overlay_charts,
-                       plural, progress_summary, run_colors, run_curves, shown_runs, smoothing_note, steps_per_epoch)
+from cnn.views import (card_steps_per_epoch, config_summary, default_watch, history_rows, job_label, live_charts,
+                       overlay_charts, plural, progress_summary, run_colors, run_curves, shown_runs, smoothing_note,
+                       steps_per_epoch)
 from pages.shared import (active_run, browser_key, class_settings, client_address, checkpoint_for, is_teacher,
                           job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
                           require_app_navigation, set_active_run)
@@ -188,6 +189,7 @@ def live() -> None:
         return
     summary = progress_summary(job)
     st.progress(summary["fraction"], text=summary["text"])
+    st.caption(config_summary(job["config"]))
     if job["status"] == "failed":
         st.error(f"This run failed: {job['error']}")
     elif job["error"]:  # e.g. dropped from the queue because the session that queued it has ended

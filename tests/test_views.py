@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from cnn.views import (default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows, overlay_charts,
+from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows, overlay_charts,
                        progress_summary, run_colors, shown_runs, smoothed_loss_floor, smoothing_note, status_sentence,
                        step_rows, steps_per_epoch)
 
@@ -157,3 +157,10 @@ def test_the_smoothed_loss_floor_is_the_lowest_cross_entropy_torch_computes():
     note = smoothing_note({"fast-1": {"label_smoothing": 0.1}, "article-1": {"label_smoothing": 0.0}})
     assert "fast-1" in note and "article-1" not in note and "0.50" in note and "label smoothing 0.1" in note
     assert smoothing_note({"article-1": {"label_smoothing": 0.0}}) is None
+
+
+def test_a_runs_recipe_in_one_line():
+    from cnn.config import FAST
+
+    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"
+    assert config_summary(FAST.replace(epochs=2, name="article").to_dict()).startswith("ARTICLE: 2 epochs, ")

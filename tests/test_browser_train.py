@@ -1,0 +1,85 @@
+"""The Train and Home pages on a classroom projector (1024x768, sidebar open), in Debian's Chromium: the Train
+form keeps its preset across a trip to Draw and Start launches what it shows; Home's numbers and layer table are
+whole, not cut with an ellipsis or inside a scrolling grid."""
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.test_browser_app import go_to, open_app, wait_until_idle
+
+pytestmark = pytest.mark.browser
+
+PROJECTOR = {"width": 1024, "height": 768}
+# Elements (the given ones and everything inside them) whose text is wider than their box: cut, or scrolled.
+OVERFLOWING_JS = """els => els.flatMap(el => [el, ...el.querySelectorAll('*')])
+  .filter(e => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0).map(e => e.innerText || e.tagName)"""
+
+
+@pytest.fixture
+def projector_page(new_context):
+    return new_context(viewport=PROJECTOR).new_page()
+
+
+def choose(page: Page, label: str, option: str) -> None:
+    page.get_by_role("combobox", name=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(page.get_by_role("combobox", name=label)).to_have_value(option, timeout=60_000)
+
+
+def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_app(page, app_url)
+    go_to(page, "Train")
+    choose(page, "Preset", "FAST (Adam, one cycle)")
+    epochs = page.get_by_label("Epochs").first
+    expect(epochs).to_have_value("1", timeout=60_000)  # FAST's form is in
+    name = page.get_by_label("Run name")
+    name.fill("projector-fast")
+    name.press("Enter")
+    expect(page.get_by_text("Press Enter to apply")).to_have_count(0, timeout=60_000)  # the name reached the server
+    wait_until_idle(page)
+
+    go_to(page, "Draw")
+    expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
+    go_to(page, "Train")
+    expect(page.get_by_role("combobox", name="Preset")).to_have_value("FAST (Adam, one cycle)", timeout=60_000)
+    expect(epochs).to_have_value("1")
+    expect(name).to_have_value("projector-fast")
+
+    page.get_by_role("button", name="Start").click()
+    watched = page.get_by_role("combobox", name="Watch run")
+    expect(watched).to_have_value(re.compile(r"^projector-fast \("), timeout=60_000)
+    # The run's own recipe, read from the server's job: FAST, not the ARTICLE x 10 a lost choice used to start.
+    expect(page.get_by_text("FAST: 1 epoch, batch 64, learning rate 0.003")).to_be_visible(timeout=60_000)
+    page.get_by_role("button", name="Stop").click()  # the shared test server's training slot is free again
+    expect(page.get_by_text(re.compile(r"^Stopped "))).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert errors == []  # among them Vega's "Infinite extent" of an empty chart
+
+
+def test_home_numbers_and_layer_table_are_whole_on_a_projector(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_app(page, app_url)
+    wait_until_idle(page)
+    assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 150  # the sidebar is open
+    metrics = page.get_by_test_id("stMetric")
+    expect(metrics).to_have_count(3, timeout=60_000)
+    cut = page.locator("[data-testid='stMetricValue'], [data-testid='stMetricLabel']").evaluate_all(OVERFLOWING_JS)
+    assert cut == [], f"metric text cut at 1024 px: {cut}"
+    for index in range(metrics.count()):
+        expect(metrics.nth(index)).to_be_in_viewport(ratio=1.0)
+
+    table = page.locator("table").filter(has_text="what it does")
+    expect(table).to_have_count(1, timeout=60_000)  # a real table (a data grid draws its cells on a canvas)
+    explanation = table.get_by_text("ReLU keeps positive responses", exact=False)
+    expect(explanation).to_be_visible()
+    cut = table.evaluate_all(OVERFLOWING_JS)
+    assert cut == [], f"layer table text cut or scrolled at 1024 px: {cut[:3]}"
+    box = table.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PROJECTOR["width"], box
+    # The longest explanation is whole: its cell is as tall as the wrapped text needs.
+    cell = table.locator("td").filter(has_text="softmax turns them into probabilities")
+    assert cell.evaluate("td => td.scrollHeight <= td.clientHeight + 1 && td.innerText.includes('true label')")
+    assert errors == []
