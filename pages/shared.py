@@ -307,13 +307,20 @@ def resolved_model():
         loaded = loaded_checkpoint(own)
         if not isinstance(loaded, str):
             return (*loaded, own, MODEL_SOURCES[0])
-        st.warning(f"{loaded} Using the class's model instead.")
-        del st.session_state["active_run"]
-    class_model = class_settings().class_model
-    if class_model != "bundled":
-        loaded = loaded_checkpoint(class_model)
+        del st.session_state["active_run"]  # the session follows the class's model again
+        fallback = class_model()
+        st.warning(f"{loaded} Using {fallback[3]} instead.")
+        return fallback
+    return class_model()
+
+
+def class_model():
+    """(model, card, run name, source): the class model the teacher chose if it loads, else the bundled one."""
+    chosen = class_settings().class_model
+    if chosen != "bundled":
+        loaded = loaded_checkpoint(chosen)
         if not isinstance(loaded, str):
-            return (*loaded, class_model, MODEL_SOURCES[1])
+            return (*loaded, chosen, MODEL_SOURCES[1])
     path = BUNDLED_MODEL
     model, card = _cached_checkpoint(str(path), path.stat().st_mtime)
     return model, card, "bundled", MODEL_SOURCES[2]
