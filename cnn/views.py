@@ -224,6 +224,7 @@ PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#e
 READABLE = {"axis": {"labelFontSize": 13, "titleFontSize": 13}, "title": {"fontSize": 15},
             "legend": {"labelFontSize": 13, "titleFontSize": 13}}
 EPOCH_AXIS = "epoch (steps / steps per epoch)"
+EPOCH_X = {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS, "axis": {"format": "~g"}}
 
 
 def shown_runs(watched: str | None, overlay: list[str]) -> list[str]:
@@ -246,7 +247,7 @@ def line_chart(values: list[dict], y: str, title: str, scale: dict, *, y_title: 
                legend: bool = False, height: int = 220, points: bool = False, zero: bool = True) -> dict:
     """A Vega-Lite line chart of values over the epoch axis, coloured by run."""
     return {"data": {"values": values}, "mark": {"type": "line", "point": points},
-            "encoding": {"x": {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS},
+            "encoding": {"x": EPOCH_X,
                          "y": {"field": y, "type": "quantitative", "title": y_title or y, "scale": {"zero": zero}},
                          "color": _color(scale, legend),
                          "tooltip": [{"field": "run", "type": "nominal"}, {"field": "step", "type": "quantitative"},
@@ -264,7 +265,8 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
     rows = live_step_rows(job.get("steps") or [], job["name"], per_epoch=per_epoch)
     waiting = "No training step yet: the chart starts with the first step."
     items = [chart_or_sentence(f"{metric} (smoothed)", [r for r in rows if r["metric"] == metric],
-                               lambda values, m=metric: line_chart(values, "value", f"{m} (smoothed)", scale, y_title=m),
+                               lambda values, m=metric: line_chart(values, "value", f"{m} (smoothed)", scale,
+                                                                   y_title=m),
                                waiting)
              for metric in ("training loss", "batch accuracy")]
     evals = eval_rows(job.get("evals") or [], job["name"], per_epoch)
@@ -281,15 +283,15 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
 
 def accuracy_chart(values: list[dict], scale: dict, height: int = 220) -> dict:
     """One run's test accuracy: a line through the quick subset tests, a large dot at each full test (epoch end)."""
-    base = {"x": {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS},
-            "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}},
+    base = {"x": EPOCH_X,
+            "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}, "axis": {"format": ".1%"}},
             "color": _color(scale, False),
             "tooltip": [{"field": "test set", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                         {"field": "accuracy", "type": "quantitative", "format": ".2%"}]}
-    return {"data": {"values": values}, "title": "test accuracy (line: 1,000 images; dots: all 10,000)",
-            "height": height, "config": READABLE,
-            "layer": [{"mark": "line", "transform": [{"filter": "datum['test set'] !== 'full 10,000'"}],
-                       "encoding": base},
+    return {"data": {"values": values}, "height": height,
+            "title": {"text": "test accuracy", "subtitle": "line: 1,000 images, dots: all 10,000"}, "config": READABLE,
+            "layer": [{"mark": {"type": "line", "point": {"size": 20}},
+                       "transform": [{"filter": "datum['test set'] !== 'full 10,000'"}], "encoding": base},
                       {"mark": {"type": "point", "filled": True, "size": 90},
                        "transform": [{"filter": "datum['test set'] === 'full 10,000'"}], "encoding": base}]}
 

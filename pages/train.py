@@ -51,7 +51,8 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
     """The server's step cap in the form's words: what fits at the preset's batch size."""
     per_epoch = run_steps(base.replace(epochs=1), train_size)
     return (f"This server trains at most {cap:,} steps per run (epochs x {train_size:,} images / batch size): "
-            f"at batch {base.batch_size} that is up to {plural(cap // per_epoch, 'epoch')}; a larger batch allows more.")
+            f"at batch {base.batch_size} that is up to {plural(cap // per_epoch, 'epoch')}; "
+            "a larger batch allows more.")
 
 
 def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
@@ -240,7 +241,8 @@ def overlay(names: list[str], cards: dict[str, dict | None]) -> None:
     watched = next((job["name"] for job in job_manager().jobs() if job["id"] == st.session_state.get(kept("watch"))),
                    None)
     draw_charts(overlay_charts(curves, run_colors(shown_runs(watched, names))), columns=1)
-    note = smoothing_note({name: (cards.get(name) or {}).get("config") or {} for name in names})
+    # The watched run's note is above already: say it here only for the other runs.
+    note = smoothing_note({name: (cards.get(name) or {}).get("config") or {} for name in names if name != watched})
     if note:
         st.caption(note)
 
@@ -276,7 +278,7 @@ def filter_replay(run: str) -> None:
     index = options.index(step)
     st.image(kernel_grid(filters[index], columns=8, cell=36, limit=float(abs(filters).max()))[0],
              caption=f"step {step:,}" + (": the random weights, before any training" if step == 0 else ""),
-             width=420)
+             width="content")  # its own 306 px, never wider than the column: 420 px made a phone's page 436 px wide
 
 
 require_app_navigation()

@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows, overlay_charts,
-                       progress_summary, run_colors, shown_runs, smoothed_loss_floor, smoothing_note, status_sentence,
-                       step_rows, steps_per_epoch)
+from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows,
+                       overlay_charts, progress_summary, run_colors, shown_runs, smoothed_loss_floor, smoothing_note,
+                       status_sentence, step_rows, steps_per_epoch)
 
 
 def steps(n: int) -> list[dict]:
@@ -62,7 +62,8 @@ def test_a_stopped_run_gives_its_last_full_epochs_accuracy_or_says_no_model_was_
     text = status_sentence(job("stopped", epochs_done=[0.97, 0.981], step=1000))
     assert text.startswith("Stopped after 2 of 10 epochs: 98.10%") and "None" not in text
     assert "step 1,000 of 4,690" in text
-    assert status_sentence(job("stopped", step=37)) == "Stopped before the first epoch ended (step 37 of 4,690): no model kept."
+    assert status_sentence(job("stopped", step=37)) == \
+        "Stopped before the first epoch ended (step 37 of 4,690): no model kept."
     assert status_sentence(job("stopped", started=False)) == "Stopped before it started."  # dropped from the queue
 
 
