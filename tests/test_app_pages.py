@@ -174,6 +174,26 @@ def test_the_train_form_keeps_its_choices_across_a_trip_to_draw(app):
     assert (job["name"], job["preset"], job["config"]["epochs"]) == ("kept-fast", "fast", 2)
 
 
+@pytest.mark.mnist
+def test_a_students_start_form_offers_only_what_the_class_allows(app, monkeypatch):
+    from cnn.classroom import ClassSettings, write_class_settings
+
+    monkeypatch.setenv("CNN_TEACHER_TOKEN", "a-class-server-token")  # a class server: this session is a student
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    preset = app.selectbox(key="kept.preset")
+    assert preset.value == "fast" and len(preset.options) == 2 and "ARTICLE" not in " ".join(preset.options)
+    assert app.number_input(key="kept.epochs").max == 2  # the class's default: FAST or softmax, at most 2 epochs
+    assert any(c.value.startswith("On this class server students may start FAST or the softmax baseline, at most 2")
+               for c in app.caption)
+    write_class_settings(app_runs(app), ClassSettings(student_training="none"))
+    app.run()
+    assert not app.exception
+    assert "kept.preset" not in [box.key for box in app.selectbox]  # no form at all, a sentence instead
+    assert "Start" not in [b.label for b in app.button]
+    assert any("only the teacher starts trainings" in i.value for i in app.info)
+
+
 def app_runs(app):
     import os
     from pathlib import Path
