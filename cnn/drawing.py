@@ -2,6 +2,9 @@
 
 crop to the ink -> scale the longer side to 20 px (anti-aliased, aspect kept) -> paste into 28x28
 so that the centre of mass sits at the centre.
+
+A photo of paper first goes through the paper chain (photo_steps): even out the paper's light, find the ink
+with Otsu's threshold, keep the digit's pieces; only then MNIST's recipe.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from collections import OrderedDict, deque
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
 DIGIT_BOX = 20  # MNIST digits fit a 20x20 box ...
 FIELD = 28  # ... centred by mass in a 28x28 field
@@ -27,6 +30,8 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4 * 1024 * 1024  # 4 Mpx (2048x2048): a 4096x4096 PNG of 65 KB cost the server +720 MB and 2 s
 UPLOAD_FORMATS = {"PNG", "JPEG"}
 UPLOAD_WORKING_SIDE = 1024  # a photo is read at about this size: a digit needs 20 px, and 4 Mpx arrays cost ~50 MB each
+LIGHT_BACKGROUND = 127  # an upload whose median is lighter than this is paper (dark ink: inverted) ...
+DARK_BACKGROUND = 64  # ... darker than this, a dark background with light ink; between, the ink's side decides
 UPLOAD_CACHE_ENTRIES = 32  # uploads whose 28x28 steps are kept (a few MB each at most)
 
 # Everything the app decodes is small: a 280x280 canvas, a photo of one digit, 28x28 class samples. Pillow's own
@@ -48,6 +53,30 @@ MAX_LOOPS = 3  # closed loops (an 8 has two; a few sloppy MNIST digits three)
 MAX_STROKES = 5  # pen strokes: a digit takes 1-3 (a 4, a 5 or a crossed 7 a few more)
 MAX_PEN_PATH = 6.0  # the pen's path as a multiple of the drawing's longer side: a 0 is ~2.7, an 8 ~3.1
 SHAPE_GRID = 40  # pieces and loops are counted with the ink's box scaled to 40 px: strokes ~4 cells wide
+
+# Photos of paper. The light on a sheet changes slowly (a shadow, a lamp on one side); strokes are thin. So the bare
+# paper's level is estimated over windows far wider than any stroke, on a small copy, and divided out.
+PAPER_WINDOW = 0.2  # the paper is estimated over windows 1/5 of the photo's longer side (a stroke is far thinner)
+PAPER_SIDE = 128  # ... on a copy with this longer side: the light needs no more detail
+MIN_PAPER_LIGHT = 32  # evening out never divides by less than this (a near-black corner is not blown up into ink)
+MIN_INK_CONTRAST = 0.25  # ink is >= 25% darker than the paper around it (a pen: 60-90%); noise and JPEG stay far under
+COMPONENT_SIDE = 256  # the ink's pieces are found on a copy this small (max-pooled: no stroke vanishes, none breaks)
+MIN_PIECE_SHARE = 0.03  # a piece under 3% of the digit's largest piece is a speck
+PIECE_REACH = 0.5  # a piece farther than half the largest piece's longer side from it is another mark on the page
+PAGE_EDGE_CONTACT = 0.5  # ink along half of a side of the photo or more is the page's edge or a shadow, not a digit
+MIN_PHOTO_DIGIT = 0.02  # the digit spans >= 2% of the photo's longer side (and >= 10 px): smaller is dust
+DIGIT_INK_PERCENTILE = 90  # the ink's level at this percentile becomes full white, as MNIST's strokes are
+
+# What each stage of the expander shows, in words a 15-year-old follows; step_captions numbers those a path has.
+STEP_CAPTIONS: dict[str, str] = {
+    "grey": "the picture in grey, ink light on dark",
+    "evened": "the paper evened out",
+    "ink": "ink found (Otsu's threshold)",
+    "kept": "the digit's pieces kept",
+    "cropped": "cropped to the ink",
+    "scaled": "longer side made 20 px",
+    "centred": "centred by mass in 28x28",
+}
 
 
 class UploadError(ValueError):
@@ -79,7 +108,7 @@ def ink_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
-    """Every stage of the pipeline as uint8 images (for the page's expander), or None without real ink.
+    """Every stage of the canvas's pipeline as uint8 images (for the page's expander), or None without real ink.
 
     Keys: grey (H, W), cropped (h, w), scaled (<=20, <=20), centred (28, 28).
     """
@@ -90,7 +119,11 @@ def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
     top, bottom, left, right = box
     if max(bottom - top, right - left) < MIN_INK_FRACTION * max(grey.shape):
         return None  # a dot or a speck, not a digit
-    cropped = grey[top:bottom, left:right]
+    return {"grey": grey, **mnist_steps(grey[top:bottom, left:right])}
+
+
+def mnist_steps(cropped: np.ndarray) -> dict[str, np.ndarray]:
+    """MNIST's recipe on (h, w) uint8 ink cropped to its box: {cropped, scaled (<=20, <=20), centred (28, 28)}."""
     h, w = cropped.shape
     scale = DIGIT_BOX / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))  # PIL wants (width, height)
@@ -103,7 +136,156 @@ def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
     offset_y = min(max(offset_y, 0), FIELD - scaled.shape[0])  # keep the whole digit in the field
     offset_x = min(max(offset_x, 0), FIELD - scaled.shape[1])
     centred[offset_y:offset_y + scaled.shape[0], offset_x:offset_x + scaled.shape[1]] = scaled
-    return {"grey": grey, "cropped": cropped, "scaled": scaled, "centred": centred}
+    return {"cropped": cropped, "scaled": scaled, "centred": centred}
+
+
+def step_captions(steps: dict[str, np.ndarray]) -> dict[str, str]:
+    """{key: "N. caption"} for the stages a path produced, numbered in their order (the canvas has fewer than a photo)."""
+    return {key: f"{number}. {STEP_CAPTIONS[key]}" for number, key in enumerate(steps, start=1)}
+
+
+# ---------------------------------------------------------------- photos of paper
+
+def photo_steps(grey: np.ndarray) -> dict[str, np.ndarray] | None:
+    """An upload, (H, W) uint8 white ink on black as read_upload_grey gives it -> every stage, or None without a digit.
+
+    Keys, in order: grey (H, W), evened (H, W), ink (H, W: 255 where ink), kept (H, W: the digit's ink levels),
+    cropped (h, w), scaled (<=20, <=20), centred (28, 28). None: no ink (plain paper, noise, a shadow) or only dust.
+    """
+    evened = even_paper(grey)
+    ink = find_ink(evened)
+    kept = keep_digit(ink)
+    if kept is None:
+        return None
+    digit = digit_levels(evened, kept)
+    top, bottom, left, right = ink_box(digit) or (0, grey.shape[0], 0, grey.shape[1])
+    return {"grey": grey, "evened": evened, "ink": ink.astype(np.uint8) * 255, "kept": digit,
+            **mnist_steps(digit[top:bottom, left:right])}
+
+
+def paper_level(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8, ink light on dark -> (H, W) float32: the bare paper's level at every pixel.
+
+    A morphological opening (the darkest level in a wide window, then the lightest of those) removes every light
+    feature narrower than the window, i.e. the strokes, and leaves a smooth or linear shadow exactly as it is.
+    """
+    h, w = grey.shape
+    scale = min(1.0, PAPER_SIDE / max(h, w))
+    small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(grey).resize(small_size, Image.Resampling.BOX), dtype=np.float32)
+    window = 2 * max(1, round(PAPER_WINDOW * max(small.shape) / 2)) + 1
+    opened = _sliding(_sliding(small, window, np.min), window, np.max)
+    smooth = _sliding(_sliding(opened, window, np.mean), window, np.mean)  # the opening's flat steps, smoothed
+    return np.asarray(Image.fromarray(smooth).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _sliding(image: np.ndarray, window: int, reduce) -> np.ndarray:
+    """(h, w) float32 -> reduce over a window x window square around each pixel (separable: rows, then columns).
+
+    The edges are extended by odd reflection, which continues a slope: a shadow falling off towards the edge
+    is then estimated as well there as in the middle.
+    """
+    half = window // 2
+    out = image
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (half, half)
+        padded = np.pad(out, pad, mode="reflect", reflect_type="odd")
+        out = reduce(np.lib.stride_tricks.sliding_window_view(padded, window, axis=axis), axis=-1)
+    return out.astype(np.float32)
+
+
+def even_paper(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8, ink light on dark -> (H, W) uint8: how much darker than its own paper each pixel was, 0-255.
+
+    Divides rather than subtracts: a shadow dims paper and ink alike, so the ink's share of the paper's light is
+    what stays the same under it. For a dark picture with light ink (no paper) this is a plain subtraction.
+    """
+    paper = paper_level(grey)
+    light = np.maximum(255.0 - paper, MIN_PAPER_LIGHT)  # the paper's brightness in the photo
+    evened = (grey.astype(np.float32) - paper) / light * 255.0
+    return np.clip(evened.round(), 0, 255).astype(np.uint8)
+
+
+def otsu_threshold(image: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image: the level that best splits its histogram into two classes."""
+    counts = np.bincount(image.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    below = np.cumsum(counts)  # pixels at or under each level
+    mass = np.cumsum(counts * levels)
+    total, total_mass = below[-1], mass[-1]
+    above = total - below
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total_mass * below - total * mass) ** 2 / (below * above)  # between-class variance, x total^2
+    between[~np.isfinite(between)] = -1.0
+    return int(np.argmax(between))
+
+
+def find_ink(evened: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 evened paper -> (H, W) bool ink: over Otsu's threshold and MIN_INK_CONTRAST (so bare paper has none).
+
+    A 3x3 median first, so single noisy pixels and JPEG's ringing do not count.
+    """
+    smooth = np.asarray(Image.fromarray(evened).filter(ImageFilter.MedianFilter(3)))
+    floor = round(MIN_INK_CONTRAST * 255)
+    return smooth > max(otsu_threshold(smooth), floor)
+
+
+def keep_digit(ink: np.ndarray) -> np.ndarray | None:
+    """(H, W) bool ink -> (H, W) bool: only the digit's pieces, or None when no piece is large enough for a digit.
+
+    The digit is the largest piece that is not the page's edge (a table or a shadow band along a side of the photo),
+    with the pieces near it (a 5's flag, a broken stroke); specks and other marks farther away are dropped.
+    """
+    h, w = ink.shape
+    factor = max(1, math.ceil(max(h, w) / COMPONENT_SIDE))  # found on a max-pooled copy: cheap, no stroke lost
+    pooled = np.pad(ink, ((0, -h % factor), (0, -w % factor)))
+    pooled = pooled.reshape(pooled.shape[0] // factor, factor, pooled.shape[1] // factor, factor).any(axis=(1, 3))
+    labels, sizes = _component_labels(pooled, diagonal=True)
+    if not sizes:
+        return None
+    sizes, boxes = np.asarray(sizes), _label_boxes(labels, len(sizes))  # boxes: (n, 4) top, bottom, left, right
+    page_edge = _along_an_edge(labels, len(sizes))
+    spans = factor * np.maximum(boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2])
+    large = spans >= max(10, MIN_PHOTO_DIGIT * max(h, w))
+    candidates = np.flatnonzero(large & ~page_edge) if (large & ~page_edge).any() else np.flatnonzero(large)
+    if len(candidates) == 0:
+        return None  # dust or noise, not a digit
+    main = int(candidates[np.argmax(sizes[candidates])])
+    top, bottom, left, right = boxes[main]
+    reach = PIECE_REACH * max(bottom - top, right - left)
+    gap_y = np.maximum(0, np.maximum(boxes[:, 0] - bottom, top - boxes[:, 1]))
+    gap_x = np.maximum(0, np.maximum(boxes[:, 2] - right, left - boxes[:, 3]))
+    chosen = (sizes >= MIN_PIECE_SHARE * sizes[main]) & (np.maximum(gap_y, gap_x) <= reach)
+    chosen &= ~page_edge | page_edge[main]  # a page edge's box can span the digit's: near by box, not a piece of it
+    keep = np.concatenate([[False], chosen])[labels]  # label 0 is no ink
+    keep = np.repeat(np.repeat(keep, factor, axis=0), factor, axis=1)[:h, :w]
+    return ink & keep
+
+
+def _along_an_edge(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count,) bool: regions lying along at least PAGE_EDGE_CONTACT of one side of the picture (a table, a band
+    of shadow). A digit cut by the frame, or cropped tightly, only touches it where its strokes end."""
+    contact = np.zeros(count + 1)
+    for side in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        contact = np.maximum(contact, np.bincount(side, minlength=count + 1) / len(side))
+    return contact[1:] >= PAGE_EDGE_CONTACT
+
+
+def digit_levels(evened: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 evened paper and bool kept ink -> (H, W) uint8: the digit's grey levels, its strokes at full white.
+
+    The kept ink widened by 2 px keeps the strokes' soft edges (MNIST's digits are anti-aliased); the rest is black.
+    """
+    rows, cols = np.nonzero(kept)
+    top, left = max(int(rows.min()) - 2, 0), max(int(cols.min()) - 2, 0)  # widen only around the digit: cheaper
+    bottom, right = int(rows.max()) + 3, int(cols.max()) + 3
+    around = np.zeros(kept.shape, dtype=bool)
+    box = Image.fromarray(kept[top:bottom, left:right].astype(np.uint8) * 255)
+    around[top:bottom, left:right] = np.asarray(box.filter(ImageFilter.MaxFilter(5))) > 0
+    full = max(float(np.percentile(evened[kept], DIGIT_INK_PERCENTILE)), 1.0)
+    levels = np.where(around, evened.astype(np.float32) * (255.0 / full), 0.0)
+    return np.clip(levels.round(), 0, 255).astype(np.uint8)
 
 
 def preprocess_drawing(rgba: np.ndarray) -> torch.Tensor | None:
@@ -171,9 +353,10 @@ def read_upload_grey(data: bytes, name: str = "upload") -> np.ndarray:
         raise UploadError(too_large) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise UploadError(f"{name} could not be read (it may be truncated or damaged); please upload it again.") from exc
+    grey = _shrink(grey, UPLOAD_WORKING_SIDE)
     if _background_is_light(grey):
         grey = 255 - grey  # MNIST is white ink on black
-    return _shrink(grey, UPLOAD_WORKING_SIDE)
+    return grey
 
 
 def _shrink(grey: np.ndarray, side: int) -> np.ndarray:
@@ -212,14 +395,14 @@ _UPLOAD_STEPS = LruCache(UPLOAD_CACHE_ENTRIES)  # sha256 of an upload's bytes ->
 
 
 def read_upload_steps(data: bytes, name: str = "upload") -> dict[str, np.ndarray] | None:
-    """An upload's preprocess_steps (read-only arrays), or None when it holds no ink; UploadError as read_upload.
+    """An upload's photo_steps (read-only arrays), or None when it holds no digit; UploadError as read_upload.
 
     Cached by the bytes' SHA-256, so the rerun after every click does not decode the same file again.
     """
     key = hashlib.sha256(data).hexdigest()
     found, steps = _UPLOAD_STEPS.get(key)
     if not found:
-        steps = preprocess_steps(read_upload_grey(data, name))
+        steps = photo_steps(read_upload_grey(data, name))
         for array in (steps or {}).values():
             array.flags.writeable = False  # shared by every session that uploads the same file
         _UPLOAD_STEPS.put(key, steps)
@@ -352,26 +535,48 @@ def count_pieces_and_loops(cropped: np.ndarray) -> tuple[int, int]:
 
 def _component_sizes(mask: np.ndarray, diagonal: bool) -> list[int]:
     """Sizes of the connected regions of a small boolean (h, w) mask, in row-major order of their first pixel."""
+    return _component_labels(mask, diagonal)[1]
+
+
+def _component_labels(mask: np.ndarray, diagonal: bool) -> tuple[np.ndarray, list[int]]:
+    """(labels (h, w) int32: 0 off the mask, k for the k-th region in row-major order of its first pixel, sizes)."""
     h, w = mask.shape
     steps = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if diagonal else [])
     todo = mask.tolist()  # plain lists: ~10x faster than indexing numpy one pixel at a time
+    labels = np.zeros((h, w), dtype=np.int32)
     sizes = []
     for start in zip(*np.nonzero(mask)):
         y, x = int(start[0]), int(start[1])
         if not todo[y][x]:
             continue
         todo[y][x] = False
-        queue, count = deque([(y, x)]), 0
+        queue, members = deque([(y, x)]), []
         while queue:
             y, x = queue.popleft()
-            count += 1
+            members.append((y, x))
             for dy, dx in steps:
                 ny, nx = y + dy, x + dx
                 if 0 <= ny < h and 0 <= nx < w and todo[ny][nx]:
                     todo[ny][nx] = False
                     queue.append((ny, nx))
-        sizes.append(count)
-    return sizes
+        sizes.append(len(members))
+        ys, xs = zip(*members)
+        labels[list(ys), list(xs)] = len(sizes)
+    return labels, sizes
+
+
+def _label_boxes(labels: np.ndarray, count: int) -> np.ndarray:
+    """(count, 4) int: each region's (top, bottom, left, right), half-open, from _component_labels' labels."""
+    ys, xs = np.nonzero(labels)
+    which = labels[ys, xs] - 1
+    boxes = np.empty((count, 4), dtype=np.int64)
+    boxes[:, [0, 2]] = np.iinfo(np.int64).max
+    boxes[:, [1, 3]] = -1
+    np.minimum.at(boxes[:, 0], which, ys)
+    np.maximum.at(boxes[:, 1], which, ys + 1)
+    np.minimum.at(boxes[:, 2], which, xs)
+    np.maximum.at(boxes[:, 3], which, xs + 1)
+    return boxes
 
 
 def _to_grey_8bit(image: Image.Image) -> np.ndarray:
@@ -395,6 +600,15 @@ def _to_grey_8bit(image: Image.Image) -> np.ndarray:
 
 
 def _background_is_light(grey: np.ndarray) -> bool:
-    """True when the border of the picture is mostly light, i.e. dark ink on light paper."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    return float(np.median(border)) > 127
+    """True for dark ink on a light background (paper), False for light ink on a dark one (a canvas, a board).
+
+    The background is what most of the picture is (the ink is thin), so its median. Dim paper in a shadow can be
+    darker than mid-grey: between LIGHT_BACKGROUND and DARK_BACKGROUND the ink decides, as what lies farthest from
+    the background's level (a dark table around the page lies on the ink's side too, and is dropped later).
+    """
+    calm = np.asarray(Image.fromarray(grey).filter(ImageFilter.MedianFilter(3)))  # single noisy pixels are not ink
+    background = float(np.median(calm))
+    if background > LIGHT_BACKGROUND or background < DARK_BACKGROUND:
+        return background > LIGHT_BACKGROUND
+    darkest, lightest = np.percentile(calm, [0.01, 99.99])
+    return background - float(darkest) > float(lightest) - background
