@@ -432,6 +432,44 @@ def test_feature_page_shows_a_drawing_sent_from_draw(app):
     assert any(c.value.startswith("Input: your drawing, read as 1") for c in app.caption)
 
 
+@pytest.mark.mnist
+def test_feature_page_convolution_by_hand_starts_on_the_digit_and_adds_up(app, real_mnist):
+    """Test image 0 (a 7): the pixel the page opens on reads ink (the image's centre is blank paper), and the
+    products the page writes add up to the sum it writes, at the one precision it writes them all."""
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    inputs = {number.label: int(number.value) for number in app.number_input}
+    row, col = inputs["Row"], inputs["Column"]
+    image = np.pad(real_mnist.test_images[0].numpy(), 1)  # the 'SAME' zero border
+    assert image[row:row + 3, col:col + 3].any(), f"the patch around ({row}, {col}) is blank paper"
+    table = next(m.value for m in app.markdown if "| **sum** |" in m.value)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    decimals = len(rows[0][-1].split(".")[1])
+    numbers = [cell for cells in rows[:9] for cell in cells[1:]] + [rows[9][-1].strip("*")]
+    assert all(len(n.split(".")[1]) == decimals for n in numbers), "one precision for inputs, weights, products, sum"
+    assert [float(cells[1]) for cells in rows[:9]] == [round(float(v) / 255, decimals) + 0.0 for v in
+                                                      image[row:row + 3, col:col + 3].flat]
+    written_sum = float(rows[9][-1].strip("*"))
+    assert round(sum(float(cells[3]) for cells in rows[:9]), decimals) == written_sum
+    assert any(f"add up to **{rows[9][-1].strip('*')}**" in m.value for m in app.markdown)
+
+
+def test_feature_page_filter_replay_moves_over_steps_from_the_random_start(app, tmp_path):
+    save_run(tmp_path / "runs", "replay")
+    filters = np.random.default_rng(0).normal(0, 0.1, (3, 32, 3, 3)).astype(np.float32)
+    np.savez(tmp_path / "runs" / "replay" / "filters.npz", steps=np.array([0, 100, 200]), filters=filters)
+    app.session_state["active_run"] = "replay"
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    replay = next(s for s in app.select_slider if "filters at step" in s.label)
+    assert list(replay.options) == ["0", "100", "200"]  # steps, not snapshot numbers
+    assert replay.value == 200
+    replay.set_value(0).run()
+    assert not app.exception
+    captions = [img.caption for image in app.get("image") for img in image.proto.imgs]
+    assert "step 0: the random start, before any training" in captions
+
+
 def _png_of_a_one() -> bytes:
     from PIL import Image
 

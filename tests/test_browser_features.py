@@ -1,0 +1,147 @@
+"""The Feature maps page on a classroom projector (1024x768, sidebar open) and on a phone (390x844), in Debian's
+Chromium: the enlarged map beside its table, a confusion cell that opens its images in view, choices that survive
+a trip to another page, nothing wider than a phone's screen."""
+import re
+
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.test_browser_app import go_to, open_app, wait_until_idle
+
+pytestmark = pytest.mark.browser
+
+PROJECTOR = {"width": 1024, "height": 768}
+PHONE = {"width": 390, "height": 844}
+ENLARGED = re.compile(r"^map (\d+): min")  # the caption under the enlarged map
+CHART = "[data-testid='stVegaLiteChart']"
+
+
+def cell_mark(page: Page, mark: str, true: int, guess: int):
+    """The confusion matrix's rect (mark="path") or count (mark="text") of one cell, found by its Vega aria-label."""
+    return page.locator(f"{CHART} {mark}[aria-label^='read as: {guess}; true digit: {true};']")
+
+
+@pytest.fixture
+def projector_page(new_context):
+    return new_context(viewport=PROJECTOR).new_page()
+
+
+def open_feature_maps(page: Page, app_url: str) -> list[str]:
+    """Open the app, go to Feature maps and wait until the whole page is drawn; returns the page's error list."""
+    errors = open_app(page, app_url)
+    go_to(page, "Feature maps")
+    expect(page.get_by_text("Click a cell to see its images")).to_be_attached(timeout=120_000)
+    wait_until_idle(page)
+    return errors
+
+
+def enlarged_map(page: Page):
+    return page.get_by_test_id("stImage").filter(has=page.get_by_text(ENLARGED))
+
+
+def overlap(a: dict, b: dict) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+def test_the_enlarged_map_is_not_covered_by_its_value_table(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_feature_maps(page, app_url)
+    assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 150  # the sidebar is open
+    image = enlarged_map(page)
+    expect(image).to_have_count(1)
+    row = page.get_by_test_id("stHorizontalBlock").filter(has=image)
+    table = row.last.get_by_test_id("stDataFrame")
+    expect(table).to_have_count(1)
+    image.scroll_into_view_if_needed()
+    picture, values = image.locator("img").bounding_box(), table.bounding_box()
+    assert picture["width"] >= 240, f"the enlarged map shrank to {picture['width']:.0f} px"
+    assert not overlap(picture, values), (picture, values)
+    assert picture["x"] + picture["width"] <= PROJECTOR["width"] and values["x"] + values["width"] <= PROJECTOR["width"]
+    assert errors == []
+
+
+@pytest.mark.mnist
+def test_a_confusion_cell_clicked_opens_its_images_in_view(projector_page: Page, app_url, real_mnist):
+    from tests.test_app_pages import bundled_model_predictions
+
+    labels = real_mnist.test_labels.numpy()
+    predicted = bundled_model_predictions(real_mnist).numpy()  # the reference, computed here
+    counts = np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
+    errors_only = np.where(np.eye(10, dtype=bool), 0, counts)
+    worst = np.unravel_index(int(np.argmax(errors_only)), errors_only.shape)  # the cell the page opens on
+    cells = [(t, p) for t in range(10) for p in range(10) if errors_only[t, p] >= 2 and (t, p) != worst]
+    true, guess = cells[-1]  # another cell with at least two images: the click must change what is shown
+    found = np.nonzero((labels == true) & (predicted == guess))[0]
+
+    page = projector_page
+    errors = open_feature_maps(page, app_url)
+    expect(page.locator(f"{CHART} g.mark-text.role-mark text")).to_have_count(100)
+    for d in range(10):  # white counts on the navy diagonal
+        expect(cell_mark(page, "text", d, d)).to_have_attribute("fill", "#ffffff")
+    expect(cell_mark(page, "text", true, guess)).to_have_text(str(len(found)))  # the page's count is the reference's
+    cell = cell_mark(page, "path", true, guess)
+    expect(cell).to_have_count(1)
+    cell.scroll_into_view_if_needed()
+    cell.click()
+    expect(page.get_by_text(f"true {true}, read as {guess}: {len(found)} images")).to_be_visible(timeout=60_000)
+    chosen = page.locator(".st-key-cm_chosen")
+    expect(chosen.get_by_text(f"#{found[0]}: the page's image now")).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+    expect(chosen.locator("img")).to_be_in_viewport(ratio=1.0)
+    expect(page.get_by_text(f"Input: test image #{found[0]} (label {true}), read as {guess}.")).to_be_attached()
+
+    page.get_by_text(f"#{found[1]}", exact=True).click()  # the second image's pill
+    expect(chosen.get_by_text(f"#{found[1]}: the page's image now")).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+    expect(chosen.locator("img")).to_be_in_viewport(ratio=1.0)
+    expect(page.get_by_text(f"Input: test image #{found[1]} (label {true}), read as {guess}.")).to_be_attached()
+    assert errors == []
+
+
+def test_layer_and_map_choice_survive_a_trip_to_draw(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_feature_maps(page, app_url)
+    page.get_by_text("conv2 (64 maps)").click()
+    page.get_by_text("after ReLU", exact=True).click()
+    expect(page.get_by_text("conv2, after ReLU: 64 maps")).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+    number = page.get_by_role("spinbutton", name="Enlarge map number")
+    chosen = (int(number.input_value()) + 7) % 64  # not the page's own default
+    number.fill(str(chosen))
+    number.press("Enter")
+    expect(enlarged_map(page).get_by_text(f"map {chosen}: min")).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+
+    go_to(page, "Draw")
+    wait_until_idle(page)
+    go_to(page, "Feature maps")
+    expect(page.get_by_text("conv2, after ReLU: 64 maps")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("radio", name="conv2 (64 maps)")).to_be_checked()
+    expect(page.get_by_role("spinbutton", name="Enlarge map number")).to_have_value(str(chosen))
+    expect(enlarged_map(page).get_by_text(f"map {chosen}: min")).to_be_visible()
+    assert errors == []
+
+
+# The widest right edge on the page: the document's, the app's scrolling main area's, and every image's.
+WIDEST_JS = """() => { const main = document.querySelector("[data-testid='stMain']");
+  const images = [...document.querySelectorAll("[data-testid='stMain'] img")].map(i => i.getBoundingClientRect().right);
+  return Math.max(document.documentElement.scrollWidth, main ? main.scrollWidth : 0, ...images); }"""
+
+
+@pytest.mark.parametrize("path, last", [("features", re.compile(r"^Look inside$")),  # the pills under the thumbnails
+                                        ("train", re.compile(r"^step [\d,]+"))])  # the filter replay's caption
+def test_nothing_is_wider_than_a_phone(new_context, app_url, path, last):
+    """Feature maps, and the Train page's filter replay (a 420 px image made the page 436 px wide)."""
+    page = new_context(viewport=PHONE).new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{app_url}/{path}")
+    expect(page.get_by_text(last).first).to_be_visible(timeout=120_000)  # drawn after the page's last image
+    wait_until_idle(page)
+    for image in page.get_by_test_id("stMain").locator("img").all():  # every image has its size
+        expect(image).to_have_js_property("complete", True, timeout=60_000)
+    widest = page.evaluate(WIDEST_JS)
+    assert widest <= PHONE["width"]
+    assert errors == []
