@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from cnn.drawing import (MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, CanvasError, UploadError, canvas_png, centre_of_mass,
-                         drawing_problem, png_size, preprocess_drawing, preprocess_steps, read_canvas, read_upload,
-                         read_upload_grey, read_upload_steps)
+from cnn.drawing import (MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, STEP_CAPTIONS, CanvasError, UploadError, canvas_png,
+                         centre_of_mass, drawing_problem, even_paper, keep_digit, otsu_threshold, paper_level,
+                         photo_steps, png_size, preprocess_drawing, preprocess_steps, read_canvas, read_upload,
+                         read_upload_grey, read_upload_steps, step_captions)
 
 
 def canvas(size=280):
@@ -270,3 +271,89 @@ def test_pen_strokes_of_digits_pass_and_scribbles_or_too_many_strokes_are_refuse
     assert "took 7 strokes" in stroke_problem(_fabric(*dashes))
     for forged in (None, "raw", {"objects": 5}, {"objects": [{"type": "path", "path": [["M"]]}]}, {}):
         assert stroke_problem(forged) is None  # nothing to tell from: the pixel checks still apply
+
+
+# ---------------------------------------------------------------- photos of paper: the chain's pieces (SYNTHETIC)
+
+def test_otsu_threshold_matches_the_definition():
+    """Against a direct reference: the level that maximises w0 * w1 * (mean0 - mean1)^2, tried one level at a time."""
+    rng = np.random.default_rng(0)
+    image = np.concatenate([rng.normal(40, 10, 3000), rng.normal(170, 25, 700)]).clip(0, 255).astype(np.uint8)
+
+    def between(t):
+        low, high = image[image <= t].astype(float), image[image > t].astype(float)
+        if len(low) == 0 or len(high) == 0:
+            return -1.0
+        return len(low) * len(high) * (low.mean() - high.mean()) ** 2
+
+    best = max(range(256), key=between)
+    assert otsu_threshold(image) == best and 60 < best < 140
+
+
+def test_paper_level_follows_a_shadow_and_ignores_the_strokes():
+    """A sheet darkening linearly towards a corner (white-ink levels 30 -> 110) with thin strokes on it."""
+    ys, xs = np.mgrid[0:400, 0:600]
+    paper = 30 + 80 * (ys / 399 + xs / 599) / 2
+    photo = paper.copy()
+    photo[100:300, 290:302] = 250  # a 12 px stroke
+    photo[100:112, 200:400] = 250
+    estimate = paper_level(photo.round().astype(np.uint8))
+    assert np.abs(estimate - paper).max() < 6  # at the edges and under the strokes too
+
+
+def test_even_paper_divides_out_the_shadow():
+    """The same ink (40% of the paper's light) reads the same in the light and in a shadow 35% darker."""
+    xs = np.mgrid[0:300, 0:600][1]
+    light = 1 - 0.35 * xs / 599
+    reflectance = np.ones((300, 600))
+    reflectance[100:200, 100:110] = reflectance[100:200, 490:500] = 0.4
+    photo = 255 - (220 * light * reflectance).round().astype(np.uint8)  # white-ink levels, as read_upload_grey gives
+    evened = even_paper(photo).astype(int)
+    assert abs(evened[150, 105] - evened[150, 495]) <= 6 and evened[150, 105] == pytest.approx(0.6 * 255, abs=8)
+    assert evened[50, 50] <= 6 and evened[50, 550] <= 6  # bare paper, lit or shaded, is ~0
+
+
+def test_keep_digit_drops_specks_other_marks_and_the_page_edge():
+    ink = np.zeros((500, 600), dtype=bool)
+    ink[200:300, 300:312] = True  # the digit's body
+    ink[200:210, 312:350] = True  # ... its flag, touching it
+    ink[190:198, 330:340] = True  # a piece just above it (a broken stroke)
+    ink[50:54, 50:54] = True  # a speck
+    ink[420:440, 480:560] = True  # another mark, far away
+    ink[:, :40] = True  # a dark table along the left side
+    kept = keep_digit(ink)
+    assert kept[250, 305] and kept[205, 340] and kept[194, 335]
+    assert not kept[52, 52] and not kept[430, 500] and not kept[:, :40].any()
+
+
+def test_keep_digit_keeps_a_digit_the_frame_cuts_and_finds_nothing_in_dust():
+    ink = np.zeros((300, 200), dtype=bool)
+    ink[0:250, 90:110] = True  # cropped tightly: the stroke runs off the top
+    assert keep_digit(ink)[100, 100]
+    dust = np.zeros((600, 600), dtype=bool)
+    dust[100:104, 100:104] = dust[400:405, 300:303] = True
+    assert keep_digit(dust) is None and keep_digit(np.zeros((50, 50), dtype=bool)) is None
+
+
+def test_photo_steps_keys_in_order_with_captions():
+    paper = np.full((300, 400), 30, dtype=np.uint8)  # light ink on dark, as read_upload_grey gives a photo
+    paper[80:220, 190:204] = 200
+    steps = photo_steps(paper)
+    assert list(steps) == ["grey", "evened", "ink", "kept", "cropped", "scaled", "centred"] == list(STEP_CAPTIONS)
+    assert steps["centred"].shape == (28, 28) and steps["scaled"].shape[0] == 20
+    assert step_captions(steps)["centred"] == "7. " + STEP_CAPTIONS["centred"]
+    drawn = preprocess_steps(ink(canvas(), slice(40, 240), slice(120, 150)))
+    assert list(step_captions(drawn).values()) == [f"{n}. {STEP_CAPTIONS[k]}" for n, k in
+                                                   enumerate(["grey", "cropped", "scaled", "centred"], start=1)]
+
+
+def test_dim_paper_in_a_shadow_is_still_taken_for_paper():
+    """Paper at 150 darkening to ~100 (its median under mid-grey) with dark ink: inverted, so the ink is light."""
+    xs = np.mgrid[0:300, 0:400][1]
+    photo = (150 * (1 - 0.35 * xs / 399)).astype(np.uint8)
+    photo[100:200, 180:190] = 25
+    grey = read_upload_grey(png_bytes(photo))
+    assert grey[150, 185] > 200 and grey[150, 10] < 120
+    board = np.full((300, 400), 90, dtype=np.uint8)  # a grey board with light chalk: not inverted
+    board[100:200, 180:190] = 230
+    assert read_upload_grey(png_bytes(board))[150, 185] == 230
