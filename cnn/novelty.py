@@ -152,40 +152,65 @@ def novelty_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 _FITTED = LruCache(CACHED_MODELS)  # id(model) -> (weak reference to the model, its NoveltyModel or None)
 _FITTING = threading.Lock()  # one fit at a time: two sessions' first strokes share the first fit
+_STARTED: set[int] = set()  # id()s of models being fitted in the background (guarded by _STARTED_LOCK)
+_STARTED_LOCK = threading.Lock()
 
 
-def cached_novelty_model(model: nn.Module, data) -> NoveltyModel | None:
+def _lookup(model: nn.Module) -> tuple[bool, NoveltyModel | None]:
+    """(True, fitted or None) when model was fitted already; the weak reference tells a new model that got an old
+    one's id() from the old one."""
+    found, entry = _FITTED.get(id(model))
+    return (True, entry[1]) if found and entry[0]() is model else (False, None)
+
+
+def cached_novelty_model(model: nn.Module, data, wait: bool = True) -> NoveltyModel | None:
     """novelty_model for model on MNIST (data: cnn.data.MNIST), fitted once per model object and kept.
 
     The app's models are loaded once per checkpoint and never changed, so the model object stands for its
-    checkpoint; the weak reference tells a new model that got an old one's id() from the old one.
+    checkpoint. wait=False never blocks (a page's rerun must not wait ~10 s): before the fit is ready it starts
+    it in a background thread and returns None, as for a model that gets no check. A fit that fails (a
+    degenerate model) is kept as None too: the check is skipped, not retried on every stroke.
     """
-    def lookup():
-        found, entry = _FITTED.get(id(model))
-        return (True, entry[1]) if found and entry[0]() is model else (False, None)
-
-    found, fitted = lookup()
+    found, fitted = _lookup(model)
     if found:
         return fitted
+    if not wait:
+        with _STARTED_LOCK:
+            if id(model) in _STARTED:
+                return None
+            _STARTED.add(id(model))
+        threading.Thread(target=_fit_in_background, args=(model, data), name="novelty-fit", daemon=True).start()
+        return None
     with _FITTING:
-        found, fitted = lookup()  # another session may have fitted it while this one waited
+        found, fitted = _lookup(model)  # another session may have fitted it while this one waited
         if not found:
-            fitted = novelty_model(model, data.train_images[:FIT_IMAGES], data.train_labels[:FIT_IMAGES],
-                                   data.test_images[THRESHOLD_DIGITS])
+            try:
+                fitted = novelty_model(model, data.train_images[:FIT_IMAGES], data.train_labels[:FIT_IMAGES],
+                                       data.test_images[THRESHOLD_DIGITS])
+            except (RuntimeError, ValueError):  # e.g. torch.linalg.LinAlgError: no covariance to invert
+                fitted = None
             _FITTED.put(id(model), (weakref.ref(model), fitted))
     return fitted
 
 
-def not_a_digit(model: nn.Module, image: np.ndarray, data) -> str | None:
+def _fit_in_background(model: nn.Module, data) -> None:
+    try:
+        cached_novelty_model(model, data, wait=True)
+    finally:
+        with _STARTED_LOCK:
+            _STARTED.discard(id(model))
+
+
+def not_a_digit(model: nn.Module, image: np.ndarray, data, wait: bool = True) -> str | None:
     """The sentence when the network's features say a (28, 28) uint8 image (white on black, as preprocessed for
-    the network) is unlike any digit; None when it is digit-like, or when nothing can tell: no MNIST (data None)
-    or a model without conv features (the softmax baseline)."""
+    the network) is unlike any digit; None when it is digit-like, or when nothing can tell: no MNIST (data None),
+    a model without conv features (the softmax baseline), or (wait=False) a fit not ready yet."""
     image = np.asarray(image)
     if image.shape != (FIELD, FIELD):
         raise ValueError(f"expected a {FIELD}x{FIELD} image, got {image.shape}")
     if data is None:
         return None
-    fitted = cached_novelty_model(model, data)
+    fitted = cached_novelty_model(model, data, wait=wait)
     if fitted is None:
         return None
     x = torch.from_numpy(image.astype(np.float32) / 255.0).view(1, 1, FIELD, FIELD)

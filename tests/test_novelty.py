@@ -5,6 +5,7 @@ softmax baseline); tests marked mnist use REAL MNIST and the bundled model, beca
 handwriting passes and drawn letters and shapes do not, through the Draw page's whole chain.
 """
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from cnn.drawing import drawing_problem, preprocess_steps, stroke_problem
 from cnn.model import ConvNet, SoftmaxRegression
 from cnn.novelty import (ACCEPTED_QUANTILE, SHRINKAGE, THRESHOLD_DIGITS, cached_novelty_model, fit_features,
                          not_a_digit, not_a_digit_sentence, novelty_model)
-from tests.conftest import synthetic_mnist
+from tests.conftest import synthetic_mnist, wait_for
 from tests.test_drawing import _circle, _fabric, pen
 from tests.test_drawing_mnist import draw_on_canvas
 
@@ -86,6 +87,30 @@ def test_fitted_once_per_model_and_only_28x28_images():
     assert not_a_digit(first, data.test_images[0].numpy(), None) is None  # no MNIST: nothing to compare with
     with pytest.raises(ValueError, match="28x28"):
         not_a_digit(first, np.zeros((280, 280), dtype=np.uint8), data)
+
+
+def test_a_page_never_waits_for_the_fit(monkeypatch):
+    """wait=False: no check (None) until the background fit is ready, one fit however many strokes, then the check."""
+    import cnn.novelty
+
+    data = synthetic_mnist()
+    model = ConvNet().eval()
+    blank_white = np.full((28, 28), 255, dtype=np.uint8)  # unlike every synthetic bar
+    release, calls, real_fit = threading.Event(), [], cnn.novelty.novelty_model
+
+    def held_fit(*args):
+        calls.append(1)
+        assert release.wait(60)
+        return real_fit(*args)
+
+    monkeypatch.setattr(cnn.novelty, "novelty_model", held_fit)
+    assert not_a_digit(model, blank_white, data, wait=False) is None  # returns at once: the fit is held
+    assert not_a_digit(model, blank_white, data, wait=False) is None
+    release.set()
+    assert wait_for(lambda: cached_novelty_model(model, data, wait=False) is not None)
+    assert len(calls) == 1
+    assert not_a_digit(model, blank_white, data, wait=False) == not_a_digit_sentence()
+    assert not_a_digit(model, data.test_images[0].numpy(), data, wait=False) is None  # a bar like the fitted ones
 
 
 def test_the_sentence_says_why_and_what_to_do():
