@@ -36,7 +36,7 @@ from .explain import has_conv3
 
 FIT_IMAGES = 4_000  # MNIST training images the class means and covariances come from (first 4,000: ~400 per digit)
 # Held-out MNIST test digits the threshold comes from: every fifth, starting at 1 (2,000 spread over the whole
-# test set, whose two halves were written by different people). Tests measure acceptance on the other 8,000.
+# test set: its first 5,000 are cleaner than its last 5,000, says MNIST's page). Tests measure the other 8,000.
 THRESHOLD_DIGITS = slice(1, None, 5)
 ACCEPTED_QUANTILE = 0.98  # accept 98% of held-out real MNIST digits (drawn ones pass more often: see tests)
 SHRINKAGE = 0.2  # covariance = (1 - s) * sample covariance + s * (its mean variance) * I; 0.2 measured best of 0.1-0.4
