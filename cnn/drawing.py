@@ -33,6 +33,7 @@ UPLOAD_WORKING_SIDE = 1024  # a photo is read at about this size: a digit needs 
 LIGHT_BACKGROUND = 127  # an upload whose median is lighter than this is paper (dark ink: inverted) ...
 DARK_BACKGROUND = 64  # ... darker than this, a dark background with light ink; between, the ink's side decides
 UPLOAD_CACHE_ENTRIES = 32  # uploads whose 28x28 steps are kept (a few MB each at most)
+STAGE_SIDE = 512  # a photo's in-between stages are kept this small: shown in a ~250 px column, ~2 MB per upload
 
 # Everything the app decodes is small: a 280x280 canvas, a photo of one digit, 28x28 class samples. Pillow's own
 # guard (89 Mpx by default, an error only at twice that) would let a 2 MB file claim 178 Mpx; lower it for the
@@ -149,8 +150,9 @@ def step_captions(steps: dict[str, np.ndarray]) -> dict[str, str]:
 def photo_steps(grey: np.ndarray) -> dict[str, np.ndarray] | None:
     """An upload, (H, W) uint8 white ink on black as read_upload_grey gives it -> every stage, or None without a digit.
 
-    Keys, in order: grey (H, W), evened (H, W), ink (H, W: 255 where ink), kept (H, W: the digit's ink levels),
-    cropped (h, w), scaled (<=20, <=20), centred (28, 28). None: no ink (plain paper, noise, a shadow) or only dust.
+    Keys, in order: grey (H, W), evened, ink (255 where ink), kept (the digit's ink levels), these three shown at
+    most STAGE_SIDE px on the longer side; cropped (h, w), scaled (<=20, <=20), centred (28, 28).
+    None: no ink (plain paper, noise, a shadow) or only dust.
     """
     evened = even_paper(grey)
     ink = find_ink(evened)
@@ -159,7 +161,8 @@ def photo_steps(grey: np.ndarray) -> dict[str, np.ndarray] | None:
         return None
     digit = digit_levels(evened, kept)
     top, bottom, left, right = ink_box(digit) or (0, grey.shape[0], 0, grey.shape[1])
-    return {"grey": grey, "evened": evened, "ink": ink.astype(np.uint8) * 255, "kept": digit,
+    shown = {"evened": evened, "ink": ink.astype(np.uint8) * 255, "kept": digit}
+    return {"grey": grey, **{key: _shrink(image, STAGE_SIDE) for key, image in shown.items()},
             **mnist_steps(digit[top:bottom, left:right])}
 
 

@@ -357,3 +357,13 @@ def test_dim_paper_in_a_shadow_is_still_taken_for_paper():
     board = np.full((300, 400), 90, dtype=np.uint8)  # a grey board with light chalk: not inverted
     board[100:200, 180:190] = 230
     assert read_upload_grey(png_bytes(board))[150, 185] == 230
+
+
+def test_a_photos_cached_stages_stay_small():
+    """Every upload's stages stay in a 32-entry cache shared by the class: a 4 Mpx photo keeps ~2 MB, not ~4 MB."""
+    photo = np.full((2000, 2000), 215, dtype=np.uint8)
+    photo[600:1400, 950:1050] = 40
+    steps = read_upload_steps(png_bytes(photo, format="JPEG"), "big.jpg")
+    assert steps["grey"].shape == (1024, 1024) and max(steps["evened"].shape) == max(steps["kept"].shape) == 512
+    assert sum(array.nbytes for array in steps.values()) < 2.5 * 2**20
+    assert steps["kept"][256, 256] > 200 and steps["kept"][50, 50] == 0  # the bar kept, the paper not
