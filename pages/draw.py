@@ -11,7 +11,8 @@ from cnn.classset import (ClassSetError, class_set_npz, default_class_dir, drawi
                           scored_class_set, undo_last_save)
 from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas, stroke_problem
 from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
-from pages.shared import (active_model, active_model_source, checkpoint_for, kept, probability_chart,
+from cnn.novelty import not_a_digit
+from pages.shared import (active_model, active_model_source, checkpoint_for, data_holder, kept, probability_chart,
                           require_app_navigation, send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
@@ -23,8 +24,11 @@ ALWAYS_A_DIGIT = ("The network must always answer with one of 0-9, even for a sc
 
 
 def refusal(steps: dict, model) -> str | None:
-    """Why this image is not one digit, as a sentence, or None: the one place the page asks (helper B2's check)."""
-    return None
+    """Why this image is not one digit, as a sentence, or None: the network's own features against real digits'.
+
+    The check is fitted once per model in the background (cnn/novelty.py): until it is ready, no refusal.
+    """
+    return not_a_digit(model, steps["centred"], data_holder().load(), wait=False)
 
 
 def show_refusal(problem: str) -> None:
