@@ -68,7 +68,8 @@ PAGE_EDGE_CONTACT = 0.5  # ink along half of a side of the photo or more is the 
 MIN_PHOTO_DIGIT = 0.02  # the digit spans >= 2% of the photo's longer side (and >= 10 px): smaller is dust
 DIGIT_INK_PERCENTILE = 90  # the ink's level at this percentile becomes full white, as MNIST's strokes are
 
-# What each stage of the expander shows, in words a 15-year-old follows; step_captions numbers those a path has.
+# What each stage of the expander shows, in words a 15-year-old follows; the page numbers the stages a path has
+# (a photo has all seven, the canvas grey, cropped, scaled and centred).
 STEP_CAPTIONS: dict[str, str] = {
     "grey": "the picture in grey, ink light on dark",
     "evened": "the paper evened out",
@@ -138,11 +139,6 @@ def mnist_steps(cropped: np.ndarray) -> dict[str, np.ndarray]:
     offset_x = min(max(offset_x, 0), FIELD - scaled.shape[1])
     centred[offset_y:offset_y + scaled.shape[0], offset_x:offset_x + scaled.shape[1]] = scaled
     return {"cropped": cropped, "scaled": scaled, "centred": centred}
-
-
-def step_captions(steps: dict[str, np.ndarray]) -> dict[str, str]:
-    """{key: "N. caption"} for the stages a path produced, numbered in their order (the canvas has fewer than a photo)."""
-    return {key: f"{number}. {STEP_CAPTIONS[key]}" for number, key in enumerate(steps, start=1)}
 
 
 # ---------------------------------------------------------------- photos of paper

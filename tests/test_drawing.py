@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from cnn.drawing import (MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, STEP_CAPTIONS, CanvasError, UploadError, canvas_png,
                          centre_of_mass, drawing_problem, even_paper, keep_digit, otsu_threshold, paper_level,
                          photo_steps, png_size, preprocess_drawing, preprocess_steps, read_canvas, read_upload,
-                         read_upload_grey, read_upload_steps, step_captions)
+                         read_upload_grey, read_upload_steps)
 
 
 def canvas(size=280):
@@ -341,10 +341,9 @@ def test_photo_steps_keys_in_order_with_captions():
     steps = photo_steps(paper)
     assert list(steps) == ["grey", "evened", "ink", "kept", "cropped", "scaled", "centred"] == list(STEP_CAPTIONS)
     assert steps["centred"].shape == (28, 28) and steps["scaled"].shape[0] == 20
-    assert step_captions(steps)["centred"] == "7. " + STEP_CAPTIONS["centred"]
     drawn = preprocess_steps(ink(canvas(), slice(40, 240), slice(120, 150)))
-    assert list(step_captions(drawn).values()) == [f"{n}. {STEP_CAPTIONS[k]}" for n, k in
-                                                   enumerate(["grey", "cropped", "scaled", "centred"], start=1)]
+    assert list(drawn) == ["grey", "cropped", "scaled", "centred"]  # the canvas: only the stages that apply
+    assert all(0 < len(caption) <= 40 for caption in STEP_CAPTIONS.values())  # short: a column at 1024 px is narrow
 
 
 def test_dim_paper_in_a_shadow_is_still_taken_for_paper():
