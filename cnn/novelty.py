@@ -179,7 +179,9 @@ def cached_novelty_model(model: nn.Module, data, wait: bool = True) -> NoveltyMo
             if id(model) in _STARTED:
                 return None
             _STARTED.add(id(model))
-        threading.Thread(target=_fit_in_background, args=(model, data), name="novelty-fit", daemon=True).start()
+        # Not a daemon (said outright: a thread inherits it from a daemon script thread): a daemon thread still in
+        # torch when the interpreter exits aborts the process (exit 134).
+        threading.Thread(target=_fit_in_background, args=(model, data), name="novelty-fit", daemon=False).start()
         return None
     with _FITTING:
         found, fitted = _lookup(model)  # another session may have fitted it while this one waited
