@@ -221,8 +221,9 @@ def otsu_threshold(image: np.ndarray) -> int:
 
 
 def find_ink(evened: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 evened paper -> (H, W) bool ink: over Otsu's threshold and MIN_INK_CONTRAST (so bare paper has none).
+    """(H, W) uint8 evened paper -> (H, W) bool ink: over Otsu's threshold and over MIN_INK_CONTRAST.
 
+    The floor is what makes bare paper "no ink": Otsu's threshold always splits a histogram, even one of noise.
     A 3x3 median first, so single noisy pixels and JPEG's ringing do not count.
     """
     smooth = np.asarray(Image.fromarray(evened).filter(ImageFilter.MedianFilter(3)))
