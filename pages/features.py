@@ -244,6 +244,7 @@ def show_confusion(model, kept_at: tuple, version: str) -> None:
 def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> None:
     """One confusion cell's images beside the matrix: the chosen one enlarged on top, then the thumbnails and a
     pill per image to look inside it. All of it next to where the user clicked: nothing changes out of view."""
+    scroll = st.session_state.pop("scroll_to_chosen", False)  # set by a click on a cell or a pill
     pick = st.columns(2)
     true = pick[0].selectbox("True digit", range(10), key=kept_default("cm_true", int(worst[0])))
     guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])))
@@ -266,7 +267,7 @@ def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> 
     st.session_state[key] = chosen  # the pill of the page's image is the one lit
     st.pills("Look inside", shown, format_func=lambda index: f"#{index}", key=key, on_change=_pick_thumbnail, args=(key,),
              wrap=True)
-    if st.session_state.pop("scroll_to_chosen", False):  # after a click: the chosen image in view, on any screen
+    if scroll:  # after a click: the chosen image in view, on any screen (on a phone it is below the matrix)
         st.html("<script>document.querySelector('.st-key-cm_chosen')?.scrollIntoView({block: 'nearest'});</script>",
                 unsafe_allow_javascript=True)
 

@@ -31,7 +31,7 @@ def open_feature_maps(page: Page, app_url: str) -> list[str]:
     """Open the app, go to Feature maps and wait until the whole page is drawn; returns the page's error list."""
     errors = open_app(page, app_url)
     go_to(page, "Feature maps")
-    expect(page.get_by_text("Click a cell to see its images")).to_be_attached(timeout=120_000)
+    expect(page.get_by_text(re.compile(r"of 10,000 right"))).to_be_attached(timeout=120_000)  # the last section
     wait_until_idle(page)
     return errors
 
@@ -86,6 +86,8 @@ def test_a_confusion_cell_clicked_opens_its_images_in_view(projector_page: Page,
     cell.scroll_into_view_if_needed()
     cell.click()
     expect(page.get_by_text(f"true {true}, read as {guess}: {len(found)} images")).to_be_visible(timeout=60_000)
+    for index in found[:20]:  # a pill under the thumbnails for each of the cell's images (20 at most)
+        expect(page.get_by_text(f"#{index}", exact=True)).to_be_visible()
     chosen = page.locator(".st-key-cm_chosen")
     expect(chosen.get_by_text(f"#{found[0]}: the page's image now")).to_be_visible(timeout=60_000)
     wait_until_idle(page)
