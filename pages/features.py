@@ -197,8 +197,8 @@ def show_convolution(model, acts: dict, layer: int, image_id: str, map_index: in
     conv = acts[f"conv{layer}"]
     size = conv.shape[-1]
     cols = st.columns(3)
-    channel = clamped(cols[0].number_input("Map", 0, CHANNELS[layer] - 1, key=kept_following(
-        "conv_map", (image_id, layer), map_index)), 0, CHANNELS[layer] - 1)
+    channel = clamped(cols[0].number_input("Map", 0, CHANNELS[layer] - 1, key=kept_following(  # the enlarged one
+        "conv_map", (image_id, layer, map_index), map_index)), 0, CHANNELS[layer] - 1)
     start = strongest_output(conv[channel])  # on the digit, where this filter answers most
     row = clamped(cols[1].number_input("Row", 0, size - 1, key=kept_following(
         "conv_row", (image_id, layer, channel), start[0])), 0, size - 1)
