@@ -3,7 +3,7 @@ import streamlit as st
 from PIL import Image
 
 from cnn.views import app_icon
-from pages.shared import app_pages, claim_teacher, keep_choices, server_startup
+from pages.shared import app_pages, claim_teacher, server_startup
 
 st.set_page_config(page_title="CNN classroom", page_icon=Image.fromarray(app_icon()), layout="wide")  # drawn here: nothing fetched
 
@@ -14,6 +14,5 @@ except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a
     st.stop()
 
 claim_teacher()  # ?teacher=TOKEN makes this session the teacher's; the token leaves the address bar
-keep_choices()  # every page's choices survive a trip to another page
 st.session_state.routed_by_app = True  # pages check it: see pages/shared.py require_app_navigation
 st.navigation(app_pages()).run()

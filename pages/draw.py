@@ -12,8 +12,8 @@ from cnn.classset import (ClassSetError, class_set_npz, default_class_dir, drawi
 from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas, stroke_problem
 from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
 from cnn.novelty import not_a_digit
-from pages.shared import (active_model, active_model_source, checkpoint_for, data_holder, kept, probability_chart,
-                          require_app_navigation, send_to_feature_maps, uploaded_digit)
+from pages.shared import (PERSIST, active_model, active_model_source, checkpoint_for, data_holder, kept,
+                          probability_chart, require_app_navigation, send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -64,10 +64,8 @@ def method_choice(model, source: str) -> str:
     key = kept(f"draw_method_{source}")  # one per source: a drawing and an upload may be explained side by side
     if st.session_state.get(key) not in methods:  # first visit, a model without conv3, or a forged value
         st.session_state[key] = methods[0]
-    # persist_state: in this Streamlit (1.67) a widget's value is dropped at a page switch before app.py's
-    # keep_choices() can re-assign it (a kept key alone came back as Grad-CAM after a trip to Train).
     return st.radio("Why this answer?", methods, horizontal=True, format_func=METHOD_NAMES.get, key=key,
-                    persist_state="session")
+                    persist_state=PERSIST)
 
 
 def preprocessing_steps(steps: dict) -> None:

@@ -13,8 +13,8 @@ from cnn.features import (CONV_INPUT, STAGES, activations, confusion_cells, conf
                           map_colour_scale, maps_grid, marked_patch, most_active_map, picked_cell, products_table,
                           shown_decimals, strongest_output, thumbnail_grid)
 from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
-from pages.shared import (active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept, probability_chart,
-                          require_app_navigation, uploaded_digit)
+from pages.shared import (PERSIST, active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept,
+                          probability_chart, require_app_navigation, uploaded_digit)
 
 
 CHANNELS = {1: 32, 2: 64, 3: 128}
@@ -91,7 +91,8 @@ def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] 
     data = data_holder().load()
     if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
         st.session_state[kept("image_source")] = "Sent from Draw"
-    source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]))
+    source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]),
+                      persist_state=PERSIST)
     if source == "Sent from Draw":
         chosen = st.session_state.get("chosen_image")
         if chosen is None:
@@ -107,10 +108,11 @@ def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] 
     if data is None:
         st.warning("MNIST is not available, so the test set cannot be shown; draw or upload a digit instead.")
         return None
-    how = st.radio("Pick", ["by index", "by digit", "misclassified"], horizontal=True, key=kept_default("pick", "by index"))
+    how = st.radio("Pick", ["by index", "by digit", "misclassified"], horizontal=True,
+                   key=kept_default("pick", "by index"), persist_state=PERSIST)
     labels = data.test_labels.numpy()
     if how == "by digit":
-        digit = st.selectbox("Digit", range(10), key=kept_default("digit", 0))
+        digit = st.selectbox("Digit", range(10), key=kept_default("digit", 0), persist_state=PERSIST)
         candidates = np.nonzero(labels == digit)[0]
     elif how == "misclassified":
         predicted = test_predictions(*kept_at, version, model, data)
@@ -124,7 +126,8 @@ def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] 
     st.session_state[pick_key] = clamped(st.session_state.get(pick_key, 0), 0, len(candidates) - 1)
     st.button("Random", key="random", on_click=lambda: st.session_state.update(
         {pick_key: int(np.random.default_rng().integers(len(candidates)))}))
-    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key)
+    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key,
+                           persist_state=PERSIST)
     index = int(candidates[clamped(pick, 0, len(candidates) - 1)])
     st.session_state.test_index = index
     return data.test_images[index].numpy(), f"test image #{index} (label {labels[index]})"
@@ -134,10 +137,11 @@ def show_maps(acts: dict, image_id: str) -> tuple[int, int]:
     """The maps of the chosen layer and stage, numbered, one enlarged beside its values; -> (layer, map shown)."""
     cols = st.columns(3)
     layer = cols[0].radio("Layer", [1, 2, 3], horizontal=True, format_func=lambda i: f"conv{i} ({CHANNELS[i]} maps)",
-                          key=kept_default("layer", 1))
-    stage = cols[1].radio("Stage", list(STAGES), horizontal=True, format_func=STAGES.get, key=kept_default("stage", "conv"))
+                          key=kept_default("layer", 1), persist_state=PERSIST)
+    stage = cols[1].radio("Stage", list(STAGES), horizontal=True, format_func=STAGES.get,
+                          key=kept_default("stage", "conv"), persist_state=PERSIST)
     per = cols[2].radio("Colours", ["map", "layer"], horizontal=True, format_func=lambda p: f"per {p}",
-                        key=kept_default("per", "map"))
+                        key=kept_default("per", "map"), persist_state=PERSIST)
     maps, signed = acts[f"{stage}{layer}"], stage == "conv"  # before ReLU a map has both signs: centred on 0
     grid, low, high = maps_grid(maps, per=per, signed=signed, numbered=True)
     st.image(grid, caption=f"conv{layer}, {STAGES[stage]}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}, "
@@ -148,7 +152,7 @@ def show_maps(acts: dict, image_id: str) -> tuple[int, int]:
     # Opens on the map that lets most through ReLU for this image (map 0 of conv3 is often blank); a stage
     # change keeps the map, so its way through ReLU and pooling can be followed.
     key = kept_following("map_index", (image_id, layer), most_active_map(acts[f"relu{layer}"]))
-    index = clamped(st.number_input("Enlarge map number", 0, maps.shape[0] - 1, key=key,
+    index = clamped(st.number_input("Enlarge map number", 0, maps.shape[0] - 1, key=key, persist_state=PERSIST,
                                     help="It opens on the map most active for this image."), 0, maps.shape[0] - 1)
     chosen = maps[index]
     left, right = st.columns(2)  # the image stretches to its column (~280 px at 1024): the table never covers it
@@ -163,7 +167,7 @@ def show_filters(model, layer: int, run_folder) -> None:
     channel = 0
     if layer > 1:
         channel = st.slider("Input channel (each filter has one 3x3 kernel per input map)", 0, CHANNELS[layer - 1] - 1,
-                            key=kept_default(f"in_channel{layer}", 0))
+                            key=kept_default(f"in_channel{layer}", 0), persist_state=PERSIST)
         channel = clamped(channel, 0, CHANNELS[layer - 1] - 1)
     weights = kernels(model, layer, channel)
     grid, limit = kernel_grid(weights)
@@ -186,6 +190,7 @@ def filter_replay(run_folder) -> None:
     if st.session_state.get(key) not in at_step:  # first time, or another run with other steps
         st.session_state[key] = int(steps[-1])
     step = st.select_slider("How conv1's filters changed while training: the filters at step", list(at_step), key=key,
+                            persist_state=PERSIST,
                             format_func=lambda s: f"{s:,}")
     left, _ = st.columns([1, 1])  # a fixed width could make a phone's page wider than its screen
     left.image(kernel_grid(filters[at_step[step]], columns=8, cell=36, limit=float(np.abs(filters).max()))[0],
@@ -198,12 +203,12 @@ def show_convolution(model, acts: dict, layer: int, image_id: str, map_index: in
     size = conv.shape[-1]
     cols = st.columns(3)
     channel = clamped(cols[0].number_input("Map", 0, CHANNELS[layer] - 1, key=kept_following(  # the enlarged one
-        "conv_map", (image_id, layer, map_index), map_index)), 0, CHANNELS[layer] - 1)
+        "conv_map", (image_id, layer, map_index), map_index), persist_state=PERSIST), 0, CHANNELS[layer] - 1)
     start = strongest_output(conv[channel])  # on the digit, where this filter answers most
     row = clamped(cols[1].number_input("Row", 0, size - 1, key=kept_following(
-        "conv_row", (image_id, layer, channel), start[0])), 0, size - 1)
+        "conv_row", (image_id, layer, channel), start[0]), persist_state=PERSIST), 0, size - 1)
     col = clamped(cols[2].number_input("Column", 0, size - 1, key=kept_following(
-        "conv_col", (image_id, layer, channel), start[1])), 0, size - 1)
+        "conv_col", (image_id, layer, channel), start[1]), persist_state=PERSIST), 0, size - 1)
     result = convolution_at(model, acts, layer, channel, row, col)
     shown = 0 if layer == 1 else int(np.argmax(np.abs(result["per_channel"])))
     decimals = shown_decimals(result["kernel"][shown])
@@ -246,8 +251,10 @@ def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> 
     pill per image to look inside it. All of it next to where the user clicked: nothing changes out of view."""
     scroll = st.session_state.pop("scroll_to_chosen", False)  # set by a click on a cell or a pill
     pick = st.columns(2)
-    true = pick[0].selectbox("True digit", range(10), key=kept_default("cm_true", int(worst[0])))
-    guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])))
+    true = pick[0].selectbox("True digit", range(10), key=kept_default("cm_true", int(worst[0])),
+                                  persist_state=PERSIST)
+    guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])),
+                                  persist_state=PERSIST)
     found = np.nonzero((labels == true) & (predicted == guess))[0]
     st.markdown(f"**true {true}, read as {guess}: {len(found):,} image{'s' if len(found) != 1 else ''}**")
     if len(found) == 0:
@@ -304,7 +311,8 @@ def travel_in_time(model, final) -> tuple:
     key = kept("epoch")
     if st.session_state.get(key) not in options:  # first time, or another run with other epochs
         st.session_state[key] = "final"
-    epoch = st.select_slider("Training time travel: the model as it was after epoch", options, key=key)
+    epoch = st.select_slider("Training time travel: the model as it was after epoch", options, key=key,
+                             persist_state=PERSIST)
     if epoch == "final":
         return model, str(final), None
     try:

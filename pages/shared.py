@@ -343,23 +343,17 @@ def send_to_feature_maps(image, label: str) -> None:
     st.switch_page("pages/features.py")
 
 
-# Streamlit forgets a widget's value when a run does not draw it (a page switch). A widget whose key starts
-# with KEPT keeps its value across pages: app.py calls keep_choices() on every run, before the page draws.
-# Such a widget takes its default from st.session_state.setdefault(key, ...), never from value=/index=
-# (Streamlit warns when a widget has both a default and a value set through session state).
+# Streamlit forgets a widget's value when a run does not draw it (a page switch). A choice that must survive a trip
+# to another page has a key made by kept() and passes persist_state=PERSIST (Streamlit's own switch; re-assigning
+# the value from app.py does not keep it in 1.67). Its default comes from st.session_state.setdefault(key, ...),
+# never from value=/index= (Streamlit warns when a widget has both a default and a value set through session state).
 KEPT = "kept."
+PERSIST = "session"
 
 
 def kept(name: str) -> str:
-    """The widget key for a choice that survives page switches."""
+    """The widget key for a choice that survives page switches (pass persist_state=PERSIST with it)."""
     return KEPT + name
-
-
-def keep_choices() -> None:
-    """Re-assign every kept widget value, which tells Streamlit not to clean it up when its page is not drawn."""
-    for key in list(st.session_state):
-        if isinstance(key, str) and key.startswith(KEPT):
-            st.session_state[key] = st.session_state[key]
 
 
 def require_app_navigation() -> None:

@@ -15,16 +15,13 @@ from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (card_steps_per_epoch, config_summary, default_watch, history_rows, job_label, live_charts,
                        overlay_charts, plural, progress_summary, run_colors, run_curves, shown_runs, smoothing_note,
                        steps_per_epoch)
-from pages.shared import (active_run, browser_key, class_settings, client_address, checkpoint_for, is_teacher,
-                          job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
+from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
+                          is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
                           require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
 # The Start form's fields: widget key name -> the preset's field it starts from. Kept (pages.shared.kept), so a
 # trip to Draw and back keeps what the student set.
-# Streamlit 1.67 drops an undrawn widget's value at a page switch even when app.py re-assigns it (keep_choices);
-# its own persist_state="session" is what keeps it (checked by tests/test_app_pages.py and test_browser_train.py).
-KEEP = "session"
 FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate", "seed": "seed",
                "keep_conv": "p_keep_conv", "keep_hidden": "p_keep_hidden"}
 
@@ -83,7 +80,7 @@ def start_form() -> None:
         return
     max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or 50
     preset_name = form_defaults(presets, max_epochs)
-    st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=KEEP,
+    st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=PERSIST,
                  on_change=_preset_changed)
     if rules:
         st.caption(rules)
@@ -93,16 +90,16 @@ def start_form() -> None:
     # page lost what was set but not yet started; each change now reaches the server and is kept.
     with st.container(border=True):
         cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", 1, max_epochs, key=kept("epochs"), persist_state=KEEP)
-        batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=KEEP)
-        lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=KEEP)
-        seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=KEEP)
+        epochs = cols[0].number_input("Epochs", 1, max_epochs, key=kept("epochs"), persist_state=PERSIST)
+        batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=PERSIST)
+        lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=PERSIST)
+        seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=PERSIST)
         cols = st.columns(3)
         keep_conv = cols[0].slider("Keep-probability, conv", 0.1, 1.0, step=0.05, key=kept("keep_conv"),
-                                   persist_state=KEEP)
+                                   persist_state=PERSIST)
         keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, step=0.05, key=kept("keep_hidden"),
-                                     persist_state=KEEP)
-        name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=KEEP)
+                                     persist_state=PERSIST)
+        name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
         # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
         st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
         if st.button("Start", type="primary"):
@@ -184,7 +181,7 @@ def live() -> None:
     if st.session_state.get(kept("watch")) not in ids:  # nothing chosen yet, or the run left the list
         st.session_state[kept("watch")] = default_watch(jobs, owner_id())
     labels = {job["id"]: job_label(job) for job in jobs}
-    choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=KEEP)
+    choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=PERSIST)
     job = manager.snapshot(choice)  # only the watched run's history is copied
     if job is None:
         return
@@ -216,7 +213,7 @@ def history() -> None:
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
     st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]
-    chosen = st.multiselect("Overlay the curves of", names, key=kept("overlay"), persist_state=KEEP)
+    chosen = st.multiselect("Overlay the curves of", names, key=kept("overlay"), persist_state=PERSIST)
     if chosen:
         overlay(chosen, {run.name: run.card for run in runs})
     # A failed run keeps the model.pt of its last completed epoch: it may be made active too (if it does not
