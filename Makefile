@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev data browser bench clean
+.PHONY: run solo test install install-dev data browser bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ browser:
 
 run: data
 	$(PY) -m streamlit run app.py
+
+# One user on a laptop: bound to loopback, so that user is the teacher (no token, nobody else can connect).
+solo: data
+	$(PY) -m streamlit run app.py --server.address 127.0.0.1
 
 test: install-dev data browser
 	$(PY) -m pytest
