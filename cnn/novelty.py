@@ -22,6 +22,7 @@ The softmax baseline has no conv features: it gets no check (novelty_model retur
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -33,6 +34,8 @@ from torch import nn
 
 from .drawing import FIELD, LruCache
 from .explain import has_conv3
+
+LOG = logging.getLogger(__name__)
 
 FIT_IMAGES = 4_000  # MNIST training images the class means and covariances come from (first 4,000: ~400 per digit)
 # Held-out MNIST test digits the threshold comes from: every fifth, starting at 1 (2,000 spread over the whole
@@ -197,7 +200,9 @@ def cached_novelty_model(model: nn.Module, data, wait: bool = True) -> NoveltyMo
 
 def _fit_in_background(model: nn.Module, data) -> None:
     try:
-        cached_novelty_model(model, data, wait=True)
+        fitted = cached_novelty_model(model, data, wait=True)
+        if fitted is not None:  # the server's log says when drawings start to be checked (a test waits for it)
+            LOG.info("The not-a-digit check is ready for a model (fitted in %.1f s).", fitted.seconds)
     finally:
         with _STARTED_LOCK:
             _STARTED.discard(id(model))

@@ -45,9 +45,20 @@ def server_startup() -> ServerSettings:
     Raises ValueError with a sentence for a bad CNN_* variable (not cached, so a fixed variable is read again).
     """
     settings = server_settings()
+    log_engine_messages()
     configure_threads(settings)  # training would take every core; one stays for the students' strokes
     teacher_token()  # a bad CNN_TEACHER_TOKEN stops the app with its sentence; a made one is printed now
     return settings
+
+
+def log_engine_messages() -> None:
+    """The engine's log lines (cnn.*, INFO and up) on the server's terminal, once per process."""
+    engine = logging.getLogger("cnn")
+    if not engine.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s cnn: %(message)s"))
+        engine.addHandler(handler)
+        engine.setLevel(logging.INFO)
 
 
 # ---------------------------------------------------------------- the teacher

@@ -201,6 +201,6 @@ def test_train_page_survives_a_corrupt_run(tmp_path, monkeypatch):
     statuses = dict(zip(table["run"], table["status"]))
     assert statuses["broken"] == statuses["seconds-text"] == statuses["string-config"] == "unreadable"
     assert "my run" not in statuses and list(table["run"]).count("bundled") == 1
-    app.multiselect(key="overlay").set_value(["broken", "seconds-text"]).run()
+    app.multiselect(key="kept.overlay").set_value(["broken", "seconds-text"]).run()
     assert not app.exception
     st.cache_resource.clear()
