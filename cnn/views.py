@@ -243,12 +243,35 @@ def _color(scale: dict, legend: bool) -> dict:
             "legend": {"orient": "top", "title": None} if legend else None}
 
 
+def extent(values: list[dict], field: str, zero: bool = False) -> list[float] | None:
+    """[low, high] of a field over the rows (a scale's explicit domain), None when no row has a number.
+
+    Streamlit's front end first draws a chart without its rows and then adds them: a scale left to Vega
+    to compute has no extent at that moment, and Vega logs "Infinite extent" for every chart drawn.
+    """
+    numbers = [row[field] for row in values if isinstance(row.get(field), (int, float)) and math.isfinite(row[field])]
+    if not numbers:
+        return None
+    low, high = (min(0.0, min(numbers)) if zero else min(numbers)), max(numbers)
+    return [low, high] if high > low else [low - 0.5, high + 0.5]
+
+
+def _scale(values: list[dict], field: str, **extra) -> dict:
+    domain = extent(values, field, zero=extra.get("zero", False))
+    return {**extra, "domain": domain, "nice": True} if domain else extra
+
+
+def _epoch_x(values: list[dict]) -> dict:
+    return {**EPOCH_X, "scale": _scale(values, "epoch", zero=True)}
+
+
 def line_chart(values: list[dict], y: str, title: str, scale: dict, *, y_title: str | None = None,
                legend: bool = False, height: int = 220, points: bool = False, zero: bool = True) -> dict:
     """A Vega-Lite line chart of values over the epoch axis, coloured by run."""
     return {"data": {"values": values}, "mark": {"type": "line", "point": points},
-            "encoding": {"x": EPOCH_X,
-                         "y": {"field": y, "type": "quantitative", "title": y_title or y, "scale": {"zero": zero}},
+            "encoding": {"x": _epoch_x(values),
+                         "y": {"field": y, "type": "quantitative", "title": y_title or y,
+                               "scale": _scale(values, y, zero=zero)},
                          "color": _color(scale, legend),
                          "tooltip": [{"field": "run", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                                      {"field": y, "type": "quantitative", "format": ".4"}]},
@@ -283,8 +306,9 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
 
 def accuracy_chart(values: list[dict], scale: dict, height: int = 220) -> dict:
     """One run's test accuracy: a line through the quick subset tests, a large dot at each full test (epoch end)."""
-    base = {"x": EPOCH_X,
-            "y": {"field": "accuracy", "type": "quantitative", "scale": {"zero": False}, "axis": {"format": ".1%"}},
+    base = {"x": _epoch_x(values),
+            "y": {"field": "accuracy", "type": "quantitative", "scale": _scale(values, "accuracy", zero=False),
+                  "axis": {"format": ".1%"}},
             "color": _color(scale, False),
             "tooltip": [{"field": "test set", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                         {"field": "accuracy", "type": "quantitative", "format": ".2%"}]}

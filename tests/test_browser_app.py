@@ -27,8 +27,14 @@ STEP_JS = r"""() => { const m = document.body.innerText.match(/step ([\d,]+) of/
 BASE_PATH_PROBE = re.compile(r"/[^/]+/_stcore/(health|host-config)$")
 
 
+# Vega's warning for a chart whose scale has no data to span: the issue asks for none, so it counts as an error.
+VEGA_WARNINGS = ("Infinite extent",)
+
+
 def is_error(msg) -> bool:
     """A console message that means something went wrong on the page (not a note of the browser's own)."""
+    if msg.type == "warning" and any(warning in msg.text for warning in VEGA_WARNINGS):
+        return True
     if msg.type != "error" or any(ignored in msg.text for ignored in IGNORED_CONSOLE):
         return False
     return not BASE_PATH_PROBE.search(msg.location.get("url", ""))

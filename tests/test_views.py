@@ -165,3 +165,24 @@ def test_a_runs_recipe_in_one_line():
 
     assert config_summary(FAST.to_dict()) == "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"
     assert config_summary(FAST.replace(epochs=2, name="article").to_dict()).startswith("ARTICLE: 2 epochs, ")
+
+
+def test_every_train_chart_names_its_scales_domains_so_vega_never_computes_an_empty_extent():
+    # Streamlit's front end draws a chart before adding its rows; a domain Vega must compute from no rows is
+    # "Infinite extent". Each quantitative scale of the Train charts is given its data's span instead.
+    from cnn.views import extent, live_charts, run_colors
+
+    job = {"name": "r", "config": {"eval_every": 100}, "steps": [
+        {"step": s, "loss": 2.0 / s, "batch_accuracy": 0.5, "images_per_second": 900.0 + s} for s in range(1, 40)],
+        "evals": [{"step": 20, "accuracy": 0.9, "full": False, "n": 1000}]}
+    charts = [c["spec"] for c in live_charts(job, 100, run_colors(["r"])) if "spec" in c]
+    assert len(charts) == 4
+    for spec in charts:
+        encodings = [layer["encoding"] for layer in spec.get("layer", [])] or [spec["encoding"]]
+        for encoding in encodings:
+            for channel in ("x", "y"):
+                assert "domain" in encoding[channel]["scale"], (spec.get("title"), channel)
+    assert extent([{"v": 3.0}, {"v": None}, {"v": 1.0}], "v") == [1.0, 3.0]
+    assert extent([{"v": 2.0}], "v") == [1.5, 2.5]  # one point still spans something
+    assert extent([{"v": 2.0}], "v", zero=True) == [0.0, 2.0]
+    assert extent([{"v": None}], "v") is None
