@@ -18,6 +18,7 @@ from urllib.parse import quote
 from .checkpoint import run_name_problem
 from .config import PRESETS, TrainConfig
 from .storage import atomic_write
+from .views import accuracy_text
 
 LOG = logging.getLogger(__name__)
 
@@ -259,18 +260,23 @@ def run_actions(status: str) -> tuple[str, ...]:
     return {"running": ("Pause", "Stop"), "paused": ("Resume", "Stop"), "queued": ("Stop",)}.get(status, ())
 
 
-def run_rows(jobs: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(active, ended): the job views the Teacher page lists, each with who started it ("session 3f2a").
+def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(active, ended): the job views the Teacher page lists, each with who started it ("session 3f2a", or "you"
+    for the session tag me).
 
     active: queued, running and paused runs, oldest first (the queue's order), with the buttons each one gets;
-    ended: {"run", "started by", "status", "accuracy", "note"} rows, newest first.
+    ended: {"run", "started by", "status", "accuracy", "note"} rows of text, newest first.
     """
-    active = [dict(job, actions=run_actions(job["status"]))
+    def by(job: dict) -> str:
+        return "you" if me is not None and job["started_by"] == me else job["started_by"]
+
+    active = [dict(job, actions=run_actions(job["status"]), started_by=by(job))
               for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE]
-    ended = [{"run": job["name"], "started by": job["started_by"], "status": job["status"],
-              "accuracy": job["test_accuracy"], "note": job["error"]}
+    ended = [{"run": job["name"], "started by": by(job), "status": job["status"],
+              "accuracy": accuracy_text(job["test_accuracy"]), "note": job["error"] or ""}
              for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE]
     return active, ended
+
 
 
 def class_model_choices(runs) -> list[str]:

@@ -38,6 +38,11 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
 
+def accuracy_text(accuracy: float | None) -> str:
+    """A run's test accuracy for a table: "99.09%", or what stands for none ("no epoch yet")."""
+    return percent(accuracy) if isinstance(accuracy, (int, float)) else "no epoch yet"
+
+
 def queue_words(place: int | None) -> str:
     """A queued run's place: "#1 in line" ("in line" when the place is not known)."""
     return f"#{place} in line" if place else "in line"
@@ -198,7 +203,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
     for job in jobs:
         seen.add(job["name"])
         rows.append({"run": job["name"], "preset": job["preset"], "status": job["status"],
-                     "accuracy": job["test_accuracy"], "epochs": len(job["epochs"]),
+                     "accuracy": accuracy_text(job["test_accuracy"]), "epochs": len(job["epochs"]),
                      "time": format_seconds(job["elapsed_seconds"]) if job["started"] else "-",
                      "has_model": bool(job["epochs"])})
     for run in runs:
@@ -209,7 +214,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         if status == "running":  # on disk as running but no live job: the server stopped mid-run
             status = "interrupted"
         rows.append({"run": run.name, "preset": card.get("preset", "?"), "status": status,
-                     "accuracy": card.get("accuracy"), "epochs": card.get("epochs"),
+                     "accuracy": accuracy_text(card.get("accuracy")), "epochs": card.get("epochs") or 0,
                      "time": format_seconds(card.get("wall_seconds")),
                      "has_model": run.checkpoint is not None and run.card is not None})
     return rows

@@ -51,11 +51,24 @@ def server_startup() -> ServerSettings:
     return settings
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever sys.stderr is when a line comes (a test harness swaps and closes its own;
+    a line from a background thread must not land on a closed one)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def log_engine_messages() -> None:
     """The engine's log lines (cnn.*, INFO and up) on the server's terminal, once per process."""
     engine = logging.getLogger("cnn")
     if not engine.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(asctime)s cnn: %(message)s"))
         engine.addHandler(handler)
         engine.setLevel(logging.INFO)

@@ -12,7 +12,7 @@ from cnn.classset import ClassSetError, default_class_dir, load_class_set, remov
 from cnn.config import PRESETS
 from cnn.runs import list_runs
 from cnn.views import progress_summary
-from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, owner_id,
+from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
                           require_app_navigation)
 
 THUMBNAILS_SHOWN = 40  # per digit: the class set may hold thousands
@@ -23,7 +23,7 @@ PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax"}  # s
 def runs() -> None:
     """Every run in memory: active ones with Pause/Resume/Stop, ended ones in a table; Clear the queue."""
     manager = job_manager()
-    active, ended = classroom.run_rows(manager.jobs())
+    active, ended = classroom.run_rows(manager.jobs(), me=my_session_tag())
     if not active and not ended:
         st.info("No run has been started on this server yet.")
     for job in active:
@@ -39,8 +39,7 @@ def runs() -> None:
         st.toast(f"Dropped {dropped} queued run{'s' if dropped != 1 else ''}.")
         st.rerun(scope="fragment")
     if ended:
-        st.dataframe(ended, hide_index=True, width="stretch",
-                     column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(ended, hide_index=True, width="stretch")
 
 
 def act(manager, job_id: int, action: str) -> None:

@@ -20,6 +20,7 @@ from pages.shared import (PERSIST, active_run, browser_key, class_settings, clie
                           require_app_navigation, set_active_run)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
+FORM_MAX_EPOCHS = 50  # the Epochs field's limit; the class's rules and the server's step cap are checked at Start
 # The Start form's fields: widget key name -> the preset's field it starts from. Kept (pages.shared.kept), so a
 # trip to Draw and back keeps what the student set.
 FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate", "seed": "seed",
@@ -35,11 +36,13 @@ def default_run_name(preset: str) -> str:
     return f"{preset}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
 
 
-def _preset_changed() -> None:
-    """A new preset fills the form with its values, and a new default name unless the student typed one."""
+def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
+    """A new preset fills the form with its values (epochs within what this session may start), and a new default
+    name unless the student typed one."""
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state[kept(key)] = getattr(base, name)
+    st.session_state[kept("epochs")] = min(base.epochs, max_epochs)
     if st.session_state.get(kept("run_name")) == st.session_state.get("run_name_default"):
         st.session_state.new_run_name = True
 
@@ -55,16 +58,16 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
 def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
 
-    A kept value the class no longer allows (a preset, too many epochs) is put back within what it allows.
+    A preset's values start within what this session may start (max_epochs); a kept preset the class no longer
+    allows is replaced. Epochs a student types beyond the class's limit stay as typed: Start says why not.
     """
     if st.session_state.get(kept("preset")) not in presets:
         st.session_state[kept("preset")] = presets[0]
-        _preset_changed()
+        _preset_changed(max_epochs)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))
-    if st.session_state[kept("epochs")] > max_epochs:
-        st.session_state[kept("epochs")] = max_epochs
+    st.session_state[kept("epochs")] = min(max(int(st.session_state[kept("epochs")]), 1), FORM_MAX_EPOCHS)
     if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
         st.session_state[kept("run_name")] = st.session_state.run_name_default = default_run_name(base.name)
     return base.name
@@ -78,10 +81,12 @@ def start_form() -> None:
     if not presets:
         st.info(rules)
         return
-    max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or 50
+    # The Epochs field's limit is the same for everyone: a student who types more than the class allows gets the
+    # server's sentence at Start (a lower limit only turned the field red, and Start ran the old value).
+    max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or FORM_MAX_EPOCHS
     preset_name = form_defaults(presets, max_epochs)
     st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=PERSIST,
-                 on_change=_preset_changed)
+                 on_change=_preset_changed, args=(max_epochs,))
     if rules:
         st.caption(rules)
     base = PRESETS[preset_name]
@@ -90,7 +95,7 @@ def start_form() -> None:
     # page lost what was set but not yet started; each change now reaches the server and is kept.
     with st.container(border=True):
         cols = st.columns(4)
-        epochs = cols[0].number_input("Epochs", 1, max_epochs, key=kept("epochs"), persist_state=PERSIST)
+        epochs = cols[0].number_input("Epochs", 1, FORM_MAX_EPOCHS, key=kept("epochs"), persist_state=PERSIST)
         batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=PERSIST)
         lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=PERSIST)
         seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=PERSIST)
@@ -100,8 +105,9 @@ def start_form() -> None:
         keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, step=0.05, key=kept("keep_hidden"),
                                      persist_state=PERSIST)
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
-        # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
-        st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
+        if teacher:  # a student's limit is the class's rule, said above; the server's step cap is the teacher's
+            # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
+            st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
         if st.button("Start", type="primary"):
             try:
                 config = form_config(base, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
@@ -209,7 +215,7 @@ def history() -> None:
     runs = list_runs(default_runs_dir())
     rows = history_rows(runs, job_manager().jobs())
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
-                 width="stretch", column_config={"accuracy": st.column_config.NumberColumn(format="percent")})
+                 width="stretch")
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
     st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]

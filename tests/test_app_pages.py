@@ -183,9 +183,17 @@ def test_a_students_start_form_offers_only_what_the_class_allows(app, monkeypatc
     assert not app.exception
     preset = app.selectbox(key="kept.preset")
     assert preset.value == "fast" and len(preset.options) == 2 and "ARTICLE" not in " ".join(preset.options)
-    assert app.number_input(key="kept.epochs").max == 2  # the class's default: FAST or softmax, at most 2 epochs
+    assert app.number_input(key="kept.epochs").value <= 2  # the class's default: FAST or softmax, at most 2 epochs
     assert any(c.value.startswith("On this class server students may start FAST or the softmax baseline, at most 2")
                for c in app.caption)
+    assert not any("steps per run" in c.value for c in app.caption)  # the server's cap would say "up to 10 epochs"
+    # Typing more epochs than the class allows is not silently undone: Start says why, and nothing is queued.
+    app.number_input(key="kept.epochs").set_value(10).run()
+    assert app.number_input(key="kept.epochs").value == 10
+    next(b for b in app.button if b.label == "Start").click().run()
+    assert not app.exception
+    assert any("at most 2 epochs" in e.value for e in app.error), [e.value for e in app.error]
+    assert not (app_runs(app)).exists() or not any(app_runs(app).glob("*/model.json"))
     write_class_settings(app_runs(app), ClassSettings(student_training="none"))
     app.run()
     assert not app.exception

@@ -137,11 +137,16 @@ def test_run_rows_split_active_and_ended_with_the_teachers_buttons():
         return {"id": id_, "name": f"run-{id_}", "status": status, "started_by": f"session 000{id_}",
                 "test_accuracy": None, "error": error}
 
+    finished = dict(job(5, "finished"), test_accuracy=0.99094)
     active, ended = run_rows([job(4, "queued"), job(3, "stopped", "Stopped by the teacher."), job(2, "paused"),
-                              job(1, "running")])
+                              job(1, "running"), finished], me="session 0002")
     assert [(j["id"], j["actions"]) for j in active] == [(1, ("Pause", "Stop")), (2, ("Resume", "Stop")),
                                                         (4, ("Stop",))]
-    assert ended == [{"run": "run-3", "started by": "session 0003", "status": "stopped", "accuracy": None,
+    assert [j["started_by"] for j in active] == ["session 0001", "you", "session 0004"]  # the teacher's own: "you"
+    # Text a table shows as it is: no "None" for a run stopped before its first epoch.
+    assert ended == [{"run": "run-5", "started by": "session 0005", "status": "finished", "accuracy": "99.09%",
+                      "note": ""},
+                     {"run": "run-3", "started by": "session 0003", "status": "stopped", "accuracy": "no epoch yet",
                       "note": "Stopped by the teacher."}]
 
 
