@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Occlusion
 from torch import nn
 
-ATTRIBUTION_METHODS = {  # key -> what its map shows (the caption's second half)
-    "grad_cam": "which regions conv3's maps found decisive (coarse: conv3's maps are 7x7)",
+ATTRIBUTION_METHODS = {  # key -> what its map shows (the caption's second half); the first is the page's default:
+    # Integrated Gradients shows something for every drawing, Grad-CAM is empty for ~1 in 5 of this network's digits
     "integrated_gradients": "how much each pixel pushed the score up (red) or down (blue)",
+    "grad_cam": "which regions conv3's maps found decisive (coarse: conv3's maps are 7x7)",
     "occlusion": "how much the score drops when a 5x5 patch is blacked out",
 }
 METHOD_NAMES = {"grad_cam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "occlusion": "Occlusion"}

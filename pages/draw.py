@@ -68,10 +68,10 @@ def method_choice(model, source: str) -> str:
                     persist_state=PERSIST)
 
 
-def preprocessing_steps(steps: dict) -> None:
+def preprocessing_steps(steps: dict, source: str) -> None:
     """Each stage of the pipeline (cnn.drawing's steps, in order), STEPS_PER_ROW to a row."""
     captions = getattr(cnn.drawing, "STEP_CAPTIONS", {})  # helper B's captions; the key until they land
-    with st.expander("How your drawing becomes a 28x28 MNIST-style image"):
+    with st.expander(f"How your {'photo' if source == 'upload' else 'drawing'} becomes a 28x28 MNIST-style image"):
         items = list(steps.items())
         for first in range(0, len(items), STEPS_PER_ROW):
             row = st.columns(STEPS_PER_ROW)
@@ -189,7 +189,7 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
             return
         show_answer(steps, model, source)
     with left:
-        preprocessing_steps(steps)
+        preprocessing_steps(steps, source)
     actions(steps["centred"], source)
 
 

@@ -20,21 +20,21 @@ from cnn.sessions import SessionRegistry, browser_key_from, session_tag
 from cnn.settings import ServerSettings, configure_threads, server_settings
 
 # The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
-# Emoji icons: Streamlit makes the browser tab's icon from the open page's icon, and a :material/...: one is fetched
-# from a font server (an error in an offline classroom, and a request off the class's network); an emoji is drawn inline.
-PAGE_FILES = (("pages/home.py", "Home", "🏠"), ("pages/train.py", "Train", "📈"),
-              ("pages/draw.py", "Draw", "✏️"), ("pages/features.py", "Feature maps", "🔍"))
+# No page icons: a :material/...: icon makes Streamlit fetch the browser tab's icon from a font server (an error in
+# an offline classroom), and an emoji shows as an empty box where the machine has no emoji font (Debian's Chromium
+# without fonts-noto-color-emoji). The tab keeps app.py's icon, drawn by the app.
+PAGE_FILES = (("pages/home.py", "Home"), ("pages/train.py", "Train"), ("pages/draw.py", "Draw"),
+              ("pages/features.py", "Feature maps"))
 # The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
 # found"), but listed in the menu only for the teacher.
-TEACHER_PAGE = ("pages/teacher.py", "Teacher", "🧑‍🏫")
+TEACHER_PAGE = ("pages/teacher.py", "Teacher")
 
 
 def app_pages() -> list:
     """The st.Page list of the app (Home first and default; the Teacher page in the menu for the teacher only)."""
-    pages = [st.Page(path, title=title, icon=icon, default=index == 0)
-             for index, (path, title, icon) in enumerate(PAGE_FILES)]
-    path, title, icon = TEACHER_PAGE
-    pages.append(st.Page(path, title=title, icon=icon, visibility="visible" if is_teacher() else "hidden"))
+    pages = [st.Page(path, title=title, default=index == 0) for index, (path, title) in enumerate(PAGE_FILES)]
+    path, title = TEACHER_PAGE
+    pages.append(st.Page(path, title=title, visibility="visible" if is_teacher() else "hidden"))
     return pages
 
 

@@ -11,7 +11,7 @@ from cnn.checkpoint import default_runs_dir
 from cnn.classset import ClassSetError, default_class_dir, load_class_set, remove_sample, reset_class_set
 from cnn.config import PRESETS
 from cnn.runs import list_runs
-from cnn.views import progress_summary
+from cnn.views import plural, progress_summary
 from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
                           require_app_navigation)
 
@@ -106,7 +106,7 @@ def class_set() -> None:
     digit = st.radio("Digit", list(range(10)), horizontal=True, key="teacher-digit")
     files = [(path, image) for path, image, label in zip(samples.files, samples.images, samples.labels)
              if label == digit][::-1][:THUMBNAILS_SHOWN]  # newest first
-    st.caption(f"{len(samples.labels)} drawings in all; {sum(samples.labels == digit)} labelled {digit}"
+    st.caption(f"{plural(len(samples.labels), 'drawing')} in all; {sum(samples.labels == digit)} labelled {digit}"
                + (f", the newest {THUMBNAILS_SHOWN} shown." if len(files) == THUMBNAILS_SHOWN else "."))
     with st.container(horizontal=True, wrap=True):  # as many per row as the width holds (1024 px: 6)
         for path, image in files:
@@ -132,12 +132,13 @@ def confirm_reset(folder, count: int) -> None:
             st.session_state.teacher_confirm_reset = True
             st.rerun()
         return
-    st.warning(f"Delete all {count} drawings of the class? This cannot be undone.")
+    st.warning(f"Delete {'the one drawing' if count == 1 else f'all {count:,} drawings'} of the class? "
+               "This cannot be undone.")
     cols = st.columns(2)
     if cols[0].button("Yes, delete them all", type="primary", key="teacher-reset-confirm"):
         removed = reset_class_set(folder)
         st.session_state.teacher_confirm_reset = False
-        st.toast(f"Deleted {removed} drawings.")
+        st.toast(f"Deleted {plural(removed, 'drawing')}.")
         st.rerun()
     if cols[1].button("Cancel", key="teacher-reset-cancel"):
         st.session_state.teacher_confirm_reset = False

@@ -139,7 +139,7 @@ def controls(job: dict) -> None:
         st.caption(f"Started by {job.get('started_by', 'another session')}: you can watch it; only that session or "
                    "the teacher can pause or stop it.")
         return
-    if not mine:
+    if not mine and job["status"] in ("running", "paused", "queued"):
         st.caption(f"Started by {job.get('started_by', 'another session')}: as the teacher you can pause or stop it.")
     manager, cols = job_manager(), st.columns(3)
     command = None
