@@ -209,7 +209,8 @@ def shown_decimals(kernel: np.ndarray) -> int:
 def convolution_table(result: dict, channel: int, decimals: int) -> dict:
     """One input channel of a convolution_at result, rounded the way a page shows it.
 
-    patch, kernel, products: (3, 3) rounded to decimals (each product is the exact one, rounded);
+    patch, kernel, products: (3, 3) rounded to decimals; each product is the SHOWN pixel times the SHOWN weight,
+    rounded, so a student can check every row by hand (a pixel of 0.996 shown as 1.00 times 1.19 is 1.19);
     shown_sum: the nine SHOWN products added (so the table adds up), rounded to decimals;
     size: the input map's side (positions outside it are the zero border);
     exact_sum: the channel's exact sum rounded to decimals (it may differ from shown_sum in the last digit).
@@ -217,9 +218,9 @@ def convolution_table(result: dict, channel: int, decimals: int) -> dict:
     def rounded(values):  # + 0.0 turns a rounded -0.0 into 0.0
         return np.round(np.asarray(values, dtype=np.float64), decimals) + 0.0
 
-    products = rounded(result["products"][channel])
-    return {"patch": rounded(result["patch"][channel]), "kernel": rounded(result["kernel"][channel]),
-            "products": products, "shown_sum": float(rounded(products.sum())),
+    patch, kernel = rounded(result["patch"][channel]), rounded(result["kernel"][channel])
+    products = rounded(patch * kernel)
+    return {"patch": patch, "kernel": kernel, "products": products, "shown_sum": float(rounded(products.sum())),
             "exact_sum": float(rounded(result["per_channel"][channel])), "decimals": decimals,
             "size": result.get("size")}
 
