@@ -161,6 +161,15 @@ def stop_app(process, timeout: float = 30) -> None:
         process.kill()
 
 
+PROJECTOR = {"width": 1024, "height": 768}  # a classroom projector: the size the issues' page checks are made at
+
+
+@pytest.fixture
+def projector_page(new_context):
+    """A page at projector size, in a browser context of its own."""
+    return new_context(viewport=PROJECTOR).new_page()
+
+
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
     """The app on a free loopback port, with its own runs folder; stopped afterwards."""

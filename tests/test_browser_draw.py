@@ -5,11 +5,11 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.conftest import PROJECTOR
 from tests.test_browser_app import DIGITS, canvas_of, go_to, open_app, stroke, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
-PROJECTOR = {"width": 1024, "height": 768}
 ANSWER = re.compile(r"It's an? \d|Not sure")
 # Words of an element's text that the browser broke across two lines: a word whose box has more than one line.
 BROKEN_WORDS_JS = r"""el => { const broken = [];
@@ -21,11 +21,6 @@ BROKEN_WORDS_JS = r"""el => { const broken = [];
       if (tops.size > 1) broken.push(m[0]);
     } }
   return broken; }"""
-
-
-@pytest.fixture
-def projector_page(new_context):
-    return new_context(viewport=PROJECTOR).new_page()
 
 
 def draw_a_one(page: Page, app_url: str) -> list[str]:

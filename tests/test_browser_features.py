@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.conftest import PROJECTOR
 from tests.test_browser_app import go_to, open_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
-PROJECTOR = {"width": 1024, "height": 768}
 PHONE = {"width": 390, "height": 844}
 ENLARGED = re.compile(r"^map (\d+): min")  # the caption under the enlarged map
 CHART = "[data-testid='stVegaLiteChart']"
@@ -20,11 +20,6 @@ CHART = "[data-testid='stVegaLiteChart']"
 def cell_mark(page: Page, mark: str, true: int, guess: int):
     """The confusion matrix's rect (mark="path") or count (mark="text") of one cell, found by its Vega aria-label."""
     return page.locator(f"{CHART} {mark}[aria-label^='read as: {guess}; true digit: {true};']")
-
-
-@pytest.fixture
-def projector_page(new_context):
-    return new_context(viewport=PROJECTOR).new_page()
 
 
 def open_feature_maps(page: Page, app_url: str) -> list[str]:

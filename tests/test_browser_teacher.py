@@ -8,13 +8,12 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import start_app, stop_app
+from tests.conftest import PROJECTOR, start_app, stop_app
 from tests.test_browser_app import go_to, wait_until_idle, watch_errors
 
 pytestmark = pytest.mark.browser
 
 TOKEN = "browser-test-teacher-token"
-PROJECTOR = {"width": 1024, "height": 768}
 RULES = re.compile(r"students may start FAST or the softmax baseline, at most 2 epochs")
 
 

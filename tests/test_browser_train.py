@@ -6,19 +6,14 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.conftest import PROJECTOR
 from tests.test_browser_app import go_to, open_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
-PROJECTOR = {"width": 1024, "height": 768}
 # Elements (the given ones and everything inside them) whose text is wider than their box: cut, or scrolled.
 OVERFLOWING_JS = """els => els.flatMap(el => [el, ...el.querySelectorAll('*')])
   .filter(e => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0).map(e => e.innerText || e.tagName)"""
-
-
-@pytest.fixture
-def projector_page(new_context):
-    return new_context(viewport=PROJECTOR).new_page()
 
 
 def choose(page: Page, label: str, option: str) -> None:
