@@ -44,7 +44,8 @@ def test_the_softmax_model_is_offered_no_grad_cam():
     """The baseline has no conv layer: Grad-CAM is not listed, and asking for it is refused, not swapped silently."""
     softmax = SoftmaxRegression(init_std=0.1).eval()
     assert attribution_methods(softmax) == ["integrated_gradients", "occlusion"]
-    assert attribution_methods(ConvNet().eval()) == ["grad_cam", "integrated_gradients", "occlusion"]
+    # The first is the page's default: Integrated Gradients, which shows something for every drawing.
+    assert attribution_methods(ConvNet().eval()) == ["integrated_gradients", "grad_cam", "occlusion"]
     with pytest.raises(ValueError, match="integrated_gradients, occlusion"):
         attribution(softmax, torch.rand(1, 1, 28, 28), 2, "grad_cam")
     shown = explain(softmax, torch.rand(1, 1, 28, 28), 8, "integrated_gradients")
