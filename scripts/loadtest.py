@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import typing
 import urllib.request
 import zlib
 from pathlib import Path
@@ -224,28 +225,55 @@ async def forged_canvas_attack(url: str, png: bytes, then_draw: str | None = "7"
     return report
 
 
+class Wire(typing.NamedTuple):
+    """A widget value as the front end sends it: a WidgetState field ("int_value", "double_value", "string_value",
+    "bool_value", "string_array_value", ...) and its value. A forged client may send any value in any field."""
+
+    field: str
+    value: object
+
+
 class StreamlitClient:
     """A browser-less Streamlit session over the app's own WebSocket protocol (the same protobuf messages
     Streamlit's frontend sends): light enough that 20-30 of them leave the machine's cores to the server."""
 
     def __init__(self, ws, url: str):
         self.ws, self.url, self.widgets, self.fragment, self.page_hash = ws, url, {}, "", ""
+        # Every widget the last run drew: its id -> (element type, label, the element's proto), for clients that
+        # press other pages' buttons (tests/test_attacks.py); ids of keyed widgets end with "-" + their key.
+        self.drawn: dict[str, tuple] = {}
+
+    def widget_id(self, *, key: str | None = None, label: str | None = None) -> str:
+        """The id of a widget the last run drew, by its key or its label; KeyError if it drew none."""
+        for widget_id, (_, widget_label, _) in self.drawn.items():
+            if (key is not None and widget_id.endswith("-" + key)) or (label is not None and widget_label == label):
+                return widget_id
+        raise KeyError(f"no widget with key {key!r} / label {label!r} was drawn; drawn: {list(self.drawn)}")
 
     async def run(self, *, widgets: dict | None = None, first: bool = False, wanted: re.Pattern | None = None,
-                  exceptions: list | None = None):
-        """One rerun (of the whole Draw page when first, else of the canvas fragment); returns the seconds to
-        the first text matching wanted (or to the run's end) and every text the run showed. Then downloads
-        the run's images, as a browser does. An exception on the page raises, or is added to exceptions."""
+                  exceptions: list | None = None, page: str = "draw", query: str = "", whole_page: bool = False):
+        """One rerun (of the whole page when first, else of the canvas fragment unless whole_page); returns the
+        seconds to the first text matching wanted (or to the run's end) and every text the run showed. Then
+        downloads the run's images, as a browser does. An exception on the page raises, or is added to exceptions.
+
+        first opens page (a URL path: "draw", "train", "teacher"); query is the address's query string, sent on
+        every rerun as a browser does. widgets: id -> True (a button press), a Wire value, or a JSON value."""
         message = BackMsg()
         state = message.rerun_script
+        state.query_string = query
         if first:
-            state.page_name = "draw"
+            state.page_name = page
+            self.drawn = {}
         else:
-            state.page_script_hash, state.fragment_id = self.page_hash, self.fragment
+            state.page_script_hash, state.fragment_id = self.page_hash, "" if whole_page else self.fragment
             for widget_id, value in (widgets or {}).items():
                 entry = state.widget_states.widgets.add(id=widget_id)
                 if value is True:
                     entry.trigger_value = True
+                elif isinstance(value, Wire) and value.field == "string_array_value":
+                    entry.string_array_value.data.extend(value.value)
+                elif isinstance(value, Wire):
+                    setattr(entry, value.field, value.value)
                 else:
                     entry.json_value = json.dumps(value)
         started = time.perf_counter()
@@ -263,6 +291,10 @@ class StreamlitClient:
                         raise RuntimeError(f"the page showed an exception: {element.exception.message[:120]}")
                     exceptions.append(element.exception.message[:120])
                 widget_id = getattr(getattr(element, which), "id", "")
+                self.page_hash = forward.metadata.active_script_hash or self.page_hash
+                if widget_id:
+                    self.drawn[widget_id] = (which, getattr(getattr(element, which), "label", ""),
+                                             getattr(element, which))
                 if which == "bidi_component" and widget_id.endswith("-canvas"):
                     self.widgets["canvas"], self.fragment = widget_id, forward.delta.fragment_id
                     self.page_hash = forward.metadata.active_script_hash
@@ -275,7 +307,9 @@ class StreamlitClient:
                     texts.append(text)
                     if seen is None and wanted is not None and wanted.search(text):
                         seen = time.perf_counter() - started
-            elif kind == "script_finished" and forward.script_finished != ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+            elif kind == "script_finished" and forward.script_finished == ForwardMsg.FINISHED_EARLY_FOR_RERUN:
+                images = []  # the run that follows (an st.rerun) draws the page anew; a browser never asks for these
+            elif kind == "script_finished":
                 seconds = seen if seen is not None else time.perf_counter() - started
                 await asyncio.gather(*(asyncio.to_thread(self.download, url) for url in images))
                 return seconds, texts
