@@ -39,7 +39,9 @@ def default_run_name(preset: str) -> str:
 def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
     """A new preset fills the form with its values (epochs within what this session may start), and a new default
     name unless the student typed one."""
-    base = PRESETS[st.session_state[kept("preset")]]
+    base = PRESETS.get(st.session_state[kept("preset")])
+    if base is None:  # a forged value (a browser can send any string): form_defaults puts an allowed preset back
+        return
     for key, name in FORM_FIELDS.items():
         st.session_state[kept(key)] = getattr(base, name)
     st.session_state[kept("epochs")] = min(base.epochs, max_epochs)
