@@ -6,10 +6,10 @@ import streamlit as st
 import torch
 from streamlit_drawable_canvas import out as canvas_component
 
-import cnn.drawing
 from cnn.classset import (ClassSetError, class_set_npz, default_class_dir, drawing_hash, label_drawing,
                           scored_class_set, undo_last_save)
-from cnn.drawing import CanvasError, drawing_problem, preprocess_steps, read_canvas, stroke_problem
+from cnn.drawing import (STEP_CAPTIONS, CanvasError, drawing_problem, preprocess_steps, read_canvas,
+                         stroke_problem)
 from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
 from cnn.novelty import not_a_digit
 from pages.shared import (PERSIST, active_model, active_model_source, checkpoint_for, data_holder, kept,
@@ -70,13 +70,12 @@ def method_choice(model, source: str) -> str:
 
 def preprocessing_steps(steps: dict, source: str) -> None:
     """Each stage of the pipeline (cnn.drawing's steps, in order), STEPS_PER_ROW to a row."""
-    captions = getattr(cnn.drawing, "STEP_CAPTIONS", {})  # helper B's captions; the key until they land
     with st.expander(f"How your {'photo' if source == 'upload' else 'drawing'} becomes a 28x28 MNIST-style image"):
         items = list(steps.items())
         for first in range(0, len(items), STEPS_PER_ROW):
             row = st.columns(STEPS_PER_ROW)
             for column, (number, (key, image)) in zip(row, enumerate(items[first:first + STEPS_PER_ROW], first + 1)):
-                column.image(image, caption=f"{number}. {captions.get(key, key)}", width="stretch", clamp=True)
+                column.image(image, caption=f"{number}. {STEP_CAPTIONS.get(key, key)}", width="stretch", clamp=True)
 
 
 def save_label(image: np.ndarray, key: str, source: str) -> None:
