@@ -111,7 +111,7 @@ def test_a_corrupt_cache_moved_aside_by_another_process_is_rebuilt(tmp_path, mon
     """Two servers start on the same corrupt cache: the other one renames it away while this one reads it."""
     write_cache(synthetic_arrays(0), tmp_path)
 
-    def read_while_another_process_moves_it(path):
+    def read_while_another_process_moves_it(path, spec=None):
         os.replace(path, tmp_path / "moved-by-the-other-process")
         raise DataError("its checksum does not match its contents")
 
