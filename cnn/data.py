@@ -206,11 +206,14 @@ def arrays_from_idx_folder(folder: Path, spec: DatasetSpec, progress: Progress =
     """The four IDX files in folder (each plain or .gz) -> the four arrays; each file's SHA-256 is checked
     against the spec, then its header, before it is parsed."""
     checksums = dict(spec.source_sha256)
+    paths = {}
+    for array_name, file_name in IDX_FILES:  # all four found before any progress: the bar never goes back
+        paths[array_name] = next((p for p in (folder / file_name, folder / (file_name + ".gz")) if p.is_file()), None)
+        if paths[array_name] is None:
+            raise FileNotFoundError(f"no {folder / file_name} (or .gz)")
     arrays: dict[str, np.ndarray] = {}
     for step, (array_name, file_name) in enumerate(IDX_FILES):
-        path = next((p for p in (folder / file_name, folder / (file_name + ".gz")) if p.is_file()), None)
-        if path is None:
-            raise FileNotFoundError(f"no {folder / file_name} (or .gz)")
+        path = paths[array_name]
         progress(0.5 + 0.1 * step, f"Checking {path.name}")
         shape = idx_shape(array_name, spec)
         data = _read_at_most(path, 4 + 4 * len(shape) + math.prod(shape))
@@ -355,7 +358,6 @@ def source_fashion_torchvision_raw(data_dir: Path, progress: Progress) -> dict[s
     folder = FASHION_SPEC.raw_dir(data_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"no {folder}")
-    progress(0.3, f"Reading {folder}")
     return arrays_from_idx_folder(folder, FASHION_SPEC, progress)
 
 

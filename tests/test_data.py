@@ -350,7 +350,11 @@ def test_real_fashion_mnist_through_its_chain():
 
     from tests.conftest import ROOT
 
-    data = load_dataset("fashion", os.environ.get("CNN_DATA_DIR", ROOT / "data"))
+    fractions = []
+    data = load_dataset("fashion", os.environ.get("CNN_DATA_DIR", ROOT / "data"),
+                        progress=lambda fraction, message: fractions.append(fraction))
+    assert data.spec is FASHION_SPEC
+    assert fractions[-1] == 1.0 and all(a <= b for a, b in zip(fractions, fractions[1:]))  # the bar never goes back
     assert data.spec.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
     assert tuple(data.train_images.shape) == (60_000, 28, 28) and tuple(data.test_images.shape) == (10_000, 28, 28)
