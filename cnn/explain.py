@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Occlusion
 from torch import nn
 
+from .model import has_stage
+
 ATTRIBUTION_METHODS = {  # key -> what its map shows (the caption's second half); the first is the page's default:
     # Integrated Gradients shows something for every drawing, Grad-CAM is empty for ~1 in 5 of this network's digits
     "integrated_gradients": "how much each pixel pushed the score up (red) or down (blue)",
@@ -30,11 +32,8 @@ def with_article(digit: int) -> str:
 
 def attribution_methods(model: nn.Module) -> list[str]:
     """The ATTRIBUTION_METHODS keys that apply to model: Grad-CAM needs conv3 (the softmax baseline has none)."""
-    return [method for method in ATTRIBUTION_METHODS if method != "grad_cam" or has_conv3(model)]
+    return [method for method in ATTRIBUTION_METHODS if method != "grad_cam" or has_stage(model, "conv3")]
 
-
-def has_conv3(model: nn.Module) -> bool:
-    return callable(getattr(model, "features", None)) and callable(getattr(model, "head", None))
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
