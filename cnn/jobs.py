@@ -20,6 +20,7 @@ from .checkpoint import default_runs_dir, run_dir
 from .classroom import TEACHER_CLEARED, TEACHER_STOPPED, read_class_settings, student_refusal
 from .config import TrainConfig
 from .data import MNIST, TRAIN_SIZE
+from .model import has_stage
 from .runs import RunRecorder
 from .sessions import session_tag
 from .settings import ServerSettings
@@ -173,7 +174,7 @@ class JobListener(Callback):
             self.job.elapsed_seconds = event.elapsed_seconds
 
     def on_eval(self, event: EvalEvent, model) -> None:
-        weights = model.conv1.weight.detach().cpu()[:, 0].tolist() if hasattr(model, "conv1") else None
+        weights = model.conv1.weight.detach().cpu()[:, 0].tolist() if has_stage(model, "conv1") else None
         with self.manager._lock:
             self.job.evals.append({"step": event.step, "epoch": event.epoch, "accuracy": event.accuracy,
                                    "n": event.n, "full": event.full})

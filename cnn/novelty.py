@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .drawing import FIELD, LruCache
-from .explain import has_conv3
+from .model import has_stage
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def digit_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     forward_with_activations, not a hook: one shared model serves many sessions at once (see explain.grad_cam).
     The model must be in eval mode (dropout off), as every model the app loads is.
     """
-    if not has_conv3(model):
+    if not has_stage(model, "pool3"):
         return None
     with torch.inference_mode():
         return model.forward_with_activations(x)["pool3"].flatten(1).float()  # (N, 128 * 4 * 4)
@@ -146,7 +146,7 @@ def novelty_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     6,000 forward passes (~4.6 s) and two 2048x2048 covariances and inverses (~4.1 s): ~9-11 s on one core of the
     shared 2-core machine under a load of 5-8; once per checkpoint (cached_novelty_model).
     """
-    if not has_conv3(model):
+    if not has_stage(model, "pool3"):
         return None
     start = time.perf_counter()
     fitted = fit_features(_batched_features(model, images), labels, _batched_features(model, held_out))

@@ -14,7 +14,7 @@ from torch import nn
 from .checkpoint import (BUNDLED_MODEL, BUNDLED_RUN, CheckpointError, atomic_write, card_path, card_problem,
                          make_card, read_checkpoint, run_name_problem, save_checkpoint)
 from .config import TrainConfig
-from .model import build_model
+from .model import build_model, has_stage
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
 
 MODEL_FILE = "model.pt"
@@ -68,7 +68,7 @@ class RunRecorder(Callback):
         self._snapshot_filters(event.step, model)
 
     def _snapshot_filters(self, step: int, model: nn.Module) -> None:
-        if hasattr(model, "conv1"):  # the softmax baseline has no filters
+        if has_stage(model, "conv1"):  # the softmax baseline has no filters
             self.filter_steps.append(step)
             self.filter_snapshots.append(model.conv1.weight.detach().cpu().numpy()[:, 0].copy())  # (32, 3, 3)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import MNIST, to_float
-from .model import build_model, set_dropout_generator
+from .model import build_model, has_stage, set_dropout_generator
 from .optim import make_optimizer
 
 
@@ -176,7 +176,7 @@ def prepare_batch(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 def uses_channels_last(model: nn.Module) -> bool:
     # oneDNN's convolutions run ~1.4x faster in NHWC on this CPU (measured by `python -m cnn bench`).
-    return hasattr(model, "conv1")
+    return has_stage(model, "conv1")
 
 
 @torch.inference_mode()

@@ -12,6 +12,7 @@ from cnn.features import (CONV_INPUT, STAGES, activations, confusion_cells, conf
                           convolution_at, convolution_sentence, convolution_table, enlarge, enlarged_map, hidden_strip, kernel_grid, kernels,
                           map_colour_scale, maps_grid, marked_patch, most_active_map, picked_cell, products_table,
                           shown_decimals, strongest_output, thumbnail_grid)
+from cnn.model import has_stage
 from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
 from pages.shared import (PERSIST, active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept,
                           probability_chart, require_app_navigation, uploaded_digit)
@@ -340,7 +341,7 @@ def open_first_of_cell(model, kept_at: tuple, version: str) -> None:
 def page() -> None:
     st.title("Feature maps and filters")
     model, card, run = active_model()
-    if not hasattr(model, "conv1"):
+    if not has_stage(model, "conv1"):
         st.warning("The active model is the softmax baseline: it has no convolution layers to show. Choose a CNN run on the Train page.")
         return
     final = checkpoint_for(run)
