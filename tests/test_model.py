@@ -1,9 +1,17 @@
-"""cnn.model: shapes, parameter count, TF 'SAME' pooling, ReLU/pool order, captured activations, dropout."""
+"""cnn.model: shapes, parameter count, TF 'SAME' pooling, ReLU/pool order, captured activations, dropout,
+the declared stages (against a forward written out by hand) and has_stage."""
+import re
+from pathlib import Path
+
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from cnn.model import (ConvNet, Dropout, SoftmaxRegression, count_parameters, layer_table, pool_same,
-                       set_dropout_generator)
+from cnn.model import (ARTICLE_STAGES, ConvNet, Dropout, SoftmaxRegression, count_parameters, has_stage, layer_table,
+                       pool_same, set_dropout_generator, stage_names)
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_parameter_count_and_no_biases():
@@ -152,3 +160,93 @@ def test_set_dropout_generator_reaches_every_dropout():
     assert len(drops) == 2 and all(m.generator is generator for m in drops)
     set_dropout_generator(model, None)
     assert all(m.generator is None for m in drops)
+
+
+def reference_forward(weights: dict[str, torch.Tensor], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The article's network in eval mode, written out by hand with F.* from a state_dict: no code under test."""
+    def pool(t):  # TF 'SAME': pad the bottom/right with -inf, then 2x2 windows, stride 2
+        return F.max_pool2d(F.pad(t, (0, t.shape[-1] % 2, 0, t.shape[-2] % 2), value=float("-inf")), 2, 2)
+    conv1 = F.conv2d(x, weights["conv1.weight"], padding=1)
+    pool1 = pool(F.relu(conv1))
+    conv2 = F.conv2d(pool1, weights["conv2.weight"], padding=1)
+    pool2 = pool(F.relu(conv2))
+    conv3 = F.conv2d(pool2, weights["conv3.weight"], padding=1)
+    pool3 = pool(F.relu(conv3))
+    fc = F.relu(F.linear(pool3.reshape(len(x), -1), weights["fc.weight"]))
+    logits = F.linear(fc, weights["out.weight"])
+    return {"conv1": conv1, "pool1": pool1, "conv2": conv2, "pool2": pool2, "conv3": conv3, "pool3": pool3,
+            "fc": fc, "logits": logits}
+
+
+def test_declared_stages_give_the_forward_written_out_by_hand():
+    model = ConvNet(generator=torch.Generator().manual_seed(3)).eval()
+    x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(4))
+    expected = reference_forward(model.state_dict(), x)
+    with torch.no_grad():
+        assert torch.allclose(model(x), expected["logits"], atol=1e-6)
+        acts = model.forward_with_activations(x)
+        maps = model.features(x)
+        assert torch.allclose(maps, expected["conv3"], atol=1e-6)  # the Grad-CAM split: conv3, before its ReLU
+        assert torch.allclose(model.head(maps), expected["logits"], atol=1e-6)
+    assert list(acts) == ["input", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "pool3",
+                          "fc", "logits", "probabilities"]
+    for name, tensor in expected.items():
+        assert torch.allclose(acts[name], tensor, atol=1e-6), name
+    assert torch.allclose(acts["relu2"], F.relu(expected["conv2"]), atol=1e-6)
+    assert torch.allclose(acts["probabilities"], F.softmax(expected["logits"], dim=1), atol=1e-6)
+
+
+def test_the_softmax_baseline_declares_its_one_layer():
+    model = SoftmaxRegression(init_std=0.1, generator=torch.Generator().manual_seed(1))
+    nn.init.normal_(model.out.bias, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(3, 1, 28, 28)
+    expected = x.reshape(3, 784) @ model.out.weight.T + model.out.bias
+    assert torch.allclose(model(x), expected, atol=1e-6)
+    assert stage_names(model) == ("flatten", "logits")
+    rows = layer_table(model)
+    assert [(row["name"], row["shape"], row["params"]) for row in rows] == [
+        ("input", [1, 28, 28], 0), ("flatten", [784], 0), ("logits", [10], 7850)]
+    assert all(row["explanation"].endswith(".") for row in rows)
+
+
+def test_layer_table_rows_come_from_the_declared_stages():
+    rows = layer_table()
+    assert [row["name"] for row in rows] == ["input"] + [stage.name for stage in ARTICLE_STAGES if stage.row]
+    assert [row["name"] for row in rows] == ["input", "conv1", "relu1", "pool1", "dropout1", "conv2", "relu2", "pool2",
+                                             "dropout2", "conv3", "relu3", "pool3", "flatten", "fc", "logits"]
+    assert sum(row["params"] for row in rows) == 1_378_698
+    assert {row["name"]: row["params"] for row in rows if row["params"]} == {
+        "conv1": 288, "conv2": 18_432, "conv3": 73_728, "fc": 1_280_000, "logits": 6_250}
+
+
+def test_has_stage_answers_from_the_declaration():
+    assert stage_names(ConvNet()) == tuple(stage.name for stage in ARTICLE_STAGES)
+    assert has_stage(ConvNet(), "conv1") and has_stage(ConvNet(), "conv3") and has_stage(ConvNet(), "pool3")
+    assert not has_stage(SoftmaxRegression(), "conv1")
+    assert not has_stage(SoftmaxRegression(), "conv3")
+    assert stage_names(nn.Linear(2, 2)) == ()  # a network that declares nothing has no stages
+    with pytest.raises(ValueError, match="no stage for Grad-CAM"):
+        SoftmaxRegression().features(torch.rand(1, 1, 28, 28))
+
+
+def test_no_hasattr_on_the_model_in_cnn_or_pages():
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for folder in ("cnn", "pages") for path in sorted((ROOT / folder).rglob("*.py"))
+                 for number, line in enumerate(path.read_text().splitlines(), start=1)
+                 if re.search(r"hasattr\(model\b", line)]
+    assert offenders == []
+
+
+@pytest.mark.mnist
+def test_bundled_model_predictions_on_real_test_images_match_a_hand_written_forward(real_mnist):
+    """Real MNIST: the bundled checkpoint's numbers must not move when the network's code is reorganised."""
+    from cnn.checkpoint import load_model
+
+    model, _ = load_model()
+    x = real_mnist.test_images[:1000].float().div(255.0).unsqueeze(1)  # (1000, 1, 28, 28) in [0, 1]
+    with torch.no_grad():
+        logits = model(x)
+        expected = reference_forward(model.state_dict(), x)["logits"]
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.equal(logits.argmax(1), expected.argmax(1))
+    assert (expected.argmax(1) == real_mnist.test_labels[:1000]).float().mean() > 0.98
