@@ -144,7 +144,7 @@ class StagedNetwork(nn.Module):
     grad_cam_stage: str = ""
     explanations: dict[str, str]  # a sentence per layer-table row, "input" included
 
-    def _apply(self, stage: Stage, x: torch.Tensor) -> torch.Tensor:
+    def _run_stage(self, stage: Stage, x: torch.Tensor) -> torch.Tensor:
         if stage.kind in ("conv", "linear", "dropout"):
             return getattr(self, stage.module)(x)
         if stage.kind == "relu":
@@ -167,7 +167,7 @@ class StagedNetwork(nn.Module):
                 x = F.relu(pool_same(x))
                 i += 2
             else:
-                x = self._apply(stages[i], x)
+                x = self._run_stage(stages[i], x)
                 i += 1
         return x
 
@@ -199,7 +199,7 @@ class StagedNetwork(nn.Module):
         """
         acts: dict[str, torch.Tensor] = {"input": x}
         for stage in self.stages:
-            x = self._apply(stage, x)
+            x = self._run_stage(stage, x)
             if stage.activation:
                 acts[stage.activation] = x
         acts["probabilities"] = F.softmax(x, dim=1)
@@ -285,7 +285,7 @@ def layer_table(model: StagedNetwork | None = None) -> list[dict]:
     with torch.no_grad():
         for stage in model.stages:
             if stage.kind != "dropout":  # dropout keeps the shape; skipping it draws no random numbers
-                x = model._apply(stage, x)
+                x = model._run_stage(stage, x)
             params = sum(p.numel() for p in getattr(model, stage.module).parameters()) if stage.module else 0
             if stage.row:
                 rows.append((stage.name, tuple(x.shape[1:]), params))

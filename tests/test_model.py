@@ -250,3 +250,9 @@ def test_bundled_model_predictions_on_real_test_images_match_a_hand_written_forw
     assert torch.allclose(logits, expected, atol=1e-5)
     assert torch.equal(logits.argmax(1), expected.argmax(1))
     assert (expected.argmax(1) == real_mnist.test_labels[:1000]).float().mean() > 0.98
+
+
+def test_a_staged_network_still_moves_like_any_module():
+    """The stage runner must not shadow nn.Module's own methods (.to, .double and .cuda go through _apply)."""
+    model = ConvNet().eval().to(torch.float64)
+    assert model(torch.rand(1, 1, 28, 28, dtype=torch.float64)).dtype == torch.float64
