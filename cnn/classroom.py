@@ -18,7 +18,7 @@ from urllib.parse import quote
 from .checkpoint import run_name_problem
 from .config import PRESETS, TrainConfig
 from .storage import atomic_write
-from .views import accuracy_text
+from .views import accuracy_text, plural
 
 LOG = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def class_rules_sentence(settings: ClassSettings) -> str | None:
         return "On this class server only the teacher starts trainings today: ask your teacher."
     epochs = settings.max_epochs
     return (f"On this class server students may start {preset_words(settings.allowed_presets)}, at most "
-            f"{epochs} epoch{'s' if epochs != 1 else ''}: ask your teacher for more.")
+            f"{plural(epochs, 'epoch')}: ask your teacher for more.")
 
 
 def student_presets(settings: ClassSettings) -> tuple[str, ...]:

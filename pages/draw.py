@@ -12,8 +12,8 @@ from cnn.drawing import (STEP_CAPTIONS, CanvasError, drawing_problem, preprocess
                          stroke_problem)
 from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
 from cnn.novelty import not_a_digit
-from pages.shared import (PERSIST, active_model, active_model_source, checkpoint_for, data_holder, kept,
-                          probability_chart, require_app_navigation, send_to_feature_maps, uploaded_digit)
+from pages.shared import (PERSIST, checkpoint_for, data_holder, kept, probability_chart, require_app_navigation,
+                          resolved_model, send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -258,8 +258,8 @@ def model_caption(run: str, source: str, card: dict) -> str:
 
 require_app_navigation()
 st.title("Draw a digit")
-model, card, run = active_model()
-st.caption(model_caption(run, active_model_source(), card))
+model, card, run, source = resolved_model()  # once per run: it reads the class's settings and the checkpoint
+st.caption(model_caption(run, source, card))
 canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")

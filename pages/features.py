@@ -14,6 +14,7 @@ from cnn.features import (CONV_INPUT, STAGES, activations, confusion_cells, conf
                           shown_decimals, strongest_output, thumbnail_grid)
 from cnn.model import has_stage
 from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
+from cnn.views import plural
 from pages.shared import (PERSIST, active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept,
                           probability_chart, require_app_navigation, uploaded_digit)
 
@@ -257,7 +258,7 @@ def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> 
     guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])),
                                   persist_state=PERSIST)
     found = np.nonzero((labels == true) & (predicted == guess))[0]
-    st.markdown(f"**true {true}, read as {guess}: {len(found):,} image{'s' if len(found) != 1 else ''}**")
+    st.markdown(f"**true {true}, read as {guess}: {plural(len(found), 'image')}**")
     if len(found) == 0:
         return
     shown = [int(index) for index in found[:MAX_THUMBNAILS]]

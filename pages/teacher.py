@@ -36,7 +36,7 @@ def runs() -> None:
                         act(manager, job["id"], action)
     if any(job["status"] == "queued" for job in active) and st.button("Clear the queue"):
         dropped = manager.clear_queue()
-        st.toast(f"Dropped {dropped} queued run{'s' if dropped != 1 else ''}.")
+        st.toast(f"Dropped {plural(dropped, 'queued run')}.")
         st.rerun(scope="fragment")
     if ended:
         st.dataframe(ended, hide_index=True, width="stretch")
