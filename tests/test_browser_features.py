@@ -101,6 +101,10 @@ def test_layer_and_map_choice_survive_a_trip_to_draw(projector_page: Page, app_u
     page = projector_page
     errors = open_feature_maps(page, app_url)
     page.get_by_text("conv2 (64 maps)").click()
+    # The page redrawn for conv2 before the next click, as a person sees it: a second click while the first rerun's
+    # images are still loading makes Streamlit drop them (a 404 in the console; see the closing note of issue 11).
+    expect(page.get_by_text("conv2, before ReLU: 64 maps")).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
     page.get_by_text("after ReLU", exact=True).click()
     expect(page.get_by_text("conv2, after ReLU: 64 maps")).to_be_visible(timeout=60_000)
     wait_until_idle(page)
