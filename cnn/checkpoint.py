@@ -18,15 +18,19 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
+from .data import DATASETS
 from .model import build_model, count_parameters
 # atomic_write lives in cnn.storage; it stays importable from here for the callers that import it from here.
 from .storage import atomic_write, ensure_free_space, write_problem
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_MODEL = PACKAGE_ROOT / "models" / "article-cnn.pt"
+BUNDLED_FASHION_MODEL = PACKAGE_ROOT / "models" / "fashion-cnn.pt"  # the article's network on Fashion-MNIST
 MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024  # ours are ~5.5 MB; refuse anything absurdly large
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: "abc\n" does not pass
 BUNDLED_RUN = "bundled"  # the name the app gives the bundled model: no run on disk may take it
+# The bundled models by the names the app gives them (no run on disk may take one): MNIST's first, the default.
+BUNDLED_MODELS = {BUNDLED_RUN: BUNDLED_MODEL, "bundled-fashion": BUNDLED_FASHION_MODEL}
 # Names Windows keeps for devices, with or without an extension ("nul.txt"), in any case.
 _WINDOWS_DEVICES = frozenset({"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
                               *(f"lpt{i}" for i in range(10))})
@@ -48,8 +52,8 @@ def run_name_problem(name: object) -> str:
                 "starting with a letter or digit, with no '/' and no '..'.")
     if name.endswith("."):
         return f"{shown} is not a valid run name: it may not end with '.'."
-    if name.lower() == BUNDLED_RUN:
-        return f"{shown} is not a valid run name: the app uses it for the bundled model."
+    if name.lower() in BUNDLED_MODELS:
+        return f"{shown} is not a valid run name: the app uses it for a bundled model."
     if name.split(".", 1)[0].lower() in _WINDOWS_DEVICES:
         return f"{shown} is not a valid run name: Windows keeps it for a device; choose another."
     return ""
@@ -82,6 +86,8 @@ def make_card(config: TrainConfig, model: nn.Module, **fields) -> dict:
     card = {
         "preset": config.name,
         "architecture": config.architecture,
+        "network": config.architecture,  # the NETWORKS key, as the CLI's --network says it
+        "dataset": config.dataset,
         "config": config.to_dict(),
         "seed": config.seed,
         "parameters": count_parameters(model),
@@ -203,7 +209,7 @@ _CARD_FIELDS: dict[str, tuple[type, ...]] = {
     "date": (str,), "torch_version": (str,), "command": (str,), "epochs": (int,), "steps": (int,),
     "accuracy": _NUMBER, "per_class_accuracy": (list,), "data_source": (str,), "device": (str,),
     "wall_seconds": _NUMBER, "run": (str,), "status": (str,), "error": (str,), "save_errors": (list,),
-    "weights_sha256": (str,),
+    "weights_sha256": (str,), "network": (str,), "dataset": (str,),
 }
 CARD_STATUSES = ("running", "finished", "stopped", "failed")  # what RunRecorder writes on a run's card
 
@@ -263,15 +269,44 @@ def _shown(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def load_checkpoint(path: Path | str) -> tuple[nn.Module, dict]:
-    """(model in eval mode, card); checks every tensor's name and shape against the architecture, and for NaN."""
+def checkpoint_dataset(card: dict) -> str:
+    """The DATASETS key a card's model was trained on (cards from before Fashion-MNIST: "mnist")."""
+    config = card.get("config") if isinstance(card.get("config"), dict) else {}
+    return card.get("dataset") or config.get("dataset") or "mnist"
+
+
+def dataset_refusal(name: str, card: dict, dataset: str) -> str:
+    """"" when the checkpoint name (a file name) reads dataset, else the sentence that says why it cannot."""
+    trained_on = checkpoint_dataset(card)
+    if trained_on == dataset:
+        return ""
+    have, want = DATASETS[trained_on], DATASETS[dataset]
+    return (f"{name} was trained on {have.title} ({have.classes_word}: {', '.join(have.class_names[:3])}, ...), "
+            f"not on {want.title}: it cannot read {want.classes_word}. Choose a {want.title} model.")
+
+
+def load_checkpoint(path: Path | str, dataset: str | None = None) -> tuple[nn.Module, dict]:
+    """(model in eval mode, card); checks every tensor's name and shape against the network, and for NaN.
+
+    dataset: the DATASETS key the caller will feed it ("mnist", "fashion"); a checkpoint trained on another
+    is refused with a sentence. None accepts either (the card says which: card["dataset"]).
+    """
     path = Path(path)
     state, card = read_checkpoint(path)
     try:
-        config = TrainConfig.from_dict(card.get("config") or {})
+        config = TrainConfig.from_dict(dict(card.get("config") or {}, dataset=checkpoint_dataset(card)))
+        if config.problem():
+            raise ValueError(config.problem())
         model = build_model(config)
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path.name} has a card this app does not understand.") from exc
+    card = dict(card, dataset=config.dataset, network=config.architecture)
+    if dataset is not None:
+        if dataset not in DATASETS:
+            raise CheckpointError(f"There is no dataset called {str(dataset)[:40]!r}: choose one of {', '.join(DATASETS)}.")
+        refusal = dataset_refusal(path.name, card, dataset)
+        if refusal:
+            raise CheckpointError(refusal)
     expected = model.state_dict()
     if set(state) != set(expected):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
@@ -298,9 +333,11 @@ def _names(names: list[str]) -> str:
     return shown + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def load_model(path: Path | str | None = None) -> tuple[nn.Module, dict]:
+def load_model(path: Path | str | None = None, dataset: str | None = None) -> tuple[nn.Module, dict]:
     """Public API: (model in eval mode, card). path=None loads the bundled ARTICLE model.
 
-    The model takes (N, 1, 28, 28) float32 in [0, 1] (white digit on black, as MNIST) and returns logits (N, 10).
+    card["dataset"] and card["network"] say what it reads and what it is. The model takes (N, 1, 28, 28) float32
+    in [0, 1] (white on black, as MNIST and Fashion-MNIST) and returns logits (N, 10). dataset: refuse a checkpoint
+    trained on another dataset (CheckpointError with a sentence); None accepts either.
     """
-    return load_checkpoint(BUNDLED_MODEL if path is None else path)
+    return load_checkpoint(BUNDLED_MODEL if path is None else path, dataset)

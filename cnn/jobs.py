@@ -19,7 +19,7 @@ import torch
 from .checkpoint import default_runs_dir, run_dir
 from .classroom import TEACHER_CLEARED, TEACHER_STOPPED, read_class_settings, student_refusal
 from .config import TrainConfig
-from .data import MNIST, TRAIN_SIZE
+from .data import TRAIN_SIZE, ImageDataset, dataset_spec
 from .model import has_stage
 from .runs import RunRecorder
 from .sessions import session_tag
@@ -199,7 +199,7 @@ class JobManager:
     whose session has ended is dropped when the queue is looked at or a slot frees.
     """
 
-    def __init__(self, load_data: Callable[[], MNIST], runs_dir: Path | None = None,
+    def __init__(self, load_data: Callable[[str], ImageDataset], runs_dir: Path | None = None,
                  max_running: int | None = None, device: torch.device | None = None, *,
                  settings: ServerSettings | None = None, max_runs_per_browser: int | None = None,
                  max_runs_per_address: int | None = None,
@@ -248,7 +248,7 @@ class JobManager:
             refused = student_refusal(config, read_class_settings(self.runs_dir))
             if refused:
                 raise ValueError(refused)
-        refusal = steps_refusal(config, self.settings.max_steps_per_run, self.train_set_size())
+        refusal = steps_refusal(config, self.settings.max_steps_per_run, self.train_set_size(config.dataset))
         self._drop_ended_sessions()  # a closed tab's queued runs no longer hold places in the queue
         with self._lock:
             taken = any(job.name == name and job.status in ACTIVE_STATES for job in self._jobs.values())
@@ -362,14 +362,14 @@ class JobManager:
             thread.join(timeout)
         return self.snapshot(job_id)
 
-    def train_set_size(self) -> int:
-        """Training images per epoch: given, else learnt from the data once it loads (MNIST's size until then)."""
-        if self._train_set_size is None:
-            try:
-                self._train_set_size = len(self._load_data().train_images)
-            except Exception:  # the data is not there yet: the run itself will say why it cannot start
-                return TRAIN_SIZE
-        return self._train_set_size
+    def train_set_size(self, dataset: str = "mnist") -> int:
+        """Training images per epoch of dataset: given, else learnt from the data once it loads (its spec's until then)."""
+        if self._train_set_size is not None:
+            return self._train_set_size
+        try:
+            return len(self._load_data(dataset).train_images)
+        except Exception:  # the data is not there yet: the run itself will say why it cannot start
+            return dataset_spec(dataset).train_size
 
     # --- internals
     def _queue_position(self, job: Job) -> int | None:
@@ -430,7 +430,7 @@ class JobManager:
         recorder = result = None
         status, error = "failed", "The training ended without a result."
         try:
-            data = self._load_data()
+            data = self._load_data(job.config.dataset)
             device = self.device or pick_device()
             recorder = RunRecorder(job.folder, job.config, data_source=data.source, device=str(device))
             result = train(job.config, data, callbacks=[recorder, JobListener(self, job)], control=job.control,

@@ -1,21 +1,38 @@
-"""The tutorial's MNIST convolutional network in PyTorch, its layer table, and the softmax baseline."""
+"""The networks, each declared once as ordered stages: the tutorial's CNN, and four to compare it with.
+
+NETWORKS names them: the article's CNN, the softmax baseline, an MLP, a LeNet-5-style network and the article's
+first block alone. Forward passes, the activations the pages show, layer tables and the Grad-CAM split are read
+from each network's stages.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
-IMAGE_SIZE = 28  # MNIST images are 28x28, one grey channel
+from .data import DATASETS, MNIST_SPEC, DatasetSpec, dataset_spec
+
+IMAGE_SIZE = MNIST_SPEC.side  # the default input: 28x28, one grey channel (both datasets' size)
+NUM_CLASSES = MNIST_SPEC.num_classes  # the default output: 10 scores
 CONV_CHANNELS = (32, 64, 128)  # maps made by conv1, conv2, conv3
 KERNEL_SIZE = 3
-# Spatial size after each 2x2 pool with TensorFlow 'SAME' padding: ceil(n / 2): 28 -> 14 -> 7 -> 4.
-POOLED_SIZES = (14, 7, 4)
+
+
+def pooled_size(side: int, pools: int) -> int:
+    """Side after `pools` 2x2 pools with TensorFlow 'SAME' padding, ceil(n / 2) each: 28 -> 14 -> 7 -> 4."""
+    for _ in range(pools):
+        side = math.ceil(side / 2)
+    return side
+
+
+POOLED_SIZES = tuple(pooled_size(IMAGE_SIZE, k) for k in (1, 2, 3))  # (14, 7, 4)
 FLAT_FEATURES = CONV_CHANNELS[-1] * POOLED_SIZES[-1] ** 2  # 128 * 4 * 4 = 2048
 HIDDEN_UNITS = 625
-NUM_CLASSES = 10
 
 
 class Dropout(nn.Module):
@@ -106,10 +123,49 @@ SOFTMAX_STAGES: tuple[Stage, ...] = (
     Stage("logits", "linear", module="out", activation="logits"),  # (N, 10)
 )
 
+# The article's FC part on raw pixels: what the convolutions add is what this lacks.
+MLP_STAGES: tuple[Stage, ...] = (
+    Stage("flatten", "flatten"),  # (N, 784)
+    Stage("dropout_input", "dropout", module="dropout_input", row=False),
+    Stage("fc", "linear", module="fc"),  # (N, 625)
+    Stage("relu_fc", "relu", activation="fc", row=False),
+    Stage("dropout_fc", "dropout", module="dropout_hidden", row=False),
+    Stage("logits", "linear", module="out", activation="logits"),  # (N, 10)
+)
 
-# One sentence per layer, in words a student can follow.
+# LeNet-5 (LeCun et al., 1998) as it is usually rebuilt: 5x5 kernels, 6 and 16 maps, FC 120 and 84; ReLU and max.
+LENET_STAGES: tuple[Stage, ...] = (
+    Stage("conv1", "conv", module="conv1", activation="conv1"),  # (N, 6, 28, 28): padding 2
+    Stage("relu1", "relu", activation="relu1"),
+    Stage("pool1", "pool", activation="pool1"),  # (N, 6, 14, 14)
+    Stage("conv2", "conv", module="conv2", activation="conv2"),  # (N, 16, 10, 10): no padding
+    Stage("relu2", "relu", activation="relu2"),
+    Stage("pool2", "pool", activation="pool2"),  # (N, 16, 5, 5)
+    Stage("flatten", "flatten"),  # (N, 400)
+    Stage("fc1", "linear", module="fc1"),  # (N, 120)
+    Stage("relu_fc1", "relu", activation="fc1", row=False),
+    Stage("fc2", "linear", module="fc2"),  # (N, 84)
+    Stage("relu_fc2", "relu", activation="fc2", row=False),
+    Stage("logits", "linear", module="out", activation="logits"),  # (N, 10)
+)
+
+# The article's network cut after its first block: same conv1, same FC 625 and dropout, no conv2/conv3 and one pool.
+ONE_CONV_STAGES: tuple[Stage, ...] = (
+    *_conv_block(1, last=True),  # (N, 1, 28, 28) -> (N, 32, 14, 14)
+    Stage("flatten", "flatten"),  # (N, 6272)
+    Stage("dropout1", "dropout", module="dropout_conv", row=False),
+    Stage("fc", "linear", module="fc"),  # (N, 625)
+    Stage("relu4", "relu", activation="fc", row=False),
+    Stage("dropout4", "dropout", module="dropout_hidden", row=False),
+    Stage("logits", "linear", module="out", activation="logits"),  # (N, 10)
+)
+
+
+# One sentence per layer, in words a student can follow. {side}, {item}, {class_word}, {num_classes} and {pixels}
+# are the model's dataset's (layer_table fills them in): the same network explains itself on MNIST and on clothes.
+_INPUT = "A {side}x{side} grey image of {item}: white (1.0) on black (0.0)."
 _EXPLANATIONS = {
-    "input": "A 28x28 grey image of a handwritten digit: white ink (1.0) on black (0.0).",
+    "input": _INPUT,
     "conv1": "32 learned 3x3 filters slide over the image; each gives a feature map that is large where its pattern (an edge, a stroke end) appears.",
     "relu1": "ReLU keeps positive responses and sets negative ones to zero, so a map only says where a pattern is present.",
     "pool1": "2x2 max-pooling keeps the strongest response in each 2x2 block, halving the size (28 -> 14) and tolerating small shifts.",
@@ -123,13 +179,44 @@ _EXPLANATIONS = {
     "pool3": "Max-pooling 7 -> 4 with TensorFlow 'SAME' padding: the odd last row and column are pooled on their own.",
     "flatten": "The 128 maps of 4x4 are laid out as one vector of 2,048 numbers (then dropout, keep 0.8).",
     "fc": "A fully connected layer: each of 625 units weighs all 2,048 features; ReLU follows (then dropout, keep 0.5).",
-    "logits": "A fully connected layer to 10 scores, one per digit; softmax turns them into probabilities and training minimises their cross-entropy with the true label.",
+    "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities and training minimises their cross-entropy with the true label.",
 }
 
 _SOFTMAX_EXPLANATIONS = {
     "input": _EXPLANATIONS["input"],
-    "flatten": "The 28x28 pixels are laid out as one vector of 784 numbers: the network never sees which pixels are neighbours.",
-    "logits": "One weight per pixel and class, plus a bias: 10 scores, one per digit; softmax turns them into probabilities.",
+    "flatten": "The {side}x{side} pixels are laid out as one vector of {pixels} numbers: the network never sees which pixels are neighbours.",
+    "logits": "One weight per pixel and class, plus a bias: {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
+}
+
+_MLP_EXPLANATIONS = {
+    "input": _INPUT,
+    "flatten": "The pixels are laid out as one vector of {pixels} numbers (then dropout, keep 0.8): like the softmax, the MLP never sees which pixels are neighbours.",
+    "fc": "625 hidden units, each weighing all {pixels} pixels, then ReLU (then dropout, keep 0.5): the article's FC 625, fed raw pixels instead of convolution features. A stroke moved by 2 pixels lands on other weights.",
+    "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
+}
+
+_LENET_EXPLANATIONS = {
+    "input": _INPUT,
+    "conv1": "6 learned 5x5 filters (with a bias each), padded so 28x28 stays 28x28: LeNet-5's first layer (LeCun et al., 1998), with ReLU and max-pooling in place of its tanh and average-pooling.",
+    "relu1": "ReLU keeps positive responses and sets negative ones to zero.",
+    "pool1": "2x2 max-pooling halves the size, 28 -> 14.",
+    "conv2": "16 filters, each 5x5 over the 6 maps below, with no padding: 14 -> 10. Each value now sees a 14x14 patch of the input.",
+    "relu2": "ReLU again.",
+    "pool2": "Max-pooling halves the size again, 10 -> 5: 16 maps of 5x5.",
+    "flatten": "The 16 maps of 5x5 are laid out as one vector of 400 numbers.",
+    "fc1": "120 units, each weighing all 400 features, then ReLU.",
+    "fc2": "84 units, each weighing the 120 below, then ReLU.",
+    "logits": "A fully connected layer to {num_classes} scores, one per {class_word}: about 61,000 weights in all, 1/22 of the article's network.",
+}
+
+_ONE_CONV_EXPLANATIONS = {
+    "input": _INPUT,
+    "conv1": "The article's conv1: 32 learned 3x3 filters; each gives a feature map that is large where its pattern (an edge, a stroke end) appears.",
+    "relu1": "ReLU keeps positive responses and sets negative ones to zero.",
+    "pool1": "2x2 max-pooling: 28 -> 14. This is the only pooling: each value sees just a 4x4 patch of the input.",
+    "flatten": "The 32 maps of 14x14 are laid out as one vector of 6,272 numbers (then dropout, keep 0.8): conv2 and conv3 are gone.",
+    "fc": "The article's FC 625, now weighing 6,272 features: 3.9 million weights, 2.9 times the whole article network, to do the combining that conv2 and conv3 did.",
+    "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
 }
 
 
@@ -143,6 +230,23 @@ class StagedNetwork(nn.Module):
     stages: tuple[Stage, ...] = ()
     grad_cam_stage: str = ""
     explanations: dict[str, str]  # a sentence per layer-table row, "input" included
+    network: str = ""  # its key in NETWORKS
+    dataset: str = "mnist"  # the dataset it reads (a DATASETS key): set by build_model, a plain attribute, not state
+
+    def _init_weights(self, init_std: float, init: str, generator: torch.Generator | None) -> None:
+        """Every weight ~ N(0, init_std^2) in the order the modules were made, biases 0; "kaiming": He init for
+        every conv and linear layer but the last (the ones a ReLU follows)."""
+        for name, parameter in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(parameter)
+            else:
+                nn.init.normal_(parameter, mean=0.0, std=init_std, generator=generator)
+        if init == "kaiming":
+            layers = [getattr(self, s.module) for s in self.stages if s.kind in ("conv", "linear")]
+            for layer in layers[:-1]:
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
+        elif init != "normal":
+            raise ValueError(f"Unknown init {init!r}: use 'normal' or 'kaiming'.")
 
     def _run_stage(self, stage: Stage, x: torch.Tensor) -> torch.Tensor:
         if stage.kind in ("conv", "linear", "dropout"):
@@ -172,7 +276,7 @@ class StagedNetwork(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, 28, 28) float32 in [0, 1] -> logits (N, 10), through every stage."""
+        """(N, 1, side, side) float32 in [0, 1] -> logits (N, classes), through every stage."""
         return self._run(x, self.stages)
 
     def _split(self) -> int:
@@ -216,9 +320,11 @@ class ConvNet(StagedNetwork):
     stages = ARTICLE_STAGES
     grad_cam_stage = "conv3"
     explanations = _EXPLANATIONS
+    network = "cnn"
 
     def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
-                 init: str = "normal", generator: torch.Generator | None = None):
+                 init: str = "normal", generator: torch.Generator | None = None, *,
+                 side: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES):
         super().__init__()
         c1, c2, c3 = CONV_CHANNELS
         # skip_init: torch's default init would draw from the global RNG (shared by every thread) only to
@@ -226,18 +332,13 @@ class ConvNet(StagedNetwork):
         self.conv1 = skip_init(nn.Conv2d, 1, c1, KERNEL_SIZE, padding=1, bias=False)  # 'SAME': 28x28 stays 28x28
         self.conv2 = skip_init(nn.Conv2d, c1, c2, KERNEL_SIZE, padding=1, bias=False)
         self.conv3 = skip_init(nn.Conv2d, c2, c3, KERNEL_SIZE, padding=1, bias=False)
-        self.fc = skip_init(nn.Linear, FLAT_FEATURES, HIDDEN_UNITS, bias=False)
-        self.out = skip_init(nn.Linear, HIDDEN_UNITS, NUM_CLASSES, bias=False)
+        flat = c3 * pooled_size(side, 3) ** 2  # 128 * 4 * 4 = 2,048 for 28x28
+        self.fc = skip_init(nn.Linear, flat, HIDDEN_UNITS, bias=False)
+        self.out = skip_init(nn.Linear, HIDDEN_UNITS, num_classes, bias=False)
         self.dropout_conv = Dropout(p_keep_conv)
         self.dropout_hidden = Dropout(p_keep_hidden)
-        for weight in self.parameters():
-            nn.init.normal_(weight, mean=0.0, std=init_std, generator=generator)
-        if init == "kaiming":
-            # He initialisation for the layers followed by ReLU: signals keep their size from the first step.
-            for layer in (self.conv1, self.conv2, self.conv3, self.fc):
-                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu", generator=generator)
-        elif init != "normal":
-            raise ValueError(f"Unknown init {init!r}: use 'normal' or 'kaiming'.")
+        # He initialisation ("kaiming", FAST) for the layers followed by ReLU: signals keep their size from step 1.
+        self._init_weights(init_std, init, generator)
 
 
 class SoftmaxRegression(StagedNetwork):
@@ -245,15 +346,116 @@ class SoftmaxRegression(StagedNetwork):
 
     stages = SOFTMAX_STAGES
     explanations = _SOFTMAX_EXPLANATIONS
+    network = "softmax"
 
-    def __init__(self, init_std: float = 0.0, generator: torch.Generator | None = None):
-        super().__init__()
-        self.out = skip_init(nn.Linear, IMAGE_SIZE * IMAGE_SIZE, NUM_CLASSES, bias=True)  # both set below
+    def __init__(self, init_std: float = 0.0, generator: torch.Generator | None = None, *,
+                 side: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES, p_keep_conv: float = 1.0,
+                 p_keep_hidden: float = 1.0, init: str = "normal"):
+        super().__init__()  # no dropout and one layer: the keep-probabilities and init are accepted, not used
+        self.out = skip_init(nn.Linear, side * side, num_classes, bias=True)  # both set below
         if init_std > 0:
             nn.init.normal_(self.out.weight, std=init_std, generator=generator)
         else:  # the tutorial starts from zeros
             nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+
+
+class MLP(StagedNetwork):
+    """784 -> 625 -> 10 with the article's dropout and init: the article's network without its convolutions."""
+
+    stages = MLP_STAGES
+    explanations = _MLP_EXPLANATIONS
+    network = "mlp"
+
+    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
+                 init: str = "normal", generator: torch.Generator | None = None, *,
+                 side: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.fc = skip_init(nn.Linear, side * side, HIDDEN_UNITS, bias=True)
+        self.out = skip_init(nn.Linear, HIDDEN_UNITS, num_classes, bias=True)
+        self.dropout_input = Dropout(p_keep_conv)  # the input's dropout plays the conv layers' keep-probability
+        self.dropout_hidden = Dropout(p_keep_hidden)
+        self._init_weights(init_std, init, generator)
+
+
+class LeNet5(StagedNetwork):
+    """A LeNet-5-style network: conv 5x5 x6 -> pool -> conv 5x5 x16 -> pool -> FC 120 -> FC 84 -> FC 10 (ReLU, max)."""
+
+    stages = LENET_STAGES
+    grad_cam_stage = "conv2"
+    explanations = _LENET_EXPLANATIONS
+    network = "lenet"
+
+    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
+                 init: str = "normal", generator: torch.Generator | None = None, *,
+                 side: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES):
+        super().__init__()  # LeNet-5 had no dropout: the keep-probabilities are accepted and not used
+        self.conv1 = skip_init(nn.Conv2d, 1, 6, 5, padding=2)  # 28 -> 28
+        self.conv2 = skip_init(nn.Conv2d, 6, 16, 5)  # 14 -> 10
+        after_conv2 = pooled_size(side, 1) - 5 + 1  # a 5x5 kernel without padding: 14 -> 10
+        flat = 16 * pooled_size(after_conv2, 1) ** 2  # 16 * 5 * 5 = 400
+        self.fc1 = skip_init(nn.Linear, flat, 120)
+        self.fc2 = skip_init(nn.Linear, 120, 84)
+        self.out = skip_init(nn.Linear, 84, num_classes)
+        self._init_weights(init_std, init, generator)
+
+
+class OneConvNet(StagedNetwork):
+    """The article's first block alone: conv 3x3 x32 -> ReLU -> pool -> dropout -> FC 625 -> FC 10, no biases."""
+
+    stages = ONE_CONV_STAGES
+    grad_cam_stage = "conv1"
+    explanations = _ONE_CONV_EXPLANATIONS
+    network = "one-conv"
+
+    def __init__(self, p_keep_conv: float = 0.8, p_keep_hidden: float = 0.5, init_std: float = 0.01,
+                 init: str = "normal", generator: torch.Generator | None = None, *,
+                 side: int = IMAGE_SIZE, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        c1 = CONV_CHANNELS[0]
+        self.conv1 = skip_init(nn.Conv2d, 1, c1, KERNEL_SIZE, padding=1, bias=False)
+        self.fc = skip_init(nn.Linear, c1 * pooled_size(side, 1) ** 2, HIDDEN_UNITS, bias=False)  # 32 * 14 * 14
+        self.out = skip_init(nn.Linear, HIDDEN_UNITS, num_classes, bias=False)
+        self.dropout_conv = Dropout(p_keep_conv)
+        self.dropout_hidden = Dropout(p_keep_hidden)
+        self._init_weights(init_std, init, generator)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network a run can train: its key, its words, and the class that makes it."""
+
+    name: str  # the key in NETWORKS, TrainConfig.architecture and the CLI's --network
+    title: str  # in sentences and menus: "the article's CNN"
+    summary: str  # its layers in one line
+    lesson: str  # why it is here: what comparing it with the article's CNN teaches
+    make: Callable[..., StagedNetwork]
+
+
+NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
+    NetworkSpec("cnn", "the article's CNN", "conv 3x3 x32, x64, x128, each with ReLU, 2x2 pool and dropout; FC 625; FC 10",
+                "The tutorial's network: about 99% on MNIST.", ConvNet),
+    NetworkSpec("softmax", "softmax regression", "784 pixels -> 10 scores, one weight per pixel and class",
+                "The tutorial's baseline: about 92% on MNIST, with no hidden layer at all.", SoftmaxRegression),
+    NetworkSpec("mlp", "an MLP", "784 pixels -> FC 625 (ReLU, dropout) -> FC 10",
+                "The article's fully connected part on raw pixels: what the convolutions add, especially when a "
+                "digit moves.", MLP),
+    NetworkSpec("lenet", "a LeNet-5-style network", "conv 5x5 x6, pool, conv 5x5 x16, pool, FC 120, FC 84, FC 10",
+                "The 1998 classic: two convolutions and 61,706 weights, 1/22 of the article's, reach about as far.",
+                LeNet5),
+    NetworkSpec("one-conv", "the article's first block alone", "conv 3x3 x32, ReLU, 2x2 pool, dropout; FC 625; FC 10",
+                "The article's network with conv2, conv3 and two pools removed: 2.9 times the weights, each feature "
+                "seeing 4x4 pixels instead of 22x22, and less tolerance of a shifted digit. Depth, not size, is "
+                "what the article's layers buy.", OneConvNet),
+)}
+
+
+def network_spec(name: str) -> NetworkSpec:
+    """The network called name; ValueError with the choices otherwise."""
+    try:
+        return NETWORKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"There is no network called {str(name)[:40]!r}: choose one of {', '.join(NETWORKS)}.") from None
 
 
 def stage_names(model: nn.Module) -> tuple[str, ...]:
@@ -266,13 +468,21 @@ def has_stage(model: nn.Module, name: str) -> bool:
     return name in stage_names(model)
 
 
-def build_model(config, generator: torch.Generator | None = None) -> nn.Module:
-    """The network a TrainConfig describes, its weights drawn from generator (None: torch's global RNG)."""
-    if config.architecture == "softmax":
-        return SoftmaxRegression(config.init_std, generator=generator)
-    if config.architecture == "cnn":
-        return ConvNet(config.p_keep_conv, config.p_keep_hidden, config.init_std, config.init, generator=generator)
-    raise ValueError(f"Unknown architecture {config.architecture!r}: use 'cnn' or 'softmax'.")
+def build_model(config, generator: torch.Generator | None = None) -> StagedNetwork:
+    """The network a TrainConfig describes (config.architecture, sized for config.dataset), its weights drawn from
+    generator (None: torch's global RNG)."""
+    spec, data = network_spec(config.architecture), dataset_spec(getattr(config, "dataset", "mnist"))
+    model = spec.make(p_keep_conv=config.p_keep_conv, p_keep_hidden=config.p_keep_hidden, init_std=config.init_std,
+                      init=config.init, generator=generator, side=data.side, num_classes=data.num_classes)
+    model.dataset = data.name
+    return model
+
+
+def dataset_words(model: nn.Module) -> dict:
+    """What layer_table's sentences fill in from the model's dataset: side, item, class_word, num_classes, pixels."""
+    data: DatasetSpec = DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
+    return {"side": data.side, "item": data.item, "class_word": data.class_word, "num_classes": data.num_classes,
+            "pixels": f"{data.side * data.side:,}"}
 
 
 def layer_table(model: StagedNetwork | None = None) -> list[dict]:
@@ -280,7 +490,8 @@ def layer_table(model: StagedNetwork | None = None) -> list[dict]:
     one-sentence explanation, after a first row for the input. None: the article's network."""
     model = model if model is not None else ConvNet()
     device = next(model.parameters()).device
-    x = torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    words = dataset_words(model)
+    x = torch.zeros(1, 1, words["side"], words["side"], device=device)
     rows = [("input", tuple(x.shape[1:]), 0)]
     with torch.no_grad():
         for stage in model.stages:
@@ -290,7 +501,7 @@ def layer_table(model: StagedNetwork | None = None) -> list[dict]:
             if stage.row:
                 rows.append((stage.name, tuple(x.shape[1:]), params))
     return [
-        {"name": name, "shape": list(shape), "params": params, "explanation": model.explanations[name]}
+        {"name": name, "shape": list(shape), "params": params, "explanation": model.explanations[name].format(**words)}
         for name, shape, params in rows
     ]
 

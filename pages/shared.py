@@ -11,8 +11,8 @@ from pathlib import Path
 import streamlit as st
 
 from cnn import classroom
-from cnn.checkpoint import BUNDLED_MODEL, CheckpointError, default_runs_dir, load_checkpoint, run_dir
-from cnn.data import MNIST, DataError, load_mnist
+from cnn.checkpoint import BUNDLED_MODEL, BUNDLED_MODELS, CheckpointError, default_runs_dir, load_checkpoint, run_dir
+from cnn.data import DataError, ImageDataset, dataset_spec, load_dataset
 from cnn.drawing import UploadError, read_upload_steps
 from cnn.jobs import JobManager
 from cnn.classroom import ClassSettings, read_class_settings
@@ -165,24 +165,25 @@ def my_session_tag() -> str:
 
 
 class DataHolder:
-    """Loads MNIST once per server, for every session; remembers a failure's sentence."""
+    """Loads one dataset once per server, for every session; remembers a failure's sentence."""
 
-    def __init__(self):
+    def __init__(self, dataset: str = "mnist"):
         self._lock = threading.Lock()
-        self.data: MNIST | None = None
+        self.spec = dataset_spec(dataset)
+        self.data: ImageDataset | None = None
         self.error: str = ""
 
-    def load(self, progress=None) -> MNIST | None:
+    def load(self, progress=None) -> ImageDataset | None:
         with self._lock:
             if self.data is None:
                 try:
-                    self.data = load_mnist(progress=progress)
+                    self.data = load_dataset(self.spec.name, progress=progress)
                     self.error = ""
                 except DataError as exc:
                     self.error = str(exc)
             return self.data
 
-    def require(self) -> MNIST:
+    def require(self) -> ImageDataset:
         """For the training worker: the data, or DataError with the sentence."""
         data = self.load()
         if data is None:
@@ -191,8 +192,14 @@ class DataHolder:
 
 
 @st.cache_resource
-def data_holder() -> DataHolder:
-    return DataHolder()
+def data_holder(dataset: str = "mnist") -> DataHolder:
+    """The server's one holder of dataset (a DATASETS key: check it before calling; the cache keeps one per key)."""
+    return DataHolder(dataset)
+
+
+def require_data(dataset: str) -> ImageDataset:
+    """The job manager's loader: dataset's data, or DataError with the sentence."""
+    return data_holder(dataset_spec(dataset).name).require()
 
 
 def session_connected(session_id: str) -> bool:
@@ -222,8 +229,7 @@ def session_registry() -> SessionRegistry:
 @st.cache_resource
 def job_manager() -> JobManager:
     """The server's one job manager, with the class server's caps; queued runs of a closed session are dropped."""
-    holder = data_holder()
-    return JobManager(holder.require, runs_dir=default_runs_dir(), settings=server_startup(),
+    return JobManager(require_data, runs_dir=default_runs_dir(), settings=server_startup(),
                       session_alive=session_registry().alive)
 
 
@@ -266,20 +272,21 @@ def client_address() -> str | None:
         return None
 
 
-def load_data_with_progress() -> MNIST | None:
-    """MNIST, showing a progress bar the first time; shows the clear sentence and returns None on failure."""
-    holder = data_holder()
+def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
+    """The dataset, showing a progress bar the first time; shows the clear sentence and returns None on failure."""
+    holder = data_holder(dataset_spec(dataset).name)
     if holder.data is None and not holder.error:
-        bar = st.progress(0.0, text="Preparing MNIST (first start only)...")
+        bar = st.progress(0.0, text=f"Preparing {holder.spec.title} (first use only)...")
         holder.load(progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
         bar.empty()
     if holder.data is None:
-        st.error(f"MNIST is not available: {holder.error}")
+        st.error(f"{holder.spec.title} is not available: {holder.error}")
     return holder.data
 
 
 def checkpoint_for(run: str) -> Path:
-    return BUNDLED_MODEL if run == "bundled" else run_dir(run, default_runs_dir()) / "model.pt"
+    """The model.pt of run: a bundled model's file ("bundled", "bundled-fashion") or runs/<run>/model.pt."""
+    return BUNDLED_MODELS[run] if run in BUNDLED_MODELS else run_dir(run, default_runs_dir()) / "model.pt"
 
 
 def loaded_checkpoint(run: str):

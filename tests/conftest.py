@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnn.data import MNIST
+from cnn.data import ImageDataset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,11 +24,14 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.02) -> bool:
     return bool(predicate())
 
 
-def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0) -> MNIST:
+def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0, dataset: str = "mnist") -> ImageDataset:
     """SYNTHETIC stand-in for MNIST: each class is a bright bar at its own position plus noise.
 
-    Learnable in a few dozen steps, so the loop's behaviour can be tested in seconds.
+    Learnable in a few dozen steps, so the loop's behaviour can be tested in seconds. dataset: whose spec it
+    claims (its class names and sizes); the pixels are the same synthetic bars.
     """
+    from cnn.data import dataset_spec
+
     generator = torch.Generator().manual_seed(seed)
 
     def make(n):
@@ -40,16 +43,17 @@ def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0) -> MNI
 
     train_images, train_labels = make(n_train)
     test_images, test_labels = make(n_test)
-    return MNIST(train_images, train_labels, test_images, test_labels, source="synthetic")
+    return ImageDataset(train_images, train_labels, test_images, test_labels, source="synthetic",
+                        spec=dataset_spec(dataset))
 
 
 @pytest.fixture
-def tiny_data() -> MNIST:
+def tiny_data() -> ImageDataset:
     return synthetic_mnist()
 
 
 @pytest.fixture(scope="session")
-def real_mnist() -> MNIST:
+def real_mnist() -> ImageDataset:
     """Real MNIST through the project's own chain (the cache after the first load)."""
     from cnn.data import load_mnist
 

@@ -27,7 +27,7 @@ SERVER = textwrap.dedent("""
     from cnn.jobs import JobManager
     from tests.conftest import synthetic_mnist
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir={runs!r}, device=torch.device("cpu"))
+    manager = JobManager(lambda dataset: data, runs_dir={runs!r}, device=torch.device("cpu"))
     manager.submit(ARTICLE.replace(batch_size=16, epochs=50, eval_every=8, eval_subset=64), "killed", owner="teacher")
     time.sleep(600)
 """)
@@ -107,7 +107,7 @@ def test_a_read_only_runs_folder_fails_the_run_with_our_sentence(tmp_path, monke
 
     monkeypatch.setattr(Path, "mkdir", read_only_under_runs)
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=runs, device=torch.device("cpu"))
+    manager = JobManager(lambda dataset: data, runs_dir=runs, device=torch.device("cpu"))
     job_id = manager.submit(CONFIG.replace(epochs=1), "read-only", owner="teacher")
     assert wait_for(lambda: manager.snapshot(job_id)["status"] not in ("queued", "running"), timeout=120)
     job = manager.snapshot(job_id)

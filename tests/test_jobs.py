@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 @pytest.fixture
 def manager(tmp_path):
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", max_running=1, device=CPU)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", max_running=1, device=CPU)
     yield manager
     manager.stop_all()
     assert manager.running_threads() == 0
@@ -123,14 +123,14 @@ def test_two_trainings_at_once_give_the_same_metrics_as_each_alone(tmp_path):
     def metrics(job):
         return [step["loss"] for step in job["steps"]], [e["accuracy"] for e in job["evals"]]
 
-    alone = JobManager(lambda: data, runs_dir=tmp_path / "alone", max_running=1, device=CPU)
+    alone = JobManager(lambda dataset: data, runs_dir=tmp_path / "alone", max_running=1, device=CPU)
     first = alone.submit(config, "seed0", owner="alice")
     expected_first = alone.wait(first, timeout=120)
     second = alone.submit(config.replace(seed=1), "seed1", owner="bob")
     expected_second = alone.wait(second, timeout=120)
     assert len(expected_first["steps"]) == 16 and len(expected_first["evals"]) == 5
 
-    together = JobManager(lambda: data, runs_dir=tmp_path / "together", max_running=2, device=CPU)
+    together = JobManager(lambda dataset: data, runs_dir=tmp_path / "together", max_running=2, device=CPU)
     ids = [together.submit(config, "seed0", owner="alice"), together.submit(config.replace(seed=1), "seed1", owner="bob")]
     assert together.running_threads() == 2
     first_job, second_job = (together.wait(job_id, timeout=120) for job_id in ids)
@@ -152,7 +152,7 @@ def test_an_exception_is_a_failed_run_and_frees_the_slot(tmp_path, error, kind):
     """Any exception in a worker, a BaseException too, ends the run as failed and frees its slot."""
     calls = []
 
-    def failing_data():
+    def failing_data(dataset):
         calls.append(1)
         if len(calls) == 1:
             raise error
@@ -189,7 +189,7 @@ def test_no_thread_left_after_stop_all(manager):
 
 def test_one_browser_cannot_fill_the_queue_from_many_tabs(tmp_path):
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2)
     try:
         manager.submit(CONFIG, "tab-1", owner="tab-1", browser="laptop")
         manager.submit(CONFIG, "tab-2", owner="tab-2", browser="laptop")
@@ -208,7 +208,7 @@ def test_one_browser_cannot_fill_the_queue_from_many_tabs(tmp_path):
 def test_one_computer_cannot_fill_the_queue_with_forged_browser_keys(tmp_path):
     """A forged client mints a new cookie (a new browser key) per session; its network address stays the same."""
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2,
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_runs_per_browser=2,
                          max_runs_per_address=3, max_queued=20)
     try:
         for i in range(3):
@@ -226,7 +226,7 @@ def test_one_computer_cannot_fill_the_queue_with_forged_browser_keys(tmp_path):
 
 def test_the_queue_cap_refuses_with_a_sentence_and_frees_when_a_run_ends(tmp_path):
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1, max_queued=2)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1, max_queued=2)
     try:
         first = manager.submit(CONFIG.replace(epochs=1), "first", owner="alice")
         manager.submit(CONFIG, "second", owner="bob")
@@ -243,7 +243,7 @@ def test_the_queue_cap_refuses_with_a_sentence_and_frees_when_a_run_ends(tmp_pat
 
 def test_a_run_over_the_step_cap_is_refused_with_how_to_fit(tmp_path):
     data = synthetic_mnist()  # 512 images: 32 steps per epoch at batch 16
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=40)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=40)
     try:
         with pytest.raises(ValueError, match=r"96 training steps, more than this server's limit of 40") as refused:
             manager.submit(CONFIG, "too-long", owner="alice")  # 3 epochs x 32 steps
@@ -259,7 +259,7 @@ def test_a_run_over_the_step_cap_is_refused_with_how_to_fit(tmp_path):
 
 def test_training_itself_stops_at_the_step_cap(tmp_path):
     data = synthetic_mnist()  # 512 images, but the manager is told 256: its estimate is too low
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=20,
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_steps_per_run=20,
                          train_set_size=256)
     job_id = manager.submit(CONFIG.replace(epochs=1), "underestimated", owner="alice")  # 16 by its count, 32 real
     job = manager.wait(job_id, timeout=120)
@@ -270,7 +270,7 @@ def test_training_itself_stops_at_the_step_cap(tmp_path):
 def test_queued_runs_of_an_ended_session_are_dropped(tmp_path):
     data = synthetic_mnist()
     alive = {"alice", "bob", "carol"}
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1,
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, max_running=1,
                          session_alive=lambda owner: owner in alive)
     try:
         manager.submit(CONFIG, "running", owner="alice")
@@ -295,7 +295,7 @@ def test_a_failing_session_check_keeps_the_run(tmp_path):
         raise RuntimeError("runtime gone")
 
     data = synthetic_mnist()
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, session_alive=broken_check)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, session_alive=broken_check)
     try:
         manager.submit(CONFIG, "running", owner="alice")
         queued = manager.submit(CONFIG, "queued", owner="bob")
@@ -306,7 +306,7 @@ def test_a_failing_session_check_keeps_the_run(tmp_path):
 
 def test_ended_jobs_beyond_the_cap_are_evicted_and_their_runs_stay_on_disk(tmp_path):
     data = synthetic_mnist(n_train=64, n_test=32)  # 4 steps per run
-    manager = JobManager(lambda: data, runs_dir=tmp_path / "runs", device=CPU, keep_finished_jobs=2)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", device=CPU, keep_finished_jobs=2)
     names = ["oldest", "middle", "newest"]
     for name in names:
         assert manager.wait(manager.submit(CONFIG.replace(epochs=1), name, owner="alice"), timeout=60)["status"] == "finished"
@@ -321,7 +321,7 @@ def step_event(step: int) -> StepEvent:
 
 
 def test_the_live_step_history_stays_bounded_and_even(tmp_path):
-    manager = JobManager(synthetic_mnist, runs_dir=tmp_path / "runs", device=CPU)
+    manager = JobManager(lambda dataset: synthetic_mnist(), runs_dir=tmp_path / "runs", device=CPU)
     job = Job(id=1, name="long", owner="alice", config=CONFIG, folder=tmp_path / "runs" / "long")
     listener = JobListener(manager, job)
     total = 375_000  # ARTICLE x 50 epochs x batch 8: the run the issue found
