@@ -73,6 +73,7 @@ class DatasetSpec:
     manual_hint: str  # one sentence: how to provide the files by hand; {raw_dir} is torchvision's raw folder
     item: str = "a handwritten digit"  # one image, in sentences: "a handwritten digit", "a piece of clothing"
     class_word: str = "digit"  # one class, in sentences: "digit", "class"
+    parts: str = "loops, long strokes, crossings"  # the large parts conv3 comes to see, in sentences
     draw_prompt: str = "Draw a digit"  # the Draw page's instruction
     preparation: str = "digit"  # how a drawing or photo becomes an input: "digit" (MNIST's recipe) or "fit" (fit-to-box)
     side: int = SIDE  # images are side x side pixels, one uint8 channel
@@ -451,6 +452,7 @@ FASHION_SPEC = DatasetSpec(
     classes_word="classes",
     item="a piece of clothing",
     class_word="class",
+    parts="sleeves, collars, soles, handles",
     draw_prompt="Draw a piece of clothing",
     preparation="fit",
     cache_name="fashion-mnist.npz",

@@ -161,12 +161,12 @@ ONE_CONV_STAGES: tuple[Stage, ...] = (
 )
 
 
-# One sentence per layer, in words a student can follow. {side}, {item}, {class_word}, {num_classes} and {pixels}
+# One sentence per layer, in words a student can follow. {side}, {item}, {class_word}, {num_classes}, {pixels}, {parts}
 # are the model's dataset's (layer_table fills them in): the same network explains itself on MNIST and on clothes.
 _INPUT = "A {side}x{side} grey image of {item}: white (1.0) on black (0.0)."
 _EXPLANATIONS = {
     "input": _INPUT,
-    "conv1": "32 learned 3x3 filters slide over the image; each gives a feature map that is large where its pattern (an edge, a stroke end) appears.",
+    "conv1": "32 learned 3x3 filters slide over the image; each gives a feature map that is large where its pattern (an edge, a corner) appears.",
     "relu1": "ReLU keeps positive responses and sets negative ones to zero, so a map only says where a pattern is present.",
     "pool1": "2x2 max-pooling keeps the strongest response in each 2x2 block, halving the size (28 -> 14) and tolerating small shifts.",
     "dropout1": "During training, dropout zeroes each value with probability 1 - p_keep_conv (0.2), so the network cannot rely on any single feature.",
@@ -174,7 +174,7 @@ _EXPLANATIONS = {
     "relu2": "ReLU again: negative evidence is cut to zero.",
     "pool2": "Max-pooling halves the size again, 14 -> 7; each value now sees a 10x10 patch of the input (its receptive field).",
     "dropout2": "Dropout again, keeping each value with probability 0.8 during training.",
-    "conv3": "128 filters, each 3x3 over the 64 maps below, detect whole-digit parts: loops, long strokes, crossings.",
+    "conv3": "128 filters, each 3x3 over the 64 maps below, detect large parts: {parts}.",
     "relu3": "ReLU again.",
     "pool3": "Max-pooling 7 -> 4 with TensorFlow 'SAME' padding: the odd last row and column are pooled on their own.",
     "flatten": "The 128 maps of 4x4 are laid out as one vector of 2,048 numbers (then dropout, keep 0.8).",
@@ -191,7 +191,7 @@ _SOFTMAX_EXPLANATIONS = {
 _MLP_EXPLANATIONS = {
     "input": _INPUT,
     "flatten": "The pixels are laid out as one vector of {pixels} numbers (then dropout, keep 0.8): like the softmax, the MLP never sees which pixels are neighbours.",
-    "fc": "625 hidden units, each weighing all {pixels} pixels, then ReLU (then dropout, keep 0.5): the article's FC 625, fed raw pixels instead of convolution features. A stroke moved by 2 pixels lands on other weights.",
+    "fc": "625 hidden units, each weighing all {pixels} pixels, then ReLU (then dropout, keep 0.5): the article's FC 625, fed raw pixels instead of convolution features. An edge moved by 2 pixels lands on other weights.",
     "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
 }
 
@@ -211,7 +211,7 @@ _LENET_EXPLANATIONS = {
 
 _ONE_CONV_EXPLANATIONS = {
     "input": _INPUT,
-    "conv1": "The article's conv1: 32 learned 3x3 filters; each gives a feature map that is large where its pattern (an edge, a stroke end) appears.",
+    "conv1": "The article's conv1: 32 learned 3x3 filters; each gives a feature map that is large where its pattern (an edge, a corner) appears.",
     "relu1": "ReLU keeps positive responses and sets negative ones to zero.",
     "pool1": "2x2 max-pooling: 28 -> 14. This is the only pooling: each value sees just a 4x4 patch of the input.",
     "flatten": "The 32 maps of 14x14 are laid out as one vector of 6,272 numbers (then dropout, keep 0.8): conv2 and conv3 are gone.",
@@ -479,10 +479,10 @@ def build_model(config, generator: torch.Generator | None = None) -> StagedNetwo
 
 
 def dataset_words(model: nn.Module) -> dict:
-    """What layer_table's sentences fill in from the model's dataset: side, item, class_word, num_classes, pixels."""
+    """What layer_table's sentences fill in from the model's dataset: side, item, class_word, num_classes, pixels, parts."""
     data: DatasetSpec = DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
     return {"side": data.side, "item": data.item, "class_word": data.class_word, "num_classes": data.num_classes,
-            "pixels": f"{data.side * data.side:,}"}
+            "pixels": f"{data.side * data.side:,}", "parts": data.parts}
 
 
 def layer_table(model: StagedNetwork | None = None) -> list[dict]:
