@@ -437,10 +437,12 @@ def chart_spec(values: list[dict], mark: str | dict, encoding: dict, *, title: s
     return spec
 
 
-def probability_chart(probabilities, height: int = 200) -> dict:
-    """The ten softmax probabilities as bars on a fixed 0-1 scale (a Vega-Lite spec for st.vega_lite_chart)."""
-    data = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(probabilities)]
+def probability_chart(probabilities, height: int = 200, class_names=None, class_word: str = "digit") -> dict:
+    """The softmax probabilities as bars on a fixed 0-1 scale, in the classes' order (a Vega-Lite spec for
+    st.vega_lite_chart); class_names: the model's dataset's ("0"-"9" by default), class_word: the axis's title."""
+    names = [str(n) for n in class_names] if class_names is not None else [str(d) for d in range(len(probabilities))]
+    data = [{class_word: name, "probability": float(p)} for name, p in zip(names, probabilities)]
     return chart_spec(data, "bar", {
-        "x": field("digit", "nominal", sort=None),
+        "x": field(class_word, "nominal", sort=None),
         "y": field("probability", "quantitative", scale={"domain": [0, 1]}),
-        "tooltip": [field("digit", "nominal"), field("probability", "quantitative", format=".1%")]}, height=height)
+        "tooltip": [field(class_word, "nominal"), field("probability", "quantitative", format=".1%")]}, height=height)
