@@ -1,7 +1,11 @@
-"""Drawings and uploads to MNIST-style 28x28 inputs, the way MNIST's makers prepared their digits.
+"""Drawings and uploads to the 28x28 inputs of the model's dataset, the way its makers prepared their images.
 
-crop to the ink -> scale the longer side to 20 px (anti-aliased, aspect kept) -> paste into 28x28
-so that the centre of mass sits at the centre.
+The dataset's spec names the recipe (DatasetSpec.preparation):
+- "digit", MNIST's: crop to the ink -> scale the longer side to 20 px (anti-aliased, aspect kept) -> paste into
+  28x28 so that the centre of mass sits at the centre.
+- "fit", Fashion-MNIST's: crop to the item -> scale the longer side to 28 px (aspect kept) -> centre its box in
+  28x28. Fashion-MNIST's items fill the frame (their longer side spans 27-28 px, their box centred), and they are
+  filled shapes, so the digit shape checks (a filled box, pieces, loops, a scribble's pen path) do not apply.
 
 A photo of paper first goes through the paper chain (photo_steps): even out the paper's light, find the ink
 with Otsu's threshold, keep the digit's pieces; only then MNIST's recipe.
@@ -22,8 +26,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from .data import MNIST_SPEC, DatasetSpec
+
 DIGIT_BOX = 20  # MNIST digits fit a 20x20 box ...
 FIELD = 28  # ... centred by mass in a 28x28 field
+FIT_BOX = FIELD  # Fashion-MNIST's items: the longer side spans the whole field (measured: 27.7-27.9 px on average)
+PREPARATIONS = ("digit", "fit")  # DatasetSpec.preparation's values: MNIST's recipe, fit-to-box
 INK_LEVEL = 40  # grey level (0-255) above which a pixel counts as ink
 MIN_INK_FRACTION = 0.08  # the ink's bounding box must span >= 8% of the canvas: smaller is a dot
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
@@ -58,6 +66,9 @@ SHAPE_GRID = 40  # pieces and loops are counted with the ink's box scaled to 40 
 # Photos of paper. The light on a sheet changes slowly (a shadow, a lamp on one side); strokes are thin. So the bare
 # paper's level is estimated over windows far wider than any stroke, on a small copy, and divided out.
 PAPER_WINDOW = 0.2  # the paper is estimated over windows 1/5 of the photo's longer side (a stroke is far thinner)
+# A piece of clothing is a filled shape, often half the photo wide: an opening over 1/5 would take its inside for
+# paper and leave only its outline. Over 3/5 only an item wider than that is lost (the light then is evened less).
+FIT_PAPER_WINDOW = 0.6
 PAPER_SIDE = 128  # ... on a copy with this longer side: the light needs no more detail
 MIN_PAPER_LIGHT = 32  # evening out never divides by less than this (a near-black corner is not blown up into ink)
 MIN_INK_CONTRAST = 0.25  # ink is >= 25% darker than the paper around it (a pen: 60-90%); noise and JPEG stay far under
@@ -79,6 +90,40 @@ STEP_CAPTIONS: dict[str, str] = {
     "scaled": "longer side made 20 px",
     "centred": "centred by mass in 28x28",
 }
+# The fit-to-box recipe's captions where they differ (same keys, same order).
+FIT_STEP_CAPTIONS: dict[str, str] = {
+    **STEP_CAPTIONS,
+    "kept": "the item's pieces kept",
+    "cropped": "cropped to the item",
+    "scaled": "longer side made 28 px",
+    "centred": "its box centred in 28x28",
+}
+
+
+def step_captions(spec: DatasetSpec = MNIST_SPEC) -> dict[str, str]:
+    """What each step of spec's recipe shows, by step key (STEP_CAPTIONS for digits, FIT_STEP_CAPTIONS for "fit")."""
+    return FIT_STEP_CAPTIONS if _recipe(spec) == "fit" else STEP_CAPTIONS
+
+
+def _recipe(spec: DatasetSpec) -> str:
+    """spec.preparation, checked: a recipe this module does not know is a programming error, not a digit."""
+    if spec.preparation not in PREPARATIONS:
+        raise ValueError(f"Unknown preparation {spec.preparation!r}: use one of {', '.join(PREPARATIONS)}.")
+    return spec.preparation
+
+
+def canvas_hint(spec: DatasetSpec = MNIST_SPEC) -> str:
+    """What the Draw page says over an empty canvas."""
+    if _recipe(spec) == "digit":
+        return "Draw a digit in the black square: one digit, as large as the square allows."
+    return (f"{spec.draw_prompt} in the black square, as large as the square allows, and colour it in: "
+            f"{spec.title}'s pictures are filled shapes, light on black.")
+
+
+def no_ink_in_photo(spec: DatasetSpec = MNIST_SPEC) -> str:
+    """What the page says when an upload holds no ink at all."""
+    thing = "digit" if _recipe(spec) == "digit" else spec.item.removeprefix("a ").removeprefix("an ")
+    return f"No {thing} found in that picture: it looks blank. Try a darker pen or a closer photo."
 
 
 class UploadError(ValueError):
@@ -109,10 +154,11 @@ def ink_box(grey: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
 
 
-def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
-    """Every stage of the canvas's pipeline as uint8 images (for the page's expander), or None without real ink.
+def preprocess_steps(rgba: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> dict[str, np.ndarray] | None:
+    """Every stage of the canvas's pipeline, by spec's recipe, as uint8 images (for the page's expander), or None
+    without real ink.
 
-    Keys: grey (H, W), cropped (h, w), scaled (<=20, <=20), centred (28, 28).
+    Keys: grey (H, W), cropped (h, w), scaled (<=20, <=20; "fit": <=28, <=28), centred (28, 28).
     """
     grey = to_grey(rgba)
     box = ink_box(grey)
@@ -121,7 +167,12 @@ def preprocess_steps(rgba: np.ndarray) -> dict[str, np.ndarray] | None:
     top, bottom, left, right = box
     if max(bottom - top, right - left) < MIN_INK_FRACTION * max(grey.shape):
         return None  # a dot or a speck, not a digit
-    return {"grey": grey, **mnist_steps(grey[top:bottom, left:right])}
+    return {"grey": grey, **prepare(grey[top:bottom, left:right], spec)}
+
+
+def prepare(cropped: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> dict[str, np.ndarray]:
+    """(h, w) uint8 ink cropped to its box -> {cropped, scaled, centred (28, 28)} by spec's recipe."""
+    return fit_steps(cropped) if _recipe(spec) == "fit" else mnist_steps(cropped)
 
 
 def mnist_steps(cropped: np.ndarray) -> dict[str, np.ndarray]:
@@ -141,16 +192,33 @@ def mnist_steps(cropped: np.ndarray) -> dict[str, np.ndarray]:
     return {"cropped": cropped, "scaled": scaled, "centred": centred}
 
 
+def fit_steps(cropped: np.ndarray) -> dict[str, np.ndarray]:
+    """Fit-to-box on (h, w) uint8 ink cropped to its box: {cropped, scaled (longer side FIT_BOX), centred (28, 28)}.
+
+    Fashion-MNIST's recipe as its pictures show it: the item's longer side fills the frame, its box is centred
+    (not its mass: a shoe's heavy heel must not push it off the frame), the aspect kept.
+    """
+    h, w = cropped.shape
+    scale = FIT_BOX / max(h, w)
+    size = (min(FIT_BOX, max(1, round(w * scale))), min(FIT_BOX, max(1, round(h * scale))))  # PIL: (width, height)
+    scaled = np.asarray(Image.fromarray(cropped).resize(size, Image.Resampling.LANCZOS))
+    scaled = np.clip(scaled.astype(np.float32) * (255.0 / max(float(scaled.max()), 1.0)), 0, 255).astype(np.uint8)
+    centred = np.zeros((FIELD, FIELD), dtype=np.uint8)
+    top, left = (FIELD - scaled.shape[0]) // 2, (FIELD - scaled.shape[1]) // 2
+    centred[top:top + scaled.shape[0], left:left + scaled.shape[1]] = scaled
+    return {"cropped": cropped, "scaled": scaled, "centred": centred}
+
+
 # ---------------------------------------------------------------- photos of paper
 
-def photo_steps(grey: np.ndarray) -> dict[str, np.ndarray] | None:
+def photo_steps(grey: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> dict[str, np.ndarray] | None:
     """An upload, (H, W) uint8 white ink on black as read_upload_grey gives it -> every stage, or None without a digit.
 
     Keys, in order: grey (H, W), evened, ink (255 where ink), kept (the digit's ink levels), these three shown at
-    most STAGE_SIDE px on the longer side; cropped (h, w), scaled (<=20, <=20), centred (28, 28).
+    most STAGE_SIDE px on the longer side; then spec's recipe: cropped (h, w), scaled, centred (28, 28).
     None: no ink (plain paper, noise, a shadow) or only dust.
     """
-    evened = even_paper(grey)
+    evened = even_paper(grey, FIT_PAPER_WINDOW if _recipe(spec) == "fit" else PAPER_WINDOW)
     ink = find_ink(evened)
     kept = keep_digit(ink)
     if kept is None:
@@ -159,20 +227,21 @@ def photo_steps(grey: np.ndarray) -> dict[str, np.ndarray] | None:
     top, bottom, left, right = ink_box(digit) or (0, grey.shape[0], 0, grey.shape[1])
     shown = {"evened": evened, "ink": ink.astype(np.uint8) * 255, "kept": digit}
     return {"grey": grey, **{key: _shrink(image, STAGE_SIDE) for key, image in shown.items()},
-            **mnist_steps(digit[top:bottom, left:right])}
+            **prepare(digit[top:bottom, left:right], spec)}
 
 
-def paper_level(grey: np.ndarray) -> np.ndarray:
+def paper_level(grey: np.ndarray, window_share: float = PAPER_WINDOW) -> np.ndarray:
     """(H, W) uint8, ink light on dark -> (H, W) float32: the bare paper's level at every pixel.
 
     A morphological opening (the darkest level in a wide window, then the lightest of those) removes every light
-    feature narrower than the window, i.e. the strokes, and leaves a smooth or linear shadow exactly as it is.
+    feature narrower than the window (window_share of the longer side), i.e. the strokes, and leaves a smooth or
+    linear shadow exactly as it is.
     """
     h, w = grey.shape
     scale = min(1.0, PAPER_SIDE / max(h, w))
     small_size = (max(1, round(w * scale)), max(1, round(h * scale)))
     small = np.asarray(Image.fromarray(grey).resize(small_size, Image.Resampling.BOX), dtype=np.float32)
-    window = 2 * max(1, round(PAPER_WINDOW * max(small.shape) / 2)) + 1
+    window = 2 * max(1, round(window_share * max(small.shape) / 2)) + 1
     opened = _sliding(_sliding(small, window, np.min), window, np.max)
     smooth = _sliding(_sliding(opened, window, np.mean), window, np.mean)  # the opening's flat steps, smoothed
     return np.asarray(Image.fromarray(smooth).resize((w, h), Image.Resampling.BILINEAR), dtype=np.float32)
@@ -194,13 +263,13 @@ def _sliding(image: np.ndarray, window: int, reduce) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def even_paper(grey: np.ndarray) -> np.ndarray:
+def even_paper(grey: np.ndarray, window_share: float = PAPER_WINDOW) -> np.ndarray:
     """(H, W) uint8, ink light on dark -> (H, W) uint8: how much darker than its own paper each pixel was, 0-255.
 
     Divides rather than subtracts: a shadow dims paper and ink alike, so the ink's share of the paper's light is
     what stays the same under it. For a dark picture with light ink (no paper) this is a plain subtraction.
     """
-    paper = paper_level(grey)
+    paper = paper_level(grey, window_share)
     light = np.maximum(255.0 - paper, MIN_PAPER_LIGHT)  # the paper's brightness in the photo
     evened = (grey.astype(np.float32) - paper) / light * 255.0
     return np.clip(evened.round(), 0, 255).astype(np.uint8)
@@ -288,9 +357,10 @@ def digit_levels(evened: np.ndarray, kept: np.ndarray) -> np.ndarray:
     return np.clip(levels.round(), 0, 255).astype(np.uint8)
 
 
-def preprocess_drawing(rgba: np.ndarray) -> torch.Tensor | None:
-    """(H, W, 4) uint8 RGBA, white ink on black -> (1, 1, 28, 28) float32 in [0, 1], or None when there is no real ink."""
-    steps = preprocess_steps(rgba)
+def preprocess_drawing(rgba: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> torch.Tensor | None:
+    """(H, W, 4) uint8 RGBA, white ink on black -> (1, 1, 28, 28) float32 in [0, 1] by spec's recipe, or None when
+    there is no real ink."""
+    steps = preprocess_steps(rgba, spec)
     if steps is None:
         return None
     return torch.from_numpy(steps["centred"]).to(torch.float32).div_(255.0).view(1, 1, FIELD, FIELD)
@@ -394,15 +464,16 @@ class LruCache:
 _UPLOAD_STEPS = LruCache(UPLOAD_CACHE_ENTRIES)  # sha256 of an upload's bytes -> its steps
 
 
-def read_upload_steps(data: bytes, name: str = "upload") -> dict[str, np.ndarray] | None:
-    """An upload's photo_steps (read-only arrays), or None when it holds no digit; UploadError as read_upload.
+def read_upload_steps(data: bytes, name: str = "upload", spec: DatasetSpec = MNIST_SPEC) -> dict[str, np.ndarray] | None:
+    """An upload's photo_steps by spec's recipe (read-only arrays), or None when it holds no ink; UploadError as
+    read_upload.
 
-    Cached by the bytes' SHA-256, so the rerun after every click does not decode the same file again.
+    Cached by the bytes' SHA-256 and the recipe, so the rerun after every click does not decode the same file again.
     """
-    key = hashlib.sha256(data).hexdigest()
+    key = (hashlib.sha256(data).hexdigest(), _recipe(spec))
     found, steps = _UPLOAD_STEPS.get(key)
     if not found:
-        steps = photo_steps(read_upload_grey(data, name))
+        steps = photo_steps(read_upload_grey(data, name), spec)
         for array in (steps or {}).values():
             array.flags.writeable = False  # shared by every session that uploads the same file
         _UPLOAD_STEPS.put(key, steps)
@@ -459,11 +530,17 @@ def read_canvas(value: object, size: int) -> np.ndarray | None:
         raise CanvasError("That drawing could not be read (it may be damaged); please press Clear and draw again.") from exc
 
 
-def drawing_problem(image: np.ndarray) -> str | None:
-    """Why a drawing does not look like one digit, as a sentence, or None when it could be one (or is blank).
+def refusal_lead(spec: DatasetSpec = MNIST_SPEC) -> str:
+    """How every shape refusal begins: "That doesn't look like one digit: ", "... like a piece of clothing: "."""
+    return "That doesn't look like one digit: " if _recipe(spec) == "digit" else f"That doesn't look like {spec.item}: "
 
-    image: (H, W, 4) RGBA, (H, W, 3) RGB or (H, W) grey, white ink on black. Refused: ink too small for a digit,
-    ink filling most of its box (a filled shape, a coloured-in scribble), too many separate pieces or loops.
+
+def drawing_problem(image: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> str | None:
+    """Why a drawing does not look like one of spec's images, as a sentence, or None when it could be (or is blank).
+
+    image: (H, W, 4) RGBA, (H, W, 3) RGB or (H, W) grey, white ink on black. Refused: ink too small (a tap), for
+    any recipe; for digits also ink filling most of its box (a filled shape, a coloured-in scribble), too many
+    separate pieces or loops. Clothes are filled shapes with holes (a bag's handle), so "fit" checks only the size.
     """
     grey = to_grey(image)
     box = ink_box(grey)
@@ -472,9 +549,13 @@ def drawing_problem(image: np.ndarray) -> str | None:
     top, bottom, left, right = box
     ink = grey > INK_LEVEL
     h, w = bottom - top, right - left
-    lead = "That doesn't look like one digit: "
+    lead = refusal_lead(spec)
     if max(h, w) < MIN_DIGIT_FRACTION * max(grey.shape):
+        if _recipe(spec) == "fit":
+            return lead + f"it is too small. Draw {spec.item} as large as the square allows."
         return lead + "it is too small. Draw one digit as large as the square allows."
+    if _recipe(spec) == "fit":
+        return None
     if min(h, w) >= MIN_FILLED_ASPECT * max(h, w) and ink[top:bottom, left:right].mean() > MAX_BOX_FILL:
         return lead + "the ink fills almost all of its box. Write the digit with lines, as on paper."
     pieces, loops = count_pieces_and_loops(grey[top:bottom, left:right])
@@ -485,14 +566,18 @@ def drawing_problem(image: np.ndarray) -> str | None:
     return None
 
 
-def stroke_problem(raw: object) -> str | None:
+def stroke_problem(raw: object, spec: DatasetSpec = MNIST_SPEC) -> str | None:
     """Why the canvas's pen strokes are not one digit, as a sentence, or None when they could be (or can't be read).
+
+    Digits only: colouring in a T-shirt takes many strokes back and forth, so for "fit" this is always None.
 
     raw: the canvas's Fabric JSON, {"objects": [{"type": "path", "path": [["M", x, y], ["Q", x1, y1, x2, y2], ...]}]}.
     The pixels hide how a drawing was made; the strokes do not: a digit takes at most a few strokes, and its pen
     path is at most ~3-4 times its height (an 8 is two small circles), while a scribble goes back and forth.
     Anything malformed (a forged value) gives None: the pixel checks in drawing_problem still apply.
     """
+    if _recipe(spec) != "digit":
+        return None
     try:
         paths = [item["path"] for item in raw["objects"] if str(item.get("type")).lower() == "path"]  # Fabric 6: "Path"
         length, xs, ys = 0.0, [], []

@@ -13,7 +13,7 @@ import streamlit as st
 from cnn import classroom
 from cnn.checkpoint import BUNDLED_MODEL, BUNDLED_MODELS, CheckpointError, default_runs_dir, load_checkpoint, run_dir
 from cnn.data import DataError, ImageDataset, dataset_spec, load_dataset
-from cnn.drawing import UploadError, read_upload_steps
+from cnn.drawing import UploadError, no_ink_in_photo, read_upload_steps
 from cnn.jobs import JobManager
 from cnn.classroom import ClassSettings, read_class_settings
 from cnn.sessions import SessionRegistry, browser_key_from, session_tag
@@ -24,7 +24,7 @@ from cnn.settings import ServerSettings, configure_threads, server_settings
 # an offline classroom), and an emoji shows as an empty box where the machine has no emoji font (Debian's Chromium
 # without fonts-noto-color-emoji). The tab keeps app.py's icon, drawn by the app.
 PAGE_FILES = (("pages/home.py", "Home"), ("pages/train.py", "Train"), ("pages/draw.py", "Draw"),
-              ("pages/features.py", "Feature maps"))
+              ("pages/features.py", "Feature maps"), ("pages/compare.py", "Compare"))
 # The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
 # found"), but listed in the menu only for the teacher.
 TEACHER_PAGE = ("pages/teacher.py", "Teacher")
@@ -402,18 +402,21 @@ def require_app_navigation() -> None:
         st.rerun()
 
 
-def uploaded_digit(label: str, key: str | None = None) -> tuple[dict, str] | None:
-    """A PNG/JPEG upload through the Draw pipeline: (preprocess_steps, file name), or None after saying why."""
+def uploaded_digit(label: str, key: str | None = None, spec=None) -> tuple[dict, str] | None:
+    """A PNG/JPEG upload through the Draw pipeline: (preprocess_steps, file name), or None after saying why.
+
+    spec: the model's DatasetSpec, whose recipe prepares the picture (MNIST's by default)."""
     upload = st.file_uploader(label, type=["png", "jpg", "jpeg"], key=key)
     if upload is None:
         return None
+    spec = spec or dataset_spec("mnist")
     try:
-        steps = read_upload_steps(upload.getvalue(), upload.name)  # decoded once per file, not on every rerun
+        steps = read_upload_steps(upload.getvalue(), upload.name, spec)  # decoded once per file, not on every rerun
     except UploadError as exc:
         st.error(str(exc))
         return None
     if steps is None:
-        st.warning("No digit found in that picture: it looks blank. Try a darker pen or a closer photo.")
+        st.warning(no_ink_in_photo(spec))
         return None
     return steps, upload.name
 
