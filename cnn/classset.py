@@ -1,4 +1,9 @@
-"""The class's own handwriting: labelled 28x28 drawings saved as PNG files in a local folder."""
+"""The class's own handwriting: labelled 28x28 drawings saved as PNG files in a local folder.
+
+The set holds digits (folders 0-9), so it is for MNIST models only (CLASS_SET_DATASET): a Fashion-MNIST model is
+neither taught by it nor scored on it, and the Draw page says so (class_set_note). One set keeps one place for the
+teacher to look at and delete what students saved.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -16,11 +21,13 @@ import torch
 from PIL import Image
 
 from .drawing import LruCache  # importing cnn.drawing also lowers Pillow's pixel limit for the PNGs read here
-from .explain import with_article
+from .data import dataset_spec
+from .explain import model_spec, with_article
 from .settings import ServerSettings, server_settings
 from .storage import atomic_write
 from .train import evaluate
 
+CLASS_SET_DATASET = "mnist"  # whose classes the folders 0-9 are: the set's labels are digits
 SAMPLE_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names save_sample makes; nothing else is ours
 _SAVE_LOCK = threading.Lock()  # count-then-write is one step, or two sessions could both take the last place
 _SCORED = LruCache(4)  # (folder, its version, model key) -> (ClassSet, score)
@@ -34,6 +41,21 @@ def default_class_dir() -> Path:
 
 class ClassSetError(ValueError):
     """A save or removal that cannot be done; the message is a sentence for the user."""
+
+
+def class_set_note(dataset: str) -> str | None:
+    """None when the class set is for models of dataset (a DATASETS key); else the sentence saying why it is not."""
+    if dataset == CLASS_SET_DATASET:
+        return None
+    return (f"The class's handwriting set holds digits, so it is for {dataset_spec(CLASS_SET_DATASET).title} models: "
+            f"this {dataset_spec(dataset).title} model is not scored on it, and drawings here are not added to it. "
+            "Choose an MNIST model on the Train page to add to it.")
+
+
+def check_class_set_model(model) -> None:
+    """ValueError unless model reads the class set's dataset: a clothes model's answers on digits mean nothing."""
+    if model_spec(model).name != CLASS_SET_DATASET:
+        raise ValueError(class_set_note(model_spec(model).name))
 
 
 @dataclass(frozen=True)
@@ -217,6 +239,7 @@ def score_class_set(model, samples: ClassSet, known: dict[str, int] | None = Non
     known: {file path: predicted digit} already computed by this model; only the other samples are run, and the
     dict is filled in (scored_class_set keeps one per model, so a new drawing costs one prediction, not 5,000).
     """
+    check_class_set_model(model)
     if len(samples.labels) == 0:
         return {"n": 0, "accuracy": None, "mistakes": [], "counts": [0] * 10}
     known = {} if known is None else known

@@ -1,4 +1,5 @@
-"""Predictions in words, and why: attribution maps over the 28x28 input (captum, and Grad-CAM on conv3)."""
+"""Predictions in words (the model's dataset's class names), and why: attribution maps over the 28x28 input
+(captum's Integrated Gradients and occlusion for every network, Grad-CAM where a network declares a grad_cam_stage)."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,12 +8,12 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Occlusion
 from torch import nn
 
-from .model import has_stage
+from .data import DATASETS, MNIST_SPEC, DatasetSpec
 
 ATTRIBUTION_METHODS = {  # key -> what its map shows (the caption's second half); the first is the page's default:
     # Integrated Gradients shows something for every drawing, Grad-CAM is empty for ~1 in 5 of this network's digits
     "integrated_gradients": "how much each pixel pushed the score up (red) or down (blue)",
-    "grad_cam": "which regions conv3's maps found decisive (coarse: conv3's maps are 7x7)",
+    "grad_cam": "which regions {stage}'s maps found decisive (coarse: {stage}'s maps are {cells})",
     "occlusion": "how much the score drops when a 5x5 patch is blacked out",
 }
 METHOD_NAMES = {"grad_cam": "Grad-CAM", "integrated_gradients": "Integrated Gradients", "occlusion": "Occlusion"}
@@ -21,8 +22,9 @@ UNSURE_BELOW = 0.6  # a top probability under this is reported as "not sure"
 # 500 MNIST test digits nothing is positive, and for 22 more the positive peak is under 2% of the negative one: a
 # map scaled up from such a sliver would look confident and mean nothing. Under this fraction it counts as empty.
 EMPTY_BELOW = 0.02
-GRAD_CAM_BACKGROUND = ("Grad-CAM can light up empty paper: each of conv3's 7x7 cells sees a wide patch of your "
-                       "drawing, and an empty spot is evidence too (no stroke where a 0 would close).")
+GRAD_CAM_BACKGROUND = ("Grad-CAM can light up empty paper: each of {stage}'s {cells} cells sees a patch of your drawing "
+                       "around it, and an empty spot is evidence too ({example}).")
+EMPTY_SPOT_EXAMPLES = {True: "no stroke where a 0 would close", False: "no sleeve where a shirt would have one"}
 
 
 def with_article(digit: int) -> str:
@@ -30,9 +32,46 @@ def with_article(digit: int) -> str:
     return f"{'an' if int(digit) == 8 else 'a'} {int(digit)}"
 
 
+def model_spec(model: nn.Module) -> DatasetSpec:
+    """The DatasetSpec of the dataset model reads (model.dataset; MNIST for a model that does not say)."""
+    return DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
+
+
+def names_are_numbers(spec: DatasetSpec) -> bool:
+    """Whether spec's class names are its labels' numbers ("0"-"9"): then an answer reads "a 7", else "Sneaker"."""
+    return spec.class_names == tuple(str(label) for label in range(spec.num_classes))
+
+
+def class_phrase(label: int, spec: DatasetSpec = MNIST_SPEC) -> str:
+    """A class as a sentence names it: "a 7", "an 8" for digits; the class name ("Sneaker") otherwise."""
+    return with_article(label) if names_are_numbers(spec) else spec.class_name(label)
+
+
+ALWAYS_A_DIGIT = ("The network must always answer with one of 0-9, even for a scribble: it has no \"not a digit\" "
+                  "answer, so this page checks the ink first. And \"sure\" is not \"right\": a high percentage "
+                  "means the network has no doubt, not that it read your digit correctly.")
+
+
+def always_an_answer(spec: DatasetSpec = MNIST_SPEC) -> str:
+    """Under every answer or refusal: the network must pick a class, and "sure" is not "right"."""
+    if names_are_numbers(spec):
+        return ALWAYS_A_DIGIT
+    return (f"The network must always answer with one of its {spec.num_classes} {spec.classes_word}, even for a "
+            f"scribble: it has no \"none of these\" answer, so this page checks the drawing first. And \"sure\" is "
+            f"not \"right\": a high percentage means the network has no doubt, not that it read your drawing correctly.")
+
+
 def attribution_methods(model: nn.Module) -> list[str]:
-    """The ATTRIBUTION_METHODS keys that apply to model: Grad-CAM needs conv3 (the softmax baseline has none)."""
-    return [method for method in ATTRIBUTION_METHODS if method != "grad_cam" or has_stage(model, "conv3")]
+    """The ATTRIBUTION_METHODS keys that apply to model: Grad-CAM needs a declared grad_cam_stage (the softmax
+    baseline and the MLP have none); Integrated Gradients and occlusion apply to every network."""
+    return [method for method in ATTRIBUTION_METHODS if method != "grad_cam" or getattr(model, "grad_cam_stage", "")]
+
+
+def grad_cam_cells(model: nn.Module, x: torch.Tensor) -> str:
+    """The size of the maps Grad-CAM weighs for an input like x, as words: "7x7" for the article's conv3."""
+    with torch.inference_mode():
+        height, width = model.features(x[:1])[0, 0].shape
+    return f"{height}x{width}"
 
 
 
@@ -42,25 +81,32 @@ def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
         return F.softmax(model(x), dim=1)[0].cpu().numpy()
 
 
-def describe(probabilities: np.ndarray) -> dict:
-    """{digit, probability, sure, text}: the answer in words; an unsure answer names the two candidates."""
+def describe(probabilities: np.ndarray, spec: DatasetSpec = MNIST_SPEC) -> dict:
+    """{digit, name, second, probability, sure, text}: the answer in spec's words; an unsure answer names the two
+    candidates. digit: the top label (an int, whatever the dataset); name: its class name ("7", "Sneaker")."""
     order = np.argsort(probabilities)[::-1]
     top, second = int(order[0]), int(order[1])
     probability = float(probabilities[top])
     sure = probability >= UNSURE_BELOW
-    text = (f"It's {with_article(top)} ({probability:.0%} sure)." if sure
-            else f"Not sure: {top} or {second}? ({probability:.0%} vs {float(probabilities[second]):.0%})")
-    return {"digit": top, "second": second, "probability": probability, "sure": sure, "text": text}
+    first_name, second_name = spec.class_name(top), spec.class_name(second)
+    if sure:
+        text = (f"It's {with_article(top)} ({probability:.0%} sure)." if names_are_numbers(spec)
+                else f"Read as {first_name} ({probability:.0%} sure).")
+    else:
+        text = f"Not sure: {first_name} or {second_name}? ({probability:.0%} vs {float(probabilities[second]):.0%})"
+    return {"digit": top, "name": first_name, "second": second, "probability": probability, "sure": sure,
+            "text": text}
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
-    """Grad-CAM on conv3's output, upsampled to (28, 28), in [0, 1]; all zeros when it is empty (see EMPTY_BELOW).
+    """Grad-CAM on the output of model's grad_cam_stage, upsampled to (28, 28), in [0, 1]; all zeros when it is
+    empty (see EMPTY_BELOW).
 
-    The same numbers as captum's LayerGradCam(model, model.conv3) with relu_attributions=True (a test
+    The same numbers as captum's LayerGradCam(model, <that stage's layer>) with relu_attributions=True (a test
     checks), but written without hooks, so one shared model can serve many sessions at once.
     """
     with torch.enable_grad():
-        maps = model.features(x.detach())  # (1, 128, 7, 7)
+        maps = model.features(x.detach())  # the article's conv3: (1, 128, 7, 7)
         score = model.head(maps)[0, target]
         gradients, = torch.autograd.grad(score, maps)
     weights = gradients.mean(dim=(2, 3), keepdim=True)  # one weight per map
@@ -101,16 +147,22 @@ def explain(model: nn.Module, x: torch.Tensor, target: int, method: str) -> dict
 
     map: (28, 28) as attribution() gives it. caption: what the picture shows, for which digit. empty: None, or the
     sentence to show instead of a blank picture. note: one more line to show under the picture, or None.
+    The class is named in the model's dataset's words ("a 7", "Sneaker"); Grad-CAM's words name its stage.
     """
     heat = attribution(model, x, target, method)
-    name, digit = METHOD_NAMES[method], with_article(target)
+    spec = model_spec(model)
+    name, target_words = METHOD_NAMES[method], class_phrase(target, spec)
     others = [METHOD_NAMES[m] for m in attribution_methods(model) if m != method]
     empty = None
     if is_empty(heat):
-        empty = (f"{name} finds nothing to show for this image: nothing in it pushed the score for {digit} up "
-                 f"in a way {name} can see." + (f" Try {others[0]}." if others else ""))
-    return {"map": heat, "empty": empty, "caption": f"{name} for {digit}: {ATTRIBUTION_METHODS[method]}",
-            "note": GRAD_CAM_BACKGROUND if method == "grad_cam" else None}
+        empty = (f"{name} finds nothing to show for this image: nothing in it pushed the score for {target_words} "
+                 f"up in a way {name} can see." + (f" Try {others[0]}." if others else ""))
+    words, note = ATTRIBUTION_METHODS[method], None
+    if method == "grad_cam":
+        stage, cells = model.grad_cam_stage, grad_cam_cells(model, x)
+        words = words.format(stage=stage, cells=cells)
+        note = GRAD_CAM_BACKGROUND.format(stage=stage, cells=cells, example=EMPTY_SPOT_EXAMPLES[names_are_numbers(spec)])
+    return {"map": heat, "empty": empty, "caption": f"{name} for {target_words}: {words}", "note": note}
 
 
 def overlay(image: np.ndarray, attributions: np.ndarray, scale: int = 8) -> np.ndarray:

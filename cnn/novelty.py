@@ -1,9 +1,14 @@
-"""Is this one digit at all? An out-of-distribution score on the features the network's classifier reads.
+"""Is this one digit (one piece of clothing) at all? An out-of-distribution score on the features the network's
+classifier reads, fitted on the training images of the model's own dataset.
 
 The network must answer one of 0-9 for anything, and it is often "100% sure" of a letter A (a 4) or a star.
 Its softmax cannot tell; where the input sits among real digits in the network's own feature space can.
 
-Features: the 2,048 numbers the fully connected layers read (conv3's maps after ReLU and pooling, flattened).
+Features (feature_layer, read from the network's declared stages): the conv maps the fully connected layers read
+(the last activation before "flatten") when they are at most MAX_FEATURES numbers, else the last hidden layer.
+The article's CNN: pool3's 2,048; LeNet: pool2's 400; the first block alone: its 6,272 maps are too many for a
+covariance, so FC 625; the MLP: FC 625. The softmax baseline has no hidden layer: it gets no check, and the page
+says so (no_check_sentence). For the article's CNN:
 Measured on the bundled model (pen-drawn letters, stars, "#", hearts, squares, each jittered, against 1,000 real
 MNIST test digits drawn back on the canvas), these separate far better than FC 625's activations: with 99% of the
 digits accepted, 96% of the non-digits were refused, against 79-84% with FC 625 and 81% with pool2's 3,136.
@@ -18,7 +23,7 @@ Threshold: the ACCEPTED_QUANTILE of the same score on held-out MNIST test digits
 score lower than raw MNIST (preprocessing makes them regular), so 98% of raw ones is ~99.5% of drawn ones. With the
 bundled model, through the Draw page's whole chain (shape and stroke checks first): 5 of 1,000 test digits drawn
 on the canvas refused, 0 of 120 pen-drawn digits (12 shapes, jittered), 128 of 130 jittered non-digits refused.
-The softmax baseline has no conv features: it gets no check (novelty_model returns None).
+The other networks and Fashion-MNIST use the same score and quantile, measured only on held-out test images.
 """
 from __future__ import annotations
 
@@ -32,8 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data import MNIST_SPEC, DatasetSpec
 from .drawing import FIELD, LruCache
-from .model import has_stage
+from .explain import model_spec
 
 LOG = logging.getLogger(__name__)
 
@@ -45,26 +51,69 @@ ACCEPTED_QUANTILE = 0.98  # accept 98% of held-out real MNIST digits (drawn ones
 SHRINKAGE = 0.2  # covariance = (1 - s) * sample covariance + s * (its mean variance) * I; 0.2 measured best of 0.1-0.4
 BATCH = 500  # images per forward pass while fitting: bounded memory (~40 MB of activations)
 CACHED_MODELS = 4  # fitted checkpoints kept: each holds two 2048x2048 float32 matrices (32 MB)
+MAX_FEATURES = 2_048  # conv features with more numbers than this are not used: a DxD covariance costs D^2 * 8 bytes
 
 NOT_A_DIGIT = ("That doesn't look like one digit, so the network's answer would mean nothing: the network must "
                "pick one of 0-9 even for a letter or a scribble. Draw one digit, large.")
 
 
-def not_a_digit_sentence() -> str:
-    """What the Draw page says when the network's features say the drawing is unlike any digit."""
-    return NOT_A_DIGIT
+def not_a_digit_sentence(spec: DatasetSpec = MNIST_SPEC) -> str:
+    """What the Draw page says when the network's features say the drawing is unlike any of spec's images."""
+    if spec.preparation == "digit":
+        return NOT_A_DIGIT
+    thing = spec.item.removeprefix("a ").removeprefix("an ")
+    return (f"That doesn't look like any {thing}, so the network's answer would mean nothing: the network must "
+            f"pick one of its {spec.num_classes} {spec.classes_word} even for a scribble. Draw {spec.item}, large.")
+
+
+def feature_layer(stages, sizes: dict[str, int]) -> str | None:
+    """The activation the check reads, from declared stages and each activation's size (numbers per image): the
+    last one before "flatten" if it has at most MAX_FEATURES numbers, else the last hidden one; None without either.
+    """
+    names = [stage.name for stage in stages]
+    flatten = names.index("flatten") if "flatten" in names else 0
+    maps = [stage.activation for stage in stages[:flatten] if stage.activation]
+    hidden = [stage.activation for stage in stages[flatten:-1] if stage.activation]  # the last stage gives logits
+    if maps and sizes[maps[-1]] <= MAX_FEATURES:
+        return maps[-1]
+    return hidden[-1] if hidden else None
+
+
+def novelty_layer(model: nn.Module) -> str | None:
+    """feature_layer of model ("pool3" for the article's CNN, "fc" for the MLP, None for softmax regression)."""
+    stages = getattr(model, "stages", ())
+    if not stages:
+        return None
+    side = model_spec(model).side
+    with torch.inference_mode():
+        acts = model.forward_with_activations(torch.zeros(1, 1, side, side))
+    return feature_layer(stages, {name: value[0].numel() for name, value in acts.items()})
+
+
+def no_check_sentence(model: nn.Module) -> str | None:
+    """The honest sentence for a model that gets no check (no hidden layer to compare with), else None."""
+    if novelty_layer(model) is not None:
+        return None
+    spec = model_spec(model)
+    thing = "digit" if spec.preparation == "digit" else spec.item.removeprefix("a ").removeprefix("an ")
+    return (f"This network has no hidden layer, so this page cannot check whether a drawing looks like a {thing} "
+            "at all: it reads whatever you draw.")
 
 
 def digit_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """(N, 1, 28, 28) float32 in [0, 1] -> (N, 2048) float32: conv3's pooled maps, flattened; None without convs.
+    """(N, 1, side, side) float32 in [0, 1] -> (N, D) float32: the novelty_layer's activation, flattened (the
+    article's CNN: conv3's pooled maps, D = 128 * 4 * 4 = 2048); None for a network without one.
 
     forward_with_activations, not a hook: one shared model serves many sessions at once (see explain.grad_cam).
     The model must be in eval mode (dropout off), as every model the app loads is.
     """
-    if not has_stage(model, "pool3"):
+    stages = getattr(model, "stages", ())
+    if not stages:
         return None
     with torch.inference_mode():
-        return model.forward_with_activations(x)["pool3"].flatten(1).float()  # (N, 128 * 4 * 4)
+        acts = model.forward_with_activations(x)
+    layer = feature_layer(stages, {name: value[0].numel() for name, value in acts.items()})
+    return None if layer is None else acts[layer].flatten(1).float()
 
 
 def _batched_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -141,12 +190,13 @@ def fit_features(features: torch.Tensor, labels: torch.Tensor, held_out: torch.T
 def novelty_model(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                   held_out: torch.Tensor) -> NoveltyModel | None:
     """Fit the score for model: images (N, 28, 28) uint8 and labels (N,) for the means and covariances,
-    held_out (M, 28, 28) uint8 real digits (none of them in images) for the threshold. None without conv features.
+    held_out (M, 28, 28) uint8 real digits (none of them in images) for the threshold. None without a layer to read
+    (novelty_layer).
 
     6,000 forward passes (~4.6 s) and two 2048x2048 covariances and inverses (~4.1 s): ~9-11 s on one core of the
     shared 2-core machine under a load of 5-8; once per checkpoint (cached_novelty_model).
     """
-    if not has_stage(model, "pool3"):
+    if novelty_layer(model) is None:
         return None
     start = time.perf_counter()
     fitted = fit_features(_batched_features(model, images), labels, _batched_features(model, held_out))
@@ -166,14 +216,24 @@ def _lookup(model: nn.Module) -> tuple[bool, NoveltyModel | None]:
     return (True, entry[1]) if found and entry[0]() is model else (False, None)
 
 
+def check_dataset(model: nn.Module, data) -> None:
+    """ValueError unless data (a cnn.data.ImageDataset) is the dataset model reads: the check is fitted on the
+    model's own training images (a Fashion model's features of digits would call every T-shirt unlike anything)."""
+    spec = getattr(data, "spec", MNIST_SPEC)
+    if spec.name != model_spec(model).name:
+        raise ValueError(f"This model reads {model_spec(model).title}, but the check was given {spec.title}.")
+
+
 def cached_novelty_model(model: nn.Module, data, wait: bool = True) -> NoveltyModel | None:
-    """novelty_model for model on MNIST (data: cnn.data.MNIST), fitted once per model object and kept.
+    """novelty_model for model on its dataset (data: its cnn.data.ImageDataset, see check_dataset), fitted once per
+    model object and kept.
 
     The app's models are loaded once per checkpoint and never changed, so the model object stands for its
     checkpoint. wait=False never blocks (a page's rerun must not wait ~10 s): before the fit is ready it starts
     it in a background thread and returns None, as for a model that gets no check. A fit that fails (a
     degenerate model) is kept as None too: the check is skipped, not retried on every stroke.
     """
+    check_dataset(model, data)
     found, fitted = _lookup(model)
     if found:
         return fitted
@@ -210,8 +270,9 @@ def _fit_in_background(model: nn.Module, data) -> None:
 
 def not_a_digit(model: nn.Module, image: np.ndarray, data, wait: bool = True) -> str | None:
     """The sentence when the network's features say a (28, 28) uint8 image (white on black, as preprocessed for
-    the network) is unlike any digit; None when it is digit-like, or when nothing can tell: no MNIST (data None),
-    a model without conv features (the softmax baseline), or (wait=False) a fit not ready yet."""
+    the network) is unlike any image of its dataset (not_a_digit_sentence of the model's dataset); None when it is
+    alike, or when nothing can tell: no data (None), a model without a hidden layer (the softmax baseline), or
+    (wait=False) a fit not ready yet. data: the model's dataset (ValueError for another, see check_dataset)."""
     image = np.asarray(image)
     if image.shape != (FIELD, FIELD):
         raise ValueError(f"expected a {FIELD}x{FIELD} image, got {image.shape}")
@@ -221,4 +282,4 @@ def not_a_digit(model: nn.Module, image: np.ndarray, data, wait: bool = True) ->
     if fitted is None:
         return None
     x = torch.from_numpy(image.astype(np.float32) / 255.0).view(1, 1, FIELD, FIELD)
-    return None if fitted.accepts(model, x) else not_a_digit_sentence()
+    return None if fitted.accepts(model, x) else not_a_digit_sentence(model_spec(model))

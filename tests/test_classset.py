@@ -191,3 +191,23 @@ def test_the_session_cap_counts_the_samples_it_has_now(tmp_path):
     undo_last_save(tmp_path, saves)
     label_drawing(tmp_path, drawing(2), 1, saves, settings=limits)
     assert saved_labels(tmp_path) == [1, 1]
+
+
+def test_the_class_set_holds_digits_and_says_so_to_a_fashion_model(tmp_path):
+    """The folders 0-9 are MNIST's classes: a Fashion model is not scored on them (its answers would be clothes),
+    and the page's sentence says why; an MNIST model still is."""
+    from cnn.classset import class_set_note
+
+    save_sample(tmp_path, np.zeros((28, 28), np.uint8), 3)
+    samples = load_class_set(tmp_path)
+    assert class_set_note("mnist") is None
+    note = class_set_note("fashion")
+    assert note.startswith("The class's handwriting set holds digits, so it is for MNIST models")
+    assert "Fashion-MNIST" in note
+    fashion = ConvNet().eval()
+    fashion.dataset = "fashion"
+    with pytest.raises(ValueError, match="holds digits"):
+        score_class_set(fashion, samples)
+    with pytest.raises(ValueError, match="holds digits"):
+        scored_class_set(tmp_path, fashion, ("fashion-model", 0))
+    assert score_class_set(ConvNet().eval(), samples)["n"] == 1

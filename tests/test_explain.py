@@ -4,8 +4,8 @@ import pytest
 import torch
 from captum.attr import LayerAttribution, LayerGradCam
 
-from cnn.explain import (ATTRIBUTION_METHODS, EMPTY_BELOW, attribution, attribution_methods, describe, explain, grad_cam,
-                         is_empty, overlay, predict, with_article)
+from cnn.explain import (ATTRIBUTION_METHODS, EMPTY_BELOW, always_an_answer, attribution, attribution_methods,
+                         class_phrase, describe, explain, grad_cam, is_empty, overlay, predict, with_article)
 from cnn.model import ConvNet, SoftmaxRegression
 
 
@@ -148,3 +148,71 @@ def test_one_shared_model_serves_eight_threads_at_once():
     assert {name: tensor.numpy().tobytes() for name, tensor in model.state_dict().items()} == weights_before
     assert all(p.grad is None for p in model.parameters())
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+
+
+# ---------------------------------------------------------------- every network, every dataset
+
+def fashion_model(network: str = "cnn"):
+    """An untrained network of the given kind, built for Fashion-MNIST (its answers are any class: words are tested)."""
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    torch.manual_seed(0)
+    return build_model(ARTICLE.replace(dataset="fashion", architecture=network)).eval()
+
+
+def test_answers_use_the_datasets_class_names():
+    from cnn.data import FASHION_SPEC
+
+    sure = describe(np.array([0.01] * 7 + [0.91, 0.01, 0.03]), FASHION_SPEC)
+    assert sure["digit"] == 7 and sure["name"] == "Sneaker" and sure["text"] == "Read as Sneaker (91% sure)."
+    unsure = np.zeros(10)
+    unsure[6], unsure[0] = 0.5, 0.45
+    assert describe(unsure, FASHION_SPEC)["text"] == "Not sure: Shirt or T-shirt/top? (50% vs 45%)"
+    assert describe(np.array([0.01] * 9 + [0.91]))["name"] == "9"  # MNIST: the name is the digit
+    assert class_phrase(9, FASHION_SPEC) == "Ankle boot" and class_phrase(8) == "an 8"
+    assert "0-9" in always_an_answer() and "0-9" not in always_an_answer(FASHION_SPEC)
+    assert "10 classes" in always_an_answer(FASHION_SPEC)
+
+
+def test_a_fashion_models_explanation_names_its_class():
+    model = fashion_model()
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 4:24, 6:22] = 1.0
+    shown = explain(model, x, 7, "integrated_gradients")
+    assert shown["caption"].startswith("Integrated Gradients for Sneaker: ")
+    cam = explain(model, torch.zeros(1, 1, 28, 28), 0, "grad_cam")  # no biases: a blank image gives nothing
+    assert "score for T-shirt/top" in cam["empty"] and "digit" not in cam["note"] and "0" not in cam["note"]
+
+
+@pytest.mark.parametrize("network, stage, cells", [("cnn", "conv3", "7x7"), ("lenet", "conv2", "10x10"),
+                                                   ("one-conv", "conv1", "28x28")])
+def test_grad_cam_on_every_network_that_declares_a_stage(network, stage, cells):
+    """Grad-CAM is offered where a network declares its stage, equals captum's on that layer, and says its size."""
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARTICLE.replace(architecture=network, init_std=0.1)).eval()
+    assert attribution_methods(model) == ["integrated_gradients", "grad_cam", "occlusion"]
+    x = torch.rand(1, 1, 28, 28)
+    target = int(predict(model, x).argmax())  # the answer's class: its evidence is positive somewhere
+    mine = grad_cam(model, x, target)
+    reference = LayerGradCam(model, getattr(model, stage)).attribute(x, target=target, relu_attributions=True)
+    reference = LayerAttribution.interpolate(reference, (28, 28), interpolate_mode="bilinear")[0, 0].detach()
+    assert not is_empty(mine) and float(reference.max()) > 0
+    assert np.allclose(mine, (reference / reference.max()).numpy(), atol=1e-5)
+    shown = explain(model, x, target, "grad_cam")
+    assert f"{stage}'s maps are {cells}" in shown["caption"] and f"{stage}'s {cells} cells" in shown["note"]
+
+
+@pytest.mark.parametrize("network", ["mlp", "softmax"])
+def test_networks_without_a_grad_cam_stage_get_the_other_two(network):
+    model = fashion_model(network)
+    assert attribution_methods(model) == ["integrated_gradients", "occlusion"]
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 4:24, 6:22] = 1.0
+    for method in attribution_methods(model):
+        assert attribution(model, x, 3, method).shape == (28, 28)
+    with pytest.raises(ValueError, match="choose one of integrated_gradients, occlusion"):
+        attribution(model, x, 3, "grad_cam")

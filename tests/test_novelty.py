@@ -14,8 +14,9 @@ import torch
 import cnn
 from cnn.drawing import drawing_problem, preprocess_steps, stroke_problem
 from cnn.model import ConvNet, SoftmaxRegression
-from cnn.novelty import (ACCEPTED_QUANTILE, SHRINKAGE, THRESHOLD_DIGITS, cached_novelty_model, fit_features,
-                         not_a_digit, not_a_digit_sentence, novelty_model)
+from cnn.novelty import (ACCEPTED_QUANTILE, SHRINKAGE, THRESHOLD_DIGITS, cached_novelty_model, digit_features,
+                         fit_features, no_check_sentence, not_a_digit, not_a_digit_sentence, novelty_layer,
+                         novelty_model)
 from tests.conftest import synthetic_mnist, wait_for
 from tests.test_drawing import _circle, _fabric, pen
 from tests.test_drawing_mnist import draw_on_canvas
@@ -75,6 +76,68 @@ def test_the_softmax_baseline_gets_no_check():
     model = SoftmaxRegression().eval()
     assert novelty_model(model, data.train_images, data.train_labels, data.test_images) is None
     assert not_a_digit(model, data.test_images[0].numpy(), data) is None
+
+
+@pytest.mark.parametrize("network, layer, size", [
+    ("cnn", "pool3", 2048),  # conv3's pooled maps: 128 x 4 x 4, as measured best for the article's network
+    ("lenet", "pool2", 400),  # 16 x 5 x 5
+    ("one-conv", "fc", 625),  # its maps are 32 x 14 x 14 = 6,272, over MAX_FEATURES: the hidden layer instead
+    ("mlp", "fc", 625),  # no maps: its hidden layer
+])
+def test_the_check_reads_what_each_network_has(network, layer, size):
+    """The layer comes from the declared stages (sizes worked out by hand), and the features are that activation."""
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    model = build_model(ARTICLE.replace(architecture=network)).eval()
+    assert novelty_layer(model) == layer and no_check_sentence(model) is None
+    x = torch.rand(3, 1, 28, 28)
+    features = digit_features(model, x)
+    assert features.shape == (3, size)
+    assert torch.equal(features, model.forward_with_activations(x)[layer].flatten(1))
+
+
+def test_the_softmax_baseline_is_told_honestly_that_nothing_checks_its_drawings():
+    from cnn.data import FASHION_SPEC
+
+    model = SoftmaxRegression().eval()
+    assert novelty_layer(model) is None and digit_features(model, torch.rand(1, 1, 28, 28)) is None
+    assert no_check_sentence(model).startswith("This network has no hidden layer, so this page cannot check")
+    model.dataset = FASHION_SPEC.name
+    assert "piece of clothing" in no_check_sentence(model) and "digit" not in no_check_sentence(model)
+
+
+@pytest.mark.parametrize("network", ["mlp", "lenet"])
+def test_networks_without_conv3_refuse_what_is_unlike_their_training_images(network):
+    """SYNTHETIC: bars of ten heights. An MLP's or LeNet's own features tell a white square from the bars."""
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    torch.manual_seed(0)
+    data = synthetic_mnist()
+    model = build_model(ARTICLE.replace(architecture=network, init="kaiming")).eval()
+    blank_white = np.full((28, 28), 255, dtype=np.uint8)
+    assert not_a_digit(model, blank_white, data) == not_a_digit_sentence()
+    accepted = [not_a_digit(model, image.numpy(), data) is None for image in data.test_images[:50]]
+    assert sum(accepted) >= 45  # unseen bars pass (98% of the held-out ones by construction of the threshold)
+
+
+def test_a_fashion_model_is_checked_against_clothes_in_clothes_words():
+    """The check is fitted on the model's own dataset: a Fashion model given MNIST refuses to fit, and its
+    sentence speaks of clothes."""
+    from cnn.config import ARTICLE
+    from cnn.data import FASHION_SPEC
+    from cnn.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ARTICLE.replace(dataset="fashion", init="kaiming")).eval()
+    clothes = synthetic_mnist(dataset="fashion")  # SYNTHETIC bars that carry Fashion-MNIST's spec
+    with pytest.raises(ValueError, match="reads Fashion-MNIST, but the check was given MNIST"):
+        not_a_digit(model, clothes.test_images[0].numpy(), synthetic_mnist())
+    refusal = not_a_digit(model, np.full((28, 28), 255, dtype=np.uint8), clothes)
+    assert refusal == not_a_digit_sentence(FASHION_SPEC)
+    assert refusal.startswith("That doesn't look like any piece of clothing") and "0-9" not in refusal
+    assert "10 classes" in refusal and refusal.endswith("Draw a piece of clothing, large.")
 
 
 def test_fitted_once_per_model_and_only_28x28_images():
