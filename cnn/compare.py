@@ -187,7 +187,8 @@ def run_labels(runs: list[ComparedRun]) -> dict[str, str]:
     titles = {run.name: NETWORKS[run.card.get("network", "cnn")].title if run.card.get("network", "cnn") in NETWORKS
               else str(run.card.get("network")) for run in runs}
     shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
-    return {name: f"{title} ({name})" if title in shared else title for name, title in titles.items()}
+    return {name: f"{title} ({shown_name(name)})" if title in shared else title
+            for name, title in titles.items()}
 
 
 def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
@@ -225,8 +226,8 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
 
 
 def shown_name(key: str) -> str:
-    """A run's name as the table shows it: "mlp-1epoch (bundled)" for the bundled 1-epoch set's "compare:mlp-1epoch"."""
-    return f"{key.removeprefix(BUNDLED_PREFIX)} (bundled)" if key.startswith(BUNDLED_PREFIX) else key
+    """A run's name as the table and the legend show it: "mlp-1epoch" for the bundled 1-epoch set's "compare:mlp-1epoch"."""
+    return key.removeprefix(BUNDLED_PREFIX)
 
 
 def table_rows(rows: list[dict]) -> list[dict]:

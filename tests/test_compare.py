@@ -300,7 +300,7 @@ def test_candidates_are_the_bundled_set_then_finished_runs_with_an_epoch(tmp_pat
     assert [c.dataset for c in found] == ["mnist"] * 5 + ["fashion"]
     assert compare.default_choice(found) == keys[:4]
     assert compare.default_choice([c for c in found if c.dataset == "fashion"]) == ["fashion-run"]
-    assert compare.shown_name("compare:mlp-1epoch") == "mlp-1epoch (bundled)" and compare.shown_name("done") == "done"
+    assert compare.shown_name("compare:mlp-1epoch") == "mlp-1epoch" and compare.shown_name("done") == "done"
 
 
 # ---------------------------------------------------------------- real MNIST
@@ -322,3 +322,48 @@ def test_after_one_epoch_the_cnn_keeps_more_accuracy_at_4_pixels_than_the_mlp_an
     assert at4["cnn-1epoch"] > at4["mlp-1epoch"] and at4["cnn-1epoch"] > at4["softmax-1epoch"], at4
     for name, curve in measured.items():  # every one of them is a real reader of unmoved digits
         assert curve[0]["accuracy"] > 0.85 and math.isfinite(curve[1]["accuracy"]), (name, curve)
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    import streamlit as st
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    address = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")  # a laptop: its one user is the teacher
+    yield AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    config.set_option("server.address", address)
+    st.cache_resource.clear()
+
+
+@pytest.mark.mnist  # the page loads MNIST's test images for the shift curves
+def test_the_page_offers_a_finished_run_and_drops_forged_choices(app, tmp_path):
+    saved_run(tmp_path / "runs" / "my-softmax", SOFTMAX, accuracy=0.9, per_class_accuracy=[0.9] * 10, wall_seconds=3.0)
+    app.session_state["kept.compare_dataset"] = "../etc"  # a browser can send any value: forged, then stale
+    app.session_state["kept.compare_runs"] = ["compare:softmax-1epoch", "no-such-run", "compare:../x"]
+    app.session_state["compare_default_for"] = "mnist"
+    app.run()
+    app.switch_page("pages/compare.py").run()
+    assert not app.exception
+    assert app.selectbox(key="kept.compare_dataset").value == "mnist"
+    runs = app.multiselect(key="kept.compare_runs")
+    assert runs.value == ["compare:softmax-1epoch"]
+    assert any(option.startswith("my-softmax: softmax regression") for option in runs.options)
+    runs.set_value(["compare:cnn-1epoch", "my-softmax"]).run()
+    assert not app.exception and not app.error
+    table = next(m.value for m in app.markdown if m.value.startswith("| network"))
+    _, cnn_card = load_checkpoint(compare.BUNDLED_COMPARISON["cnn-1epoch"][1])
+    assert f"| the article's CNN | cnn-1epoch | 1 | {100 * cnn_card['accuracy']:.2f}% | 1,378,698 |" in table
+    assert "| softmax regression | my-softmax | 1 | 90.00% | 7,850 | 3 s |" in table
+    # The new run's curve was measured on this view and kept beside its checkpoint for the next one.
+    assert (tmp_path / "runs" / "my-softmax" / "model.shift.json").is_file()
+    assert any(m.value.startswith("Moved by 4 pixels,") for m in app.markdown)
