@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import quote
 
-from .checkpoint import run_name_problem
-from .config import PRESETS, TrainConfig
+from .checkpoint import BUNDLED_MODELS, run_name_problem
+from .config import PRESETS, TrainConfig, presets_for
+from .model import NETWORKS
 from .storage import atomic_write
-from .views import accuracy_text, plural
+from .views import accuracy_text, config_model, dataset_title, network_title, plural
 
 LOG = logging.getLogger(__name__)
 
@@ -30,9 +31,12 @@ CLASS_SETTINGS_FILE = "classroom.json"
 MAX_SETTINGS_BYTES = 64 * 1024  # a real file is ~200 bytes; a larger one is not ours
 TRAINING_CHOICES = ("limited", "any", "none")  # what students may start
 BUNDLED = "bundled"
-# The fields that make a preset what it is: a student may change epochs (up to the cap), seed, batch size,
+# The fields that make a preset's recipe what it is: a student may change epochs (up to the cap), seed, batch size,
 # learning rate and the keep-probabilities, but a run that claims "fast" with ARTICLE's optimizer is not FAST.
-PRESET_DEFINING_FIELDS = ("architecture", "optimizer", "schedule", "init", "init_std", "label_smoothing",
+# The network and the dataset are not among them: a class's rule is about the recipe and the epochs, and FAST
+# trains an MLP as well as the article's CNN. (The softmax preset's all-zero start on a network with hidden layers
+# is refused for everyone by TrainConfig.problem().)
+PRESET_DEFINING_FIELDS = ("optimizer", "schedule", "init", "init_std", "label_smoothing",
                           "rmsprop_decay", "rmsprop_epsilon", "eval_every", "eval_subset")
 PRESET_WORDS = {"article": "ARTICLE", "fast": "FAST", "softmax": "the softmax baseline"}
 TEACHER_CLEARED = "Dropped from the queue: the teacher cleared the queue."
@@ -138,8 +142,8 @@ class ClassSettings:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= 1000:
             return "max_epochs must be a whole number from 1 to 1,000."
         model = self.class_model
-        if not isinstance(model, str) or (model != BUNDLED and run_name_problem(model)):
-            return "class_model must be 'bundled' or a run's name."
+        if not isinstance(model, str) or (model not in BUNDLED_MODELS and run_name_problem(model)):
+            return f"class_model must be a bundled model ({', '.join(BUNDLED_MODELS)}) or a run's name."
         return ""
 
     def to_dict(self) -> dict:
@@ -221,6 +225,17 @@ def student_presets(settings: ClassSettings) -> tuple[str, ...]:
     return tuple(name for name in PRESETS if name in allowed)
 
 
+def network_presets(network: str, presets: tuple[str, ...]) -> tuple[str, ...]:
+    """The presets of presets (what this session may start) that can train network, its default first."""
+    return tuple(name for name in presets_for(network) if name in presets)
+
+
+def trainable_networks(presets: tuple[str, ...]) -> tuple[str, ...]:
+    """The networks, in NETWORKS order, that some preset of presets can train (a class that allows only the
+    softmax preset offers only softmax regression)."""
+    return tuple(name for name in NETWORKS if network_presets(name, presets))
+
+
 def student_max_epochs(settings: ClassSettings) -> int | None:
     """The most epochs a student's run may have (None: only the server's step cap applies)."""
     return settings.max_epochs if settings.student_training == "limited" else None
@@ -229,8 +244,8 @@ def student_max_epochs(settings: ClassSettings) -> int | None:
 def student_refusal(config: TrainConfig, settings: ClassSettings) -> str | None:
     """None when a student may start config under the class's settings, else the sentence saying what they may start.
 
-    Checked on the server: the preset's name, the fields that define it (a forged "fast" with ARTICLE's optimizer
-    is refused) and the epochs.
+    Checked on the server: the preset's name, the fields that define its recipe (a forged "fast" with ARTICLE's
+    optimizer is refused) and the epochs. Any network and dataset may be trained with an allowed recipe.
     """
     rules = class_rules_sentence(settings)
     if rules is None or settings.student_training == "none":
@@ -265,14 +280,18 @@ def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[
     for the session tag me).
 
     active: queued, running and paused runs, oldest first (the queue's order), with the buttons each one gets;
-    ended: {"run", "started by", "status", "accuracy", "note"} rows of text, newest first.
+    ended: {"run", "network", "dataset", "started by", "status", "accuracy", "note"} rows of text, newest first.
     """
     def by(job: dict) -> str:
         return "you" if me is not None and job["started_by"] == me else job["started_by"]
 
+    def trained(job: dict) -> dict:
+        network, dataset = config_model(job.get("config"))
+        return {"network": network_title(network), "dataset": dataset_title(dataset)}
+
     active = [dict(job, actions=run_actions(job["status"]), started_by=by(job))
               for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE]
-    ended = [{"run": job["name"], "started by": by(job), "status": job["status"],
+    ended = [{"run": job["name"], **trained(job), "started by": by(job), "status": job["status"],
               "accuracy": accuracy_text(job["test_accuracy"]), "note": job["error"] or ""}
              for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE]
     return active, ended
@@ -280,9 +299,12 @@ def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[
 
 
 def class_model_choices(runs) -> list[str]:
-    """"bundled" first, then every run on disk with a model and a card that ended (finished or stopped)."""
-    return [BUNDLED] + [run.name for run in runs if run.name != BUNDLED and run.checkpoint is not None
-                        and run.card is not None and run.status in ("finished", "stopped")]
+    """"bundled" first, then the other bundled models listed (Fashion-MNIST's), then every run on disk with a
+    model and a card that ended (finished or stopped), of any dataset."""
+    usable = [run for run in runs if run.name != BUNDLED and run.checkpoint is not None and run.card is not None
+              and run.status in ("finished", "stopped")]
+    return ([BUNDLED] + [run.name for run in usable if run.name in BUNDLED_MODELS]
+            + [run.name for run in usable if run.name not in BUNDLED_MODELS])
 
 
 def settings_from_form(current: ClassSettings, training: object, presets: object, max_epochs: object,

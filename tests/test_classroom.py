@@ -73,7 +73,11 @@ RULES = "students may start FAST or the softmax baseline, at most 2 epochs: ask 
     (FAST.replace(epochs=2, seed=7, batch_size=32, learning_rate=0.001, p_keep_conv=0.5, p_keep_hidden=0.6), False),
     (FAST.replace(optimizer="rmsprop_tf"), True),  # "fast" in name only
     (FAST.replace(init="normal", schedule="constant"), True),
-    (FAST.replace(architecture="softmax"), True),
+    # A class's rule is about the recipe and epochs: any network, any dataset (issue 12).
+    (FAST.replace(architecture="mlp"), False),
+    (FAST.replace(architecture="softmax", dataset="fashion", epochs=2), False),
+    (FAST.replace(architecture="lenet", dataset="fashion", optimizer="sgd"), True),  # still not FAST's recipe
+    (FAST.replace(architecture="one-conv", epochs=3), True),  # still the class's epochs
     (SOFTMAX.replace(epochs=2), False),
     (SOFTMAX, True),  # its own default is 5 epochs
     (ARTICLE.replace(name="nonsense", epochs=1), True),
@@ -94,6 +98,40 @@ def test_student_refusal_when_no_training_or_anything_is_allowed():
     one = ClassSettings(allowed_presets=("softmax",), max_epochs=1)
     assert student_refusal(FAST.replace(epochs=1), one) == ("On this class server students may start the softmax "
                                                              "baseline, at most 1 epoch: ask your teacher for more.")
+
+
+def test_a_forged_softmax_preset_run_of_a_cnn_is_still_refused_at_the_server(tmp_path):
+    """The class allows the softmax preset; its all-zero start on a network with hidden layers is refused for
+    everyone (TrainConfig.problem), before the class's rule is looked at."""
+    from cnn.jobs import JobManager
+    from tests.conftest import synthetic_mnist
+
+    data = synthetic_mnist()
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs")
+    forged = SOFTMAX.replace(architecture="cnn", epochs=1)
+    assert student_refusal(forged, ClassSettings()) is None  # the class's rule alone would let it through
+    for network in ("cnn", "mlp", "lenet", "one-conv"):
+        with pytest.raises(ValueError, match="cannot start from all-zero weights"):
+            manager.submit(SOFTMAX.replace(architecture=network, epochs=1), f"forged-{network}", "student",
+                           teacher=False)
+    assert manager.jobs() == [] and not (tmp_path / "runs").exists()
+
+
+def test_a_class_offers_the_networks_its_presets_can_train():
+    from cnn.classroom import network_presets, trainable_networks
+
+    assert trainable_networks(("fast", "softmax")) == ("cnn", "softmax", "mlp", "lenet", "one-conv")
+    assert trainable_networks(("softmax",)) == ("softmax",)  # the softmax recipe trains softmax regression only
+    assert network_presets("softmax", ("article", "fast", "softmax")) == ("softmax", "article", "fast")
+    assert network_presets("mlp", ("fast", "softmax")) == ("fast",)
+    assert network_presets("cnn", ("softmax",)) == ()
+
+
+def test_the_bundled_fashion_model_can_be_the_class_model(tmp_path):
+    chosen = ClassSettings(class_model="bundled-fashion")
+    assert chosen.problem() == ""
+    write_class_settings(tmp_path, chosen)
+    assert read_class_settings(tmp_path).class_model == "bundled-fashion"
 
 
 # ---------------------------------------------------------------- the settings on disk
@@ -137,17 +175,19 @@ def test_run_rows_split_active_and_ended_with_the_teachers_buttons():
         return {"id": id_, "name": f"run-{id_}", "status": status, "started_by": f"session 000{id_}",
                 "test_accuracy": None, "error": error}
 
-    finished = dict(job(5, "finished"), test_accuracy=0.99094)
+    finished = dict(job(5, "finished"), test_accuracy=0.99094, config=FAST.replace(
+        architecture="mlp", dataset="fashion").to_dict())
     active, ended = run_rows([job(4, "queued"), job(3, "stopped", "Stopped by the teacher."), job(2, "paused"),
                               job(1, "running"), finished], me="session 0002")
     assert [(j["id"], j["actions"]) for j in active] == [(1, ("Pause", "Stop")), (2, ("Resume", "Stop")),
                                                         (4, ("Stop",))]
     assert [j["started_by"] for j in active] == ["session 0001", "you", "session 0004"]  # the teacher's own: "you"
     # Text a table shows as it is: no "None" for a run stopped before its first epoch.
-    assert ended == [{"run": "run-5", "started by": "session 0005", "status": "finished", "accuracy": "99.09%",
-                      "note": ""},
-                     {"run": "run-3", "started by": "session 0003", "status": "stopped", "accuracy": "no epoch yet",
-                      "note": "Stopped by the teacher."}]
+    # Each ended run says what it trained (a job view from before issue 12 has no config: the article's CNN on MNIST).
+    assert ended == [{"run": "run-5", "network": "an MLP", "dataset": "Fashion-MNIST", "started by": "session 0005",
+                      "status": "finished", "accuracy": "99.09%", "note": ""},
+                     {"run": "run-3", "network": "the article's CNN", "dataset": "MNIST", "started by": "session 0003",
+                      "status": "stopped", "accuracy": "no epoch yet", "note": "Stopped by the teacher."}]
 
 
 def test_class_model_choices_are_ended_runs_with_a_model(tmp_path):
@@ -160,6 +200,9 @@ def test_class_model_choices_are_ended_runs_with_a_model(tmp_path):
     runs = [run("done", "finished"), run("halted", "stopped"), run("busy", "running"), run("broken", "failed"),
             run("no-model", "finished", checkpoint=False), run("no-card", "finished", card=False)]
     assert class_model_choices(runs) == ["bundled", "done", "halted"]
+    # As list_runs gives them: the runs, then the bundled models; both bundled models come first, MNIST's leading.
+    listed = runs + [run("bundled", "finished"), run("bundled-fashion", "finished")]
+    assert class_model_choices(listed) == ["bundled", "bundled-fashion", "done", "halted"]
 
 
 # ---------------------------------------------------------------- the app's sessions (AppTest)
@@ -311,3 +354,32 @@ def test_a_short_chosen_token_stops_the_app_with_a_sentence(class_server, monkey
     assert [e.value for e in app.error] == [
         "The class server is not set up right: CNN_TEACHER_TOKEN must be at least 12 characters long "
         "(a short one can be guessed)."]
+
+
+def test_the_class_model_chooser_lists_the_bundled_fashion_model_and_runs_of_both_datasets_labelled(
+        class_server, tmp_path, monkeypatch):
+    from cnn import checkpoint
+    from tests.test_app_pages import save_run
+    from tests.test_networks_train import fashion_bundle
+
+    monkeypatch.setitem(checkpoint.BUNDLED_MODELS, "bundled-fashion", fashion_bundle(tmp_path))
+    save_run(class_server, "digits-run", config=FAST)
+    save_run(class_server, "clothes-mlp", config=FAST.replace(architecture="mlp", dataset="fashion"))
+    teacher = session({"teacher": TOKEN})
+    teacher.switch_page("pages/teacher.py").run()
+    assert not teacher.exception
+    chooser = next(box for box in teacher.selectbox if box.label.startswith("Every session that has not chosen"))
+    assert chooser.options[:2] == ["bundled", "bundled-fashion (the article's CNN on Fashion-MNIST)"]
+    assert sorted(chooser.options[2:]) == ["clothes-mlp (an MLP on Fashion-MNIST)", "digits-run"]
+    chooser.set_value("bundled-fashion")
+    teacher.button(key="FormSubmitter:class-model-Make it the class model").click().run()
+    assert not teacher.exception and not teacher.error
+    assert read_class_settings(class_server).class_model == "bundled-fashion"
+    # Every session that chose nothing now reads clothes: the other pages follow model.dataset.
+    probe = AppTest.from_string("""
+import streamlit as st
+from pages.shared import active_model, active_model_source
+model, card, run = active_model()
+st.write(f"{run}|{model.dataset}|{card['dataset']}|{active_model_source()}")
+""", default_timeout=120).run()
+    assert probe.markdown[0].value == "bundled-fashion|fashion|fashion|the class model"
