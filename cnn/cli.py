@@ -130,10 +130,9 @@ def _run_folder(out: str, runs_dir: Path) -> Path:
 
 def default_run_name(config) -> str:
     """runs/ folder name for a CLI run: the preset and seed, led by the dataset and network when not the defaults."""
-    parts = [config.dataset] if config.dataset != "mnist" else []
-    if config.architecture not in ("cnn", "softmax") or (config.architecture == "softmax") != (config.name == "softmax"):
-        parts.append(config.architecture)
-    return "-".join(parts + [f"{config.name}-seed{config.seed}"])
+    from .runs import run_name_stem
+
+    return f"{run_name_stem(config.name, config.architecture, config.dataset)}-seed{config.seed}"
 
 
 def cmd_train(args) -> int:

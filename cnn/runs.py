@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import (BUNDLED_MODEL, BUNDLED_RUN, CheckpointError, atomic_write, card_path, card_problem,
+from .checkpoint import (BUNDLED_MODELS, CheckpointError, atomic_write, card_path, card_problem,
                          make_card, read_checkpoint, run_name_problem, save_checkpoint)
 from .config import TrainConfig
 from .model import build_model, has_stage
@@ -211,7 +211,8 @@ class RunInfo:
 
 
 def list_runs(runs_dir: Path, include_bundled: bool = True) -> list[RunInfo]:
-    """Every run on disk, newest first, the bundled model last; a broken entry is listed as unreadable.
+    """Every run on disk, newest first, then the bundled models whose files exist (MNIST's, then Fashion-MNIST's);
+    a broken entry is listed as unreadable.
 
     Folders whose names are not valid run names ("my run", "café", "bundled", "nul"), symbolic links and
     hidden folders are not runs and are left out: unlisted_folders() says why, for the teacher.
@@ -222,11 +223,23 @@ def list_runs(runs_dir: Path, include_bundled: bool = True) -> list[RunInfo]:
         card, problem = read_card_checked(checkpoint)
         sentence = f"Run {folder.name!r} cannot be shown: {problem}." if problem else ""
         runs.append(RunInfo(folder.name, folder, checkpoint if checkpoint.is_file() else None, card, sentence))
-    if include_bundled and BUNDLED_MODEL.is_file():
-        card, problem = read_card_checked(BUNDLED_MODEL)
-        runs.append(RunInfo(BUNDLED_RUN, BUNDLED_MODEL.parent, BUNDLED_MODEL, card,
-                            f"The bundled model cannot be shown: {problem}." if problem else ""))
+    for name, path in BUNDLED_MODELS.items() if include_bundled else ():
+        if path.is_file():  # the Fashion-MNIST model is listed once its file is there
+            card, problem = read_card_checked(path)
+            runs.append(RunInfo(name, path.parent, path, card,
+                                f"The bundled model {name!r} cannot be shown: {problem}." if problem else ""))
     return runs
+
+
+def run_name_stem(preset: str, network: str, dataset: str) -> str:
+    """The start of a run's default name: the preset, led by the dataset and the network when they are not the
+    preset's own on MNIST ("fast", "softmax", "fashion-mlp-fast", "softmax-article"): the tutorial's runs keep
+    their short names. The CLI's default names and the Train page's both start with it."""
+    from .config import PRESETS
+
+    own = PRESETS[preset].architecture if preset in PRESETS else "cnn"
+    parts = [dataset] if dataset != "mnist" else []
+    return "-".join(parts + ([network] if network != own else []) + [preset])
 
 
 def unlisted_folders(runs_dir: Path) -> list[str]:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import TRAIN_SIZE
+from .checkpoint import checkpoint_dataset
+from .data import DATASETS, TRAIN_SIZE
+from .model import NETWORKS
 from .runs import RunInfo, read_metrics
 
 
@@ -100,10 +102,90 @@ def config_summary(config: dict) -> str:
             f"learning rate {config['learning_rate']:g}, seed {config['seed']}")
 
 
+# ---------------------------------------------------------------- which network, which dataset
+
+ARTICLE_NETWORK, ARTICLE_DATASET = "cnn", "mnist"  # what a run is unless it says otherwise: the tutorial's
+# One line per dataset for the Train form, beside its class names.
+DATASET_LINES = {
+    "mnist": "Handwritten digits, 60,000 to learn from and 10,000 to test on: the tutorial's dataset.",
+    "fashion": "Zalando's photos of clothes, shoes and bags, made grey and 28x28 like MNIST: the same sizes, a "
+               "harder task.",
+}
+
+
+def config_model(config: dict | None) -> tuple[str, str]:
+    """(network, dataset) keys of a run's config dict; the tutorial's for a config from before they existed."""
+    config = config if isinstance(config, dict) else {}
+    return config.get("architecture") or ARTICLE_NETWORK, config.get("dataset") or ARTICLE_DATASET
+
+
+def card_model(card: dict | None) -> tuple[str, str]:
+    """(network, dataset) keys a checkpoint card names (cards from before issue 12: the article's CNN on MNIST)."""
+    card = card if isinstance(card, dict) else {}
+    network, _ = config_model(card.get("config"))
+    return card.get("network") or card.get("architecture") or network, checkpoint_dataset(card)
+
+
+def network_title(network: str) -> str:
+    """"an MLP" for "mlp"; "an unknown network" for a key no network has (a foreign card)."""
+    spec = NETWORKS.get(network) if isinstance(network, str) else None
+    return spec.title if spec else "an unknown network"
+
+
+def dataset_title(dataset: str) -> str:
+    """"Fashion-MNIST" for "fashion"; "an unknown dataset" for a key no dataset has."""
+    spec = DATASETS.get(dataset) if isinstance(dataset, str) else None
+    return spec.title if spec else "an unknown dataset"
+
+
+def model_words(network: str, dataset: str) -> str:
+    """"an MLP on Fashion-MNIST": what a run trains, in a sentence's words."""
+    return f"{network_title(network)} on {dataset_title(dataset)}"
+
+
+def model_note(network: str, dataset: str) -> str:
+    """model_words for a run that is not the article's CNN on MNIST, "" for one that is: the words a short label
+    adds, so the tutorial's runs read as before and every other run says what it is."""
+    return "" if (network, dataset) == (ARTICLE_NETWORK, ARTICLE_DATASET) else model_words(network, dataset)
+
+
+def run_subject(config: dict) -> str:
+    """The live panel's first line: "An MLP on Fashion-MNIST (its 10 classes: T-shirt/top, Trouser, ...)"."""
+    network, dataset = config_model(config)
+    words = model_words(network, dataset)
+    spec = DATASETS.get(dataset)
+    classes = f" (its {spec.num_classes} {spec.classes_word}: {', '.join(spec.class_names)})" if spec else ""
+    return words[0].upper() + words[1:] + classes
+
+
+def dataset_line(dataset: str) -> str:
+    """The Train form's line under Dataset: what it is and its class names."""
+    spec = DATASETS[dataset]
+    return f"{DATASET_LINES.get(dataset, spec.title + '.')} Its {spec.classes_word}: {', '.join(spec.class_names)}."
+
+
+def network_line(network: str) -> str:
+    """The Train form's line under Network: its layers and what comparing it teaches."""
+    spec = NETWORKS[network]
+    return f"{spec.summary}. {spec.lesson}"
+
+
+def labelled(name: str, note: str) -> str:
+    """A run's name with its model_note: "fashion-mlp-fast-3f2a-1 (an MLP on Fashion-MNIST)", or the name alone."""
+    return f"{name} ({note})" if note else name
+
+
+def run_choice_labels(runs: list[RunInfo]) -> dict[str, str]:
+    """{run name: its label} for the lists that choose a model (the Train page's active model, the class model)."""
+    return {run.name: labelled(run.name, model_note(*card_model(run.card))) for run in runs}
+
+
 def job_label(job: dict) -> str:
-    """How the "Watch run" list names a job: "fast-3f2a-1 (running)", "x (queued, #1 in line)"."""
+    """How the "Watch run" list names a job: "fast-3f2a-1 (running)", "x (queued, #1 in line)",
+    "y (finished, an MLP on Fashion-MNIST)"."""
     place = f", {queue_words(job.get('queue_position'))}" if job["status"] == "queued" else ""
-    return f"{job['name']} ({job['status']}{place})"
+    note = model_note(*config_model(job.get("config")))
+    return f"{job['name']} ({job['status']}{place}{', ' + note if note else ''})"
 
 
 def default_watch(jobs: list[dict], owner: str) -> int | None:
@@ -202,7 +284,9 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
     rows, seen = [], set()
     for job in jobs:
         seen.add(job["name"])
-        rows.append({"run": job["name"], "preset": job["preset"], "status": job["status"],
+        network, dataset = config_model(job.get("config"))
+        rows.append({"run": job["name"], "network": network_title(network), "dataset": dataset_title(dataset),
+                     "preset": job["preset"], "status": job["status"],
                      "accuracy": accuracy_text(job["test_accuracy"]), "epochs": len(job["epochs"]),
                      "time": format_seconds(job["elapsed_seconds"]) if job["started"] else "-",
                      "has_model": bool(job["epochs"])})
@@ -213,7 +297,11 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         status = run.status
         if status == "running":  # on disk as running but no live job: the server stopped mid-run
             status = "interrupted"
-        rows.append({"run": run.name, "preset": card.get("preset", "?"), "status": status,
+        network, dataset = card_model(card)
+        known = run.card is not None  # an unreadable run says nothing of what it was
+        rows.append({"run": run.name, "network": network_title(network) if known else "?",
+                     "dataset": dataset_title(dataset) if known else "?",
+                     "preset": card.get("preset", "?"), "status": status,
                      "accuracy": accuracy_text(card.get("accuracy")), "epochs": card.get("epochs") or 0,
                      "time": format_seconds(card.get("wall_seconds")),
                      "has_model": run.checkpoint is not None and run.card is not None})
@@ -364,9 +452,13 @@ def smoothing_note(configs: dict[str, dict]) -> str | None:
     value = max(smoothed.values())
     right, other = 1 - value + value / 10, value / 10
     names = ", ".join(smoothed)
+    # "digit" for MNIST runs, "class" for Fashion-MNIST's (or a mix): the words of what the runs learn.
+    words = {DATASETS[d].class_word if d in DATASETS else "class"
+             for d in (config_model(configs[name])[1] for name in smoothed)}
+    word = words.pop() if len(words) == 1 else "class"
     return (f"Why the loss of {names} levels off near {smoothed_loss_floor(value):.2f} and not 0: it trains with "
-            f"label smoothing {value:g}. Its answer key says \"{100 * right:.0f}% the right digit, {100 * other:.0f}% "
-            f"each other digit\" instead of \"100% the right digit\", so even a perfect network scores a loss of "
+            f"label smoothing {value:g}. Its answer key says \"{100 * right:.0f}% the right {word}, {100 * other:.0f}% "
+            f"each other {word}\" instead of \"100% the right {word}\", so even a perfect network scores a loss of "
             f"{smoothed_loss_floor(value):.2f} against it (and one that is 100% sure scores more). Dropout during "
             "training keeps it a little higher still. The test accuracy is what to watch.")
 

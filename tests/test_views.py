@@ -186,3 +186,47 @@ def test_every_train_chart_names_its_scales_domains_so_vega_never_computes_an_em
     assert extent([{"v": 2.0}], "v") == [1.5, 2.5]  # one point still spans something
     assert extent([{"v": 2.0}], "v", zero=True) == [0.0, 2.0]
     assert extent([{"v": None}], "v") is None
+
+
+# ---------------------------------------------------------------- which network, which dataset (issue 12)
+
+def test_a_run_that_is_not_the_articles_cnn_on_mnist_says_what_it_is_in_every_label():
+    from cnn.views import card_model, model_note, run_subject
+
+    assert job_label(job("running", name="x", architecture="mlp", dataset="fashion")) == \
+        "x (running, an MLP on Fashion-MNIST)"
+    assert job_label(job("queued", place=2, name="y", architecture="softmax", dataset="mnist")) == \
+        "y (queued, #2 in line, softmax regression on MNIST)"
+    assert job_label(job("running", name="z", architecture="cnn", dataset="mnist")) == "z (running)"  # the tutorial's
+    assert job_label(job("finished", name="z", architecture="cnn", dataset="fashion")) == \
+        "z (finished, the article's CNN on Fashion-MNIST)"
+    # A card names them; a card from before issue 12 names neither: the article's CNN on MNIST.
+    assert card_model({"network": "lenet", "dataset": "fashion", "config": {}}) == ("lenet", "fashion")
+    assert card_model({"architecture": "softmax", "config": {"architecture": "softmax"}}) == ("softmax", "mnist")
+    assert card_model(None) == ("cnn", "mnist")
+    assert model_note("weird", "mnist") == "an unknown network on MNIST"  # a foreign card: no KeyError
+    assert run_subject({"architecture": "one-conv", "dataset": "fashion"}).startswith(
+        "The article's first block alone on Fashion-MNIST (its 10 classes: T-shirt/top, Trouser,")
+    assert run_subject({}).startswith("The article's CNN on MNIST (its 10 digits: 0, 1, 2,")
+
+
+def test_the_history_table_names_each_runs_network_and_dataset(tmp_path):
+    from cnn.config import ARTICLE, FAST
+    from cnn.runs import RunInfo
+    from cnn.views import history_rows
+
+    live = dict(job("running", name="live", architecture="lenet", dataset="fashion"), preset="article")
+    disk = [RunInfo("old", tmp_path / "old", tmp_path / "old" / "model.pt", {"preset": "article",
+                                                                            "config": ARTICLE.to_dict()}),
+            RunInfo("mlp", tmp_path / "mlp", tmp_path / "mlp" / "model.pt",
+                    {"preset": "fast", "network": "mlp", "dataset": "fashion", "config": FAST.to_dict()}),
+            RunInfo("broken", tmp_path / "broken", None, None, "Run 'broken' cannot be shown.")]
+    rows = {row["run"]: (row["network"], row["dataset"]) for row in history_rows(disk, [live])}
+    assert rows == {"live": ("a LeNet-5-style network", "Fashion-MNIST"), "old": ("the article's CNN", "MNIST"),
+                    "mlp": ("an MLP", "Fashion-MNIST"), "broken": ("?", "?")}
+
+
+def test_the_smoothing_note_speaks_of_classes_for_fashion_and_digits_for_mnist():
+    fashion = smoothing_note({"f": {"label_smoothing": 0.1, "dataset": "fashion"}})
+    assert "the right class" in fashion and "digit" not in fashion
+    assert "the right digit" in smoothing_note({"m": {"label_smoothing": 0.1, "dataset": "mnist"}})
