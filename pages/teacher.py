@@ -11,7 +11,7 @@ from cnn.checkpoint import default_runs_dir
 from cnn.classset import ClassSetError, default_class_dir, load_class_set, remove_sample, reset_class_set
 from cnn.config import PRESETS
 from cnn.runs import list_runs
-from cnn.views import plural, progress_summary
+from cnn.views import config_model, model_note, plural, progress_summary, run_choice_labels
 from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
                           require_app_navigation)
 
@@ -28,7 +28,9 @@ def runs() -> None:
         st.info("No run has been started on this server yet.")
     for job in active:
         with st.container(border=True):
-            st.markdown(f"**{job['name']}** ({job['preset']}), started by {job['started_by']}")
+            note = model_note(*config_model(job["config"]))  # a run that is not the article's CNN on MNIST
+            st.markdown(f"**{job['name']}** ({job['preset']}{', ' + note if note else ''}), "
+                        f"started by {job['started_by']}")
             st.caption(progress_summary(job)["text"])
             with st.container(horizontal=True):
                 for action in job["actions"]:
@@ -70,11 +72,13 @@ def student_rules(settings: classroom.ClassSettings) -> None:
 def class_model(settings: classroom.ClassSettings) -> None:
     """The model every session uses until it picks its own on the Train page."""
     st.subheader("The class model")
-    choices = classroom.class_model_choices(list_runs(default_runs_dir(), include_bundled=False))
+    listed = list_runs(default_runs_dir())  # both bundled models (Fashion-MNIST's once its file is there) and runs
+    choices = classroom.class_model_choices(listed)
+    labels = run_choice_labels(listed)  # "bundled-fashion (the article's CNN on Fashion-MNIST)"
     current = settings.class_model if settings.class_model in choices else classroom.BUNDLED
     with st.form("class-model"):
         picked = st.selectbox("Every session that has not chosen its own model uses", choices,
-                              index=choices.index(current))
+                              index=choices.index(current), format_func=lambda name: labels.get(name, name))
         if st.form_submit_button("Make it the class model"):
             loaded = loaded_checkpoint(picked) if picked in choices else "That run is not one of the finished runs."
             if isinstance(loaded, str):

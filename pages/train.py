@@ -7,13 +7,16 @@ import secrets
 import streamlit as st
 
 from cnn import classroom
-from cnn.checkpoint import checkpoint_bytes, default_runs_dir
-from cnn.config import PRESETS, form_config
+from cnn.checkpoint import BUNDLED_MODELS, checkpoint_bytes, default_runs_dir
+from cnn.config import PRESETS, form_config, presets_for
+from cnn.data import DATASETS
 from cnn.features import kernel_grid
 from cnn.jobs import run_steps
-from cnn.runs import list_runs, read_filter_snapshots
-from cnn.views import (card_steps_per_epoch, config_summary, default_watch, history_rows, job_label, live_charts,
-                       overlay_charts, plural, progress_summary, run_colors, run_curves, shown_runs, smoothing_note,
+from cnn.model import NETWORKS
+from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
+from cnn.views import (card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch, history_rows,
+                       job_label, live_charts, model_words, network_line, overlay_charts, plural, progress_summary,
+                       run_choice_labels, run_colors, run_curves, run_subject, shown_runs, smoothing_note,
                        steps_per_epoch)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
                           is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
@@ -27,26 +30,48 @@ FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate",
                "keep_conv": "p_keep_conv", "keep_hidden": "p_keep_hidden"}
 
 
-def default_run_name(preset: str) -> str:
-    """A fresh name for this session's next run: preset, a tag of this session, how many it started (+1).
+def default_run_name() -> str:
+    """A fresh name for this session's next run: what it trains (run_name_stem: "fast", "fashion-mlp-fast"), a tag
+    of this session, how many it started (+1).
 
     Computed from this session alone, so another session starting a run changes nothing here.
     """
     tag = st.session_state.setdefault("run_tag", secrets.token_hex(2))
-    return f"{preset}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
+    stem = run_name_stem(*(st.session_state[kept(k)] for k in ("preset", "network", "dataset")))
+    return f"{stem}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
+
+
+def _name_follows() -> None:
+    """A new default name on the next run, unless the student typed their own."""
+    if st.session_state.get(kept("run_name")) == st.session_state.get("run_name_default"):
+        st.session_state.new_run_name = True
 
 
 def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
     """A new preset fills the form with its values (epochs within what this session may start), and a new default
-    name unless the student typed one."""
+    name unless the student typed one. A preset the network cannot take brings its own network (the softmax
+    baseline: softmax regression)."""
     base = PRESETS.get(st.session_state[kept("preset")])
     if base is None:  # a forged value (a browser can send any string): form_defaults puts an allowed preset back
         return
     for key, name in FORM_FIELDS.items():
         st.session_state[kept(key)] = getattr(base, name)
     st.session_state[kept("epochs")] = min(base.epochs, max_epochs)
-    if st.session_state.get(kept("run_name")) == st.session_state.get("run_name_default"):
-        st.session_state.new_run_name = True
+    network = st.session_state.get(kept("network"))
+    if not isinstance(network, str) or base.name not in presets_for(network):
+        st.session_state[kept("network")] = base.architecture
+    _name_follows()
+
+
+def _network_changed(presets: tuple[str, ...], max_epochs: int = FORM_MAX_EPOCHS) -> None:
+    """A new network starts from its default preset among those this session may start (softmax regression: the
+    softmax baseline; the others: ARTICLE, or FAST for a student), its values in the form."""
+    network = st.session_state.get(kept("network"))
+    fitting = classroom.network_presets(network, presets) if isinstance(network, str) and network in NETWORKS else ()
+    if not fitting:  # a forged value: form_defaults puts an offered network back
+        return
+    st.session_state[kept("preset")] = fitting[0]
+    _preset_changed(max_epochs)
 
 
 def step_cap_caption(base, train_size: int, cap: int) -> str:
@@ -60,19 +85,41 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
 def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
 
-    A preset's values start within what this session may start (max_epochs); a kept preset the class no longer
-    allows is replaced. Epochs a student types beyond the class's limit stay as typed: Start says why not.
+    Checked here, whatever the browser sent: a dataset and a network this app has (the network one that an offered
+    preset can train), and a preset that can train it. A preset's values start within what this session may start
+    (max_epochs); a kept preset the class no longer allows is replaced. Epochs a student types beyond the class's
+    limit stay as typed: Start says why not.
     """
-    if st.session_state.get(kept("preset")) not in presets:
-        st.session_state[kept("preset")] = presets[0]
+    if st.session_state.get(kept("dataset")) not in DATASETS:
+        st.session_state[kept("dataset")] = "mnist"
+        _name_follows()
+    networks = classroom.trainable_networks(presets)
+    if st.session_state.get(kept("network")) not in networks:
+        st.session_state[kept("network")] = "cnn" if "cnn" in networks else networks[0]
+    fitting = classroom.network_presets(st.session_state[kept("network")], presets)
+    if st.session_state.get(kept("preset")) not in fitting:
+        st.session_state[kept("preset")] = fitting[0]
         _preset_changed(max_epochs)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))
     st.session_state[kept("epochs")] = min(max(int(st.session_state[kept("epochs")]), 1), FORM_MAX_EPOCHS)
     if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
-        st.session_state[kept("run_name")] = st.session_state.run_name_default = default_run_name(base.name)
+        st.session_state[kept("run_name")] = st.session_state.run_name_default = default_run_name()
     return base.name
+
+
+def model_choice(presets: tuple[str, ...], max_epochs: int) -> tuple[str, str]:
+    """The Dataset and Network choices, each with its line; returns (dataset, network)."""
+    cols = st.columns(2)
+    dataset = cols[0].selectbox("Dataset", tuple(DATASETS), format_func=lambda name: DATASETS[name].title,
+                                key=kept("dataset"), persist_state=PERSIST, on_change=_name_follows)
+    cols[0].caption(dataset_line(dataset))
+    network = cols[1].selectbox("Network", classroom.trainable_networks(presets),
+                                format_func=lambda name: NETWORKS[name].title.capitalize(), key=kept("network"),
+                                persist_state=PERSIST, on_change=_network_changed, args=(presets, max_epochs))
+    cols[1].caption(network_line(network))
+    return dataset, network
 
 
 def start_form() -> None:
@@ -87,6 +134,9 @@ def start_form() -> None:
     # server's sentence at Start (a lower limit only turned the field red, and Start ran the old value).
     max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or FORM_MAX_EPOCHS
     preset_name = form_defaults(presets, max_epochs)
+    dataset, network = model_choice(presets, max_epochs)
+    load_data_with_progress(dataset)  # the first use of a dataset prepares it here, with a bar, not inside a run
+    # Every preset this session may start is offered; one the network cannot take brings its own network.
     st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=PERSIST,
                  on_change=_preset_changed, args=(max_epochs,))
     if rules:
@@ -109,11 +159,12 @@ def start_form() -> None:
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
         if teacher:  # a student's limit is the class's rule, said above; the server's step cap is the teacher's
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
-            st.caption(step_cap_caption(base, manager.train_set_size(), manager.settings.max_steps_per_run))
+            st.caption(step_cap_caption(base, manager.train_set_size(dataset), manager.settings.max_steps_per_run))
         if st.button("Start", type="primary"):
             try:
                 config = form_config(base, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
-                                     p_keep_conv=keep_conv, p_keep_hidden=keep_hidden)
+                                     p_keep_conv=keep_conv, p_keep_hidden=keep_hidden, architecture=network,
+                                     dataset=dataset)
             except ValueError as exc:
                 st.error(str(exc))
                 return
@@ -195,6 +246,7 @@ def live() -> None:
         return
     summary = progress_summary(job)
     st.progress(summary["fraction"], text=summary["text"])
+    st.caption(run_subject(job["config"]))
     st.caption(config_summary(job["config"]))
     if job["status"] == "failed":
         st.error(f"This run failed: {job['error']}")
@@ -207,7 +259,8 @@ def live() -> None:
         st.caption("Its charts start when it does.")
         return
     scale = run_colors(shown_runs(job["name"], overlay_choice()))
-    draw_charts(live_charts(job, steps_per_epoch(job["config"]["batch_size"], manager.train_set_size()), scale))
+    train_size = manager.train_set_size(job["config"].get("dataset", "mnist"))
+    draw_charts(live_charts(job, steps_per_epoch(job["config"]["batch_size"], train_size), scale))
     note = smoothing_note({job["name"]: job["config"]})
     if note:
         st.caption(note)
@@ -225,14 +278,16 @@ def history() -> None:
     if chosen:
         overlay(chosen, {run.name: run.card for run in runs})
     # A failed run keeps the model.pt of its last completed epoch: it may be made active too (if it does not
-    # load, the pages say so and fall back to the bundled model).
-    usable = [r["run"] for r in rows if r["run"] == "bundled" or (
+    # load, the pages say so and fall back to the bundled model). Both bundled models are offered, MNIST's first.
+    usable = [r["run"] for r in rows if r["run"] in BUNDLED_MODELS or (
         r["has_model"] and r["status"] in ("finished", "stopped", "interrupted", "failed"))]
     current = active_run() if active_run() in usable else "bundled"
     if st.session_state.get("active_model_choice") != current:
         # Keyed, so a new run in the list or a new choice keeps the widget; follows a fallback made elsewhere.
         st.session_state.active_model_choice = current
+    labels = run_choice_labels(runs)  # a run that is not the article's CNN on MNIST says what it is
     picked = st.selectbox("Active model (used by the other pages)", usable, key="active_model_choice",
+                          format_func=lambda name: labels.get(name, name),
                           on_change=lambda: set_active_run(st.session_state.active_model_choice))
     downloads(picked)
     filter_replay(picked)
@@ -246,6 +301,8 @@ def overlay(names: list[str], cards: dict[str, dict | None]) -> None:
     watched = next((job["name"] for job in job_manager().jobs() if job["id"] == st.session_state.get(kept("watch"))),
                    None)
     draw_charts(overlay_charts(curves, run_colors(shown_runs(watched, names))), columns=1)
+    # What each curve trained: runs of different networks or datasets are compared here.
+    st.caption("; ".join(f"{name}: {model_words(*card_model(cards.get(name)))}" for name in names) + ".")
     # The watched run's note is above already: say it here only for the other runs.
     note = smoothing_note({name: (cards.get(name) or {}).get("config") or {} for name in names if name != watched})
     if note:
@@ -263,6 +320,7 @@ def downloads(run: str) -> None:
         st.caption(f"Nothing to download: {loaded}")
         return
     model, card = loaded
+    st.caption(f"{run}: {model_words(*card_model(card))}.")  # what the downloaded file is, before it is saved
     cols = st.columns(2)
     cols[0].download_button("Download the model (.pt)", lambda: checkpoint_bytes(model, card), file_name=f"{run}.pt",
                             mime="application/octet-stream", on_click="ignore")
@@ -271,12 +329,13 @@ def downloads(run: str) -> None:
 
 
 def filter_replay(run: str) -> None:
-    """conv1's 32 filters at each saved step, from the random start (step 0) to the end."""
+    """conv1's filters at each saved step, from the random start (step 0) to the end (a network without conv1, none)."""
     snapshots = read_filter_snapshots(checkpoint_for(run).parent)
     if snapshots is None or len(snapshots[0]) == 0:
         return
-    steps, filters = snapshots
-    st.markdown("**How conv1's 32 filters changed while training** (blue negative, red positive)")
+    steps, filters = snapshots  # (K,), (K, maps, k, k): the article's 32 of 3x3, LeNet's 6 of 5x5
+    st.markdown(f"**How conv1's {filters.shape[1]} filters of {filters.shape[2]}x{filters.shape[3]} changed while "
+                "training** (blue negative, red positive)")
     options = [int(step) for step in steps]
     step = st.select_slider("Filters at step", options, value=options[-1], key=f"replay-{run}",
                             format_func=lambda s: f"{s:,}" + (" (random start)" if s == 0 else ""))
@@ -289,7 +348,6 @@ def filter_replay(run: str) -> None:
 require_app_navigation()
 st.title("Train")
 st.caption("Training runs in the background on the server: switch pages and come back, the charts keep growing.")
-load_data_with_progress()
 start_form()
 live()
 st.subheader("Run history")
