@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import ConvNet, FLAT_FEATURES, HIDDEN_UNITS, NUM_CLASSES
+from .model import CONV_CHANNELS, KERNEL_SIZE, ConvNet, FLAT_FEATURES, HIDDEN_UNITS, NUM_CLASSES
 from .optim import TFRMSprop
 from .train import prepare_batch
 
@@ -20,13 +20,17 @@ BATCH = 128
 
 
 class BaselineNet(nn.Module):
-    """The same network written the plain way: NCHW, nn.Dropout, ReLU before each pool."""
+    """The article's network written the plain way, to measure the project's step against: NCHW, nn.Dropout, ReLU
+    before each pool. Written out by hand on purpose (a plain eager model, not the staged one), with its sizes
+    taken from cnn.model so the two stay the same network."""
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
-        self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)
+        c1, c2, c3 = CONV_CHANNELS
+        same = KERNEL_SIZE // 2  # 'SAME': the maps keep their size
+        self.conv1 = nn.Conv2d(1, c1, KERNEL_SIZE, padding=same, bias=False)
+        self.conv2 = nn.Conv2d(c1, c2, KERNEL_SIZE, padding=same, bias=False)
+        self.conv3 = nn.Conv2d(c2, c3, KERNEL_SIZE, padding=same, bias=False)
         self.fc = nn.Linear(FLAT_FEATURES, HIDDEN_UNITS, bias=False)
         self.out = nn.Linear(HIDDEN_UNITS, NUM_CLASSES, bias=False)
         self.drop_conv, self.drop_hidden = nn.Dropout(0.2), nn.Dropout(0.5)
@@ -174,8 +178,8 @@ def feature_page_latency(repeats: int = 40) -> dict[str, float]:
         grid, low, high = maps_grid(acts["conv1"], per="map")
         colour_bar(low, high)
         enlarge(maps_grid(acts["conv1"][:1], per="map", columns=1)[0], 280)
-        kernel_grid(kernels(model, 1))
-        convolution_at(model, acts, 1, 0, 14, 14)
+        kernel_grid(kernels(model, "conv1"))
+        convolution_at(model, acts, "conv1", 0, 14, 14)
         enlarge(hidden_strip(acts["fc"]), 250)
         return grid
     return latency_ms(render, repeats=repeats, warmup=3)

@@ -1,5 +1,12 @@
-"""What each layer computes for one image, as arrays and images: feature maps, filters, one convolution by hand."""
+"""What each layer computes for one image, as arrays and images: feature maps, filters, one convolution by hand.
+
+What a network has to show is read from its declared stages (cnn.model.Stage): its conv layers, what follows each
+(ReLU, pooling), its hidden fully connected layers, and, for softmax regression, one weight image per class.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -8,18 +15,158 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.utils import make_grid
 
+from .checkpoint import BUNDLED_MODEL
+from .data import DATASETS, MNIST_SPEC, DatasetSpec
+from .model import network_spec
 from .train import evaluate
 from .views import diverging_rgb
 
+# The views of a conv layer's maps, in the order data flows, by the kind of stage that records them.
 STAGES = {"conv": "before ReLU", "relu": "after ReLU", "pool": "after pooling"}
-# The input each conv layer reads: the image, then the previous layer's pooled maps (dropout is off in eval).
-CONV_INPUT = {1: "input", 2: "pool1", 3: "pool2"}
-# The signed scale for maps before ReLU: 0 (the blank background, as the layers have no biases) is dark, a strong
+# The signed scale for maps before ReLU: 0 (the blank background, when a layer has no biases) is dark, a strong
 # answer of either sign is bright, and the hue tells the sign. Blue and orange as in colour-blind-safe palettes.
 SIGNED_ZERO = np.array([0.09, 0.09, 0.11], dtype=np.float32)
 SIGNED_NEGATIVE = np.array([0.35, 0.70, 1.00], dtype=np.float32)
 SIGNED_POSITIVE = np.array([1.00, 0.62, 0.15], dtype=np.float32)
 LABEL_HEIGHT = 22  # px of the strip under each labelled tile: readable when a 16-column grid is shown 564 px wide
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One conv stage of a network and what the Feature maps page can show of it, read from model.stages."""
+
+    name: str  # the stage's name: "conv1"
+    maps: int  # output channels: the maps it makes (32 for the article's conv1, 6 for LeNet's)
+    inputs: int  # input channels each filter reads
+    kernel_size: int  # the filters' side: 3 (the article) or 5 (LeNet)
+    padding: int  # zeros added around the input on each side: 1 ('SAME' for 3x3), 2 (LeNet's conv1), 0
+    bias: bool  # whether each filter adds a bias (LeNet's do; the article's have none)
+    input: str  # the activation it reads: "input", or the previous block's recorded output ("pool1")
+    views: dict  # {"conv": "conv1", "relu": "relu1", "pool": "pool1"}: STAGES key -> activation key, in order
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    """A hidden fully connected layer whose output (after its ReLU) the page shows: FC 625, LeNet's FC 120 and 84."""
+
+    name: str  # the stage's name: "fc", "fc1"
+    units: int  # its outputs
+    activation: str  # the key forward_with_activations records it under
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    return getattr(model, name)  # a declared stage's module: never a guessed layer name
+
+
+def conv_layers(model: nn.Module) -> list[ConvLayer]:
+    """The conv stages of model, each with the views that follow it (ReLU, pooling) up to the next layer; [] for
+    a network without convolutions (softmax regression, the MLP)."""
+    stages = tuple(getattr(model, "stages", ()))
+    layers, last_recorded = [], "input"
+    for i, stage in enumerate(stages):
+        if stage.kind == "conv":
+            conv = _module(model, stage.module)
+            views = {"conv": stage.activation}
+            for after in stages[i + 1:]:
+                if after.kind in ("conv", "linear", "flatten"):
+                    break
+                if after.kind in STAGES and after.activation:
+                    views[after.kind] = after.activation
+            if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1 or isinstance(conv.padding, str):
+                raise ValueError(f"{stage.name} is not a plain stride-1 convolution: the page cannot show it by hand.")
+            layers.append(ConvLayer(stage.name, conv.out_channels, conv.in_channels, conv.kernel_size[0],
+                                    conv.padding[0], conv.bias is not None, last_recorded, views))
+        if stage.activation:
+            last_recorded = stage.activation
+    return layers
+
+
+def conv_layer(model: nn.Module, name: str) -> ConvLayer:
+    """The conv layer called name; ValueError naming the ones the network has otherwise."""
+    layers = {layer.name: layer for layer in conv_layers(model)}
+    if name not in layers:
+        have = ", ".join(layers) or "none"
+        raise ValueError(f"This network has no convolution layer called {str(name)[:20]!r} (it has: {have}).")
+    return layers[name]
+
+
+def dense_layers(model: nn.Module) -> list[DenseLayer]:
+    """The hidden fully connected layers of model whose output is recorded (after their ReLU); the logits excluded."""
+    stages = tuple(getattr(model, "stages", ()))
+    linear = [i for i, stage in enumerate(stages) if stage.kind == "linear"]
+    layers = []
+    for i in linear[:-1]:  # the last linear stage makes the logits, shown as probabilities
+        recorded = stages[i].activation
+        for after in stages[i + 1:]:
+            if after.kind in ("conv", "linear", "flatten"):
+                break
+            recorded = after.activation or recorded
+        if recorded:
+            layers.append(DenseLayer(stages[i].name, _module(model, stages[i].module).out_features, recorded))
+    return layers
+
+
+def class_templates(model: nn.Module) -> np.ndarray | None:
+    """(classes, side, side), side that of the model's dataset: the weight rows of a network whose one linear
+    layer maps raw pixels straight to the class scores (softmax regression), each reshaped to the image: what it
+    learnt to look for in each class.
+
+    None for any other network (an MLP's first layer leads to hidden units, not to classes).
+    """
+    stages = [stage for stage in getattr(model, "stages", ()) if stage.kind != "dropout"]
+    kinds = [stage.kind for stage in stages]
+    if kinds != ["flatten", "linear"]:
+        return None
+    weight = _module(model, stages[1].module).weight.detach().cpu().numpy()  # (classes, side * side)
+    side = dataset_of(model).side
+    return weight.reshape(len(weight), side, side)
+
+
+def class_template_grid(templates: np.ndarray, class_names, columns: int = 5,
+                        cell: int = 84) -> tuple[np.ndarray, float]:
+    """(K, side, side) weight images -> (one (H, W, 3) uint8 grid on the blue-white-red scale centred on 0, each
+    image's class name under it, the scale's limit: the largest |weight|)."""
+    templates = np.asarray(templates, dtype=np.float32)
+    limit = float(np.abs(templates).max()) or 1.0
+    rgb = diverging_rgb(templates, limit)
+    return tile_grid(rgb, max(1, cell // templates.shape[-1]), columns, pad_value=255,
+                     labels=[str(name) for name in class_names]), limit
+
+
+def no_maps_sentence(model: nn.Module) -> str:
+    """Why the page shows no feature maps for a network without convolutions, and what it shows instead; "" for a
+    network with convolutions."""
+    if conv_layers(model):
+        return ""
+    try:
+        title = network_spec(getattr(model, "network", "")).title
+    except ValueError:
+        title = "This network"
+    title = title[0].upper() + title[1:]
+    if class_templates(model) is not None:
+        return (f"{title} has no convolution layers, so there are no feature maps: it weighs every pixel directly, "
+                "with one weight per pixel and class. Those weights, drawn as one image per class, are what it "
+                "learnt to look for; below them, its answer for the chosen image.")
+    return (f"{title} has no convolution layers, so there are no feature maps: its first layer weighs every pixel "
+            "directly and never sees which pixels are neighbours. Below: what its hidden layer computes for the "
+            "chosen image, and its answer.")
+
+
+def history_folder(checkpoint: Path | str) -> Path | None:
+    """The folder that holds a model file's training history (epoch-K.pt, filters.npz, predictions*.npy).
+
+    A run's model.pt: its run folder. The bundled article model: models/, where its history lies beside it. Any
+    other file (the bundled Fashion-MNIST model, also in models/): None, since models/' history is the article's.
+    """
+    checkpoint = Path(checkpoint)
+    if checkpoint.name == "model.pt" or checkpoint.resolve() == BUNDLED_MODEL.resolve():
+        return checkpoint.parent
+    return None
+
+
+def dataset_of(model: nn.Module) -> DatasetSpec:
+    """The spec of the dataset model reads (MNIST for a model that names none)."""
+    return DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
 
 
 def activations(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
@@ -146,52 +293,79 @@ def enlarge(image: np.ndarray, size: int = 280) -> np.ndarray:
     return image.repeat(repeat, axis=0).repeat(repeat, axis=1)
 
 
-def kernels(model: nn.Module, layer: int, input_channel: int = 0) -> np.ndarray:
-    """conv<layer>'s 3x3 kernels that read one input channel: (out_channels, 3, 3)."""
-    weight = getattr(model, f"conv{layer}").weight.detach().cpu().numpy()  # (out, in, 3, 3)
+def conv_weight(model: nn.Module, layer: str) -> np.ndarray:
+    """The weights of the conv stage called layer: (maps, inputs, k, k)."""
+    stage = next((s for s in getattr(model, "stages", ()) if s.kind == "conv" and s.name == layer), None)
+    if stage is None:
+        conv_layer(model, layer)  # raises the sentence naming the network's conv layers
+    return _module(model, stage.module).weight.detach().cpu().numpy()
+
+
+def conv_bias(model: nn.Module, layer: str) -> np.ndarray | None:
+    """The biases of the conv stage called layer, (maps,), or None for a layer without them (the article's)."""
+    stage = next(s for s in model.stages if s.kind == "conv" and s.name == layer)
+    bias = _module(model, stage.module).bias
+    return None if bias is None else bias.detach().cpu().numpy()
+
+
+def kernels(model: nn.Module, layer: str, input_channel: int = 0) -> np.ndarray:
+    """The kxk kernels of conv stage `layer` ("conv2") that read one input channel: (out_channels, k, k)."""
+    weight = conv_weight(model, layer)  # (out, in, k, k)
     if not 0 <= input_channel < weight.shape[1]:
-        raise ValueError(f"conv{layer} reads {weight.shape[1]} input channels; choose 0 to {weight.shape[1] - 1}.")
+        raise ValueError(f"{layer} reads {weight.shape[1]} input channels; choose 0 to {weight.shape[1] - 1}.")
     return weight[:, input_channel]
 
 
 def kernel_grid(weights: np.ndarray, columns: int = 16, cell: int = 30,
                 limit: float | None = None) -> tuple[np.ndarray, float]:
-    """(K, 3, 3) kernels -> (image (H, W, 3) uint8 on a blue-white-red scale centred on 0, the scale's limit).
+    """(K, k, k) kernels -> (image (H, W, 3) uint8 on a blue-white-red scale centred on 0, the scale's limit).
 
-    limit fixes the scale (e.g. one limit for every training snapshot); by default it is the largest |weight|.
+    Each weight is a square of cell // k px (10 px for 3x3, 6 px for 5x5). limit fixes the scale (e.g. one limit
+    for every training snapshot); by default it is the largest |weight|.
     """
+    weights = np.asarray(weights, dtype=np.float32)
     limit = limit if limit is not None else float(np.abs(weights).max()) or 1.0
-    rgb = diverging_rgb(np.asarray(weights, dtype=np.float32), limit)
-    return tile_grid(rgb, cell // 3, columns, pad_value=128), limit
+    rgb = diverging_rgb(weights, limit)
+    return tile_grid(rgb, max(1, cell // weights.shape[-1]), columns, pad_value=128), limit
 
 
-def convolution_at(model: nn.Module, acts: dict[str, np.ndarray], layer: int, channel: int,
+def convolution_at(model: nn.Module, acts: dict[str, np.ndarray], layer: str, channel: int,
                    row: int, col: int) -> dict:
-    """One output value of conv<layer> computed by hand at (row, col) of map `channel`.
+    """One output value of conv stage `layer` ("conv1") computed by hand at (row, col) of map `channel`.
 
-    Returns patch (C_in, 3, 3) of the layer's input (zero-padded at the edges, 'SAME'), kernel
-    (C_in, 3, 3), products, per_channel sums (C_in,), total, and value: the map's own value there
-    before ReLU, which total equals up to float rounding; input, the name of the layer's input, and size, its side.
+    Returns patch (C_in, k, k) of the layer's input (with the layer's zero border: 'SAME' for the article's 3x3,
+    2 px for LeNet's conv1, none for its conv2), kernel (C_in, k, k), products, per_channel sums (C_in,), bias (the
+    filter's bias, 0.0 for a layer without one), has_bias, total (the sums plus the bias), and value: the map's own
+    value there before ReLU, which total equals up to float rounding; input, the name of the layer's input, size,
+    the side of the output map, and padding.
     """
-    source = acts[CONV_INPUT[layer]]  # (C_in, H, W)
-    size = source.shape[-1]
+    info = conv_layer(model, layer)
+    conv = acts[info.views["conv"]]  # (C_out, H', W')
+    size = conv.shape[-1]
     if not (0 <= row < size and 0 <= col < size):
-        raise ValueError(f"conv{layer}'s maps are {size}x{size}: choose a row and column from 0 to {size - 1}.")
-    padded = np.pad(source, ((0, 0), (1, 1), (1, 1)))
-    patch = padded[:, row:row + 3, col:col + 3]
-    kernel = getattr(model, f"conv{layer}").weight.detach().cpu().numpy()[channel]  # (C_in, 3, 3)
+        raise ValueError(f"{layer}'s maps are {size}x{size}: choose a row and column from 0 to {size - 1}.")
+    if not 0 <= channel < info.maps:
+        raise ValueError(f"{layer} makes {info.maps} maps: choose a map from 0 to {info.maps - 1}.")
+    source = acts[info.input]  # (C_in, H, W)
+    k, pad = info.kernel_size, info.padding
+    padded = np.pad(source, ((0, 0), (pad, pad), (pad, pad)))
+    patch = padded[:, row:row + k, col:col + k]  # output (row, col) reads input rows row - pad .. row - pad + k - 1
+    kernel = conv_weight(model, layer)[channel]  # (C_in, k, k)
+    biases = conv_bias(model, layer)
+    bias = float(biases[channel]) if biases is not None else 0.0
     products = patch * kernel
     per_channel = products.sum(axis=(1, 2))
-    return {"patch": patch, "kernel": kernel, "products": products, "per_channel": per_channel,
-            "total": float(per_channel.sum()), "value": float(acts[f"conv{layer}"][channel, row, col]),
-            "input": CONV_INPUT[layer], "size": size}
+    return {"patch": patch, "kernel": kernel, "products": products, "per_channel": per_channel, "bias": bias,
+            "has_bias": biases is not None, "total": float(per_channel.sum()) + bias,
+            "value": float(conv[channel, row, col]), "input": info.input, "size": size, "padding": pad,
+            "input_size": source.shape[-1]}
 
 
 def strongest_output(conv_map: np.ndarray) -> tuple[int, int]:
     """(row, col) of the largest value of one (H, W) conv map: where the filter finds its pattern.
 
-    The pixel a convolution by hand starts on: the layers have no biases, so a non-zero answer there comes from
-    non-zero input in its 3x3 patch (the centre of the image is often blank paper, all zeros).
+    The pixel a convolution by hand starts on: a strong answer there comes from the ink in its patch (the centre
+    of the image is often blank paper, all zeros, where a layer without biases answers 0).
     """
     row, col = np.unravel_index(int(np.argmax(conv_map)), np.shape(conv_map))
     return int(row), int(col)
@@ -209,10 +383,10 @@ def shown_decimals(kernel: np.ndarray) -> int:
 def convolution_table(result: dict, channel: int, decimals: int) -> dict:
     """One input channel of a convolution_at result, rounded the way a page shows it.
 
-    patch, kernel, products: (3, 3) rounded to decimals; each product is the SHOWN pixel times the SHOWN weight,
+    patch, kernel, products: (k, k) rounded to decimals; each product is the SHOWN pixel times the SHOWN weight,
     rounded, so a student can check every row by hand (a pixel of 0.996 shown as 1.00 times 1.19 is 1.19);
-    shown_sum: the nine SHOWN products added (so the table adds up), rounded to decimals;
-    size: the input map's side (positions outside it are the zero border);
+    shown_sum: the k * k SHOWN products added (so the table adds up), rounded to decimals;
+    size: the input map's side (positions outside it are the zero border), padding: the layer's border;
     exact_sum: the channel's exact sum rounded to decimals (it may differ from shown_sum in the last digit).
     """
     def rounded(values):  # + 0.0 turns a rounded -0.0 into 0.0
@@ -222,33 +396,42 @@ def convolution_table(result: dict, channel: int, decimals: int) -> dict:
     products = rounded(patch * kernel)
     return {"patch": patch, "kernel": kernel, "products": products, "shown_sum": float(rounded(products.sum())),
             "exact_sum": float(rounded(result["per_channel"][channel])), "decimals": decimals,
-            "size": result.get("size")}
+            "size": result.get("input_size", result.get("size")), "padding": result.get("padding", 1)}
 
 
-def convolution_sentence(result: dict, table: dict, layer: int, channel: int, pixel: tuple, shown: int) -> str:
+def convolution_sentence(result: dict, table: dict, layer: str, channel: int, pixel: tuple, shown: int) -> str:
     """The Markdown sentence under a convolution by hand: what the shown products add up to, at the tables' own
-    precision (the sum of the shown products, and the exact sum too when rounding makes them differ)."""
+    precision (the sum of the shown products, and the exact sum too when rounding makes them differ), the filter's
+    bias added where the layer has one (LeNet's), and the map's own value there."""
     d = table["decimals"]
-    added = f"The nine products shown add up to **{table['shown_sum']:.{d}f}**"
+    cells = "nine" if table["kernel"].size == 9 else f"{table['kernel'].size}"
+    added = f"The {cells} products shown add up to **{table['shown_sum']:.{d}f}**"
     if table["shown_sum"] != table["exact_sum"]:
         added += f" (unrounded, they add up to {table['exact_sum']:.{d}f}: the difference is rounding)"
-    if layer == 1:
-        return f"{added}: conv1 map {channel} at {pixel} before ReLU = **{result['value']:.{d}f}**."
+    value = f"**{result['value']:.{d}f}**"
     count = len(result["per_channel"])
-    return (f"conv{layer} reads {count} input maps, so the nine products are summed in each of them. "
-            f"{added} (channel {shown}, the largest contribution), and the {count} sums are added: "
-            f"**{result['total']:.{d}f}** = the map's value at {pixel} before ReLU, **{result['value']:.{d}f}**.")
+    if count == 1 and not result.get("has_bias"):
+        return f"{added}: {layer} map {channel} at {pixel} before ReLU = {value}."
+    if count == 1:
+        return (f"{added}; the filter's bias, {result['bias']:+.{d}f}, is added: **{result['total']:.{d}f}** = "
+                f"{layer} map {channel} at {pixel} before ReLU, {value}.")
+    bias = f", and the filter's bias, {result['bias']:+.{d}f}, is added" if result.get("has_bias") else ""
+    return (f"{layer} reads {count} input maps, so the {cells} products are summed in each of them. "
+            f"{added} (channel {shown}, the largest contribution), the {count} sums are added{bias}: "
+            f"**{result['total']:.{d}f}** = the map's value at {pixel} before ReLU, {value}.")
 
 
 def products_table(table: dict, pixel: tuple[int, int]) -> str:
-    """A convolution_table as a Markdown table of nine rows, input x weight = product, and the sum of the
-    shown products, every number at the table's one precision. pixel: the (row, col) the 3x3 patch is centred on;
-    a position outside the map is the zero border ('SAME')."""
-    d, size = table["decimals"], table.get("size")
+    """A convolution_table as a Markdown table of k * k rows, input x weight = product, and the sum of the
+    shown products, every number at the table's one precision. pixel: the (row, col) of the output map; its patch
+    starts `padding` rows and columns above and left of it in the input; a position outside the input is the zero
+    border."""
+    d, size, pad = table["decimals"], table.get("size"), table.get("padding", 1)
+    k = table["kernel"].shape[-1]
     lines = ["| input at (row, col) | input | x weight | = product |", "|:--|--:|--:|--:|"]
-    for i in range(3):
-        for j in range(3):
-            row, col = pixel[0] + i - 1, pixel[1] + j - 1
+    for i in range(k):
+        for j in range(k):
+            row, col = pixel[0] + i - pad, pixel[1] + j - pad
             where = f"({row}, {col})" + (" border" if size is not None and not (0 <= row < size and 0 <= col < size) else "")
             lines.append(f"| {where} | {table['patch'][i, j]:.{d}f} | {table['kernel'][i, j]:.{d}f} "
                          f"| {table['products'][i, j]:.{d}f} |")
@@ -257,16 +440,18 @@ def products_table(table: dict, pixel: tuple[int, int]) -> str:
 
 
 def marked_patch(source: np.ndarray, row: int, col: int, size: int = 168,
-                 colour: tuple[int, int, int] = (255, 40, 40)) -> np.ndarray:
+                 colour: tuple[int, int, int] = (255, 40, 40), kernel_size: int = 3, padding: int = 1) -> np.ndarray:
     """One (H, W) input map (grey, 0 black to its largest value white), enlarged to ~size px, with a 2 px box
-    drawn around the 3x3 patch centred on (row, col) (cut at the border, where 'SAME' pads zeros).
-    -> (H * r, W * r, 3) uint8 with r = size // H."""
+    drawn around the kxk patch that output (row, col) reads: input rows row - padding .. row - padding + k - 1
+    (cut at the border, where the layer pads zeros). -> (H * r, W * r, 3) uint8 with r = size // H."""
     source = np.asarray(source, dtype=np.float32)
     height, width = source.shape
     repeat = max(1, size // height)
     rgb = enlarge(colourise(source, 0.0, float(source.max()) or 1.0, cmap="gray"), size).copy()
-    top, left = max(row - 1, 0) * repeat, max(col - 1, 0) * repeat
-    bottom, right = (min(row + 1, height - 1) + 1) * repeat, (min(col + 1, width - 1) + 1) * repeat
+    first_row, first_col = row - padding, col - padding
+    last_row, last_col = first_row + kernel_size - 1, first_col + kernel_size - 1
+    top, left = max(first_row, 0) * repeat, max(first_col, 0) * repeat
+    bottom, right = (min(last_row, height - 1) + 1) * repeat, (min(last_col, width - 1) + 1) * repeat
     rgb[top:top + 2, left:right] = colour
     rgb[bottom - 2:bottom, left:right] = colour
     rgb[top:bottom, left:left + 2] = colour
@@ -291,55 +476,70 @@ def hex_colour(rgb: np.ndarray) -> str:
     return "#" + "".join(f"{int(round(float(v) * 255)):02x}" for v in rgb[:3])
 
 
-def confusion_cells(matrix: np.ndarray) -> list[dict]:
-    """A (10, 10) [true, predicted] count matrix as 100 chart rows: true, predicted (strings "0"-"9"), count,
-    fill (the cell's colour, Blues on a log scale so the few errors show beside ~1,000 right answers) and
-    ink (black or white, whichever contrasts more with fill: the counts stay readable on the dark diagonal)."""
+def confusion_cells(matrix: np.ndarray, class_names=None) -> list[dict]:
+    """A (K, K) [true, predicted] count matrix as K * K chart rows: true, predicted (class names: "0"-"9" for
+    MNIST, the default), count, fill (the cell's colour, Blues on a log scale so the few errors show beside ~1,000
+    right answers) and ink (black or white, whichever contrasts more with fill: the counts stay readable on the
+    dark diagonal)."""
     matrix = np.asarray(matrix, dtype=np.int64)
+    names = _names(class_names, len(matrix))
     shade = np.log1p(matrix) / max(np.log1p(matrix.max()), 1e-9)  # 0 for no image, 1 for the largest count
     colours = colormaps["Blues"](0.05 + 0.95 * shade)[..., :3]
     black, white = np.zeros(3), np.ones(3)
     cells = []
-    for true in range(10):
-        for predicted in range(10):
+    for true in range(len(matrix)):
+        for predicted in range(len(matrix)):
             fill = colours[true, predicted]
             ink = "#ffffff" if contrast_ratio(fill, white) > contrast_ratio(fill, black) else "#000000"
-            cells.append({"true": str(true), "predicted": str(predicted), "count": int(matrix[true, predicted]),
+            cells.append({"true": names[true], "predicted": names[predicted], "count": int(matrix[true, predicted]),
                           "fill": hex_colour(fill), "ink": ink})
     return cells
 
 
-def picked_cell(selection) -> tuple[int, int] | None:
-    """(true, predicted) of the confusion cell a chart selection names, or None.
+def _names(class_names, count: int) -> list[str]:
+    names = [str(name) for name in class_names] if class_names is not None else [str(k) for k in range(count)]
+    if len(names) != count:
+        raise ValueError(f"{count} classes need {count} names, not {len(names)}.")
+    return names
+
+
+def picked_cell(selection, class_names=None) -> tuple[int, int] | None:
+    """(true, predicted) labels of the confusion cell a chart selection names, or None.
 
     selection: the list of points a browser sends for the chart's point selection, e.g. [{"true": "4",
-    "predicted": "9"}]. It comes from the browser, so anything but one cell of digits 0-9 is None.
+    "predicted": "9"}] (class names: MNIST's "0"-"9", the default, or e.g. "Shirt"). It comes from the browser, so
+    anything but one cell of two of class_names is None.
     """
+    names = _names(class_names, 10) if class_names is None else [str(name) for name in class_names]
     if not isinstance(selection, (list, tuple)) or len(selection) != 1 or not isinstance(selection[0], dict):
         return None
     point = selection[0]
-    digits = [str(point.get(name, "")) for name in ("true", "predicted")]
-    if not all(len(d) == 1 and d in "0123456789" for d in digits):
+    picked = [point.get(field) for field in ("true", "predicted")]
+    if not all(isinstance(name, str) and name in names for name in picked):
         return None
-    return int(digits[0]), int(digits[1])
+    return names.index(picked[0]), names.index(picked[1])
 
 
-def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(10, 10) counts [true, predicted] over uint8 images, and the predictions (N,)."""
+def confusion_matrix(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                     num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(K, K) counts [true, predicted] over uint8 images, and the predictions (N,)."""
     predicted = evaluate(model, images, labels)["predictions"].numpy()
-    return confusion_counts(labels.numpy(), predicted), predicted
+    return confusion_counts(labels.numpy(), predicted, num_classes), predicted
 
 
-def confusion_counts(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """(10, 10) int64 counts [true, predicted] from two (N,) arrays of digits 0-9 (e.g. predictions kept by training)."""
-    matrix = np.zeros((10, 10), dtype=np.int64)
+def confusion_counts(labels: np.ndarray, predicted: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """(K, K) int64 counts [true, predicted] from two (N,) arrays of labels 0..K-1 (e.g. predictions kept by
+    training)."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(matrix, (np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
     return matrix
 
 
-def hidden_strip(hidden: np.ndarray, width: int = 25) -> np.ndarray:
-    """FC 625's activations as a (25, 25) grid image, 0 black to the largest value bright."""
+def hidden_strip(hidden: np.ndarray, width: int | None = None) -> np.ndarray:
+    """A hidden layer's activations as a (rows, width) grid image, 0 black to the largest value bright; width: the
+    square's side by default (FC 625 -> 25x25, FC 120 -> 11x11 with the last row part-filled)."""
     values = np.asarray(hidden, dtype=np.float32)
+    width = width or int(np.ceil(np.sqrt(values.size)))
     rows = int(np.ceil(values.size / width))
     padded = np.zeros(rows * width, dtype=np.float32)
     padded[:values.size] = values

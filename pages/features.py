@@ -1,6 +1,11 @@
-"""Feature maps and filters: what every layer of the active model computes for one chosen image."""
+"""Feature maps and filters: what every layer of the active model computes for one chosen image.
+
+Everything shown is what the model's network declares (its conv layers, their ReLU and pooling, its hidden layers),
+on the model's dataset, with its class names.
+"""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 
@@ -8,18 +13,19 @@ import numpy as np
 import streamlit as st
 import torch
 
-from cnn.features import (CONV_INPUT, STAGES, activations, confusion_cells, confusion_counts, confusion_matrix,
-                          convolution_at, convolution_sentence, convolution_table, enlarge, enlarged_map, hidden_strip, kernel_grid, kernels,
-                          map_colour_scale, maps_grid, marked_patch, most_active_map, picked_cell, products_table,
-                          shown_decimals, strongest_output, thumbnail_grid)
-from cnn.model import has_stage
+from cnn.data import DatasetSpec
+from cnn.features import (STAGES, ConvLayer, activations, class_template_grid, class_templates, confusion_cells,
+                          confusion_counts, confusion_matrix, conv_layers, convolution_at, convolution_sentence,
+                          convolution_table, dataset_of, dense_layers, enlarge, enlarged_map, hidden_strip, kernel_grid,
+                          kernels, map_colour_scale, maps_grid, marked_patch, most_active_map, no_maps_sentence,
+                          picked_cell, products_table, shown_decimals, strongest_output, thumbnail_grid,
+                          history_folder)
 from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
 from cnn.views import plural
 from pages.shared import (PERSIST, active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept,
                           probability_chart, require_app_navigation, uploaded_digit)
 
 
-CHANNELS = {1: 32, 2: 64, 3: 128}
 SOURCES = ["Test set", "Sent from Draw", "Upload"]
 MAX_THUMBNAILS = 20  # images of one confusion cell shown at once
 CONFUSION_CHART = "confusion"  # the chart's key: its selection (the clicked cell) is read in _open_cell
@@ -42,8 +48,28 @@ def kept_following(name: str, context, default) -> str:
 
 
 def clamped(value, low: int, high: int) -> int:
-    """A widget's number forced into [low, high]: a browser can send any value."""
-    return min(max(int(value), low), high)
+    """A widget's number forced into [low, high]: a browser can send any value (a non-number counts as low)."""
+    try:
+        return min(max(int(value), low), high)
+    except (TypeError, ValueError):
+        return low
+
+
+def kept_number(name: str, context, default: int, low: int, high: int) -> str:
+    """kept_following's key, its value first forced into [low, high]: a choice kept from another model (conv1 had
+    32 maps, LeNet's has 6) or forged must not reach the widget out of its range (Streamlit would stop the page)."""
+    key = kept_following(name, context, default)
+    st.session_state[key] = clamped(st.session_state[key], low, high)
+    return key
+
+
+def kept_choice(name: str, options: list, default) -> str:
+    """The kept key of a radio or selectbox, its value first put back to default when it is not one of options
+    (another network has other layers; a browser can send anything)."""
+    key = kept_default(name, default)
+    if st.session_state[key] not in options:
+        st.session_state[key] = default
+    return key
 
 
 @st.cache_resource(max_entries=8)
@@ -52,7 +78,7 @@ def computed_predictions(version: str, _model, _data) -> np.ndarray:
 
     Only for checkpoints whose run kept no predictions (the bundled model, runs from before they were kept).
     """
-    return confusion_matrix(_model, _data.test_images, _data.test_labels)[1]
+    return confusion_matrix(_model, _data.test_images, _data.test_labels, _data.spec.num_classes)[1]
 
 
 def test_predictions(folder, epoch: int | None, version: str, model, data) -> np.ndarray:
@@ -61,7 +87,7 @@ def test_predictions(folder, epoch: int | None, version: str, model, data) -> np
     Reading the kept ones makes the time-travel slider cheap (computing took 3-4.6 s per move on a
     10-epoch run, and the cache above holds only 8 checkpoints).
     """
-    kept_ones = kept_predictions(folder, epoch, len(data.test_labels))
+    kept_ones = kept_predictions(folder, epoch, len(data.test_labels)) if folder is not None else None
     return kept_ones if kept_ones is not None else computed_predictions(version, model, data)
 
 
@@ -71,26 +97,30 @@ def kept_predictions(folder, epoch: int | None, count: int) -> np.ndarray | None
     return predictions if predictions is not None and predictions.shape == (count,) else None
 
 
-def confusion_spec(matrix: np.ndarray, height: int = 340) -> dict:
-    """A (10, 10) [true, predicted] count matrix as a Vega-Lite heat map, its count written in each cell in the
-    ink that reads on that cell's colour, and a point selection "cell" (a click picks one cell)."""
+def confusion_spec(matrix: np.ndarray, spec: DatasetSpec, height: int = 340) -> dict:
+    """A (K, K) [true, predicted] count matrix as a Vega-Lite heat map with the dataset's class names, in their
+    order, its count written in each cell in the ink that reads on that cell's colour, and a point selection
+    "cell" (a click picks one cell)."""
     selected = {"param": "cell", "empty": False}
-    return {"data": {"values": confusion_cells(matrix)}, "height": height,
-            "encoding": {"x": field("predicted", "nominal", title="read as", axis={"labelAngle": 0}),
-                         "y": field("true", "nominal", title="true digit")},
+    names, true_title = list(spec.class_names), f"true {spec.class_word}"
+    angle = 0 if max(len(name) for name in names) <= 2 else -45  # "Ankle boot" would overlap its neighbours
+    return {"data": {"values": confusion_cells(matrix, names)}, "height": height,
+            "encoding": {"x": field("predicted", "nominal", title="read as", sort=names, axis={"labelAngle": angle}),
+                         "y": field("true", "nominal", title=true_title, sort=names)},
             "layer": [{"mark": {"type": "rect", "cursor": "pointer", "stroke": "#ff7f0e"},
                        "params": [{"name": "cell", "select": {"type": "point", "fields": ["true", "predicted"]}}],
                        "encoding": {"color": field("fill", "nominal", scale=None),
                                     "strokeWidth": {"condition": {**selected, "value": 3}, "value": 0},
-                                    "tooltip": [field("true", "nominal", title="true digit"),
+                                    "tooltip": [field("true", "nominal", title=true_title),
                                                 field("predicted", "nominal", title="read as"),
                                                 field("count", "quantitative", title="images")]}},
                       {"mark": {"type": "text", "cursor": "pointer", "fontSize": 12},
                        "encoding": {"text": field("count", "quantitative"), "color": field("ink", "nominal", scale=None)}}]}
 
 
-def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] | None:
-    data = data_holder().load()
+def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tuple[np.ndarray, str] | None:
+    """The page's image: a test image of the model's dataset, a drawing sent from Draw or an upload, with its label."""
+    data = data_holder(spec.name).load()
     if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
         st.session_state[kept("image_source")] = "Sent from Draw"
     source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]),
@@ -98,24 +128,28 @@ def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] 
     if source == "Sent from Draw":
         chosen = st.session_state.get("chosen_image")
         if chosen is None:
-            st.info("Nothing sent yet: on the Draw page, draw a digit and press 'Look inside'.")
+            st.info(f"Nothing sent yet: on the Draw page, draw {spec.item} and press 'Look inside'.")
             return None
         return np.array(chosen["image"], dtype=np.uint8), chosen["label"]
     if source == "Upload":
-        uploaded = uploaded_digit("A photo of one digit (PNG or JPEG, up to 2 MB)")
+        uploaded = uploaded_digit(f"A photo of {spec.item} (PNG or JPEG, up to 2 MB)")
         if uploaded is None:
             return None
         steps, name = uploaded
         return steps["centred"], f"upload {name}"
     if data is None:
-        st.warning("MNIST is not available, so the test set cannot be shown; draw or upload a digit instead.")
+        st.warning(f"{spec.title} is not available, so the test set cannot be shown; draw or upload {spec.item} "
+                   "instead.")
         return None
-    how = st.radio("Pick", ["by index", "by digit", "misclassified"], horizontal=True,
-                   key=kept_default("pick", "by index"), persist_state=PERSIST)
+    picks = ["by index", "by digit", "misclassified"]  # stable values: "by digit" is shown in the dataset's words
+    how = st.radio("Pick", picks, horizontal=True, key=kept_choice("pick", picks, "by index"), persist_state=PERSIST,
+                   format_func=lambda pick: f"by {spec.class_word}" if pick == "by digit" else pick)
     labels = data.test_labels.numpy()
     if how == "by digit":
-        digit = st.selectbox("Digit", range(10), key=kept_default("digit", 0), persist_state=PERSIST)
-        candidates = np.nonzero(labels == digit)[0]
+        classes = list(range(spec.num_classes))
+        label = st.selectbox(spec.class_word.capitalize(), classes, key=kept_choice("digit", classes, 0),
+                             format_func=spec.class_name, persist_state=PERSIST)
+        candidates = np.nonzero(labels == clamped(label, 0, spec.num_classes - 1))[0]
     elif how == "misclassified":
         predicted = test_predictions(*kept_at, version, model, data)
         candidates = np.nonzero(predicted != labels)[0]
@@ -132,30 +166,36 @@ def choose_image(model, kept_at: tuple, version: str) -> tuple[np.ndarray, str] 
                            persist_state=PERSIST)
     index = int(candidates[clamped(pick, 0, len(candidates) - 1)])
     st.session_state.test_index = index
-    return data.test_images[index].numpy(), f"test image #{index} (label {labels[index]})"
+    return data.test_images[index].numpy(), f"test image #{index} (label {spec.class_name(labels[index])})"
 
 
-def show_maps(acts: dict, image_id: str) -> tuple[int, int]:
-    """The maps of the chosen layer and stage, numbered, one enlarged beside its values; -> (layer, map shown)."""
+def show_maps(acts: dict, layers: list[ConvLayer], image_id: str) -> tuple[ConvLayer, int]:
+    """The maps of the chosen conv layer and stage, numbered, one enlarged beside its values; -> (layer, map shown)."""
+    by_name = {layer.name: layer for layer in layers}
     cols = st.columns(3)
-    layer = cols[0].radio("Layer", [1, 2, 3], horizontal=True, format_func=lambda i: f"conv{i} ({CHANNELS[i]} maps)",
-                          key=kept_default("layer", 1), persist_state=PERSIST)
-    stage = cols[1].radio("Stage", list(STAGES), horizontal=True, format_func=STAGES.get,
-                          key=kept_default("stage", "conv"), persist_state=PERSIST)
+    name = cols[0].radio("Layer", list(by_name), horizontal=True, key=kept_choice("layer", list(by_name), layers[0].name),
+                         format_func=lambda n: f"{n} ({by_name[n].maps} maps)", persist_state=PERSIST)
+    layer = by_name.get(name, layers[0])  # a browser can send any value
+    name, views = layer.name, list(layer.views)  # the stages that follow this conv in the network: before ReLU, after ReLU, pooled
+    stage = cols[1].radio("Stage", views, horizontal=True, format_func=STAGES.get,
+                          key=kept_choice("stage", views, "conv"), persist_state=PERSIST)
     per = cols[2].radio("Colours", ["map", "layer"], horizontal=True, format_func=lambda p: f"per {p}",
-                        key=kept_default("per", "map"), persist_state=PERSIST)
-    maps, signed = acts[f"{stage}{layer}"], stage == "conv"  # before ReLU a map has both signs: centred on 0
+                        key=kept_choice("per", ["map", "layer"], "map"), persist_state=PERSIST)
+    stage = stage if stage in layer.views else "conv"
+    per = per if per in ("map", "layer") else "map"
+    maps, signed = acts[layer.views[stage]], stage == "conv"  # before ReLU a map has both signs: centred on 0
     grid, low, high = maps_grid(maps, per=per, signed=signed, numbered=True)
-    st.image(grid, caption=f"conv{layer}, {STAGES[stage]}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}, "
+    st.image(grid, caption=f"{name}, {STAGES[stage]}: {maps.shape[0]} maps of {maps.shape[1]}x{maps.shape[2]}, "
              f"numbered 0 to {maps.shape[0] - 1}", width="stretch")
     bar, scale = map_colour_scale(low, high, signed, per)
     st.image(bar, width=256)
     st.caption(scale)
     # Opens on the map that lets most through ReLU for this image (map 0 of conv3 is often blank); a stage
     # change keeps the map, so its way through ReLU and pooling can be followed.
-    key = kept_following("map_index", (image_id, layer), most_active_map(acts[f"relu{layer}"]))
-    index = clamped(st.number_input("Enlarge map number", 0, maps.shape[0] - 1, key=key, persist_state=PERSIST,
-                                    help="It opens on the map most active for this image."), 0, maps.shape[0] - 1)
+    active = acts[layer.views.get("relu", layer.views["conv"])]
+    key = kept_number("map_index", (image_id, name, layer.maps), most_active_map(active), 0, layer.maps - 1)
+    index = clamped(st.number_input("Enlarge map number", 0, layer.maps - 1, key=key, persist_state=PERSIST,
+                                    help="It opens on the map most active for this image."), 0, layer.maps - 1)
     chosen = maps[index]
     left, right = st.columns(2)  # the image stretches to its column (~280 px at 1024): the table never covers it
     left.image(enlarged_map(chosen, signed), width="stretch",
@@ -164,27 +204,32 @@ def show_maps(acts: dict, image_id: str) -> tuple[int, int]:
     return layer, index
 
 
-def show_filters(model, layer: int, run_folder) -> None:
-    st.subheader(f"The filters of conv{layer}")
+def show_filters(model, layer: ConvLayer, run_folder) -> None:
+    k = layer.kernel_size
+    st.subheader(f"The filters of {layer.name}: {layer.maps} filters of {k}x{k}"
+                 + (f" over {layer.inputs} input maps" if layer.inputs > 1 else "")
+                 + (", each with a bias" if layer.bias else ""))
     channel = 0
-    if layer > 1:
-        channel = st.slider("Input channel (each filter has one 3x3 kernel per input map)", 0, CHANNELS[layer - 1] - 1,
-                            key=kept_default(f"in_channel{layer}", 0), persist_state=PERSIST)
-        channel = clamped(channel, 0, CHANNELS[layer - 1] - 1)
-    weights = kernels(model, layer, channel)
+    if layer.inputs > 1:
+        key = kept_number(f"in_channel.{layer.name}", (layer.name, layer.inputs), 0, 0, layer.inputs - 1)
+        channel = clamped(st.slider(f"Input channel (each filter has one {k}x{k} kernel per input map)", 0,
+                                    layer.inputs - 1, key=key, persist_state=PERSIST), 0, layer.inputs - 1)
+    weights = kernels(model, layer.name, channel)
     grid, limit = kernel_grid(weights)
     st.image(grid, width="stretch", caption=f"{weights.shape[0]} kernels reading input channel {channel}; "
              f"blue negative, white 0, red positive (±{limit:.3f})")
-    if layer == 1:
-        st.dataframe({f"filter {k}": [" ".join(f"{v:+.2f}" for v in row) for row in weights[k]] for k in range(32)},
-                     hide_index=True)
-        filter_replay(run_folder)
+    if layer.inputs == 1:  # the first layer: each filter is one small image, its numbers readable
+        st.dataframe({f"filter {f}": [" ".join(f"{v:+.2f}" for v in row) for row in weights[f]]
+                      for f in range(len(weights))}, hide_index=True)
+        if layer.name == "conv1":  # training keeps snapshots of conv1's filters
+            filter_replay(run_folder, weights.shape)
 
 
-def filter_replay(run_folder) -> None:
-    """conv1's filters at each snapshot training kept (step 0 is the random start), on a slider over steps."""
-    snapshots = read_filter_snapshots(run_folder)
-    if snapshots is None or len(snapshots[0]) == 0:
+def filter_replay(run_folder, shape: tuple) -> None:
+    """conv1's filters at each snapshot training kept (step 0 is the random start), on a slider over steps;
+    shape: conv1's (maps, k, k), which the snapshots must have."""
+    snapshots = read_filter_snapshots(run_folder) if run_folder is not None else None
+    if snapshots is None or len(snapshots[0]) == 0 or tuple(snapshots[1].shape[1:]) != tuple(shape):
         return
     steps, filters = snapshots
     at_step = {int(step): index for index, step in enumerate(steps)}  # step -> snapshot (the last, if repeated)
@@ -199,66 +244,93 @@ def filter_replay(run_folder) -> None:
                width="stretch", caption=f"step {step:,}" + (": the random start, before any training" if step == 0 else ""))
 
 
-def show_convolution(model, acts: dict, layer: int, image_id: str, map_index: int) -> None:
+def show_convolution(model, acts: dict, layer: ConvLayer, image_id: str, map_index: int) -> None:
+    k = layer.kernel_size
     st.subheader("One convolution, by hand")
-    conv = acts[f"conv{layer}"]
+    conv = acts[layer.views["conv"]]
     size = conv.shape[-1]
     cols = st.columns(3)
-    channel = clamped(cols[0].number_input("Map", 0, CHANNELS[layer] - 1, key=kept_following(  # the enlarged one
-        "conv_map", (image_id, layer, map_index), map_index), persist_state=PERSIST), 0, CHANNELS[layer] - 1)
-    start = strongest_output(conv[channel])  # on the digit, where this filter answers most
-    row = clamped(cols[1].number_input("Row", 0, size - 1, key=kept_following(
-        "conv_row", (image_id, layer, channel), start[0]), persist_state=PERSIST), 0, size - 1)
-    col = clamped(cols[2].number_input("Column", 0, size - 1, key=kept_following(
-        "conv_col", (image_id, layer, channel), start[1]), persist_state=PERSIST), 0, size - 1)
-    result = convolution_at(model, acts, layer, channel, row, col)
-    shown = 0 if layer == 1 else int(np.argmax(np.abs(result["per_channel"])))
+    context = (image_id, layer.name, layer.maps, size)
+    channel = clamped(cols[0].number_input("Map", 0, layer.maps - 1, key=kept_number(  # the enlarged one
+        "conv_map", (*context, map_index), map_index, 0, layer.maps - 1), persist_state=PERSIST), 0, layer.maps - 1)
+    start = strongest_output(conv[channel])  # on the image, where this filter answers most
+    row = clamped(cols[1].number_input("Row", 0, size - 1, key=kept_number(
+        "conv_row", (*context, channel), start[0], 0, size - 1), persist_state=PERSIST), 0, size - 1)
+    col = clamped(cols[2].number_input("Column", 0, size - 1, key=kept_number(
+        "conv_col", (*context, channel), start[1], 0, size - 1), persist_state=PERSIST), 0, size - 1)
+    result = convolution_at(model, acts, layer.name, channel, row, col)
+    shown = 0 if layer.inputs == 1 else int(np.argmax(np.abs(result["per_channel"])))
     decimals = shown_decimals(result["kernel"][shown])
     table = convolution_table(result, shown, decimals)
-    source = f"{result['input']}" + (f", channel {shown}" if layer > 1 else "")
+    source = f"{result['input']}" + (f", channel {shown}" if layer.inputs > 1 else "")
     picture, products = st.columns([2, 3])
-    picture.image(marked_patch(acts[CONV_INPUT[layer]][shown], row, col), width="content",
-                  caption=f"the 3x3 patch (red box) around row {row}, column {col} of {source}")
+    picture.image(marked_patch(acts[layer.input][shown], row, col, kernel_size=k, padding=layer.padding),
+                  width="content", caption=f"the {k}x{k} patch (red box) that row {row}, column {col} reads, "
+                  f"in {source}")
     products.markdown(products_table(table, (row, col)))
-    st.markdown(convolution_sentence(result, table, layer, channel, (row, col), shown))
+    st.markdown(convolution_sentence(result, table, layer.name, channel, (row, col), shown))
 
 
-def show_output(acts: dict) -> None:
-    left, right = st.columns(2)
-    left.image(enlarge(hidden_strip(acts["fc"]), 250), caption="FC 625 activations (25x25, bright = strong)", width=250)
-    right.vega_lite_chart(spec=probability_chart(acts["probabilities"], height=250), width="stretch")
+def show_output(model, acts: dict, spec: DatasetSpec) -> None:
+    """What the network has after its convolutions: each hidden layer's activations, the softmax regression's
+    weight images, and the probabilities with the dataset's class names."""
+    templates = class_templates(model)
+    if templates is not None:
+        grid, limit = class_template_grid(templates, spec.class_names)
+        st.image(grid, width="content", caption=f"What softmax regression learnt: its {spec.side}x{spec.side} "
+                 f"weights for each {spec.class_word}, blue negative, white 0, red positive (±{limit:.3f}). "
+                 "Ink where a class's weights are red raises its score.")
+    shown = [(layer, acts[layer.activation]) for layer in dense_layers(model)] + [(None, acts["probabilities"])]
+    for left, right in zip(shown[::2], [*shown[1::2], None]):
+        columns = st.columns(2)
+        for column, item in zip(columns, (left, right)):
+            if item is not None:
+                _show_layer_output(column, *item, spec)
 
 
-def show_confusion(model, kept_at: tuple, version: str) -> None:
-    data = data_holder().load()
+def _show_layer_output(column, layer, values: np.ndarray, spec: DatasetSpec) -> None:
+    """One hidden layer's activations as a square of bright cells, or (layer None) the probabilities."""
+    if layer is None:
+        column.vega_lite_chart(spec=probability_chart(values, height=250, class_names=spec.class_names,
+                                                      class_word=spec.class_word), width="stretch")
+        return
+    strip = hidden_strip(values)
+    column.image(enlarge(strip, 250), width=250, caption=f"FC {layer.units} activations "
+                 f"({strip.shape[0]}x{strip.shape[1]}, bright = strong)")
+
+
+def show_confusion(model, spec: DatasetSpec, kept_at: tuple, version: str) -> None:
+    data = data_holder(spec.name).load()
     if data is None:
         return
-    st.subheader("Where the model goes wrong: confusion matrix on the 10,000 test images")
+    st.subheader(f"Where the model goes wrong: confusion matrix on the {len(data.test_labels):,} test images")
     predicted = test_predictions(*kept_at, version, model, data)
     labels = data.test_labels.numpy()
-    matrix = confusion_counts(labels, predicted)
-    errors = np.where(np.eye(10, dtype=bool), -1, matrix)
+    matrix = confusion_counts(labels, predicted, spec.num_classes)
+    errors = np.where(np.eye(spec.num_classes, dtype=bool), -1, matrix)
     worst = np.unravel_index(int(np.argmax(errors)), errors.shape)  # opens on the model's most frequent mistake
     chart, cell = st.columns([3, 2])
-    chart.vega_lite_chart(spec=confusion_spec(matrix), width="stretch", key=CONFUSION_CHART, on_select=_open_cell,
-                          selection_mode="cell")
+    chart.vega_lite_chart(spec=confusion_spec(matrix, spec), width="stretch", key=CONFUSION_CHART,
+                          on_select=functools.partial(_open_cell, spec.class_names), selection_mode="cell")
     chart.caption(f"{int(np.trace(matrix)):,} of {int(matrix.sum()):,} right ({np.trace(matrix) / matrix.sum():.2%}). "
                   "Click a cell to see its images.")
     with cell:
-        show_cell(data, labels, predicted, worst)
+        show_cell(data, spec, labels, predicted, worst)
 
 
-def show_cell(data, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> None:
+def show_cell(data, spec: DatasetSpec, labels: np.ndarray, predicted: np.ndarray, worst: tuple) -> None:
     """One confusion cell's images beside the matrix: the chosen one enlarged on top, then the thumbnails and a
     pill per image to look inside it. All of it next to where the user clicked: nothing changes out of view."""
     scroll = st.session_state.pop("scroll_to_chosen", False)  # set by a click on a cell or a pill
-    pick = st.columns(2)
-    true = pick[0].selectbox("True digit", range(10), key=kept_default("cm_true", int(worst[0])),
-                                  persist_state=PERSIST)
-    guess = pick[1].selectbox("Read as", range(10), key=kept_default("cm_pred", int(worst[1])),
-                                  persist_state=PERSIST)
+    pick, classes = st.columns(2), list(range(spec.num_classes))
+    true = pick[0].selectbox(f"True {spec.class_word}", classes, format_func=spec.class_name, persist_state=PERSIST,
+                             key=kept_choice("cm_true", classes, int(worst[0])))
+    guess = pick[1].selectbox("Read as", classes, format_func=spec.class_name, persist_state=PERSIST,
+                              key=kept_choice("cm_pred", classes, int(worst[1])))
+    true, guess = clamped(true, 0, spec.num_classes - 1), clamped(guess, 0, spec.num_classes - 1)  # sent by a browser
     found = np.nonzero((labels == true) & (predicted == guess))[0]
-    st.markdown(f"**true {true}, read as {guess}: {plural(len(found), 'image')}**")
+    st.markdown(f"**true {spec.class_name(true)}, read as {spec.class_name(guess)}: "
+                f"{plural(len(found), 'image')}**")
     if len(found) == 0:
         return
     shown = [int(index) for index in found[:MAX_THUMBNAILS]]
@@ -288,10 +360,10 @@ def _pick_thumbnail(key: str) -> None:
         _show_test_image(index)
 
 
-def _open_cell() -> None:
+def _open_cell(class_names) -> None:
     """The confusion chart's callback (before the widgets are drawn): a clicked cell becomes the shown cell and its
     first image the page's image."""
-    cell = picked_cell(st.session_state[CONFUSION_CHART].selection.get("cell"))
+    cell = picked_cell(st.session_state[CONFUSION_CHART].selection.get("cell"), class_names)
     if cell is None:
         return
     st.session_state[kept("cm_true")], st.session_state[kept("cm_pred")] = cell
@@ -304,9 +376,10 @@ def _show_test_image(index: int) -> None:
                              "image_source": "test", "scroll_to_chosen": True})
 
 
-def travel_in_time(model, final) -> tuple:
-    """(model, checkpoint path, epoch or None for the final model) chosen on the time-travel slider."""
-    epochs = epoch_checkpoints(final.parent)
+def travel_in_time(model, final, history) -> tuple:
+    """(model, checkpoint path, epoch or None for the final model) chosen on the time-travel slider; history: the
+    folder of the model's training history (None: it has none)."""
+    epochs = epoch_checkpoints(history) if history is not None else {}
     if not epochs:
         return model, str(final), None
     options = list(epochs) + ["final"]
@@ -325,11 +398,11 @@ def travel_in_time(model, final) -> tuple:
     return past, str(epochs[epoch]), epoch
 
 
-def open_first_of_cell(model, kept_at: tuple, version: str) -> None:
+def open_first_of_cell(model, spec: DatasetSpec, kept_at: tuple, version: str) -> None:
     """After a click on a confusion cell: its first image becomes the page's image (before the image is chosen)."""
     if not st.session_state.pop("open_first_of_cell", False):
         return
-    data = data_holder().load()
+    data = data_holder(spec.name).load()
     if data is None:
         return
     predicted = test_predictions(*kept_at, version, model, data)
@@ -342,27 +415,29 @@ def open_first_of_cell(model, kept_at: tuple, version: str) -> None:
 def page() -> None:
     st.title("Feature maps and filters")
     model, card, run = active_model()
-    if not has_stage(model, "conv1"):
-        st.warning("The active model is the softmax baseline: it has no convolution layers to show. Choose a CNN run on the Train page.")
-        return
     final = checkpoint_for(run)
-    model, checkpoint, epoch = travel_in_time(model, final)
+    history = history_folder(final)  # None for a bundled model whose history is not kept beside it
+    model, checkpoint, epoch = travel_in_time(model, final, history)
+    spec, layers = dataset_of(model), conv_layers(model)
+    if not layers:
+        st.info(no_maps_sentence(model))
     version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # computed predictions are cached per file version
-    kept_at = (final.parent, epoch)  # where training kept this checkpoint's test predictions
-    open_first_of_cell(model, kept_at, version)
-    chosen = choose_image(model, kept_at, version)
+    kept_at = (history, epoch)  # where training kept this checkpoint's test predictions
+    open_first_of_cell(model, spec, kept_at, version)
+    chosen = choose_image(model, spec, kept_at, version)
     if chosen is None:
         return
     image, label = chosen
     image_id = hashlib.sha1(image.tobytes()).hexdigest()  # the maps' defaults follow the image
     acts = activations(model, torch.from_numpy(image.astype(np.float32) / 255.0)[None, None])
     st.image(enlarge(image, 140), width=140)
-    st.caption(f"Input: {label}, read as {int(np.argmax(acts['probabilities']))}.")
-    layer, map_index = show_maps(acts, image_id)
-    show_filters(model, layer, final.parent)
-    show_convolution(model, acts, layer, image_id, map_index)
-    show_output(acts)
-    show_confusion(model, kept_at, version)
+    st.caption(f"Input: {label}, read as {spec.class_name(np.argmax(acts['probabilities']))}.")
+    if layers:
+        layer, map_index = show_maps(acts, layers, image_id)
+        show_filters(model, layer, history)
+        show_convolution(model, acts, layer, image_id, map_index)
+    show_output(model, acts, spec)
+    show_confusion(model, spec, kept_at, version)
 
 
 require_app_navigation()

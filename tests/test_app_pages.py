@@ -382,7 +382,7 @@ def test_feature_page_renders_for_a_test_image(app):
     app.switch_page("pages/features.py").run()
     assert not app.exception
     assert any("Input: test image #0 (label 7), read as 7." in c.value for c in app.caption)
-    app.radio(key="kept.layer").set_value(3).run()
+    app.radio(key="kept.layer").set_value("conv3").run()
     app.radio(key="kept.stage").set_value("pool").run()
     assert not app.exception
     assert any("sums are added" in m.value for m in app.markdown)
