@@ -3,7 +3,7 @@
 The shift curve is the classic argument for convolution and pooling: move every test image a few pixels and see
 whose accuracy falls. A network that flattens the pixels first (softmax regression, the MLP) has learned weights
 for each pixel, so a moved stroke lands on other weights; a convolution finds its pattern wherever it is, and
-pooling keeps the strongest response of a neighbourhood, so the features above move little.
+pooling keeps the strongest response of a neighbourhood, so the features above change less.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from .model import NETWORKS, count_parameters
 from .runs import RunInfo, read_card
 from .storage import atomic_write
 from .train import evaluate
-from .views import PALETTE, accuracy_text, format_seconds
+from .views import PALETTE, accuracy_text, format_seconds, plural
 
 SHIFTS = tuple(range(0, 7))  # pixels: 0 (the test images as they are) to 6, a quarter of a 28-pixel image
 SHIFT_IMAGES = 1000  # the first 1,000 test images: 7 shifts x 4 directions x 1,000 forwards per model
@@ -55,6 +55,12 @@ class ComparedRun:
     name: str
     model: nn.Module
     card: dict
+
+
+def _network_title(card: dict | None) -> str:
+    """The title of the network a card names ("the article's CNN"); cards from before networks were named: the CNN."""
+    network = (card or {}).get("network") or ((card or {}).get("config") or {}).get("architecture") or "cnn"
+    return NETWORKS[network].title if network in NETWORKS else str(network)
 
 
 # ---------------------------------------------------------------- shifted images
@@ -133,7 +139,7 @@ def curve_from_record(record: object, card: dict, images: int = SHIFT_IMAGES) ->
 
 
 def read_curve(checkpoint: Path | str, card: dict) -> list[dict] | None:
-    """The shift curve kept for this checkpoint's weights, or None when there is none that fits (see curve_from_record)."""
+    """The shift curve kept for these weights, or None when none fits (see curve_from_record)."""
     path = curve_path(checkpoint)
     try:
         if path.stat().st_size > MAX_CURVE_BYTES:
@@ -172,8 +178,8 @@ def measured_curve(checkpoint: Path | str, model: nn.Module, card: dict, images:
 
 def datasets_problem(runs: list[ComparedRun]) -> str:
     """"" when every run learned the same dataset, else a sentence: a comparison only means something within one."""
-    titles = sorted({DATASETS[checkpoint_dataset(run.card)].title for run in runs if checkpoint_dataset(run.card) in DATASETS})
     unknown = [run.name for run in runs if checkpoint_dataset(run.card) not in DATASETS]
+    titles = sorted({DATASETS[checkpoint_dataset(run.card)].title for run in runs if run.name not in unknown})
     if unknown:
         return f"Run {unknown[0]!r} learned a dataset this app does not know, so it cannot be compared."
     if len(titles) > 1:
@@ -184,8 +190,7 @@ def datasets_problem(runs: list[ComparedRun]) -> str:
 
 def run_labels(runs: list[ComparedRun]) -> dict[str, str]:
     """{run name: its legend label}: the network's title, with the run's name only where two share a network."""
-    titles = {run.name: NETWORKS[run.card.get("network", "cnn")].title if run.card.get("network", "cnn") in NETWORKS
-              else str(run.card.get("network")) for run in runs}
+    titles = {run.name: _network_title(run.card) for run in runs}
     shared = {title for title in titles.values() if list(titles.values()).count(title) > 1}
     return {name: f"{title} ({shown_name(name)})" if title in shared else title
             for name, title in titles.items()}
@@ -210,10 +215,8 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
             measured = evaluate(run.model, *test_data)
             accuracy, per_class = measured["accuracy"], measured["per_class_accuracy"]
         epochs = run.card.get("epochs")
-        network = run.card.get("network", "cnn")
         rows.append({
-            "run": run.name, "label": labels[run.name],
-            "network": NETWORKS[network].title if network in NETWORKS else str(network),
+            "run": run.name, "label": labels[run.name], "network": _network_title(run.card),
             "dataset": spec.title,
             "epochs": epochs if isinstance(epochs, int) else None,
             "accuracy": accuracy,
@@ -226,13 +229,14 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
 
 
 def shown_name(key: str) -> str:
-    """A run's name as the table and the legend show it: "mlp-1epoch" for the bundled 1-epoch set's "compare:mlp-1epoch"."""
+    """A run's name as the table and the legend show it: "mlp-1epoch" for the bundled set's "compare:mlp-1epoch"."""
     return key.removeprefix(BUNDLED_PREFIX)
 
 
 def table_rows(rows: list[dict]) -> list[dict]:
     """comparison_rows as the page's table shows them: words and formatted numbers, one row per run."""
-    return [{"network": row["label"], "run": shown_name(row["run"]), "epochs": row["epochs"] if row["epochs"] is not None else "-",
+    return [{"network": row["label"], "run": shown_name(row["run"]),
+             "epochs": row["epochs"] if row["epochs"] is not None else "-",
              "test accuracy": accuracy_text(row["accuracy"]), "parameters": f"{row['parameters']:,}",
              "training time": format_seconds(row["seconds"])} for row in rows]
 
@@ -265,10 +269,12 @@ def _why(model: nn.Module) -> str:
     """Why a network keeps or loses accuracy when the image moves, read from its declared stages."""
     kinds = [stage.kind for stage in getattr(model, "stages", ())]
     if "conv" not in kinds:
-        return "it weighs each pixel on its own and never saw which pixels are neighbours, so a moved stroke lands on other weights"
+        return ("it weighs each pixel on its own and never saw which pixels are neighbours, so a moved stroke lands on "
+                "other weights")
     pools = kinds.count("pool")
     return (f"its convolutions find a pattern wherever it is, and its {pools} pooling "
-            f"step{'' if pools == 1 else 's'} keep the strongest response of each 2x2 neighbourhood, so a small move changes its features less")
+            f"step{'' if pools == 1 else 's'} keep the strongest response of each 2x2 neighbourhood, so a small move "
+            "changes its features less")
 
 
 def shift_sentences(runs: list[ComparedRun], curves: dict[str, list[dict]], shift: int = 4) -> list[str]:
@@ -281,8 +287,11 @@ def shift_sentences(runs: list[ComparedRun], curves: dict[str, list[dict]], shif
     drop = {run.name: _at(curves[run.name], 0) - _at(curves[run.name], shift) for run in measured}
     falls = max(measured, key=lambda run: drop[run.name])
     keeps = max(measured, key=lambda run: _at(curves[run.name], shift))
+    # A reason is given only where it explains what was measured: pixels for the one that falls, patterns for the
+    # one that keeps; numbers that go the other way are said without one.
     sentences = [f"Moved by {shift} pixels, {labels[falls.name]} falls most, from {_at(curves[falls.name], 0):.1%} to "
-                 f"{_at(curves[falls.name], shift):.1%}" + (f": {_why(falls.model)}." if not _convolves(falls.model) else ".")]
+                 f"{_at(curves[falls.name], shift):.1%}"
+                 + (f": {_why(falls.model)}." if not _convolves(falls.model) else ".")]
     if keeps.name != falls.name:
         sentences.append(f"{labels[keeps.name][0].upper() + labels[keeps.name][1:]} keeps the most, "
                          f"{_at(curves[keeps.name], shift):.1%} (from {_at(curves[keeps.name], 0):.1%})"
@@ -304,11 +313,6 @@ class Candidate:
     run: str = ""  # the name pages.shared.loaded_checkpoint knows it by ("" for the bundled 1-epoch set)
 
 
-def _network_title(card: dict | None) -> str:
-    network = (card or {}).get("network") or ((card or {}).get("config") or {}).get("architecture") or "cnn"
-    return NETWORKS[network].title if network in NETWORKS else str(network)
-
-
 def candidates(runs: list[RunInfo], bundled_models: dict[str, Path] | None = None) -> list[Candidate]:
     """The bundled 1-epoch set first (those on disk), then the bundled models and every run of runs (RunInfo, as
     cnn.runs.list_runs gives them) that finished or stopped with at least one epoch and a readable card."""
@@ -328,7 +332,7 @@ def candidates(runs: list[RunInfo], bundled_models: dict[str, Path] | None = Non
         if (card is None or run.checkpoint is None or card.get("status", "finished") not in ("finished", "stopped")
                 or not card.get("epochs")):
             continue
-        words = "bundled" if run.name in bundled_models else f"{card['epochs']} epoch{'' if card['epochs'] == 1 else 's'}"
+        words = "bundled" if run.name in bundled_models else plural(card["epochs"], "epoch")
         found.append(Candidate(run.name, f"{run.name}: {_network_title(card)} ({words})", run.checkpoint,
                                checkpoint_dataset(card), run=run.name))
     return found

@@ -15,7 +15,8 @@ CHART = "[data-testid='stVegaLiteChart']"
 NETWORKS = ("softmax regression", "an MLP", "the article's CNN")  # cnn.model.NETWORKS' titles
 # The widest thing on the page: the document, Streamlit's main block, and every chart's drawing.
 WIDEST_JS = """() => { const main = document.querySelector("[data-testid='stMain']");
-  const charts = [...document.querySelectorAll("[data-testid='stVegaLiteChart'] svg")].map(s => s.getBoundingClientRect().right);
+  const charts = [...document.querySelectorAll("[data-testid='stVegaLiteChart'] svg")]
+    .map(s => s.getBoundingClientRect().right);
   return Math.max(document.documentElement.scrollWidth, main ? main.scrollWidth : 0, ...charts); }"""
 
 
