@@ -109,15 +109,21 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     return base.name
 
 
+def network_label(name: str) -> str:
+    """"An MLP" for "mlp": the network's title as a menu item."""
+    title = NETWORKS[name].title
+    return title[0].upper() + title[1:]
+
+
 def model_choice(presets: tuple[str, ...], max_epochs: int) -> tuple[str, str]:
     """The Dataset and Network choices, each with its line; returns (dataset, network)."""
     cols = st.columns(2)
     dataset = cols[0].selectbox("Dataset", tuple(DATASETS), format_func=lambda name: DATASETS[name].title,
                                 key=kept("dataset"), persist_state=PERSIST, on_change=_name_follows)
     cols[0].caption(dataset_line(dataset))
-    network = cols[1].selectbox("Network", classroom.trainable_networks(presets),
-                                format_func=lambda name: NETWORKS[name].title.capitalize(), key=kept("network"),
-                                persist_state=PERSIST, on_change=_network_changed, args=(presets, max_epochs))
+    network = cols[1].selectbox("Network", classroom.trainable_networks(presets), format_func=network_label,
+                                key=kept("network"), persist_state=PERSIST, on_change=_network_changed,
+                                args=(presets, max_epochs))
     cols[1].caption(network_line(network))
     return dataset, network
 
