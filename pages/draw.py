@@ -1,4 +1,5 @@
-"""Draw: sketch a digit (or upload one) and see the active model read it, live, and why."""
+"""Draw: sketch a digit or a piece of clothing, as the active model's dataset asks (or upload one), and see the
+model read it, live, and why."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,48 +7,54 @@ import streamlit as st
 import torch
 from streamlit_drawable_canvas import out as canvas_component
 
-from cnn.classset import (ClassSetError, class_set_npz, default_class_dir, drawing_hash, label_drawing,
-                          scored_class_set, undo_last_save)
-from cnn.drawing import (STEP_CAPTIONS, CanvasError, drawing_problem, preprocess_steps, read_canvas,
+from cnn.classset import (ClassSetError, class_set_note, class_set_npz, default_class_dir, drawing_hash,
+                          label_drawing, scored_class_set, undo_last_save)
+from cnn.data import DatasetSpec
+from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_steps, read_canvas, step_captions,
                          stroke_problem)
-from cnn.explain import METHOD_NAMES, attribution_methods, describe, explain, overlay, predict
-from cnn.novelty import not_a_digit
+from cnn.explain import (METHOD_NAMES, always_an_answer, attribution_methods, describe, explain, model_spec,
+                         names_are_numbers, overlay, predict)
+from cnn.novelty import no_check_sentence, not_a_digit
 from pages.shared import (PERSIST, checkpoint_for, data_holder, kept, probability_chart, require_app_navigation,
                           resolved_model, send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
 STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~120 px each in its half of a 1024 px page
-ALWAYS_A_DIGIT = ("The network must always answer with one of 0-9, even for a scribble: it has no \"not a digit\" "
-                  "answer, so this page checks the ink first. And \"sure\" is not \"right\": a high percentage "
-                  "means the network has no doubt, not that it read your digit correctly.")
 
 
 def refusal(steps: dict, model) -> str | None:
-    """Why this image is not one digit, as a sentence, or None: the network's own features against real digits'.
+    """Why this image is unlike any of the model's dataset, as a sentence, or None: the network's own features
+    against its training images'.
 
     The check is fitted once per model in the background (cnn/novelty.py): until it is ready, no refusal.
     """
-    return not_a_digit(model, steps["centred"], data_holder().load(), wait=False)
+    return not_a_digit(model, steps["centred"], data_holder(model_spec(model).name).load(), wait=False)
 
 
-def show_refusal(problem: str) -> None:
+def show_refusal(problem: str, spec: DatasetSpec) -> None:
     st.warning(problem)
-    st.caption(ALWAYS_A_DIGIT)
+    st.caption(always_an_answer(spec))
 
 
 def show_answer(steps: dict, model, source: str) -> dict:
-    """The answer, the ten probabilities and why; returns describe()'s answer."""
+    """The answer, the probabilities of the model's classes and why; returns describe()'s answer."""
+    spec = model_spec(model)
     tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
     probabilities = predict(model, tensor)
-    answer = describe(probabilities)
+    answer = describe(probabilities, spec)
     cols = st.columns(2)  # two, not three: in the canvas's half of a 1024 px projector a third is ~75 px
     cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=112, clamp=True)
-    if answer["sure"]:
-        cols[1].markdown(f"<div style='font-size:6rem;line-height:1'>{answer['digit']}</div>", unsafe_allow_html=True)
+    if answer["sure"]:  # a digit large; a class name ("Ankle boot") smaller, to fit its ~200 px column
+        size = "6rem" if names_are_numbers(spec) else "2rem"
+        cols[1].markdown(f"<div style='font-size:{size};line-height:1'>{answer['name']}</div>", unsafe_allow_html=True)
     cols[1].markdown(f"**{answer['text']}**")
-    st.vega_lite_chart(spec=probability_chart(probabilities, height=150), width="stretch")
-    st.caption(ALWAYS_A_DIGIT)
+    st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
+                                              class_word=spec.class_word), width="stretch")
+    st.caption(always_an_answer(spec))
+    unchecked = no_check_sentence(model)
+    if unchecked:  # the softmax baseline: say outright that nothing checks the drawing first
+        st.caption(unchecked)
     shown = explain(model, tensor, answer["digit"], method_choice(model, source))
     if shown["empty"]:
         st.info(shown["empty"])  # a blank overlay would look like "nothing mattered"
@@ -68,14 +75,15 @@ def method_choice(model, source: str) -> str:
                     persist_state=PERSIST)
 
 
-def preprocessing_steps(steps: dict, source: str) -> None:
-    """Each stage of the pipeline (cnn.drawing's steps, in order), STEPS_PER_ROW to a row."""
-    with st.expander(f"How your {'photo' if source == 'upload' else 'drawing'} becomes a 28x28 MNIST-style image"):
+def preprocessing_steps(steps: dict, source: str, spec: DatasetSpec) -> None:
+    """Each stage of the pipeline (cnn.drawing's steps, in order, captioned for spec's recipe), STEPS_PER_ROW to a row."""
+    captions = step_captions(spec)
+    with st.expander(f"How your {'photo' if source == 'upload' else 'drawing'} becomes a 28x28 {spec.title}-style image"):
         items = list(steps.items())
         for first in range(0, len(items), STEPS_PER_ROW):
             row = st.columns(STEPS_PER_ROW)
             for column, (number, (key, image)) in zip(row, enumerate(items[first:first + STEPS_PER_ROW], first + 1)):
-                column.image(image, caption=f"{number}. {STEP_CAPTIONS.get(key, key)}", width="stretch", clamp=True)
+                column.image(image, caption=f"{number}. {captions.get(key, key)}", width="stretch", clamp=True)
 
 
 def save_label(image: np.ndarray, key: str, source: str) -> None:
@@ -103,10 +111,13 @@ def undo_save() -> None:
             st.session_state[pill] = None
 
 
-def actions(image: np.ndarray, source: str) -> None:
-    """Under the answer, across the page: send to Feature maps, and the label row (ten pills in view at 1024 px)."""
+def actions(image: np.ndarray, source: str, spec: DatasetSpec) -> None:
+    """Under the answer, across the page: send to Feature maps, and the label row (ten pills in view at 1024 px)
+    where the class set is for the model's dataset."""
     if st.button("Look inside: show this image on the Feature maps page", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
+    if class_set_note(spec.name):
+        return  # the class set holds digits: class_panel says why there are no label pills
     # One row of pills (one element, not ten buttons in ten columns); a new drawing gets a fresh, empty row.
     key = f"label-{source}-{drawing_hash(image)[:16]}"
     st.pills("Teach us your handwriting: what digit did you mean? (press it again to take it back)", list(range(10)),
@@ -136,17 +147,17 @@ def drawing_canvas(clears: int):
     return result.get("drawing")
 
 
-def read_drawing(value) -> tuple[dict | None, str | None]:
-    """(preprocess_steps, None) for ink that could be a digit; (None, sentence) for a refused value or shape;
-    (None, None) for an empty canvas."""
+def read_drawing(value, spec: DatasetSpec) -> tuple[dict | None, str | None]:
+    """(preprocess_steps, None) for ink that could be one of spec's images; (None, sentence) for a refused value or
+    shape; (None, None) for an empty canvas."""
     try:
         rgba = read_canvas(value, CANVAS)
     except CanvasError as exc:
         return None, str(exc)
     if rgba is None:
         return None, None
-    problem = drawing_problem(rgba) or stroke_problem(value.get("raw") if isinstance(value, dict) else None)
-    return (None, problem) if problem else (preprocess_steps(rgba), None)
+    problem = drawing_problem(rgba, spec) or stroke_problem(value.get("raw") if isinstance(value, dict) else None, spec)
+    return (None, problem) if problem else (preprocess_steps(rgba, spec), None)
 
 
 # The canvas component keeps its toolbar (undo, redo, reset) transparent yet clickable over the top-right 30 px
@@ -177,10 +188,11 @@ TOOLBAR_ABOVE_CANVAS = """<script>
 def show_reading(steps: dict | None, problem: str | None, model, source: str, left, right, hint: str | None) -> None:
     """An image read or refused: the answer beside the input (right), its preprocessing in the space under it (left),
     and the actions across the page, where the ten label pills fit in view on a 1024 px projector."""
+    spec = model_spec(model)
     problem = problem or (refusal(steps, model) if steps is not None else None)
     with right:
         if problem:
-            show_refusal(problem)  # the sentence and no answer: a refused drawing gets no probabilities
+            show_refusal(problem, spec)  # the sentence and no answer: a refused drawing gets no probabilities
             return
         if steps is None:
             if hint:
@@ -188,8 +200,8 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
             return
         show_answer(steps, model, source)
     with left:
-        preprocessing_steps(steps, source)
-    actions(steps["centred"], source)
+        preprocessing_steps(steps, source, spec)
+    actions(steps["centred"], source, spec)
 
 
 @st.fragment
@@ -209,15 +221,17 @@ def canvas_panel(model) -> None:
     if cleared:  # until the browser sends the emptied canvas, the value is still the old drawing
         st.session_state.canvas_stale = sent
     stale = sent is not None and sent == st.session_state.get("canvas_stale")
-    steps, problem = (None, None) if stale else read_drawing(value)
-    show_reading(steps, problem, model, "drawing", left, right,
-                 hint="Draw a digit in the black square: one digit, as large as the square allows.")
+    spec = model_spec(model)
+    steps, problem = (None, None) if stale else read_drawing(value, spec)
+    show_reading(steps, problem, model, "drawing", left, right, hint=canvas_hint(spec))
 
 
 def upload_panel(model) -> None:
     left, right = st.columns(2, gap="medium")
     with left:
-        uploaded = uploaded_digit("Or upload a photo of one digit (PNG or JPEG, up to 2 MB)")
+        spec = model_spec(model)
+        thing = "one digit" if names_are_numbers(spec) else spec.item
+        uploaded = uploaded_digit(f"Or upload a photo of {thing} (PNG or JPEG, up to 2 MB)", spec=spec)
     if uploaded is not None:
         show_reading(uploaded[0], None, model, "upload", left, right, hint=None)
 
@@ -225,6 +239,10 @@ def upload_panel(model) -> None:
 def class_panel(model, run: str) -> None:
     if "class_saved" in st.session_state:
         st.toast(st.session_state.pop("class_saved"))
+    note = class_set_note(model_spec(model).name)
+    if note:  # the set holds digits: a clothes model is neither taught by it nor scored on it
+        st.caption(note)
+        return
     saves = st.session_state.get("class_saves", {})
     if saves:
         last = saves[next(reversed(saves))]["label"]
@@ -245,21 +263,25 @@ def class_panel(model, run: str) -> None:
     st.download_button("Download the class set (.npz)", class_set_npz(samples), file_name="class-handwriting.npz")
 
 
-def model_caption(run: str, source: str, card: dict) -> str:
-    """Which model answers here, in words: the class model, your run X or the bundled model, and its accuracy."""
+def model_caption(run: str, source: str, card: dict, spec: DatasetSpec) -> str:
+    """Which model answers here, in words: the class model, your run X or a bundled model, and its accuracy on
+    its dataset's test images."""
+    test_images = f"{spec.title}'s {spec.test_size:,} test {'digits' if names_are_numbers(spec) else 'images'}"
     if run == "bundled":
         name = "the bundled model (the article's network, trained for 10 epochs)"
+    elif run.startswith("bundled"):
+        name = f"the bundled {spec.title} model (the article's network)"
     elif source == "the class model":
         name = f"the class model (run {run}, chosen by your teacher)"
     else:
         name = f"your run {run}"
-    return f"Read by {name}: {100 * card.get('accuracy', 0):.2f}% right on MNIST's 10,000 test digits."
+    return f"Read by {name}: {100 * (card.get('accuracy') or 0):.2f}% right on {test_images}."
 
 
 require_app_navigation()
-st.title("Draw a digit")
 model, card, run, source = resolved_model()  # once per run: it reads the class's settings and the checkpoint
-st.caption(model_caption(run, source, card))
+st.title(model_spec(model).draw_prompt)
+st.caption(model_caption(run, source, card, model_spec(model)))
 canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")
