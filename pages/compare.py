@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from cnn import compare
-from cnn.checkpoint import default_runs_dir
+from cnn.checkpoint import dataset_refusal, default_runs_dir
 from cnn.data import DATASETS
 from cnn.runs import list_runs
 from cnn.views import READABLE, extent, markdown_table
@@ -36,14 +36,17 @@ def choose_runs() -> tuple[str, list[compare.Candidate]]:
     return dataset, [by_key[k] for k in chosen if k in by_key]
 
 
-def load(candidate: compare.Candidate):
-    """(model, card) through the server's shared cache, or our sentence when it cannot be used."""
+def load(candidate: compare.Candidate, dataset: str):
+    """(model, card) through the server's shared cache, or our sentence when it cannot be used or (its file says)
+    learned another dataset than the one compared."""
     if candidate.run:
-        return loaded_checkpoint(candidate.run)
-    try:
-        return cached_checkpoint(candidate.checkpoint)
-    except Exception as exc:  # noqa: BLE001 - a sentence of ours, never a library's message
-        return checkpoint_problem(candidate.label, exc)
+        loaded = loaded_checkpoint(candidate.run)
+    else:
+        try:
+            loaded = cached_checkpoint(candidate.checkpoint)
+        except Exception as exc:  # noqa: BLE001 - a sentence of ours, never a library's message
+            return checkpoint_problem(candidate.label, exc)
+    return loaded if isinstance(loaded, str) else dataset_refusal(candidate.label, loaded[1], dataset) or loaded
 
 
 def curves_of(runs: list[compare.ComparedRun], checkpoints: dict, data) -> dict[str, list[dict]]:
@@ -52,16 +55,18 @@ def curves_of(runs: list[compare.ComparedRun], checkpoints: dict, data) -> dict[
     for run in runs:
         curve = compare.read_curve(checkpoints[run.name], run.card)
         if curve is None:
-            bar = st.progress(0.0, text=f"Measuring {run.name} on shifted images (once per model)...")
+            name = compare.shown_name(run.name)
+            bar = st.progress(0.0, text=f"Measuring {name} on shifted images (once per model)...")
             curve = compare.measured_curve(checkpoints[run.name], run.model, run.card, data.test_images,
                                            data.test_labels,
-                                           progress=lambda f, m, name=run.name: bar.progress(f, text=f"{name}: {m}"))
+                                           progress=lambda f, m, name=name: bar.progress(f, text=f"{name}: {m}"))
             bar.empty()
         curves[run.name] = curve
     return curves
 
 
 def shift_chart(values: list[dict], colors: dict) -> dict:
+    """Accuracy (0-100%) over pixels shifted (0-6), one line per run; explicit domains, so Vega never sees no extent."""
     spec = chart_spec(values, {"type": "line", "point": {"size": 70}}, {
         "x": field("shift", "quantitative", title="pixels shifted", scale={"domain": [0, compare.SHIFTS[-1]]},
                    axis={"values": list(compare.SHIFTS), "format": "d"}),
@@ -92,12 +97,13 @@ def per_class_chart(values: list[dict], class_names: list[str], networks: list[s
 
 
 def show(dataset: str, chosen: list[compare.Candidate]) -> None:
+    """The table, the shift curves with what to see in them, and the per-class accuracy of the chosen runs."""
     data = load_data_with_progress(dataset)
     if data is None:
         return
     runs, checkpoints = [], {}
     for candidate in chosen:
-        loaded = load(candidate)
+        loaded = load(candidate, dataset)
         if isinstance(loaded, str):
             st.warning(loaded)
             continue
