@@ -242,3 +242,26 @@ def test_the_bundled_fashion_model_is_offered_beside_the_mnist_one_and_the_pages
     assert (rows["bundled-fashion"]["dataset"], rows["bundled"]["dataset"]) == ("Fashion-MNIST", "MNIST")
     app.switch_page("pages/home.py").run()  # another page, with the Fashion model active
     assert not app.exception
+
+
+def test_a_students_form_offers_the_networks_the_class_allows(train_app, monkeypatch):
+    from cnn.classroom import ClassSettings, write_class_settings
+    from pages.shared import job_manager
+
+    monkeypatch.setenv("CNN_TEACHER_TOKEN", "a-class-server-token")  # a class server: this session is a student
+    app = train_app
+    app.switch_page("pages/train.py").run()
+    assert not app.exception
+    assert len(app.selectbox(key="kept.network").options) == len(NETWORKS)  # FAST trains every network
+    set_form(app, network="lenet", dataset="fashion")
+    assert app.selectbox(key="kept.preset").value == "fast"  # ARTICLE is not the class's: LeNet's first allowed
+    write_class_settings(os.environ["CNN_RUNS_DIR"], ClassSettings(allowed_presets=("softmax",), max_epochs=1))
+    app.run()
+    assert not app.exception
+    # The kept LeNet is put back to the only network the softmax recipe (SGD from zeros) can train.
+    assert app.selectbox(key="kept.network").options == ["Softmax regression"]
+    assert app.selectbox(key="kept.preset").value == "softmax"
+    next(b for b in app.button if b.label == "Start").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    job = job_manager().jobs()[0]
+    assert (job["config"]["architecture"], job["config"]["dataset"], job["preset"]) == ("softmax", "fashion", "softmax")
