@@ -107,7 +107,8 @@ def test_the_cli_trains_lenet_on_fashion_and_evaluate_reports_fashion(tmp_path):
     assert trained.returncode == 0, trained.stderr[-2000:]  # it had crashed since issue 11 (on_start)
     checkpoint = tmp_path / "runs" / "lenet-fashion" / "model.pt"
     card = json.loads(checkpoint.with_suffix(".json").read_text())
-    assert (card["network"], card["dataset"], card["preset"], card["steps"]) == ("lenet", "fashion", "article", 3)
+    assert (card["network"], card["dataset"], card["steps"]) == ("lenet", "fashion", 3)
+    assert card["preset"] == presets_for("lenet")[0]  # no --preset: the network's default recipe
 
     evaluated = cli("evaluate", str(checkpoint), "--json")
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
