@@ -1,13 +1,15 @@
 """The Feature maps page on a classroom projector (1024x768, sidebar open) and on a phone (390x844), in Debian's
 Chromium: the enlarged map beside its table, a confusion cell that opens its images in view, choices that survive
-a trip to another page, nothing wider than a phone's screen."""
+a trip to another page, nothing wider than a phone's screen; with a LeNet or an MLP chosen as the active model,
+only the layers that network has."""
 import re
 
 import numpy as np
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from tests.conftest import PROJECTOR
+from tests.conftest import PROJECTOR, start_app, stop_app
 from tests.test_browser_app import go_to, open_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
@@ -145,4 +147,89 @@ def test_nothing_is_wider_than_a_phone(new_context, app_url, path, last):
         expect(image).to_have_js_property("complete", True, timeout=60_000)
     widest = page.evaluate(WIDEST_JS)
     assert widest <= PHONE["width"]
+    assert errors == []
+
+
+# ---------------------------------------------------------------- issue 12: another network, only what it has
+
+ACTIVE_MODEL = "Active model (used by the other pages)"  # the Train page's chooser
+
+
+@pytest.fixture(scope="module")
+def networks_app(tmp_path_factory):
+    """The app with two finished runs in its runs folder, saved as training leaves them: a LeNet ("lenet-run") and
+    an MLP ("mlp-run"), trained a few steps on SYNTHETIC data (the page needs a checkpoint, not a good one)."""
+    from cnn.checkpoint import make_card, save_checkpoint
+    from cnn.config import ARTICLE
+    from cnn.train import train
+    from tests.conftest import synthetic_mnist
+
+    workdir = tmp_path_factory.mktemp("features-networks")
+    data = synthetic_mnist(n_train=256, n_test=64)
+    for name, network in (("lenet-run", "lenet"), ("mlp-run", "mlp")):
+        config = ARTICLE.replace(architecture=network, epochs=1, batch_size=64, eval_subset=64)
+        result = train(config, data)
+        card = make_card(config, result.model.cpu().eval(), status="finished", epochs=1, steps=result.steps,
+                         accuracy=result.test_accuracy, run=name)
+        model = result.model
+        save_checkpoint(workdir / "runs" / name / "model.pt", model, card)
+    process, url = start_app(workdir)
+    yield url
+    stop_app(process)
+
+
+def make_active(page: Page, url: str, run: str) -> list[str]:
+    """Open the app, choose run as the active model on the Train page, go to Feature maps; -> the error list."""
+    errors = open_app(page, url)
+    go_to(page, "Train")
+    chooser = page.get_by_role("combobox", name=ACTIVE_MODEL)
+    named = re.compile(rf"^{re.escape(run)}( \(|$)")  # the Train page may add what the run is: "(a LeNet-5-...)"
+    option = page.get_by_role("option", name=named)
+    for _ in range(5):  # a rerun of the page that redraws the chooser closes its open list: open it again
+        wait_until_idle(page)
+        chooser.click()
+        try:
+            expect(option).to_be_visible(timeout=20_000)
+            option.click()
+            break
+        except (AssertionError, PlaywrightTimeout):
+            page.keyboard.press("Escape")
+    expect(chooser).to_have_value(named, timeout=60_000)
+    wait_until_idle(page)
+    go_to(page, "Feature maps")
+    return errors
+
+
+def test_a_lenet_model_shows_its_two_conv_layers_of_5x5_filters(projector_page: Page, networks_app):
+    page = projector_page
+    errors = make_active(page, networks_app, "lenet-run")
+    layers = page.get_by_role("radio", name=re.compile(r"^conv\d"))  # the Layer choice: one per conv layer
+    expect(layers).to_have_count(2, timeout=120_000)
+    expect(page.get_by_role("radio", name="conv1 (6 maps)")).to_be_checked()
+    expect(page.get_by_role("radio", name="conv2 (16 maps)")).to_be_attached()
+    expect(page.get_by_text("conv1, before ReLU: 6 maps of 28x28")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("The filters of conv1: 6 filters of 5x5, each with a bias")).to_be_attached()
+    expect(page.get_by_text(re.compile(r"^the 5x5 patch \(red box\)"))).to_be_attached()
+    expect(page.get_by_text(re.compile(r"of 10,000 right"))).to_be_attached(timeout=120_000)
+    wait_until_idle(page)
+    page.get_by_text("conv2 (16 maps)").click()
+    expect(page.get_by_text("conv2, before ReLU: 16 maps of 10x10")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("The filters of conv2: 16 filters of 5x5 over 6 input maps, each with a bias")).to_be_attached()
+    expect(page.get_by_text(re.compile(r"conv2 reads 6 input maps"))).to_be_attached()
+    wait_until_idle(page)
+    expect(page.get_by_text("conv3")).to_have_count(0)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert errors == []
+
+
+def test_an_mlp_model_shows_its_hidden_layer_and_says_why_there_are_no_maps(projector_page: Page, networks_app):
+    page = projector_page
+    errors = make_active(page, networks_app, "mlp-run")
+    expect(page.get_by_text(re.compile(r"^An MLP has no convolution layers, so there are no feature maps"))).to_be_visible(
+        timeout=120_000)
+    expect(page.get_by_text("FC 625 activations (25x25, bright = strong)")).to_be_attached(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"of 10,000 right"))).to_be_attached(timeout=120_000)
+    wait_until_idle(page)
+    expect(page.get_by_role("radio", name=re.compile(r"^conv\d"))).to_have_count(0)
+    expect(page.get_by_test_id("stException")).to_have_count(0)
     assert errors == []
