@@ -37,7 +37,8 @@ COMPARE_DIR = MODELS_DIR / "compare"
 BUNDLED_COMPARISON: dict[str, tuple[str, Path]] = {
     "softmax-1epoch": ("softmax", COMPARE_DIR / "softmax-1epoch.pt"),
     "mlp-1epoch": ("mlp", COMPARE_DIR / "mlp-1epoch.pt"),
-    "lenet-1epoch": ("lenet", COMPARE_DIR / "lenet-1epoch.pt"),
+    "lenet-1epoch": ("lenet", COMPARE_DIR / "lenet-1epoch.pt"),  # FAST's recipe: LeNet's default (cnn.config)
+    "one-conv-1epoch": ("one-conv", COMPARE_DIR / "one-conv-1epoch.pt"),
     "cnn-1epoch": ("cnn", MODELS_DIR / "epoch-1.pt"),
 }
 BUNDLED_COMPARISON_DATASET = "mnist"
@@ -218,6 +219,7 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
         rows.append({
             "run": run.name, "label": labels[run.name], "network": _network_title(run.card),
             "dataset": spec.title,
+            "recipe": str(run.card.get("preset") or "")[:20],  # the preset it was trained with: article, fast, ...
             "epochs": epochs if isinstance(epochs, int) else None,
             "accuracy": accuracy,
             "parameters": count_parameters(run.model),
@@ -228,6 +230,9 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
     return rows
 
 
+RECIPE_WORDS = {"article": "ARTICLE", "fast": "FAST", "softmax": "softmax baseline"}  # the Train page's names
+
+
 def shown_name(key: str) -> str:
     """A run's name as the table and the legend show it: "mlp-1epoch" for the bundled set's "compare:mlp-1epoch"."""
     return key.removeprefix(BUNDLED_PREFIX)
@@ -235,7 +240,7 @@ def shown_name(key: str) -> str:
 
 def table_rows(rows: list[dict]) -> list[dict]:
     """comparison_rows as the page's table shows them: words and formatted numbers, one row per run."""
-    return [{"network": row["label"], "run": shown_name(row["run"]),
+    return [{"network": row["label"], "run": shown_name(row["run"]), "recipe": RECIPE_WORDS.get(row["recipe"], "-"),
              "epochs": row["epochs"] if row["epochs"] is not None else "-",
              "test accuracy": accuracy_text(row["accuracy"]), "parameters": f"{row['parameters']:,}",
              "training time": format_seconds(row["seconds"])} for row in rows]

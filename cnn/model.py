@@ -441,7 +441,8 @@ NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
                 "The article's fully connected part on raw pixels: what the convolutions add, especially when a "
                 "digit moves.", MLP),
     NetworkSpec("lenet", "a LeNet-5-style network", "conv 5x5 x6, pool, conv 5x5 x16, pool, FC 120, FC 84, FC 10",
-                "The 1998 classic: two convolutions and 61,706 weights, 1/22 of the article's, reach about as far.",
+                "The 1998 classic: two convolutions and 61,706 weights, 1/22 of the article's. Its small layers barely "
+                "move from the tutorial's tiny starting weights, so its recipe is FAST (He's initialisation).",
                 LeNet5),
     NetworkSpec("one-conv", "the article's first block alone", "conv 3x3 x32, ReLU, 2x2 pool, dropout; FC 625; FC 10",
                 "The article's network with conv2, conv3 and two pools removed: 2.9 times the weights, each feature "

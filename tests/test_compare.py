@@ -192,7 +192,8 @@ def test_bundled_cards_say_how_each_was_made():
     assert commands == {
         "softmax-1epoch": "python -m cnn train --network softmax --epochs 1 --seed 0 --out softmax-1epoch",
         "mlp-1epoch": "python -m cnn train --network mlp --preset article --epochs 1 --seed 0 --out mlp-1epoch",
-        "lenet-1epoch": "python -m cnn train --network lenet --preset article --epochs 1 --seed 0 --out lenet-1epoch"}
+        "lenet-1epoch": "python -m cnn train --network lenet --preset fast --epochs 1 --out lenet-fast-1epoch",
+        "one-conv-1epoch": "python -m cnn train --network one-conv --preset article --epochs 1 --out one-conv-article-1epoch"}
 
 
 # ---------------------------------------------------------------- comparison_rows
@@ -220,7 +221,8 @@ def test_comparison_rows_name_networks_count_parameters_and_use_the_datasets_cla
                                        "Sneaker", "Bag", "Ankle boot"]
     assert soft["per_class"]["Ankle boot"] == 0.9
     table = compare.table_rows(rows)
-    assert table[0] == {"network": "softmax regression", "run": "soft", "epochs": 1, "test accuracy": "80.00%",
+    assert table[0] == {"network": "softmax regression", "run": "soft", "recipe": "softmax baseline", "epochs": 1,
+                        "test accuracy": "80.00%",
                         "parameters": "7,850", "training time": "12 s"}
     chart = compare.per_class_values(rows)
     assert len(chart) == 20 and {"network": "an MLP", "class": "Trouser", "accuracy": 0.1} in chart
@@ -294,12 +296,12 @@ def test_candidates_are_the_bundled_set_then_finished_runs_with_an_epoch(tmp_pat
             RunInfo("fashion-run", tmp_path, path, {**card, "dataset": "fashion"})]
     found = compare.candidates(runs, bundled_models={})
     keys = [c.key for c in found]
-    assert keys == ["compare:softmax-1epoch", "compare:mlp-1epoch", "compare:lenet-1epoch", "compare:cnn-1epoch",
-                    "done", "fashion-run"]
+    assert keys == ["compare:softmax-1epoch", "compare:mlp-1epoch", "compare:lenet-1epoch", "compare:one-conv-1epoch",
+                    "compare:cnn-1epoch", "done", "fashion-run"]
     assert found[0].label == "softmax regression, 1 epoch (bundled)" and found[0].run == ""
-    assert found[4].label == "done: the article's CNN (1 epoch)" and found[4].run == "done"
-    assert [c.dataset for c in found] == ["mnist"] * 5 + ["fashion"]
-    assert compare.default_choice(found) == keys[:4]
+    assert found[5].label == "done: the article's CNN (1 epoch)" and found[5].run == "done"
+    assert [c.dataset for c in found] == ["mnist"] * 6 + ["fashion"]
+    assert compare.default_choice(found) == keys[:5]
     assert compare.default_choice([c for c in found if c.dataset == "fashion"]) == ["fashion-run"]
     assert compare.shown_name("compare:mlp-1epoch") == "mlp-1epoch" and compare.shown_name("done") == "done"
 
@@ -363,8 +365,8 @@ def test_the_page_offers_a_finished_run_and_drops_forged_choices(app, tmp_path):
     assert not app.exception and not app.error
     table = next(m.value for m in app.markdown if m.value.startswith("| network"))
     _, cnn_card = load_checkpoint(compare.BUNDLED_COMPARISON["cnn-1epoch"][1])
-    assert f"| the article's CNN | cnn-1epoch | 1 | {100 * cnn_card['accuracy']:.2f}% | 1,378,698 |" in table
-    assert "| softmax regression | my-softmax | 1 | 90.00% | 7,850 | 3 s |" in table
+    assert f"| the article's CNN | cnn-1epoch | ARTICLE | 1 | {100 * cnn_card['accuracy']:.2f}% | 1,378,698 |" in table
+    assert "| softmax regression | my-softmax | softmax baseline | 1 | 90.00% | 7,850 | 3 s |" in table
     # The new run's curve was measured on this view and kept beside its checkpoint for the next one.
     assert (tmp_path / "runs" / "my-softmax" / "model.shift.json").is_file()
     assert any(m.value.startswith("Moved by 4 pixels,") for m in app.markdown)
