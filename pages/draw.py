@@ -49,7 +49,9 @@ def show_answer(steps: dict, model, source: str) -> dict:
         size = "6rem" if names_are_numbers(spec) else "2rem"
         cols[1].markdown(f"<div style='font-size:{size};line-height:1'>{answer['name']}</div>", unsafe_allow_html=True)
     cols[1].markdown(f"**{answer['text']}**")
-    st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
+    # Class names ("Ankle boot") stand on end under their bars and take ~90 px of the chart's height: give it those.
+    height = 150 if names_are_numbers(spec) else 240
+    st.vega_lite_chart(spec=probability_chart(probabilities, height=height, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
     unchecked = no_check_sentence(model)

@@ -281,3 +281,35 @@ def test_pen_drawn_digits_are_not_refused(bundled, real_mnist):
     problems = {name: refusal(canvas_rgba(pen(strokes)), _fabric(*strokes), bundled, real_mnist)
                 for name, strokes in PEN_DIGITS.items()}
     assert problems == {name: None for name in PEN_DIGITS}
+
+
+@pytest.mark.fashion
+def test_the_bundled_fashion_model_reads_items_drawn_back_through_fit_to_box():
+    """REAL Fashion-MNIST and the bundled Fashion model: 300 test items scaled 9x and put off-centre on the canvas.
+    Through fit-to-box it reads them nearly as well as the raw images (measured: 91.3% against 94.3%), far better
+    than through MNIST's recipe (60.7%: a 20 px box centred by mass is not how Fashion-MNIST frames its items), and
+    the check fitted on Fashion-MNIST accepts them (measured: 0 of 300 refused)."""
+    from PIL import Image
+
+    from cnn.checkpoint import BUNDLED_MODELS
+    from cnn.data import FASHION_SPEC, MNIST_SPEC, load_dataset
+
+    model, card = cnn.load_model(BUNDLED_MODELS["bundled-fashion"], dataset="fashion")
+    data = load_dataset("fashion")
+    images, labels = data.test_images[:300].numpy(), data.test_labels[:300]
+    prepared = {FASHION_SPEC.preparation: [], MNIST_SPEC.preparation: []}
+    for image in images:
+        rgba = canvas_rgba(np.zeros((280, 280), np.uint8))
+        rgba[20:270, 10:260, :3] = np.asarray(Image.fromarray(image).resize((250, 250), Image.Resampling.BILINEAR))[..., None]
+        for spec in (FASHION_SPEC, MNIST_SPEC):
+            prepared[spec.preparation].append(preprocess_steps(rgba, spec)["centred"])
+
+    def accuracy(batch: np.ndarray) -> float:
+        with torch.inference_mode():
+            predicted = model(torch.from_numpy(batch).float().div(255).unsqueeze(1)).argmax(1)
+        return float((predicted == labels).float().mean())
+
+    raw, fit, digit = accuracy(images), accuracy(np.stack(prepared["fit"])), accuracy(np.stack(prepared["digit"]))
+    assert fit >= raw - 0.06 and digit <= fit - 0.15, (raw, fit, digit)
+    refused = sum(not_a_digit(model, centred, data) is not None for centred in prepared["fit"])
+    assert refused <= 6, refused  # 2%: the threshold accepts 98% of held-out raw test items
