@@ -64,8 +64,8 @@ def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
 
 
 def _network_changed(presets: tuple[str, ...], max_epochs: int = FORM_MAX_EPOCHS) -> None:
-    """A new network starts from its default preset among those this session may start (softmax regression: the
-    softmax baseline; the others: ARTICLE, or FAST for a student), its values in the form."""
+    """A new network starts from its default preset (cnn.config.presets_for: the softmax baseline for softmax
+    regression, mostly ARTICLE for the others) among those this session may start, its values in the form."""
     network = st.session_state.get(kept("network"))
     fitting = classroom.network_presets(network, presets) if isinstance(network, str) and network in NETWORKS else ()
     if not fitting:  # a forged value: form_defaults puts an offered network back
