@@ -103,7 +103,7 @@ def confusion_spec(matrix: np.ndarray, spec: DatasetSpec, height: int = 340) -> 
     "cell" (a click picks one cell)."""
     selected = {"param": "cell", "empty": False}
     names, true_title = list(spec.class_names), f"true {spec.class_word}"
-    angle = 0 if max(len(name) for name in names) <= 2 else -45  # "Ankle boot" would overlap its neighbours
+    angle = 0 if max(len(name) for name in names) <= 2 else -90  # slanted, "Ankle boot" hid every other name
     return {"data": {"values": confusion_cells(matrix, names)}, "height": height,
             "encoding": {"x": field("predicted", "nominal", title="read as", sort=names, axis={"labelAngle": angle}),
                          "y": field("true", "nominal", title=true_title, sort=names)},
@@ -276,8 +276,8 @@ def show_output(model, acts: dict, spec: DatasetSpec) -> None:
     weight images, and the probabilities with the dataset's class names."""
     templates = class_templates(model)
     if templates is not None:
-        grid, limit = class_template_grid(templates, spec.class_names)
-        st.image(grid, width="content", caption=f"What softmax regression learnt: its {spec.side}x{spec.side} "
+        grid, limit = class_template_grid(templates, spec.class_names, cell=112)  # "T-shirt/top" fits under it
+        st.image(grid, width="stretch", caption=f"What softmax regression learnt: its {spec.side}x{spec.side} "
                  f"weights for each {spec.class_word}, blue negative, white 0, red positive (±{limit:.3f}). "
                  "Ink where a class's weights are red raises its score.")
     shown = [(layer, acts[layer.activation]) for layer in dense_layers(model)] + [(None, acts["probabilities"])]
@@ -339,7 +339,7 @@ def show_cell(data, spec: DatasetSpec, labels: np.ndarray, predicted: np.ndarray
     with st.container(key="cm_chosen"):
         if chosen is not None:
             st.image(enlarge(data.test_images[chosen].numpy(), 112), width=112,
-                     caption=f"#{chosen}: the page's image now; its maps are at the top of the page")
+                     caption=f"#{chosen}: the page's image now; what the network makes of it is above")
         else:
             st.caption("Pick an image below to look inside it.")
     st.image(thumbnail_grid(data.test_images[shown].numpy(), [f"#{index}" for index in shown]), width="content",
