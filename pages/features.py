@@ -132,7 +132,7 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
             return None
         return np.array(chosen["image"], dtype=np.uint8), chosen["label"]
     if source == "Upload":
-        uploaded = uploaded_digit(f"A photo of {spec.item} (PNG or JPEG, up to 2 MB)")
+        uploaded = uploaded_digit(f"A photo of {spec.item} (PNG or JPEG, up to 2 MB)", spec=spec)  # spec's recipe
         if uploaded is None:
             return None
         steps, name = uploaded
