@@ -635,3 +635,30 @@ def test_a_fashion_softmax_model_shows_its_weight_images_and_the_class_names(pag
     [cells] = chart_values(app, "fill")
     assert {row["true"] for row in cells} == set(names) and sum(row["count"] for row in cells) == 10_000
     assert next(r for r in app.radio if r.label == "Pick").options == ["by index", "by class", "misclassified"]
+
+
+@pytest.mark.mnist
+def test_time_travel_shows_a_lenet_run_as_it_was_after_an_epoch(page_app):
+    from cnn.checkpoint import make_card, save_checkpoint
+
+    app, runs = page_app
+    final = saved_run(runs, "lenet-run", "lenet")
+    earlier = network("lenet", seed=7)  # another set of weights: what the run was after epoch 1
+    config = ARTICLE.replace(architecture="lenet")
+    save_checkpoint(runs / "lenet-run" / "epoch-1.pt", earlier,
+                    make_card(config, earlier, status="finished", epochs=1, steps=5, accuracy=0.1, run="lenet-run"))
+
+    def first_filter_row(model) -> str:  # filter 0's top row, as the page writes it
+        return " ".join(f"{v:+.2f}" for v in model.state_dict()["conv1.weight"][0, 0, 0].tolist())
+
+    assert first_filter_row(final) != first_filter_row(earlier)
+    app.session_state["active_run"] = "lenet-run"
+    app.switch_page("pages/features.py").run()
+    assert not app.exception
+    filters = next(frame.value for frame in app.dataframe if "filter 0" in frame.value.columns)
+    assert filters["filter 0"][0] == first_filter_row(final)
+    app.select_slider[0].set_value(1).run()  # the model as it was after epoch 1
+    assert not app.exception
+    filters = next(frame.value for frame in app.dataframe if "filter 0" in frame.value.columns)
+    assert filters["filter 0"][0] == first_filter_row(earlier)
+    assert [r.options for r in app.radio if r.label == "Layer"] == [["conv1 (6 maps)", "conv2 (16 maps)"]]
