@@ -10,7 +10,7 @@ from cnn import classroom
 from cnn.checkpoint import BUNDLED_MODELS, checkpoint_bytes, default_runs_dir
 from cnn.config import PRESETS, form_config, presets_for
 from cnn.data import DATASETS
-from cnn.features import kernel_grid
+from cnn.features import history_folder, kernel_grid
 from cnn.jobs import run_steps
 from cnn.model import NETWORKS
 from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
@@ -336,7 +336,8 @@ def downloads(run: str) -> None:
 
 def filter_replay(run: str) -> None:
     """conv1's filters at each saved step, from the random start (step 0) to the end (a network without conv1, none)."""
-    snapshots = read_filter_snapshots(checkpoint_for(run).parent)
+    folder = history_folder(checkpoint_for(run))  # None for the bundled Fashion model: models/' history is MNIST's
+    snapshots = read_filter_snapshots(folder) if folder is not None else None
     if snapshots is None or len(snapshots[0]) == 0:
         return
     steps, filters = snapshots  # (K,), (K, maps, k, k): the article's 32 of 3x3, LeNet's 6 of 5x5

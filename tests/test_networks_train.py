@@ -3,6 +3,7 @@ data: bars whose row is the class, learnable in a few steps), and each checkpoin
 other dataset with a sentence."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -232,15 +233,20 @@ def test_the_bundled_fashion_model_is_offered_beside_the_mnist_one_and_the_pages
     from cnn import checkpoint
 
     monkeypatch.setitem(checkpoint.BUNDLED_MODELS, "bundled-fashion", fashion_bundle(tmp_path))
+    # Beside it, as in models/, the MNIST article run's filter history: not the Fashion model's, so never shown for it.
+    shutil.copy(ROOT / "models" / "filters.npz", tmp_path / "filters.npz")
     app = train_app
     app.switch_page("pages/train.py").run()
     assert not app.exception
+    replay = "**How conv1's"
+    assert any(m.value.startswith(replay) for m in app.markdown)  # the bundled MNIST model's own history
     choice = app.selectbox(key="active_model_choice")
     assert choice.options[:2] == ["bundled", "bundled-fashion (the article's CNN on Fashion-MNIST)"]
     choice.set_value("bundled-fashion").run()
     assert not app.exception and app.session_state["active_run"] == "bundled-fashion"
     rows = {row["run"]: row for row in app.dataframe[0].value.to_dict("records")}
     assert (rows["bundled-fashion"]["dataset"], rows["bundled"]["dataset"]) == ("Fashion-MNIST", "MNIST")
+    assert not any(m.value.startswith(replay) for m in app.markdown)
     app.switch_page("pages/home.py").run()  # another page, with the Fashion model active
     assert not app.exception
 
