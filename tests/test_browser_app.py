@@ -80,6 +80,27 @@ def wait_for_next_run(page: Page) -> None:
     page.wait_for_function(NEXT_RUN_ENDED_JS, timeout=60_000)
 
 
+def open_list_until_listed(page: Page, choice, option, timeout: float = 120) -> None:
+    """Open the select box choice until its list holds option (a run that just ended joins it a run or two later).
+
+    A list opened while a script run draws is the old one: open it when no script runs, and else after the next run.
+    Returns with the list open and option in it.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        wait_until_idle(page)
+        choice.click()
+        try:
+            expect(page.get_by_role("option").first).to_be_visible(timeout=30_000)  # the list is open
+        except AssertionError:
+            pass  # a run of the whole page redrew the choice just then, and closed its list
+        if option.count():
+            return
+        assert time.monotonic() < deadline, f"{option} never became a choice"
+        page.keyboard.press("Escape")
+        wait_for_next_run(page)
+
+
 def test_every_page_opens_without_errors(page: Page, app_url):
     errors = open_app(page, app_url)
     for label in PAGES:
@@ -149,19 +170,7 @@ def test_a_finished_run_can_be_chosen_without_reloading(page: Page, app_url):
     # opened while that run draws is the old one; so open it when no script runs, and else after the next run.
     choice = page.get_by_label("Active model (used by the other pages)")
     option = page.get_by_role("option", name="softmax-browser")
-    deadline = time.monotonic() + 120
-    while True:
-        wait_until_idle(page)
-        choice.click()
-        try:
-            expect(page.get_by_role("option").first).to_be_visible(timeout=30_000)  # the list is open
-        except AssertionError:
-            pass  # a run of the whole page redrew the choice just then, and closed its list
-        if option.count():
-            break
-        assert time.monotonic() < deadline, "the finished run never became a choice for the active model"
-        page.keyboard.press("Escape")
-        wait_for_next_run(page)
+    open_list_until_listed(page, choice, option)
     expect(option).to_be_visible()
     assert errors == []
 

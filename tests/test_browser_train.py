@@ -3,13 +3,12 @@ form keeps its preset across a trip to Draw and Start launches what it shows; an
 end, is labelled so and becomes the active model; Home's numbers and layer table are whole, not cut with an ellipsis
 or inside a scrolling grid."""
 import re
-import time
 
 import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import PROJECTOR
-from tests.test_browser_app import go_to, open_app, wait_for_next_run, wait_until_idle
+from tests.test_browser_app import go_to, open_app, open_list_until_listed, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -95,19 +94,7 @@ def test_an_mlp_on_fashion_mnist_trains_from_the_train_page_is_listed_as_such_an
     # The model choice, below the live panel, follows once the page has run again after the run ended.
     choice = page.get_by_role("combobox", name="Active model (used by the other pages)")
     option = page.get_by_role("option", name="projector-mlp (an MLP on Fashion-MNIST)", exact=True)
-    deadline = time.monotonic() + 120
-    while True:
-        wait_until_idle(page)
-        choice.click()
-        try:
-            expect(page.get_by_role("option").first).to_be_visible(timeout=30_000)  # the list is open
-        except AssertionError:
-            pass  # a run of the whole page redrew the choice just then, and closed its list
-        if option.count():
-            break
-        assert time.monotonic() < deadline, "the finished run never became a choice for the active model"
-        page.keyboard.press("Escape")
-        wait_for_next_run(page)
+    open_list_until_listed(page, choice, option)
     option.click()
     expect(choice).to_have_value("projector-mlp (an MLP on Fashion-MNIST)", timeout=60_000)
     expect(page.get_by_text("projector-mlp: an MLP on Fashion-MNIST.")).to_be_visible(timeout=60_000)  # downloads

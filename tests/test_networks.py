@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cnn import load_model
 from cnn.checkpoint import CheckpointError, load_checkpoint, make_card, save_checkpoint
-from cnn.config import ARTICLE, FAST, SOFTMAX, TrainConfig, presets_for
+from cnn.config import ARTICLE, FAST, SOFTMAX, presets_for
 from cnn.model import (NETWORKS, ConvNet, LeNet5, MLP, OneConvNet, build_model, count_parameters, layer_table,
                        network_spec, stage_names)
 
