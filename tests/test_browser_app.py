@@ -14,7 +14,8 @@ from tests.conftest import APP_IDLE, INK_JS, wait_for_ink, wait_for_no_ink
 
 pytestmark = pytest.mark.browser
 
-PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters"}
+PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters",
+         "Compare": "Compare"}
 # Streamlit logs nothing to the console on a healthy page; these are the browser's own offline notes.
 IGNORED_CONSOLE = ()  # offline, any request off this machine would log an error here: none is expected
 STEP = re.compile(r"step ([\d,]+) of")
