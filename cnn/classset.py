@@ -28,6 +28,8 @@ from .storage import atomic_write
 from .train import evaluate
 
 CLASS_SET_DATASET = "mnist"  # whose classes the folders 0-9 are: the set's labels are digits
+_LABELS = range(dataset_spec(CLASS_SET_DATASET).num_classes)  # the folders 0-9
+_SIDE = dataset_spec(CLASS_SET_DATASET).side  # every sample is _SIDE x _SIDE
 SAMPLE_NAME = re.compile(r"\d{8}-\d{6}-[0-9a-f]{8}\.png")  # the names save_sample makes; nothing else is ours
 _SAVE_LOCK = threading.Lock()  # count-then-write is one step, or two sessions could both take the last place
 _SCORED = LruCache(4)  # (folder, its version, model key) -> (ClassSet, score)
@@ -75,7 +77,7 @@ def save_sample(folder: Path, image: np.ndarray, label: int, saved_by_session: i
     if not 0 <= int(label) <= 9:
         raise ValueError("The label must be a digit from 0 to 9.")
     image = np.asarray(image)
-    if image.shape != (28, 28) or image.dtype != np.uint8:
+    if image.shape != (_SIDE, _SIDE) or image.dtype != np.uint8:
         raise ValueError("A class sample must be a 28x28 uint8 image.")
     settings = settings or server_settings()
     if saved_by_session >= settings.class_samples_per_session:
@@ -136,7 +138,7 @@ def _take_back(folder: Path, saves: dict[str, dict], key: str) -> str:
 def sample_files(folder: Path) -> list[Path]:
     """Every sample of ours under folder/0..9 (names save_sample made), sorted by label then name."""
     files = []
-    for label in range(10):
+    for label in _LABELS:
         files += sorted(p for p in (Path(folder) / str(label)).glob("*.png") if SAMPLE_NAME.fullmatch(p.name))
     return files
 
@@ -148,7 +150,7 @@ def remove_sample(folder: Path, file_name: str) -> None:
     """
     if not isinstance(file_name, str) or not SAMPLE_NAME.fullmatch(file_name):
         raise ClassSetError("That is not the name of a saved class drawing.")
-    for label in range(10):
+    for label in _LABELS:
         path = Path(folder) / str(label) / file_name
         if path.is_file():
             path.unlink()
@@ -174,7 +176,7 @@ def class_set_version(folder: Path) -> tuple:
     Ten stat calls and directory listings, far cheaper than reading every sample (20k samples took 5.9 s).
     """
     version = []
-    for label in range(10):
+    for label in _LABELS:
         path = Path(folder) / str(label)
         try:
             version.append((label, path.stat().st_mtime_ns, len(os.listdir(path))))
@@ -187,7 +189,7 @@ def _read_sample(path: Path) -> np.ndarray | None:
     """One saved sample as (28, 28) uint8, or None when it is unreadable or of another size."""
     try:
         with Image.open(path, formats=["PNG"]) as image:
-            if image.size != (28, 28):
+            if image.size != (_SIDE, _SIDE):
                 return None  # checked before decoding: a big file dropped here costs nothing
             return np.asarray(image.convert("L"), dtype=np.uint8)
     except (OSError, ValueError, Image.DecompressionBombError):
@@ -221,7 +223,7 @@ _DECODED = _DecodedSamples()
 
 def load_class_set(folder: Path) -> ClassSet:
     """Every readable sample under folder/0..9; unreadable or odd-sized files are skipped."""
-    paths = [path for label in range(10) for path in sorted((Path(folder) / str(label)).glob("*.png"))]
+    paths = [path for label in _LABELS for path in sorted((Path(folder) / str(label)).glob("*.png"))]
     images, labels, files = [], [], []
     for path, array in zip(paths, _DECODED.read(paths)):
         if array is not None:
@@ -229,7 +231,7 @@ def load_class_set(folder: Path) -> ClassSet:
             labels.append(int(path.parent.name))
             files.append(path)
     if not images:
-        return ClassSet(np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.int64), [])
+        return ClassSet(np.zeros((0, _SIDE, _SIDE), np.uint8), np.zeros((0,), np.int64), [])
     return ClassSet(np.stack(images), np.array(labels, dtype=np.int64), files)
 
 

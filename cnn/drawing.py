@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from .data import MNIST_SPEC, DatasetSpec
 
 DIGIT_BOX = 20  # MNIST digits fit a 20x20 box ...
-FIELD = 28  # ... centred by mass in a 28x28 field
+FIELD = MNIST_SPEC.side  # ... centred by mass in a 28x28 field (both datasets' side)
 FIT_BOX = FIELD  # Fashion-MNIST's items: the longer side spans the whole field (measured: 27.7-27.9 px on average)
 PREPARATIONS = ("digit", "fit")  # DatasetSpec.preparation's values: MNIST's recipe, fit-to-box
 INK_LEVEL = 40  # grey level (0-255) above which a pixel counts as ink
