@@ -242,6 +242,7 @@ class StreamlitClient:
         # Every widget the last run drew: its id -> (element type, label, the element's proto), for clients that
         # press other pages' buttons (tests/test_attacks.py); ids of keyed widgets end with "-" + their key.
         self.drawn: dict[str, tuple] = {}
+        self.captions: list[str] = []  # the captions of the images the last run showed (what a map number says)
 
     def widget_id(self, *, key: str | None = None, label: str | None = None) -> str:
         """The id of a widget the last run drew, by its key or its label; KeyError if it drew none."""
@@ -277,6 +278,7 @@ class StreamlitClient:
                 else:
                     entry.json_value = json.dumps(value)
         started = time.perf_counter()
+        self.captions = []
         await self.ws.send(message.SerializeToString())
         seen, texts, images = None, [], []
         while True:
@@ -302,6 +304,7 @@ class StreamlitClient:
                     self.widgets["clear"] = widget_id
                 elif which == "imgs":
                     images += [image.url for image in element.imgs.imgs]
+                    self.captions += [image.caption for image in element.imgs.imgs if image.caption]
                 text = getattr(getattr(element, which), "body", "")
                 if isinstance(text, str) and text:
                     texts.append(text)

@@ -3,6 +3,7 @@
 The app runs in its own process (tests.conftest.start_app), so its memory can be read from /proc.
 """
 import asyncio
+import base64
 import re
 import sys
 import threading
@@ -384,3 +385,256 @@ def test_a_student_cannot_take_back_another_students_class_drawing(classroom):
     finally:
         attacker.close()
         victim.close()
+
+
+# ---------------------------------------------------------------- issue 12: datasets, networks, Compare, as a student
+# The same class server, with runs written into its runs folder as training leaves them: a LeNet and an MLP trained
+# a few steps on SYNTHETIC data (the pages need checkpoints, not good ones), an MLP whose card holds no accuracy (the
+# Compare page evaluates such a run on the 10,000 test images), and a run whose model.pt is not a checkpoint (a bad
+# file on disk).
+
+ACTIVE_MODEL = "Active model (used by the other pages)"
+
+
+@pytest.fixture(scope="module")
+def planted_runs(classroom):
+    """The class server's runs folder with lenet-run, mlp-run, unmeasured-run (no accuracy on its card) and
+    corrupt-run; returns the runs folder."""
+    from cnn.checkpoint import make_card, save_checkpoint
+    from cnn.config import ARTICLE
+    from cnn.train import train
+    from tests.conftest import synthetic_mnist
+
+    runs, data = classroom.workdir / "runs", synthetic_mnist(n_train=256, n_test=64)
+    for name, network in (("lenet-run", "lenet"), ("mlp-run", "mlp"), ("unmeasured-run", "mlp")):
+        config = ARTICLE.replace(architecture=network, epochs=1, batch_size=64, eval_subset=64)
+        result = train(config, data)
+        model = result.model.cpu().eval()
+        measured = {} if name == "unmeasured-run" else {"accuracy": result.test_accuracy}
+        save_checkpoint(runs / name / "model.pt", model, make_card(config, model, status="finished", epochs=1,
+                                                                  steps=result.steps, run=name, **measured))
+    (runs / "corrupt-run").mkdir()
+    (runs / "corrupt-run" / "model.pt").write_bytes(b"PK\x03\x04 not a checkpoint " * 200)
+    (runs / "corrupt-run" / "model.json").write_text('{"status": "finished", "epochs": 1}')
+    return runs
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(path.relative_to(folder)) for path in folder.rglob("*")}
+
+
+def open_page(session: Session, page: str) -> list[str]:
+    """The same session (its state, its active model) going to another page, as the sidebar link does."""
+    session.client.drawn = {}
+    session.texts = session.room.call(session.client.run(first=True, page=page, exceptions=session.exceptions))[1]
+    return session.texts
+
+
+def table_rows(texts: list[str]) -> list[str]:
+    """The Compare table's body rows (a markdown table), by run name."""
+    table = next((text for text in texts if text.startswith("| network |")), "")
+    return [row.split("|")[2].strip() for row in table.splitlines()[2:]]
+
+
+FORGED_NAMES = ["../x", "..", "/etc/passwd", "compare:../../x", "compare:", "lenet-run/..", "runs/mlp-run",
+                "no-such-run", "bundled/../../x", "x" * 100_000]
+
+
+def test_a_forged_compare_choice_is_dropped_and_a_run_is_measured_once(classroom, planted_runs):
+    workdir = classroom.workdir
+    before = files_under(workdir)
+    student = Session(classroom, "compare")
+    try:
+        runs = student.id(label="Runs to compare")
+        offered = list(student.client.drawn[runs][2].options)
+        assert any(option.startswith("mlp-run:") for option in offered), offered
+
+        texts = student.rerun({runs: loadtest.Wire("string_array_value", FORGED_NAMES + [f"x{i}" for i in range(5000)])})
+        assert table_rows(texts) == [] and "Choose at least one run to compare." in texts, texts
+
+        # Each run once, whatever the list repeats: 20 copies of a run are one row, and a run whose card holds no
+        # accuracy is evaluated once, not once per copy (each copy was a pass over the 10,000 test images).
+        forged = ["mlp-run"] * 20 + ["unmeasured-run"] * 20 + ["lenet-run", "../x", "mlp-run"]
+        texts = student.rerun({runs: loadtest.Wire("string_array_value", forged)})
+        assert sorted(table_rows(texts)) == ["lenet-run", "mlp-run", "unmeasured-run"], table_rows(texts)
+        # The dataset choice forged to names it does not offer: the page stays on one it offers.
+        dataset = student.id(label="Dataset")
+        for value in ("../x", "fashion/../mnist", "x" * 100_000):
+            texts = student.rerun({dataset: loadtest.Wire("string_value", value)})
+            assert any(text.startswith("| network |") or "Choose at least one run" in text for text in texts), texts
+        assert student.exceptions == []
+    finally:
+        student.close()
+    # Measuring wrote the runs' own curve files and nothing else, nowhere else.
+    made = files_under(workdir) - before
+    assert made <= {f"runs/{name}/model.shift.json" for name in ("mlp-run", "unmeasured-run", "lenet-run")}, made
+    assert not (workdir.parent / "x").exists() and not (workdir / "x").exists()
+
+
+SUBJECT = re.compile(r"\w.* on (MNIST|Fashion-MNIST) \(its 10 ")  # the live panel's first line: what the run trains
+FORGED_MODELS = [  # (what a forged Train form sends, the widget values by label)
+    ("an unknown network", {"Network": ("string_value", "resnet152")}),
+    ("a network named like a path", {"Network": ("string_value", "../x")}),
+    ("a 100 kB network name", {"Network": ("string_value", "n" * 100_000)}),
+    ("a dataset named like a path", {"Dataset": ("string_value", "../../data/mnist")}),
+    ("an unknown dataset", {"Dataset": ("string_value", "cifar10")}),
+    ("a 100 kB dataset name", {"Dataset": ("string_value", "d" * 100_000)}),
+    ("the softmax preset on the article's CNN", {"Network": ("string_value", "The article's CNN"),
+                                                 "Preset": ("string_value", "Softmax baseline")}),
+    ("ARTICLE with an MLP", {"Network": ("string_value", "An MLP"),
+                             "Preset": ("string_value", "ARTICLE (the tutorial)")}),
+    ("10 epochs of an MLP", {"Network": ("string_value", "An MLP"), "Epochs": ("int_value", 10)}),
+]
+
+
+@pytest.mark.parametrize("values", [v for _, v in FORGED_MODELS], ids=[n for n, _ in FORGED_MODELS])
+def test_a_forged_network_or_dataset_starts_only_what_the_class_allows(classroom, values):
+    before = files_under(classroom.workdir)
+    student = Session(classroom, "train")
+    try:
+        forged = {student.id(label=label): loadtest.Wire(*value) for label, value in values.items()}
+        student.rerun(forged)  # the choice first, as a browser sends it, then Start
+        pressed = student.rerun({**forged, student.id(label="Start"): True})
+        texts = pressed + student.rerun()
+        assert student.exceptions == [], f"a forged value ended the page in Streamlit's error: {student.exceptions}"
+        assert not any("/" + "work" in text or "Traceback" in text for text in texts), texts
+        if student.ids("-stop"):  # a run was queued: one the class allows, of a network and a dataset the app has
+            preset, epochs = next(RECIPE.search(t).groups()[:2] for t in student.texts if RECIPE.search(t))
+            assert preset in ("FAST", "Softmax baseline") and int(epochs) <= 2, student.texts
+            subject = next(t for t in student.texts if SUBJECT.match(t))  # cnn.views.run_subject
+            assert subject.startswith(("The article's CNN", "Softmax regression", "An MLP", "A LeNet",
+                                       "The article's first")), subject
+            assert preset != "Softmax baseline" or subject.startswith("Softmax regression"), subject
+        elif "Epochs" in values:  # over the class's epochs: refused with the class's sentence
+            assert sum(CLASS_RULES in text for text in pressed) >= 2, pressed
+        assert student.rerun()  # the page keeps working
+        assert classroom.status("teachers-run").startswith("Paused")
+    finally:
+        student.close()  # its queued run is dropped
+    made = files_under(classroom.workdir) - before
+    assert all(path.startswith("runs/") or path == "runs" for path in made), made
+
+
+def listed_runs(room: Classroom) -> list[str]:
+    """The runs the Teacher page lists as queued, training or paused."""
+    return [text for text in room.teacher.rerun() if text.startswith("**")]
+
+
+@pytest.mark.parametrize("label, value, recovers", [("Network", ("int_value", 3), True),
+                                                    ("Dataset", ("string_array_value", ["mnist", "x"]), False)])
+def test_a_value_of_another_type_is_refused_by_streamlit_for_that_session_alone(classroom, label, value, recovers):
+    """A number or a list where a choice's name belongs fails in Streamlit's own code (SECURITY.md, "What Streamlit
+    itself refuses"): that session sees Streamlit's redacted error, nothing is queued, and every other session goes
+    on. A number fails at the widget, and the same session's next run is clean; a list fails in Streamlit's
+    callbacks, before any page code, and that session answers no more reruns (a reload makes a new one)."""
+    before = listed_runs(classroom)
+    student, neighbour = Session(classroom, "train"), Session(classroom, "train")
+    try:
+        forged = {student.id(label=label): loadtest.Wire(*value)}
+        student.rerun({**forged, student.id(label="Start"): True})
+        assert student.exceptions and all("redacted" in message for message in student.exceptions), student.exceptions
+        assert not student.ids("-stop"), student.texts
+        if recovers:
+            student.exceptions.clear()
+            assert "Run history" in open_page(student, "train") and student.exceptions == [], student.texts
+        assert "Run history" in neighbour.rerun() and neighbour.exceptions == []
+        assert listed_runs(classroom) == before
+        assert classroom.status("teachers-run").startswith("Paused")
+    finally:
+        neighbour.close()
+        student.close()
+
+
+def test_a_forged_active_model_falls_back_with_a_sentence_and_pages_follow_only_real_models(classroom, planted_runs):
+    student, neighbour = Session(classroom, "train"), Session(classroom, "features")
+    try:
+        chooser = student.id(label=ACTIVE_MODEL)
+        offered = list(student.client.drawn[chooser][2].options)
+        assert not any(option.startswith("teachers-run") for option in offered), offered  # a run still training
+        for value, sentence in [*((name, "cannot be used") for name in FORGED_NAMES),
+                                ("teachers-run", "has no model.pt yet"),
+                                ("corrupt-run", "is not a readable checkpoint")]:
+            student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", value)})
+            texts = open_page(student, "features")
+            assert any(sentence in text and "Using the bundled model instead." in text for text in texts), (value, texts)
+            assert "The filters of conv1: 32 filters of 3x3" in texts, texts  # the bundled model's page
+            assert not any(str(ROOT) in text or str(classroom.workdir) in text for text in texts), texts  # no server path
+            open_page(student, "train")
+        assert student.exceptions == []
+        # A name is not echoed whole (SECURITY.md: "a very long name is not echoed whole").
+        student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", "x" * 100_000)})
+        texts = open_page(student, "features")
+        assert not any("x" * 1_000 in text for text in texts), [text[:200] for text in texts if "x" * 1_000 in text]
+        # The forged choices changed this session alone: the neighbour's page is the bundled model's, no sentence.
+        texts = neighbour.rerun()
+        assert "The filters of conv1: 32 filters of 3x3" in texts and not any("cannot be used" in t for t in texts)
+        assert neighbour.exceptions == []
+    finally:
+        student.close()
+        neighbour.close()
+
+
+LENET_LAYERS = {"The filters of conv1: 6 filters of 5x5, each with a bias": 6,  # what Feature maps shows of it
+                "The filters of conv2: 16 filters of 5x5 over 6 input maps, each with a bias": 16}
+
+
+def test_forged_feature_map_choices_on_a_lenet_are_clamped(classroom, planted_runs):
+    student = Session(classroom, "train")
+    try:
+        student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", "lenet-run")})
+        texts = open_page(student, "features")
+        assert "The filters of conv1: 6 filters of 5x5, each with a bias" in texts, texts
+        forged = [("Layer", ("string_value", "conv3")), ("Layer", ("string_value", "conv2 (16 maps)")),
+                  ("Enlarge map number", ("int_value", 100)), ("Enlarge map number", ("int_value", -5)),
+                  ("Map", ("int_value", 100)), ("Row", ("int_value", -1)), ("Column", ("int_value", 10**9)),
+                  ("Stage", ("string_value", "fc")), ("Colours", ("string_value", "../x")),
+                  ("Which of 10,000", ("int_value", 10**6))]
+        for label, value in forged:
+            texts = student.rerun({student.id(label=label): loadtest.Wire(*value)})
+            layer = next(LENET_LAYERS[text] for text in texts if text in LENET_LAYERS)  # the filters shown
+            captions = student.client.captions
+            maps = [int(n) for text in captions for n in re.findall(r": (\d+) maps of \d+x\d+, numbered", text)]
+            enlarged = [int(n) for text in captions for n in re.findall(r"^map (\d+): min", text)]
+            assert maps == [layer] and len(enlarged) == 1 and 0 <= enlarged[0] < layer, (label, value, captions)
+            sentence = next(text for text in texts if "products shown add up to" in text)  # a convolution by hand
+            assert all(int(n) < layer for n in re.findall(r"map (\d+) at", sentence)), sentence
+            pixel = [int(n) for n in re.search(r"at \((\d+), (\d+)\) before ReLU", sentence).groups()]
+            assert all(0 <= n < 28 for n in pixel), sentence
+            assert not any("conv3" in text for text in texts + captions), texts  # LeNet has two conv layers
+        assert student.exceptions == []
+        # The MLP has no feature maps: forged map and layer values meet a page that says so.
+        open_page(student, "train")
+        student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", "mlp-run")})
+        texts = open_page(student, "features")
+        assert not any(text.startswith("The filters of conv") for text in texts), texts
+        assert any("has no convolution layers, so there are no feature maps" in text for text in texts), texts
+        for label, value in forged[:2]:  # the layer choice it kept from the LeNet, forged again
+            texts = student.rerun({"$$ID-00000000000000000000000000000000-kept.layer": loadtest.Wire(*value)})
+            assert any("has no convolution layers" in text for text in texts), texts
+        assert student.exceptions == []
+    finally:
+        student.close()
+
+
+def test_a_forged_canvas_for_the_fashion_model_is_refused_before_decoding(classroom):
+    student = Session(classroom, "train")
+    try:
+        student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", "bundled-fashion")})
+        texts = open_page(student, "draw")
+        assert any("piece of clothing" in text for text in texts), texts
+        canvas = student.client.widgets["canvas"]
+        peak_before = memory_kb(classroom.process.pid, "VmHWM")
+        for png, sentence in ((loadtest.blank_png(8000, 8000), "8000x8000 pixels, but the canvas is 280x280"),
+                              (loadtest.blank_png(280, 20_000), "280x20000 pixels, but the canvas is 280x280"),
+                              (b"GIF89a" + b"\0" * 1000, "not a picture this app can read")):
+            value = loadtest.canvas_value("data:image/png;base64," + base64.b64encode(png).decode())
+            texts = student.rerun({canvas: value})
+            assert any(sentence in text for text in texts), texts
+        grown_mb = (memory_kb(classroom.process.pid, "VmHWM") - peak_before) / MB
+        assert grown_mb < 150, f"the server's peak memory grew by {grown_mb:.0f} MB"
+        # The next honest stroke is read by the Fashion model, in its class names.
+        texts = student.rerun({canvas: loadtest.canvas_value(loadtest.stroke_png(loadtest.STROKES["1"]))})
+        assert any(re.search(r"Read as [A-Z]|Not sure: [A-Z]", text) for text in texts), texts
+        assert student.exceptions == []
+    finally:
+        student.close()
