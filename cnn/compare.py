@@ -233,6 +233,14 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
 RECIPE_WORDS = {"article": "ARTICLE", "fast": "FAST", "softmax": "softmax baseline"}  # the Train page's names
 
 
+def offered_once(chosen: object, offered: dict) -> list[str]:
+    """The keys of chosen that are offered, each once, in the order chosen; anything else (a forged list of
+    repeats, paths, non-strings, not a list at all) is dropped."""
+    if not isinstance(chosen, (list, tuple)):
+        return []
+    return list(dict.fromkeys(key for key in chosen if isinstance(key, str) and key in offered))
+
+
 def shown_name(key: str) -> str:
     """A run's name as the table and the legend show it: "mlp-1epoch" for the bundled set's "compare:mlp-1epoch"."""
     return key.removeprefix(BUNDLED_PREFIX)

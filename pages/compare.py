@@ -30,10 +30,12 @@ def choose_runs() -> tuple[str, list[compare.Candidate]]:
     if st.session_state.get("compare_default_for") != dataset or key not in st.session_state:
         st.session_state[key] = compare.default_choice(mine)  # a new dataset starts from its default set
         st.session_state.compare_default_for = dataset
-    st.session_state[key] = [k for k in st.session_state[key] if k in by_key]
+    # A browser may send any list: each offered run once, in its order, whatever was forged (repeats would each
+    # cost a full evaluation; by_key bounds the work by the runs that exist).
+    st.session_state[key] = compare.offered_once(st.session_state[key], by_key)
     chosen = st.multiselect("Runs to compare", list(by_key), format_func=lambda k: by_key[k].label, key=key,
                             persist_state=PERSIST)
-    return dataset, [by_key[k] for k in chosen if k in by_key]
+    return dataset, [by_key[k] for k in compare.offered_once(chosen, by_key)]
 
 
 def load(candidate: compare.Candidate, dataset: str):

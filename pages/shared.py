@@ -306,7 +306,9 @@ def checkpoint_problem(run: str, exc: BaseException) -> str:
     """Our sentence for a run whose model cannot be loaded: the checkpoint's own sentence, or a plain one.
 
     Only CheckpointError carries a sentence of ours; any other message (a library's, a server path) stays out.
+    A forged name is shown cut to 60 characters: a browser can send 100 kB.
     """
+    run = run if not isinstance(run, str) or len(run) <= 64 else run[:60] + "..."
     if isinstance(exc, CheckpointError) and str(exc):
         return f"The model of run {run!r} cannot be used: {exc}"
     if isinstance(exc, FileNotFoundError):

@@ -370,3 +370,11 @@ def test_the_page_offers_a_finished_run_and_drops_forged_choices(app, tmp_path):
     # The new run's curve was measured on this view and kept beside its checkpoint for the next one.
     assert (tmp_path / "runs" / "my-softmax" / "model.shift.json").is_file()
     assert any(m.value.startswith("Moved by 4 pixels,") for m in app.markdown)
+
+
+def test_a_forged_choice_keeps_each_offered_run_once():
+    """Repeats would each cost a full evaluation (a student sent one run 5,000 times): each offered key once."""
+    offered = {"compare:mlp-1epoch": 1, "mine": 2}
+    forged = ["mine"] * 50 + ["../x", 7, None, "compare:mlp-1epoch", "mine", "compare:../../x"]
+    assert compare.offered_once(forged, offered) == ["mine", "compare:mlp-1epoch"]
+    assert compare.offered_once("mine", offered) == [] and compare.offered_once(None, offered) == []
