@@ -2,7 +2,7 @@
 
 The shift curve is the classic argument for convolution and pooling: move every test image a few pixels and see
 whose accuracy falls. A network that flattens the pixels first (softmax regression, the MLP) has learned weights
-for each pixel, so a moved stroke lands on other weights; a convolution finds its pattern wherever it is, and
+for each pixel, so a moved edge lands on other weights; a convolution finds its pattern wherever it is, and
 pooling keeps the strongest response of a neighbourhood, so the features above change less.
 """
 from __future__ import annotations
@@ -282,7 +282,7 @@ def _why(model: nn.Module) -> str:
     """Why a network keeps or loses accuracy when the image moves, read from its declared stages."""
     kinds = [stage.kind for stage in getattr(model, "stages", ())]
     if "conv" not in kinds:
-        return ("it weighs each pixel on its own and never saw which pixels are neighbours, so a moved stroke lands on "
+        return ("it weighs each pixel on its own and never saw which pixels are neighbours, so a moved edge lands on "
                 "other weights")
     pools = kinds.count("pool")
     return (f"its convolutions find a pattern wherever it is, and its {pools} pooling "

@@ -438,8 +438,8 @@ NETWORKS: dict[str, NetworkSpec] = {spec.name: spec for spec in (
     NetworkSpec("softmax", "softmax regression", "784 pixels -> 10 scores, one weight per pixel and class",
                 "The tutorial's baseline: about 92% on MNIST, with no hidden layer at all.", SoftmaxRegression),
     NetworkSpec("mlp", "an MLP", "784 pixels -> FC 625 (ReLU, dropout) -> FC 10",
-                "The article's fully connected part on raw pixels: what the convolutions add, especially when a "
-                "digit moves.", MLP),
+                "The article's fully connected part on raw pixels: what the convolutions add, especially when an "
+                "image moves.", MLP),
     NetworkSpec("lenet", "a LeNet-5-style network", "conv 5x5 x6, pool, conv 5x5 x16, pool, FC 120, FC 84, FC 10",
                 "The 1998 classic: two convolutions and 61,706 weights, 1/22 of the article's. Its small layers barely "
                 "move from the tutorial's tiny starting weights, so its recipe is FAST (He's initialisation).",

@@ -170,6 +170,29 @@ def network_line(network: str) -> str:
     return f"{spec.summary}. {spec.lesson}"
 
 
+def shape_story(rows: list[dict]) -> str:
+    """The layer table's caption: how the maps' sizes shrink and their number grows in this network (from its rows)."""
+    grids = [row["shape"] for row in rows if len(row["shape"]) == 3]  # (channels, height, width) rows
+    convs = [row["shape"][0] for row in rows if row["name"].startswith("conv")]
+    if not convs:
+        return "Shapes are channels x height x width, or a number of values once the image is laid out flat."
+    sides = [str(grid[1]) for i, grid in enumerate(grids) if i == 0 or grid[1] != grids[i - 1][1]]
+    grows = (f" while the number of maps grows {' -> '.join(map(str, convs))}" if len(convs) > 1
+             else f", in {convs[0]} maps")
+    return f"Shapes are channels x height x width. Sizes shrink {' -> '.join(sides)}{grows}."
+
+
+def active_model_words(network: str, dataset: str) -> dict[str, str]:
+    """What Home says about the active model: its subject ("the article's CNN on Fashion-MNIST"), what its accuracy
+    counts, and the Draw link's words, all in its dataset's words."""
+    spec = DATASETS.get(dataset) or DATASETS[ARTICLE_DATASET]
+    return {"subject": model_words(network, dataset),
+            "accuracy_help": (f"The share of the {spec.test_size:,} {spec.title} test images read right; the network "
+                              "never trained on them."),
+            "epoch_help": f"An epoch is one pass over the {spec.train_size:,} training images.",
+            "draw_link": f"{spec.draw_prompt} and see it read, live"}
+
+
 def labelled(name: str, note: str) -> str:
     """A run's name with its model_note: "fashion-mlp-fast-3f2a-1 (an MLP on Fashion-MNIST)", or the name alone."""
     return f"{name} ({note})" if note else name

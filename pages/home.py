@@ -2,7 +2,7 @@
 import streamlit as st
 
 from cnn.model import layer_table
-from cnn.views import format_seconds, markdown_table, percent, plural
+from cnn.views import active_model_words, card_model, format_seconds, markdown_table, percent, plural, shape_story
 from pages.shared import load_data_with_progress, require_app_navigation, resolved_model
 
 GLOSSARY = {
@@ -31,18 +31,15 @@ GLOSSARY = {
 
 
 
-def model_facts() -> None:
-    """The model the pages use: its name in words (it may be long), then short numbers that fit a projector."""
-    _, card, run, source = resolved_model()
+def model_facts(card: dict, run: str, source: str, words: dict) -> None:
+    """The model the pages use: its name and what it is in words (it may be long), then short numbers for a projector."""
     name = "the bundled ARTICLE model, shipped with the app" if run == "bundled" else f"**{run}**"
     whose = {"your choice": ", your own choice", "the class model": ", the class model your teacher chose"}
-    st.markdown(f"Active model: {name}{whose.get(source, '')}. Choose another on the Train page.")
+    st.markdown(f"Active model: {name}{whose.get(source, '')}: {words['subject']}. Choose another on the Train page.")
     accuracy, epochs = card.get("accuracy"), card.get("epochs")
     left, middle, right = st.columns(3)
-    left.metric("Test accuracy", percent(accuracy) if accuracy is not None else "-",
-                help="Digits read right among the 10,000 test images, which the network never trained on.")
-    middle.metric("Trained for", plural(epochs, "epoch") if isinstance(epochs, int) else "-",
-                  help="An epoch is one pass over the 60,000 training images.")
+    left.metric("Test accuracy", percent(accuracy) if accuracy is not None else "-", help=words["accuracy_help"])
+    middle.metric("Trained for", plural(epochs, "epoch") if isinstance(epochs, int) else "-", help=words["epoch_help"])
     right.metric("Training time", format_seconds(card.get("wall_seconds")),
                  help="Measured on the machine that trained it; pauses not counted.")
 
@@ -50,26 +47,31 @@ def model_facts() -> None:
 def page() -> None:
     st.title("The CNN classroom")
     st.markdown(
-        "A **convolutional neural network** reads handwritten digits. This app lets you watch one "
-        "learn, look inside every layer, and test it with your own handwriting. It is the network of "
-        "the classic TensorFlow MNIST tutorial: three convolution layers, two fully connected layers, "
-        "1,378,698 weights. Plain softmax regression reaches about 92% on MNIST; this network about 99%.")
-    model_facts()
+        "A **convolutional neural network** learns to read images: handwritten digits (MNIST) or clothes "
+        "(Fashion-MNIST). This app lets you watch one learn, look inside every layer, compare it with simpler "
+        "networks, and test it with your own drawings. Its heart is the network of the classic TensorFlow MNIST "
+        "tutorial: three convolution layers, two fully connected layers, 1,378,698 weights. Plain softmax regression "
+        "reaches about 92% on MNIST; this network about 99%.")
+    model, card, run, source = resolved_model()
+    words = active_model_words(*card_model(card))
+    model_facts(card, run, source, words)
     st.page_link("pages/train.py", label="Train a network and watch it learn", icon=":material/model_training:")
-    st.page_link("pages/draw.py", label="Draw a digit and see it read, live", icon=":material/draw:")
+    st.page_link("pages/draw.py", label=words["draw_link"], icon=":material/draw:")
     st.page_link("pages/features.py", label="Look inside: feature maps and filters", icon=":material/grid_view:")
+    st.page_link("pages/compare.py", label="Compare networks: why convolution helps", icon=":material/compare:")
 
-    st.subheader("The network, layer by layer")
-    st.caption("Shapes are channels x height x width. Sizes shrink 28 -> 14 -> 7 -> 4 while the number of maps grows 32 -> 64 -> 128.")
+    st.subheader(f"The active network, layer by layer: {words['subject']}")
+    table = layer_table(model)
+    st.caption(shape_story(table))
     rows = [{"layer": r["name"], "output shape": " x ".join(map(str, r["shape"])),
-             "weights": r["params"], "what it does": r["explanation"]} for r in layer_table()]
+             "weights": r["params"], "what it does": r["explanation"]} for r in table]
     st.markdown(markdown_table(rows))  # a plain table: its explanations wrap, where a data grid cut them
 
     st.subheader("Words you will meet")
     for term, meaning in GLOSSARY.items():
         st.markdown(f"**{term}.** {meaning}")
 
-    load_data_with_progress()
+    load_data_with_progress(model.dataset)
 
 
 require_app_navigation()

@@ -249,6 +249,11 @@ def test_the_bundled_fashion_model_is_offered_beside_the_mnist_one_and_the_pages
     assert not any(m.value.startswith(replay) for m in app.markdown)
     app.switch_page("pages/home.py").run()  # another page, with the Fashion model active
     assert not app.exception
+    # Home speaks of the active model in its dataset's words: clothes, not digits.
+    text = " ".join(m.value for m in app.markdown)
+    assert "the article's CNN on Fashion-MNIST" in text and "A 28x28 grey image of a piece of clothing" in text
+    assert "one per digit" not in text and "handwritten digit:" not in text
+    assert any(link.label == "Draw a piece of clothing and see it read, live" for link in app.get("page_link"))
 
 
 def test_a_students_form_offers_the_networks_the_class_allows(train_app, monkeypatch):

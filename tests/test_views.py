@@ -230,3 +230,17 @@ def test_the_smoothing_note_speaks_of_classes_for_fashion_and_digits_for_mnist()
     fashion = smoothing_note({"f": {"label_smoothing": 0.1, "dataset": "fashion"}})
     assert "the right class" in fashion and "digit" not in fashion
     assert "the right digit" in smoothing_note({"m": {"label_smoothing": 0.1, "dataset": "mnist"}})
+
+
+def test_shape_story_follows_the_networks_layer_table():
+    from cnn.config import ARTICLE
+    from cnn.model import build_model, layer_table
+    from cnn.views import shape_story
+
+    def story(network):
+        return shape_story(layer_table(build_model(ARTICLE.replace(architecture=network))))
+
+    assert story("cnn").endswith("Sizes shrink 28 -> 14 -> 7 -> 4 while the number of maps grows 32 -> 64 -> 128.")
+    assert story("lenet").endswith("Sizes shrink 28 -> 14 -> 10 -> 5 while the number of maps grows 6 -> 16.")
+    assert story("one-conv").endswith("Sizes shrink 28 -> 14, in 32 maps.")
+    assert "laid out flat" in story("mlp") and "Sizes" not in story("softmax")
