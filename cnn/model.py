@@ -459,6 +459,19 @@ def network_spec(name: str) -> NetworkSpec:
         raise ValueError(f"There is no network called {str(name)[:40]!r}: choose one of {', '.join(NETWORKS)}.") from None
 
 
+# Which keep-probability each Dropout module of a network uses, and its name on the Train form.
+_KEEP_FIELDS = {"dropout_conv": ("p_keep_conv", "Keep-probability, conv"),
+                "dropout_input": ("p_keep_conv", "Keep-probability, input pixels"),
+                "dropout_hidden": ("p_keep_hidden", "Keep-probability, hidden")}
+
+
+def keep_probabilities(network: str) -> dict[str, str]:
+    """{TrainConfig field: its label} of the keep-probabilities network's dropout uses, from its stages: the article's
+    CNN both, the MLP "input pixels" and "hidden", LeNet and softmax regression none (they have no dropout)."""
+    stages = network_spec(network).make.stages
+    return dict(_KEEP_FIELDS[stage.module] for stage in stages if stage.kind == "dropout")
+
+
 def stage_names(model: nn.Module) -> tuple[str, ...]:
     """The names of model's declared stages, in order; () for a network that declares none."""
     return tuple(stage.name for stage in getattr(model, "stages", ()))

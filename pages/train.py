@@ -12,10 +12,10 @@ from cnn.config import PRESETS, form_config, presets_for
 from cnn.data import DATASETS
 from cnn.features import history_folder, kernel_grid
 from cnn.jobs import run_steps
-from cnn.model import NETWORKS
+from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
 from cnn.views import (card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch, history_rows,
-                       job_label, live_charts, model_words, network_line, overlay_charts, plural, progress_summary,
+                       job_label, live_charts, model_words, network_line, network_title, overlay_charts, plural, progress_summary,
                        run_choice_labels, run_colors, run_curves, run_subject, shown_runs, smoothing_note,
                        steps_per_epoch)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
@@ -158,10 +158,8 @@ def start_form() -> None:
         lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=PERSIST)
         seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=PERSIST)
         cols = st.columns(3)
-        keep_conv = cols[0].slider("Keep-probability, conv", 0.1, 1.0, step=0.05, key=kept("keep_conv"),
-                                   persist_state=PERSIST)
-        keep_hidden = cols[1].slider("Keep-probability, hidden", 0.1, 1.0, step=0.05, key=kept("keep_hidden"),
-                                     persist_state=PERSIST)
+        keeps = keep_sliders(network, cols[:2], base)
+        keep_conv, keep_hidden = keeps["p_keep_conv"], keeps["p_keep_hidden"]
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
         if teacher:  # a student's limit is the class's rule, said above; the server's step cap is the teacher's
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
@@ -175,6 +173,22 @@ def start_form() -> None:
                 st.error(str(exc))
                 return
             start(config, name.strip() if isinstance(name, str) else "")
+
+
+def keep_sliders(network: str, cols, base) -> dict[str, float]:
+    """A slider for each keep-probability the network's dropout uses (none for LeNet or softmax regression); a
+    value it does not use stays as it was (the preset's, until changed), recorded on the card but never applied."""
+    used = keep_probabilities(network)
+    values = {}
+    for col, (field_name, key) in zip(cols, (("p_keep_conv", "keep_conv"), ("p_keep_hidden", "keep_hidden"))):
+        if field_name in used:
+            values[field_name] = col.slider(used[field_name], 0.1, 1.0, step=0.05, key=kept(key), persist_state=PERSIST)
+        else:
+            values[field_name] = st.session_state.get(kept(key), getattr(base, field_name))
+    if not used:
+        title = network_title(network)
+        cols[0].caption(f"{title[0].upper() + title[1:]} has no dropout: no keep-probabilities to set.")
+    return values
 
 
 def start(config, name: str) -> None:

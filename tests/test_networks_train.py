@@ -186,6 +186,11 @@ def test_each_network_trains_from_the_train_page_and_can_be_made_active(train_ap
     app = train_app
     app.switch_page("pages/train.py").run()
     set_form(app, dataset=dataset, network=network, epochs=1, batch=64)
+    # Only the keep-probabilities this network's dropout uses are offered (LeNet and softmax regression have none).
+    sliders = sorted(slider.label for slider in app.slider)
+    assert sliders == {"cnn": ["Keep-probability, conv", "Keep-probability, hidden"], "one-conv": [
+        "Keep-probability, conv", "Keep-probability, hidden"], "mlp": ["Keep-probability, hidden",
+        "Keep-probability, input pixels"], "lenet": [], "softmax": []}[network], sliders
     app.text_input(key="kept.run_name").set_value(f"page-{network}")
     next(b for b in app.button if b.label == "Start").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
