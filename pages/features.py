@@ -322,7 +322,9 @@ def show_cell(data, spec: DatasetSpec, labels: np.ndarray, predicted: np.ndarray
     """One confusion cell's images beside the matrix: the chosen one enlarged on top, then the thumbnails and a
     pill per image to look inside it. All of it next to where the user clicked: nothing changes out of view."""
     scroll = st.session_state.pop("scroll_to_chosen", False)  # set by a click on a cell or a pill
-    pick, classes = st.columns(2), list(range(spec.num_classes))
+    classes = list(range(spec.num_classes))
+    # Side by side while the names are short (digits); one above the other when "T-shirt/top" would be cut.
+    pick = st.columns(2) if max(len(name) for name in spec.class_names) <= 4 else (st.container(), st.container())
     true = pick[0].selectbox(f"True {spec.class_word}", classes, format_func=spec.class_name, persist_state=PERSIST,
                              key=kept_choice("cm_true", classes, int(worst[0])))
     guess = pick[1].selectbox("Read as", classes, format_func=spec.class_name, persist_state=PERSIST,
