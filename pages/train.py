@@ -250,7 +250,7 @@ def live() -> None:
     manager = job_manager()
     jobs = manager.jobs()
     if not jobs:
-        st.info("No training yet on this server. Choose a preset and press Start.")
+        st.info("Nothing is training on this server now. Choose a preset and press Start.")
         return
     statuses = {job["id"]: job["status"] for job in jobs}
     if statuses != st.session_state.setdefault("seen_statuses", statuses):
