@@ -152,7 +152,7 @@ def start_form() -> None:
     # Plain widgets, not an st.form: a form's values reach the server only with its button, so a trip to another
     # page lost what was set but not yet started; each change now reaches the server and is kept.
     with st.container(border=True):
-        cols = st.columns(4)
+        cols = st.columns([1, 1, 1.3, 1])  # the learning rate's "0.0010" needs the room beside its +/- buttons
         epochs = cols[0].number_input("Epochs", 1, FORM_MAX_EPOCHS, key=kept("epochs"), persist_state=PERSIST)
         batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=PERSIST)
         lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=PERSIST)
