@@ -250,8 +250,8 @@ def table_rows(rows: list[dict]) -> list[dict]:
     """comparison_rows as the page's table shows them: words and formatted numbers, one row per run."""
     return [{"network": row["label"], "run": shown_name(row["run"]), "recipe": RECIPE_WORDS.get(row["recipe"], "-"),
              "epochs": row["epochs"] if row["epochs"] is not None else "-",
-             "test accuracy": accuracy_text(row["accuracy"]), "parameters": f"{row['parameters']:,}",
-             "training time": format_seconds(row["seconds"])} for row in rows]
+             "accuracy": accuracy_text(row["accuracy"]), "weights": f"{row['parameters']:,}",
+             "time": format_seconds(row["seconds"])} for row in rows]  # short headers: 7 columns at 1024 px
 
 
 def per_class_values(rows: list[dict]) -> list[dict]:

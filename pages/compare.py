@@ -95,10 +95,12 @@ def per_class_chart(values: list[dict], class_names: list[str], networks: list[s
     text = field("accuracy", "quantitative", format=".1%")
     ink = {"condition": {"test": f"datum.accuracy < {(low + high) / 2}", "value": "white"}, "value": "black"}
     layers = [{"mark": "rect", "encoding": {"color": color}},
-              # Smaller figures on a phone, where ten cells share ~300 px and 13 px figures overprint.
-              {"mark": {"type": "text", "fontSize": {"expr": "width < 600 ? 8 : 13"}},
+              # Figures sized to their cells: 13 px on a projector, 8 on a phone, where ten share ~300 px.
+              {"mark": {"type": "text", "fontSize": {"expr": f"clamp(width / {3.6 * len(class_names)}, 8, 13)"}},
                "encoding": {"text": text, "color": ink}}]
-    return {**{k: v for k, v in spec.items() if k != "mark"}, "layer": layers, "config": READABLE}
+    slanted = len(max(class_names, key=len)) >= 4  # the last slanted name reaches past the chart's right edge
+    return {**{k: v for k, v in spec.items() if k != "mark"}, "layer": layers, "config": READABLE,
+            **({"padding": {"left": 5, "top": 5, "bottom": 5, "right": 45}} if slanted else {})}
 
 
 def show(dataset: str, chosen: list[compare.Candidate]) -> None:
@@ -124,7 +126,7 @@ def show(dataset: str, chosen: list[compare.Candidate]) -> None:
         return
     labels = [row["label"] for row in rows]
     st.markdown(markdown_table(compare.table_rows(rows)))
-    st.caption("Training time is the one each run's card recorded, on the machine that trained it.")
+    st.caption("Accuracy: on all the test images. Time: the training time each run's card recorded, on the machine that trained it.")
     curves = curves_of(runs, checkpoints, data)
     st.vega_lite_chart(spec=shift_chart(compare.shift_values(curves, compare.run_labels(runs)),
                                         compare.color_scale(labels)), width="stretch")

@@ -25,7 +25,7 @@ def test_compare_shows_the_bundled_networks_table_and_shift_curves_on_a_projecto
     errors = open_app(page, app_url)
     go_to(page, "Compare")
 
-    table = page.locator("table").filter(has_text="test accuracy")
+    table = page.locator("table").filter(has_text="accuracy")
     expect(table).to_have_count(1, timeout=120_000)
     for title in NETWORKS:
         expect(table.locator("td").filter(has_text=re.compile(f"^{re.escape(title)}$"))).to_have_count(1)

@@ -222,8 +222,7 @@ def test_comparison_rows_name_networks_count_parameters_and_use_the_datasets_cla
     assert soft["per_class"]["Ankle boot"] == 0.9
     table = compare.table_rows(rows)
     assert table[0] == {"network": "softmax regression", "run": "soft", "recipe": "softmax baseline", "epochs": 1,
-                        "test accuracy": "80.00%",
-                        "parameters": "7,850", "training time": "12 s"}
+                        "accuracy": "80.00%", "weights": "7,850", "time": "12 s"}
     chart = compare.per_class_values(rows)
     assert len(chart) == 20 and {"network": "an MLP", "class": "Trouser", "accuracy": 0.1} in chart
 
