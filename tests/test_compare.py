@@ -191,9 +191,9 @@ def test_bundled_cards_say_how_each_was_made():
                 for name, (_, path) in compare.BUNDLED_COMPARISON.items() if path.parent == compare.COMPARE_DIR}
     assert commands == {
         "softmax-1epoch": "python -m cnn train --network softmax --epochs 1 --seed 0 --out softmax-1epoch",
-        "mlp-1epoch": "python -m cnn train --network mlp --preset article --epochs 1 --seed 0 --out mlp-1epoch",
-        "lenet-1epoch": "python -m cnn train --network lenet --preset fast --epochs 1 --out lenet-fast-1epoch",
-        "one-conv-1epoch": "python -m cnn train --network one-conv --preset article --epochs 1 --out one-conv-article-1epoch"}
+        "mlp-1epoch": "python -m cnn train --network mlp --preset article --epochs 1 --out mlp-1epoch",
+        "lenet-1epoch": "python -m cnn train --network lenet --preset fast --epochs 1 --out lenet-1epoch",
+        "one-conv-1epoch": "python -m cnn train --network one-conv --preset article --epochs 1 --out one-conv-1epoch"}
 
 
 # ---------------------------------------------------------------- comparison_rows
