@@ -313,11 +313,16 @@ def history() -> None:
     filter_replay(picked)
 
 
+def history_curves(run: str) -> tuple[list[dict], list[dict]]:
+    """(steps, evaluations) a run recorded; none for the bundled Fashion model (models/metrics.jsonl is MNIST's)."""
+    folder = history_folder(checkpoint_for(run))
+    return run_curves(folder) if folder is not None else ([], [])
+
+
 def overlay(names: list[str], cards: dict[str, dict | None]) -> None:
     """Curves of several runs on the epoch axis, e.g. ARTICLE vs FAST vs the softmax baseline (one legend)."""
     train_size = job_manager().train_set_size()
-    curves = {name: (*run_curves(checkpoint_for(name).parent), card_steps_per_epoch(cards.get(name), train_size))
-              for name in names}
+    curves = {name: (*history_curves(name), card_steps_per_epoch(cards.get(name), train_size)) for name in names}
     watched = next((job["name"] for job in job_manager().jobs() if job["id"] == st.session_state.get(kept("watch"))),
                    None)
     draw_charts(overlay_charts(curves, run_colors(shown_runs(watched, names))), columns=1)

@@ -252,6 +252,13 @@ def test_the_bundled_fashion_model_is_offered_beside_the_mnist_one_and_the_pages
     rows = {row["run"]: row for row in app.dataframe[0].value.to_dict("records")}
     assert (rows["bundled-fashion"]["dataset"], rows["bundled"]["dataset"]) == ("Fashion-MNIST", "MNIST")
     assert not any(m.value.startswith(replay) for m in app.markdown)
+    # Nor its training curves: models/metrics.jsonl lies beside both bundled models too.
+    shutil.copy(ROOT / "models" / "metrics.jsonl", tmp_path / "metrics.jsonl")
+    app.multiselect(key="kept.overlay").set_value(["bundled-fashion"]).run()
+    assert not app.exception
+    assert any(m.value == "These runs have no finished epoch to compare." for m in app.caption)
+    app.multiselect(key="kept.overlay").set_value(["bundled"]).run()
+    assert not any(m.value == "These runs have no finished epoch to compare." for m in app.caption)
     app.switch_page("pages/home.py").run()  # another page, with the Fashion model active
     assert not app.exception
     # Home speaks of the active model in its dataset's words: clothes, not digits.
