@@ -499,9 +499,29 @@ def dataset_words(model: nn.Module) -> dict:
             "pixels": f"{data.side * data.side:,}", "parts": data.parts}
 
 
+def receptive_fields(model: StagedNetwork) -> dict[str, int]:
+    """{stage name: side of the input patch one of its values sees} for the stages before flatten, from the stages:
+    a kxk convolution widens it by (k - 1) x the stride so far, a 2x2 pool by 1 x it, then doubles the stride.
+    The article's: conv1 3, pool1 4, conv2 8, pool2 10, conv3 18, pool3 22 (a layer after flatten sees everything)."""
+    fields, size, stride = {}, 1, 1
+    for stage in model.stages:
+        if stage.kind == "flatten":
+            break
+        if stage.kind == "conv":
+            conv = getattr(model, stage.module)
+            size += (conv.kernel_size[0] - 1) * stride
+            stride *= conv.stride[0]
+        elif stage.kind == "pool":  # pool_same: 2x2, stride 2
+            size += stride
+            stride *= 2
+        fields[stage.name] = size
+    return fields
+
+
 def layer_table(model: StagedNetwork | None = None) -> list[dict]:
-    """Per declared stage that is a row: name, output shape (C, H, W) or (features,), parameter count and a
-    one-sentence explanation, after a first row for the input. None: the article's network."""
+    """Per declared stage that is a row: name, output shape (C, H, W) or (features,), parameter count, a one-sentence
+    explanation and the side of the input patch one of its values sees (receptive_field; the whole image after
+    flatten), after a first row for the input. None: the article's network."""
     model = model if model is not None else ConvNet()
     device = next(model.parameters()).device
     words = dataset_words(model)
@@ -514,8 +534,10 @@ def layer_table(model: StagedNetwork | None = None) -> list[dict]:
             params = sum(p.numel() for p in getattr(model, stage.module).parameters()) if stage.module else 0
             if stage.row:
                 rows.append((stage.name, tuple(x.shape[1:]), params))
+    fields = receptive_fields(model)
     return [
-        {"name": name, "shape": list(shape), "params": params, "explanation": model.explanations[name].format(**words)}
+        {"name": name, "shape": list(shape), "params": params, "explanation": model.explanations[name].format(**words),
+         "receptive_field": 1 if name == "input" else fields.get(name, words["side"])}  # after flatten: everything
         for name, shape, params in rows
     ]
 

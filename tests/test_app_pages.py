@@ -85,6 +85,9 @@ def test_home_page_accuracy_is_the_bundled_models_measured_accuracy(app, real_mn
     assert sum(int(row["weights"].replace(",", "")) for row in table) == 1_378_698
     from cnn.model import layer_table  # each explanation whole, in a cell that wraps
     assert [row["what it does"] for row in table] == [layer["explanation"] for layer in layer_table()]
+    sees = {row["layer"]: row["sees"] for row in table}  # receptive fields, worked out by hand for the article
+    assert (sees["input"], sees["conv1"], sees["pool1"], sees["pool2"], sees["pool3"], sees["fc"]) == (
+        "1x1", "3x3", "4x4", "10x10", "22x22", "28x28")
 
 
 def layer_rows(app) -> list[dict]:

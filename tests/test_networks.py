@@ -15,7 +15,7 @@ from cnn import load_model
 from cnn.checkpoint import CheckpointError, load_checkpoint, make_card, save_checkpoint
 from cnn.config import ARTICLE, FAST, SOFTMAX, presets_for
 from cnn.model import (NETWORKS, ConvNet, LeNet5, MLP, OneConvNet, build_model, count_parameters, layer_table,
-                       network_spec, stage_names)
+                       network_spec, receptive_fields, stage_names)
 
 ROOT = Path(__file__).resolve().parent.parent
 X = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(7))
@@ -237,3 +237,36 @@ def test_the_bundled_fashion_model_reads_fashion_mnist_at_91_percent():
     report = json.loads(out.stdout)
     assert report["dataset"] == "fashion" and report["n"] == 10_000 and report["accuracy"] >= 0.91
     assert report["class_names"][9] == "Ankle boot" and len(report["per_class_accuracy"]) == 10
+
+
+def test_receptive_fields_worked_out_by_hand():
+    fields = {name: receptive_fields(build_model(ARTICLE.replace(architecture=name))) for name in NETWORKS}
+    assert {k: fields["cnn"][k] for k in ("conv1", "pool1", "conv2", "pool2", "conv3", "pool3")} == {
+        "conv1": 3, "pool1": 3 + 1, "conv2": 4 + 2 * 2, "pool2": 8 + 2, "conv3": 10 + 2 * 4, "pool3": 18 + 4}
+    assert {k: fields["lenet"][k] for k in ("conv1", "pool1", "conv2", "pool2")} == {
+        "conv1": 5, "pool1": 6, "conv2": 6 + 4 * 2, "pool2": 14 + 2}
+    assert fields["one-conv"]["pool1"] == 4 and fields["mlp"] == {} and fields["softmax"] == {}
+    table = {row["name"]: row["receptive_field"] for row in layer_table(build_model(ARTICLE))}
+    assert (table["input"], table["pool2"], table["pool3"], table["fc"]) == (1, 10, 22, 28)
+
+
+@pytest.mark.parametrize("network, stage", [("cnn", "pool3"), ("cnn", "conv2"), ("lenet", "pool2")])
+def test_receptive_fields_equal_the_pixels_that_can_move_a_unit(network, stage):
+    """An independent measure: with positive weights, a pixel raised far above the rest changes a unit exactly when
+    it lies in the unit's receptive field (it becomes the max of every pool on its way). The widest such span of
+    rows over the units of a stage is its receptive field."""
+    model = build_model(ARTICLE.replace(architecture=network), generator=torch.Generator().manual_seed(0)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.abs_()
+        x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 0.1
+        base = model.forward_with_activations(x)[stage][0]  # (C, H, W)
+        moved = torch.zeros(28, *base.shape[1:], dtype=torch.bool)  # [input row, unit row, unit col]
+        for row in range(28):
+            probe = x.clone()
+            probe[0, 0, row, 14] = 100.0  # one pixel of the middle column
+            changed = (model.forward_with_activations(probe)[stage][0] - base).abs().amax(0) > 1e-6
+            moved[row] = changed
+    spans = [int(rows.nonzero().max() - rows.nonzero().min() + 1)
+             for rows in moved.permute(1, 2, 0).reshape(-1, 28) if rows.any()]
+    assert max(spans) == receptive_fields(model)[stage]
