@@ -21,11 +21,12 @@ def cmd_info(args) -> int:
         return 0
     print(f"{spec.title[0].upper() + spec.title[1:]} ({spec.name}): {spec.summary}.\n{spec.lesson}\n")
     width = max(9, *(len(row["name"]) for row in rows))
-    print(f"{'layer':<{width}} {'output shape':<14} {'params':>10}  what it does")
+    print(f"{'layer':<{width}} {'output shape':<14} {'sees':>6} {'params':>10}  what it does")
     for row in rows:
         shape = "x".join(str(s) for s in row["shape"])
-        print(f"{row['name']:<{width}} {shape:<14} {row['params']:>10,}  {row['explanation']}")
-    print(f"{'total':<{width + 15}} {total:>10,}")
+        sees = f"{row['receptive_field']}x{row['receptive_field']}"  # the input patch one value depends on
+        print(f"{row['name']:<{width}} {shape:<14} {sees:>6} {row['params']:>10,}  {row['explanation']}")
+    print(f"{'total':<{width + 22}} {total:>10,}")
     return 0
 
 
