@@ -305,6 +305,10 @@ def shift_sentences(runs: list[ComparedRun], curves: dict[str, list[dict]], shif
     sentences = [f"Moved by {shift} pixels, {labels[falls.name]} falls most, from {_at(curves[falls.name], 0):.1%} to "
                  f"{_at(curves[falls.name], shift):.1%}"
                  + (f": {_why(falls.model)}." if not _convolves(falls.model) else ".")]
+    lowest = min(measured, key=lambda run: _at(curves[run.name], shift))
+    if lowest.name != falls.name:  # the biggest fall need not end lowest: say both, or the chart seems to disagree
+        sentences[0] += (f" {labels[lowest.name][0].upper() + labels[lowest.name][1:]}, which started lower, "
+                         f"ends lowest, at {_at(curves[lowest.name], shift):.1%}.")
     if keeps.name != falls.name:
         sentences.append(f"{labels[keeps.name][0].upper() + labels[keeps.name][1:]} keeps the most, "
                          f"{_at(curves[keeps.name], shift):.1%} (from {_at(curves[keeps.name], 0):.1%})"
