@@ -42,8 +42,12 @@ def default_run_name() -> str:
 
 
 def _name_follows() -> None:
-    """A new default name on the next run, unless the student typed their own."""
-    if st.session_state.get(kept("run_name")) == st.session_state.get("run_name_default"):
+    """A new default name on the next run, unless the student typed their own.
+
+    Any name this session was given as a default counts as not typed: a browser that sends back the name one run
+    late (a choice made while the page still draws) must not freeze "article-..." under a Fashion-MNIST MLP.
+    """
+    if st.session_state.get(kept("run_name")) in st.session_state.get("run_name_defaults", ()):
         st.session_state.new_run_name = True
 
 
@@ -105,7 +109,10 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
         st.session_state.setdefault(kept(key), getattr(base, name))
     st.session_state[kept("epochs")] = min(max(int(st.session_state[kept("epochs")]), 1), FORM_MAX_EPOCHS)
     if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
-        st.session_state[kept("run_name")] = st.session_state.run_name_default = default_run_name()
+        name = st.session_state[kept("run_name")] = default_run_name()
+        made = st.session_state.setdefault("run_name_defaults", [])
+        if name not in made:
+            made[:] = (made + [name])[-50:]  # this session's own defaults, bounded
     return base.name
 
 

@@ -40,8 +40,8 @@ def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(proje
     expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
     go_to(page, "Train")
     expect(page.get_by_role("combobox", name="Preset")).to_have_value("FAST (Adam, one cycle)", timeout=60_000)
-    expect(epochs).to_have_value("1")
-    expect(name).to_have_value("projector-fast")
+    expect(epochs).to_have_value("1", timeout=60_000)
+    expect(name).to_have_value("projector-fast", timeout=60_000)
 
     page.get_by_role("button", name="Start").click()
     watched = page.get_by_role("combobox", name="Watch run")
@@ -72,7 +72,7 @@ def test_an_mlp_on_fashion_mnist_trains_from_the_train_page_is_listed_as_such_an
     epochs = page.get_by_label("Epochs").first
     expect(epochs).to_have_value("10", timeout=60_000)
     name = page.get_by_label("Run name")
-    expect(name).to_have_value(re.compile(r"^fashion-mlp-article-"))  # the default name says what it trains
+    expect(name).to_have_value(re.compile(r"^fashion-mlp-article-"), timeout=60_000)  # the default name says what it trains
     epochs.fill("1")
     epochs.press("Enter")
     batch = page.get_by_label("Batch size").first

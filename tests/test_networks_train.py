@@ -289,3 +289,20 @@ def test_a_students_form_offers_the_networks_the_class_allows(train_app, monkeyp
     assert not app.exception and not app.error, [e.value for e in app.error]
     job = job_manager().jobs()[0]
     assert (job["config"]["architecture"], job["config"]["dataset"], job["preset"]) == ("softmax", "fashion", "softmax")
+
+
+def test_the_default_run_name_follows_even_when_the_browser_sends_an_older_default(train_app):
+    """A choice made while the page still draws arrives with the name the browser showed one run earlier: that is
+    still a name the page gave, not one the student typed, so the next default replaces it."""
+    app = train_app
+    app.switch_page("pages/train.py").run()
+    name = app.text_input(key="kept.run_name")
+    first = name.value
+    set_form(app, dataset="fashion")
+    assert app.text_input(key="kept.run_name").value.startswith("fashion-article-")
+    app.text_input(key="kept.run_name").set_value(first)  # the stale echo, sent with the next choice
+    app.selectbox(key="kept.network").set_value("mlp").run()
+    assert app.text_input(key="kept.run_name").value.startswith("fashion-mlp-article-")
+    app.text_input(key="kept.run_name").set_value("my-own-name").run()  # typed: kept through a new choice
+    app.selectbox(key="kept.network").set_value("lenet").run()
+    assert app.text_input(key="kept.run_name").value == "my-own-name"
