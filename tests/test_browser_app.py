@@ -81,6 +81,17 @@ def wait_for_next_run(page: Page) -> None:
     page.wait_for_function(NEXT_RUN_ENDED_JS, timeout=60_000)
 
 
+# Every image of the page has loaded (or failed): a rerun that replaces an image while the browser still fetches it
+# makes Streamlit drop the file, and the browser logs a /media 404 for it.
+IMAGES_LOADED_JS = """() => [...document.querySelectorAll("[data-testid='stMain'] img")].every(i => i.complete)"""
+
+
+def wait_for_images(page: Page) -> None:
+    """Until the script run has ended and every image it drew has loaded: then a click cannot orphan one."""
+    wait_until_idle(page)
+    page.wait_for_function(IMAGES_LOADED_JS, timeout=60_000)
+
+
 def open_list_until_listed(page: Page, choice, option, timeout: float = 120) -> None:
     """Open the select box choice until its list holds option (a run that just ended joins it a run or two later).
 

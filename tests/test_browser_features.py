@@ -10,7 +10,7 @@ from playwright.sync_api import Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import PROJECTOR, start_app, stop_app
-from tests.test_browser_app import go_to, open_app, wait_until_idle
+from tests.test_browser_app import go_to, open_app, wait_for_images, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -186,7 +186,7 @@ def make_active(page: Page, url: str, run: str) -> list[str]:
     named = re.compile(rf"^{re.escape(run)}( \(|$)")  # the Train page may add what the run is: "(a LeNet-5-...)"
     option = page.get_by_role("option", name=named)
     for _ in range(5):  # a rerun of the page that redraws the chooser closes its open list: open it again
-        wait_until_idle(page)
+        wait_for_images(page)  # choosing redraws the filter replay: not while its old image still loads
         chooser.click()
         try:
             expect(option).to_be_visible(timeout=20_000)
@@ -195,7 +195,7 @@ def make_active(page: Page, url: str, run: str) -> list[str]:
         except (AssertionError, PlaywrightTimeout):
             page.keyboard.press("Escape")
     expect(chooser).to_have_value(named, timeout=60_000)
-    wait_until_idle(page)
+    wait_for_images(page)
     go_to(page, "Feature maps")
     return errors
 
@@ -211,7 +211,7 @@ def test_a_lenet_model_shows_its_two_conv_layers_of_5x5_filters(projector_page: 
     expect(page.get_by_text("The filters of conv1: 6 filters of 5x5, each with a bias")).to_be_attached()
     expect(page.get_by_text(re.compile(r"^the 5x5 patch \(red box\)"))).to_be_attached()
     expect(page.get_by_text(re.compile(r"of 10,000 right"))).to_be_attached(timeout=120_000)
-    wait_until_idle(page)
+    wait_for_images(page)  # conv1's maps and filters loaded before conv2's replace them
     page.get_by_text("conv2 (16 maps)").click()
     expect(page.get_by_text("conv2, before ReLU: 16 maps of 10x10")).to_be_visible(timeout=60_000)
     expect(page.get_by_text("The filters of conv2: 16 filters of 5x5 over 6 input maps, each with a bias")).to_be_attached()

@@ -88,8 +88,8 @@ def test_an_mlp_on_fashion_mnist_trains_from_the_train_page_is_listed_as_such_an
     expect(watched).to_have_value(re.compile(r"^projector-mlp \("), timeout=60_000)
     expect(page.get_by_text(re.compile(r"^Finished: [\d.]+% after 1 epoch, "))).to_be_visible(timeout=300_000)
     expect(watched).to_have_value("projector-mlp (finished, an MLP on Fashion-MNIST)", timeout=60_000)
-    expect(page.get_by_text(re.compile(r"^An MLP on Fashion-MNIST \(its 10 classes"))).to_be_visible()
-    expect(page.get_by_text("ARTICLE: 1 epoch, batch 1024, learning rate 0.001")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^An MLP on Fashion-MNIST \(its 10 classes"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("ARTICLE: 1 epoch, batch 1024, learning rate 0.001")).to_be_visible(timeout=60_000)
 
     # The model choice, below the live panel, follows once the page has run again after the run ended.
     choice = page.get_by_role("combobox", name="Active model (used by the other pages)")
