@@ -11,6 +11,7 @@ def cmd_info(args) -> int:
     """The layer table of --network (default: the article's CNN) for --dataset, as text or JSON."""
     from .config import ARTICLE
     from .model import build_model, network_spec, layer_table
+    from .views import capitalised
 
     spec = network_spec(args.network)
     rows = layer_table(build_model(ARTICLE.replace(architecture=spec.name, dataset=args.dataset)))
@@ -19,7 +20,7 @@ def cmd_info(args) -> int:
         print(json.dumps({"network": spec.name, "title": spec.title, "dataset": args.dataset, "summary": spec.summary,
                           "lesson": spec.lesson, "layers": rows, "total_params": total}, indent=2))
         return 0
-    print(f"{spec.title[0].upper() + spec.title[1:]} ({spec.name}): {spec.summary}.\n{spec.lesson}\n")
+    print(f"{capitalised(spec.title)} ({spec.name}): {spec.summary}.\n{spec.lesson}\n")
     width = max(9, *(len(row["name"]) for row in rows))
     print(f"{'layer':<{width}} {'output shape':<14} {'sees':>6} {'params':>10}  what it does")
     for row in rows:

@@ -24,7 +24,7 @@ from .model import NETWORKS, count_parameters
 from .runs import RunInfo, read_card
 from .storage import atomic_write
 from .train import evaluate
-from .views import PALETTE, accuracy_text, format_seconds, plural
+from .views import PALETTE, accuracy_text, capitalised, format_seconds, plural
 
 SHIFTS = tuple(range(0, 7))  # pixels: 0 (the test images as they are) to 6, a quarter of a 28-pixel image
 SHIFT_IMAGES = 1000  # the first 1,000 test images: 7 shifts x 4 directions x 1,000 forwards per model
@@ -307,10 +307,10 @@ def shift_sentences(runs: list[ComparedRun], curves: dict[str, list[dict]], shif
                  + (f": {_why(falls.model)}." if not _convolves(falls.model) else ".")]
     lowest = min(measured, key=lambda run: _at(curves[run.name], shift))
     if lowest.name != falls.name:  # the biggest fall need not end lowest: say both, or the chart seems to disagree
-        sentences[0] += (f" {labels[lowest.name][0].upper() + labels[lowest.name][1:]}, which started lower, "
+        sentences[0] += (f" {capitalised(labels[lowest.name])}, which started lower, "
                          f"ends lowest, at {_at(curves[lowest.name], shift):.1%}.")
     if keeps.name != falls.name:
-        sentences.append(f"{labels[keeps.name][0].upper() + labels[keeps.name][1:]} keeps the most, "
+        sentences.append(f"{capitalised(labels[keeps.name])} keeps the most, "
                          f"{_at(curves[keeps.name], shift):.1%} (from {_at(curves[keeps.name], 0):.1%})"
                          + (f": {_why(keeps.model)}." if _convolves(keeps.model) else "."))
     return sentences

@@ -84,6 +84,11 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def item_noun(self) -> str:
+        """item without its article: "handwritten digit", "piece of clothing"."""
+        return self.item.removeprefix("a ").removeprefix("an ")
+
     def class_name(self, label: int) -> str:
         """Label as a student reads it: "7" for MNIST, "Sneaker" for Fashion-MNIST."""
         return self.class_names[int(label)]

@@ -122,7 +122,7 @@ def canvas_hint(spec: DatasetSpec = MNIST_SPEC) -> str:
 
 def no_ink_in_photo(spec: DatasetSpec = MNIST_SPEC) -> str:
     """What the page says when an upload holds no ink at all."""
-    thing = "digit" if _recipe(spec) == "digit" else spec.item.removeprefix("a ").removeprefix("an ")
+    thing = "digit" if _recipe(spec) == "digit" else spec.item_noun
     return f"No {thing} found in that picture: it looks blank. Try a darker pen or a closer photo."
 
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, Occlusion
 from torch import nn
 
-from .data import DATASETS, MNIST_SPEC, DatasetSpec
+from .data import MNIST_SPEC, DatasetSpec
+from .model import model_spec  # re-exported: pages and modules import it from here too
 
 ATTRIBUTION_METHODS = {  # key -> what its map shows (the caption's second half); the first is the page's default:
     # Integrated Gradients shows something for every drawing, Grad-CAM is empty for ~1 in 5 of this network's digits
@@ -30,11 +31,6 @@ EMPTY_SPOT_EXAMPLES = {True: "no stroke where a 0 would close", False: "no sleev
 def with_article(digit: int) -> str:
     """'a 7', 'an 8': the article a digit takes when read aloud (only 8 starts with a vowel sound among 0-9)."""
     return f"{'an' if int(digit) == 8 else 'a'} {int(digit)}"
-
-
-def model_spec(model: nn.Module) -> DatasetSpec:
-    """The DatasetSpec of the dataset model reads (model.dataset; MNIST for a model that does not say)."""
-    return DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
 
 
 def names_are_numbers(spec: DatasetSpec) -> bool:

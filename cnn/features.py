@@ -16,10 +16,9 @@ from torch import nn
 from torchvision.utils import make_grid
 
 from .checkpoint import BUNDLED_MODEL
-from .data import DATASETS, MNIST_SPEC, DatasetSpec
-from .model import network_spec
+from .model import model_spec, network_spec
 from .train import evaluate
-from .views import diverging_rgb
+from .views import capitalised, diverging_rgb
 
 # The views of a conv layer's maps, in the order data flows, by the kind of stage that records them.
 STAGES = {"conv": "before ReLU", "relu": "after ReLU", "pool": "after pooling"}
@@ -118,7 +117,7 @@ def class_templates(model: nn.Module) -> np.ndarray | None:
     if kinds != ["flatten", "linear"]:
         return None
     weight = _module(model, stages[1].module).weight.detach().cpu().numpy()  # (classes, side * side)
-    side = dataset_of(model).side
+    side = model_spec(model).side
     return weight.reshape(len(weight), side, side)
 
 
@@ -142,7 +141,7 @@ def no_maps_sentence(model: nn.Module) -> str:
         title = network_spec(getattr(model, "network", "")).title
     except ValueError:
         title = "This network"
-    title = title[0].upper() + title[1:]
+    title = capitalised(title)
     if class_templates(model) is not None:
         return (f"{title} has no convolution layers, so there are no feature maps: it weighs every pixel directly, "
                 "with one weight per pixel and class. Those weights, drawn as one image per class, are what it "
@@ -162,11 +161,6 @@ def history_folder(checkpoint: Path | str) -> Path | None:
     if checkpoint.name == "model.pt" or checkpoint.resolve() == BUNDLED_MODEL.resolve():
         return checkpoint.parent
     return None
-
-
-def dataset_of(model: nn.Module) -> DatasetSpec:
-    """The spec of the dataset model reads (MNIST for a model that names none)."""
-    return DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
 
 
 def activations(model: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:

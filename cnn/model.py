@@ -492,9 +492,14 @@ def build_model(config, generator: torch.Generator | None = None) -> StagedNetwo
     return model
 
 
+def model_spec(model: nn.Module) -> DatasetSpec:
+    """The DatasetSpec of the dataset model reads (model.dataset; MNIST for a model that does not say)."""
+    return DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
+
+
 def dataset_words(model: nn.Module) -> dict:
     """What layer_table's sentences fill in from the model's dataset: side, item, class_word, num_classes, pixels, parts."""
-    data: DatasetSpec = DATASETS.get(getattr(model, "dataset", "mnist"), MNIST_SPEC)
+    data = model_spec(model)
     return {"side": data.side, "item": data.item, "class_word": data.class_word, "num_classes": data.num_classes,
             "pixels": f"{data.side * data.side:,}", "parts": data.parts}
 

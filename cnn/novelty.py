@@ -61,7 +61,7 @@ def not_a_digit_sentence(spec: DatasetSpec = MNIST_SPEC) -> str:
     """What the Draw page says when the network's features say the drawing is unlike any of spec's images."""
     if spec.preparation == "digit":
         return NOT_A_DIGIT
-    thing = spec.item.removeprefix("a ").removeprefix("an ")
+    thing = spec.item_noun
     return (f"That doesn't look like any {thing}, so the network's answer would mean nothing: the network must "
             f"pick one of its {spec.num_classes} {spec.classes_word} even for a scribble. Draw {spec.item}, large.")
 
@@ -95,7 +95,7 @@ def no_check_sentence(model: nn.Module) -> str | None:
     if novelty_layer(model) is not None:
         return None
     spec = model_spec(model)
-    thing = "digit" if spec.preparation == "digit" else spec.item.removeprefix("a ").removeprefix("an ")
+    thing = "digit" if spec.preparation == "digit" else spec.item_noun
     return (f"This network has no hidden layer, so this page cannot check whether a drawing looks like a {thing} "
             "at all: it reads whatever you draw.")
 

@@ -31,6 +31,11 @@ def format_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def capitalised(text: str) -> str:
+    """text with its first letter made upper case ("an MLP" -> "An MLP"; str.capitalize would lower "MLP")."""
+    return text[:1].upper() + text[1:]
+
+
 def plural(count: int, word: str) -> str:
     """(1, "epoch") -> "1 epoch", (2, "epoch") -> "2 epochs"."""
     return f"{count:,} {word}{'' if count == 1 else 's'}"
@@ -155,7 +160,7 @@ def run_subject(config: dict) -> str:
     words = model_words(network, dataset)
     spec = DATASETS.get(dataset)
     classes = f" (its {spec.num_classes} {spec.classes_word}: {', '.join(spec.class_names)})" if spec else ""
-    return words[0].upper() + words[1:] + classes
+    return capitalised(words) + classes
 
 
 def dataset_line(dataset: str) -> str:

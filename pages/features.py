@@ -14,9 +14,10 @@ import streamlit as st
 import torch
 
 from cnn.data import DatasetSpec
+from cnn.model import model_spec
 from cnn.features import (STAGES, ConvLayer, activations, class_template_grid, class_templates, confusion_cells,
                           confusion_counts, confusion_matrix, conv_layers, convolution_at, convolution_sentence,
-                          convolution_table, dataset_of, dense_layers, enlarge, enlarged_map, hidden_strip, kernel_grid,
+                          convolution_table, dense_layers, enlarge, enlarged_map, hidden_strip, kernel_grid,
                           kernels, map_colour_scale, maps_grid, marked_patch, most_active_map, no_maps_sentence,
                           picked_cell, products_table, shown_decimals, strongest_output, thumbnail_grid,
                           history_folder)
@@ -420,7 +421,7 @@ def page() -> None:
     final = checkpoint_for(run)
     history = history_folder(final)  # None for a bundled model whose history is not kept beside it
     model, checkpoint, epoch = travel_in_time(model, final, history)
-    spec, layers = dataset_of(model), conv_layers(model)
+    spec, layers = model_spec(model), conv_layers(model)
     if not layers:
         st.info(no_maps_sentence(model))
     version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # computed predictions are cached per file version

@@ -14,10 +14,10 @@ from cnn.features import history_folder, kernel_grid
 from cnn.jobs import run_steps
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
-from cnn.views import (card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch, history_rows,
-                       job_label, live_charts, model_words, network_line, network_title, overlay_charts, plural, progress_summary,
-                       run_choice_labels, run_colors, run_curves, run_subject, shown_runs, smoothing_note,
-                       steps_per_epoch)
+from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch,
+                       history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
+                       plural, progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
+                       smoothing_note, steps_per_epoch)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
                           is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
                           require_app_navigation, set_active_run)
@@ -118,8 +118,7 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
 
 def network_label(name: str) -> str:
     """"An MLP" for "mlp": the network's title as a menu item."""
-    title = NETWORKS[name].title
-    return title[0].upper() + title[1:]
+    return capitalised(NETWORKS[name].title)
 
 
 def model_choice(presets: tuple[str, ...], max_epochs: int) -> tuple[str, str]:
@@ -193,8 +192,7 @@ def keep_sliders(network: str, cols, base) -> dict[str, float]:
         else:
             values[field_name] = st.session_state.get(kept(key), getattr(base, field_name))
     if not used:
-        title = network_title(network)
-        cols[0].caption(f"{title[0].upper() + title[1:]} has no dropout: no keep-probabilities to set.")
+        cols[0].caption(f"{capitalised(network_title(network))} has no dropout: no keep-probabilities to set.")
     return values
 
 
