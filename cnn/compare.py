@@ -24,7 +24,7 @@ from .model import NETWORKS, count_parameters
 from .runs import RunInfo, read_card
 from .storage import atomic_write
 from .train import evaluate
-from .views import PALETTE, accuracy_text, capitalised, format_seconds, plural
+from .views import PALETTE, accuracy_text, capitalised, card_model, format_seconds, network_title, plural
 
 SHIFTS = tuple(range(0, 7))  # pixels: 0 (the test images as they are) to 6, a quarter of a 28-pixel image
 SHIFT_IMAGES = 1000  # the first 1,000 test images: 7 shifts x 4 directions x 1,000 forwards per model
@@ -59,9 +59,8 @@ class ComparedRun:
 
 
 def _network_title(card: dict | None) -> str:
-    """The title of the network a card names ("the article's CNN"); cards from before networks were named: the CNN."""
-    network = (card or {}).get("network") or ((card or {}).get("config") or {}).get("architecture") or "cnn"
-    return NETWORKS[network].title if network in NETWORKS else str(network)
+    """The title of the network a card names ("the article's CNN"; cards from before networks were named: the CNN)."""
+    return network_title(card_model(card)[0])
 
 
 # ---------------------------------------------------------------- shifted images
