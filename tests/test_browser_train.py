@@ -73,11 +73,17 @@ def test_an_mlp_on_fashion_mnist_trains_from_the_train_page_is_listed_as_such_an
     expect(epochs).to_have_value("10", timeout=60_000)
     name = page.get_by_label("Run name")
     expect(name).to_have_value(re.compile(r"^fashion-mlp-article-"), timeout=60_000)  # the default name says what it trains
+    # One field at a time, each once the page has run with the last: a value typed while a run still draws can
+    # come back as the old one (a fresh-clone run started batch 128 after 1024 was typed).
     epochs.fill("1")
     epochs.press("Enter")
+    wait_until_idle(page)
+    expect(epochs).to_have_value("1", timeout=60_000)
     batch = page.get_by_label("Batch size").first
     batch.fill("1024")
     batch.press("Enter")
+    wait_until_idle(page)
+    expect(batch).to_have_value("1024", timeout=60_000)
     name.fill("projector-mlp")
     name.press("Enter")
     expect(page.get_by_text("Press Enter to apply")).to_have_count(0, timeout=60_000)  # every value reached the server
