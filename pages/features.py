@@ -6,96 +6,24 @@ on the model's dataset, with its class names.
 from __future__ import annotations
 
 import functools
-import hashlib
-import os
 
 import numpy as np
 import streamlit as st
-import torch
 
 from cnn.data import DatasetSpec
-from cnn.model import model_spec
 from cnn.features import (STAGES, ConvLayer, activations, class_template_grid, class_templates, confusion_cells,
-                          confusion_counts, confusion_matrix, conv_layers, convolution_at, convolution_sentence,
-                          convolution_table, dense_layers, enlarge, enlarged_map, hidden_strip, kernel_grid,
-                          kernels, map_colour_scale, maps_grid, marked_patch, most_active_map, no_maps_sentence,
-                          picked_cell, products_table, shown_decimals, strongest_output, thumbnail_grid,
-                          history_folder)
-from cnn.runs import epoch_checkpoints, read_filter_snapshots, read_predictions
+                          confusion_counts, conv_layers, convolution_at, convolution_sentence, convolution_table,
+                          dense_layers, enlarge, enlarged_map, hidden_strip, kernel_grid, kernels, map_colour_scale,
+                          maps_grid, marked_patch, most_active_map, no_maps_sentence, picked_cell, products_table,
+                          shown_decimals, strongest_output, thumbnail_grid)
+from cnn.runs import read_filter_snapshots
 from cnn.views import plural
-from pages.shared import (PERSIST, active_model, cached_checkpoint, checkpoint_for, data_holder, field, kept,
-                          probability_chart, require_app_navigation, uploaded_digit)
+from pages.picking import clamped, kept_choice, kept_number, looking, test_predictions
+from pages.shared import PERSIST, data_holder, field, kept, probability_chart, require_app_navigation
 
 
-SOURCES = ["Test set", "Sent from Draw", "Upload"]
 MAX_THUMBNAILS = 20  # images of one confusion cell shown at once
 CONFUSION_CHART = "confusion"  # the chart's key: its selection (the clicked cell) is read in _open_cell
-
-
-def kept_default(name: str, default) -> str:
-    """The kept key of a widget, given its default the first time (never through value=/index=, see kept())."""
-    st.session_state.setdefault(kept(name), default)
-    return kept(name)
-
-
-def kept_following(name: str, context, default) -> str:
-    """The kept key of a widget that starts at default again whenever context changes (another image, layer, ...);
-    within one context the user's own choice stays, across page switches too."""
-    key, marker = kept(name), f"default_for.{name}"
-    if key not in st.session_state or st.session_state.get(marker) != context:
-        st.session_state[key] = default
-        st.session_state[marker] = context
-    return key
-
-
-def clamped(value, low: int, high: int) -> int:
-    """A widget's number forced into [low, high]: a browser can send any value (a non-number counts as low)."""
-    try:
-        return min(max(int(value), low), high)
-    except (TypeError, ValueError):
-        return low
-
-
-def kept_number(name: str, context, default: int, low: int, high: int) -> str:
-    """kept_following's key, its value first forced into [low, high]: a choice kept from another model (conv1 had
-    32 maps, LeNet's has 6) or forged must not reach the widget out of its range (Streamlit would stop the page)."""
-    key = kept_following(name, context, default)
-    st.session_state[key] = clamped(st.session_state[key], low, high)
-    return key
-
-
-def kept_choice(name: str, options: list, default) -> str:
-    """The kept key of a radio or selectbox, its value first put back to default when it is not one of options
-    (another network has other layers; a browser can send anything)."""
-    key = kept_default(name, default)
-    if st.session_state[key] not in options:
-        st.session_state[key] = default
-    return key
-
-
-@st.cache_resource(max_entries=8)
-def computed_predictions(version: str, _model, _data) -> np.ndarray:
-    """(N,) predicted digits of one checkpoint version on the test images, computed once per server.
-
-    Only for checkpoints whose run kept no predictions (the bundled model, runs from before they were kept).
-    """
-    return confusion_matrix(_model, _data.test_images, _data.test_labels, _data.spec.num_classes)[1]
-
-
-def test_predictions(folder, epoch: int | None, version: str, model, data) -> np.ndarray:
-    """(N,) predicted digits on the test images: those training kept (model.pt's, or epoch-K.pt's), else computed.
-
-    Reading the kept ones makes the time-travel slider cheap (computing took 3-4.6 s per move on a
-    10-epoch run, and the cache above holds only 8 checkpoints).
-    """
-    kept_ones = kept_predictions(folder, epoch, len(data.test_labels)) if folder is not None else None
-    return kept_ones if kept_ones is not None else computed_predictions(version, model, data)
-
-
-def kept_predictions(folder, epoch: int | None, count: int) -> np.ndarray | None:
-    """The predictions training wrote beside a checkpoint, if any and if they fit a test set of count digits."""
-    predictions = read_predictions(folder, epoch)  # None for none or an invalid file: then they are computed
-    return predictions if predictions is not None and predictions.shape == (count,) else None
 
 
 def confusion_spec(matrix: np.ndarray, spec: DatasetSpec, height: int = 340) -> dict:
@@ -117,57 +45,6 @@ def confusion_spec(matrix: np.ndarray, spec: DatasetSpec, height: int = 340) -> 
                                                 field("count", "quantitative", title="images")]}},
                       {"mark": {"type": "text", "cursor": "pointer", "fontSize": 12},
                        "encoding": {"text": field("count", "quantitative"), "color": field("ink", "nominal", scale=None)}}]}
-
-
-def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tuple[np.ndarray, str] | None:
-    """The page's image: a test image of the model's dataset, a drawing sent from Draw or an upload, with its label."""
-    data = data_holder(spec.name).load()
-    if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
-        st.session_state[kept("image_source")] = "Sent from Draw"
-    source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]),
-                      persist_state=PERSIST)
-    if source == "Sent from Draw":
-        chosen = st.session_state.get("chosen_image")
-        if chosen is None:
-            st.info(f"Nothing sent yet: on the Draw page, draw {spec.item} and press 'Look inside'.")
-            return None
-        return np.array(chosen["image"], dtype=np.uint8), chosen["label"]
-    if source == "Upload":
-        uploaded = uploaded_digit(f"A photo of {spec.item} (PNG or JPEG, up to 2 MB)", spec=spec)  # spec's recipe
-        if uploaded is None:
-            return None
-        steps, name = uploaded
-        return steps["centred"], f"upload {name}"
-    if data is None:
-        st.warning(f"{spec.title} is not available, so the test set cannot be shown; draw or upload {spec.item} "
-                   "instead.")
-        return None
-    picks = ["by index", "by digit", "misclassified"]  # stable values: "by digit" is shown in the dataset's words
-    how = st.radio("Pick", picks, horizontal=True, key=kept_choice("pick", picks, "by index"), persist_state=PERSIST,
-                   format_func=lambda pick: f"by {spec.class_word}" if pick == "by digit" else pick)
-    labels = data.test_labels.numpy()
-    if how == "by digit":
-        classes = list(range(spec.num_classes))
-        label = st.selectbox(spec.class_word.capitalize(), classes, key=kept_choice("digit", classes, 0),
-                             format_func=spec.class_name, persist_state=PERSIST)
-        candidates = np.nonzero(labels == clamped(label, 0, spec.num_classes - 1))[0]
-    elif how == "misclassified":
-        predicted = test_predictions(*kept_at, version, model, data)
-        candidates = np.nonzero(predicted != labels)[0]
-    else:
-        candidates = np.arange(len(labels))
-    if len(candidates) == 0:
-        st.info("None: this model reads every test image right.")
-        return None
-    pick_key = kept("test_pick")
-    st.session_state[pick_key] = clamped(st.session_state.get(pick_key, 0), 0, len(candidates) - 1)
-    st.button("Random", key="random", on_click=lambda: st.session_state.update(
-        {pick_key: int(np.random.default_rng().integers(len(candidates)))}))
-    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key,
-                           persist_state=PERSIST)
-    index = int(candidates[clamped(pick, 0, len(candidates) - 1)])
-    st.session_state.test_index = index
-    return data.test_images[index].numpy(), f"test image #{index} (label {spec.class_name(labels[index])})"
 
 
 def show_maps(acts: dict, layers: list[ConvLayer], image_id: str) -> tuple[ConvLayer, int]:
@@ -379,28 +256,6 @@ def _show_test_image(index: int) -> None:
                              "image_source": "test", "scroll_to_chosen": True})
 
 
-def travel_in_time(model, final, history) -> tuple:
-    """(model, checkpoint path, epoch or None for the final model) chosen on the time-travel slider; history: the
-    folder of the model's training history (None: it has none)."""
-    epochs = epoch_checkpoints(history) if history is not None else {}
-    if not epochs:
-        return model, str(final), None
-    options = list(epochs) + ["final"]
-    key = kept("epoch")
-    if st.session_state.get(key) not in options:  # first time, or another run with other epochs
-        st.session_state[key] = "final"
-    epoch = st.select_slider("Training time travel: the model as it was after epoch", options, key=key,
-                             persist_state=PERSIST)
-    if epoch == "final":
-        return model, str(final), None
-    try:
-        past, _ = cached_checkpoint(epochs[epoch])
-    except Exception:  # noqa: BLE001 - an odd file in runs/ must not end the page
-        st.warning(f"The checkpoint of epoch {epoch} cannot be read; showing the final model.")
-        return model, str(final), None
-    return past, str(epochs[epoch]), epoch
-
-
 def open_first_of_cell(model, spec: DatasetSpec, kept_at: tuple, version: str) -> None:
     """After a click on a confusion cell: its first image becomes the page's image (before the image is chosen)."""
     if not st.session_state.pop("open_first_of_cell", False):
@@ -417,30 +272,21 @@ def open_first_of_cell(model, spec: DatasetSpec, kept_at: tuple, version: str) -
 
 def page() -> None:
     st.title("Feature maps and filters")
-    model, card, run = active_model()
-    final = checkpoint_for(run)
-    history = history_folder(final)  # None for a bundled model whose history is not kept beside it
-    model, checkpoint, epoch = travel_in_time(model, final, history)
-    spec, layers = model_spec(model), conv_layers(model)
+    seen = looking(before_choosing=open_first_of_cell)
+    if seen is None:
+        return
+    model, spec, layers = seen.model, seen.spec, conv_layers(seen.model)
     if not layers:
         st.info(no_maps_sentence(model))
-    version = f"{checkpoint}@{os.path.getmtime(checkpoint)}"  # computed predictions are cached per file version
-    kept_at = (history, epoch)  # where training kept this checkpoint's test predictions
-    open_first_of_cell(model, spec, kept_at, version)
-    chosen = choose_image(model, spec, kept_at, version)
-    if chosen is None:
-        return
-    image, label = chosen
-    image_id = hashlib.sha1(image.tobytes()).hexdigest()  # the maps' defaults follow the image
-    acts = activations(model, torch.from_numpy(image.astype(np.float32) / 255.0)[None, None])
-    st.image(enlarge(image, 140), width=140)
-    st.caption(f"Input: {label}, read as {spec.class_name(np.argmax(acts['probabilities']))}.")
+    acts = activations(model, seen.x)
+    st.image(enlarge(seen.image, 140), width=140)
+    st.caption(f"Input: {seen.label}, read as {spec.class_name(np.argmax(acts['probabilities']))}.")
     if layers:
-        layer, map_index = show_maps(acts, layers, image_id)
-        show_filters(model, layer, history)
-        show_convolution(model, acts, layer, image_id, map_index)
+        layer, map_index = show_maps(acts, layers, seen.image_id)
+        show_filters(model, layer, seen.history)
+        show_convolution(model, acts, layer, seen.image_id, map_index)
     show_output(model, acts, spec)
-    show_confusion(model, spec, kept_at, version)
+    show_confusion(model, spec, seen.kept_at, seen.version)
 
 
 require_app_navigation()

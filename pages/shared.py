@@ -24,7 +24,8 @@ from cnn.settings import ServerSettings, configure_threads, server_settings
 # an offline classroom), and an emoji shows as an empty box where the machine has no emoji font (Debian's Chromium
 # without fonts-noto-color-emoji). The tab keeps app.py's icon, drawn by the app.
 PAGE_FILES = (("pages/home.py", "Home"), ("pages/train.py", "Train"), ("pages/draw.py", "Draw"),
-              ("pages/features.py", "Feature maps"), ("pages/compare.py", "Compare"))
+              ("pages/features.py", "Feature maps"), ("pages/inside.py", "Inside the network"),
+              ("pages/compare.py", "Compare"))
 # The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
 # found"), but listed in the menu only for the teacher.
 TEACHER_PAGE = ("pages/teacher.py", "Teacher")
@@ -369,11 +370,12 @@ def active_model_source() -> str:
     return resolved_model()[3]
 
 
-def send_to_feature_maps(image, label: str) -> None:
-    """Make a (28, 28) uint8 image the Feature maps page's chosen image, and go there."""
+def send_to_feature_maps(image, label: str, page: str = "pages/features.py") -> None:
+    """Make a (side, side) uint8 image the chosen image of Feature maps and Inside the network (they share it), and
+    go to page."""
     st.session_state.chosen_image = {"image": image.tolist(), "label": label}
     st.session_state.image_source = "sent"
-    st.switch_page("pages/features.py")
+    st.switch_page(page)
 
 
 # Streamlit forgets a widget's value when a run does not draw it (a page switch). A choice that must survive a trip
