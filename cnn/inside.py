@@ -205,8 +205,8 @@ def _column_tiles(column: Column, pictures: np.ndarray, class_names, left: float
     elif column.kind in ("vector", "flat"):
         rows, cols = pictures.shape[1:3]
         cell = min((slot - 6) / cols, room / rows)
-        x = left + (slot - cols * cell) / 2
-        return [{"stage": column.stage, "channel": 0, "x": x, "x2": x + cols * cell, "y": top, "y2": top + rows * cell,
+        x, y = left + (slot - cols * cell) / 2, top + (room - rows * cell) / 2
+        return [{"stage": column.stage, "channel": 0, "x": x, "x2": x + cols * cell, "y": y, "y2": y + rows * cell,
                  "url": png_data_url(pictures[0], _crisp(rows)), "tip": f"{column.stage}: {column.shape} units"}]
     else:
         count = len(pictures)

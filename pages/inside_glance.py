@@ -18,7 +18,7 @@ from pages.shared import chart_spec, field
 
 OVERVIEW_CHART = "glance_overview"  # the charts' keys: their selections are read in the callbacks
 CELL_CHART = "glance_cell"
-WIDTH, HEIGHT = 680, 440  # the overview's own units: at 1024 px with the sidebar open the chart is about this wide
+WIDTH, HEIGHT = 560, 560  # the overview's own units: at 1024 px with the sidebar open the chart is ~564 px wide
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -41,14 +41,13 @@ def overview_spec(tiles: list[dict], labels: list[dict]) -> dict:
                            "url": field("url", "nominal"), "description": field("tip", "nominal"),
                            "tooltip": field("tip", "nominal", title="open"),
                            "opacity": {"condition": {"param": "map", "empty": True, "value": 1.0}, "value": 0.45}}}
-    texts = {"data": {"values": labels},
-             "mark": {"type": "text", "fontSize": 11, "baseline": "middle"},
-             "encoding": {**place, "text": field("text", "nominal"),
-                          "align": {"condition": {"test": "datum.role === 'class'", "value": "left"},
-                                    "value": "center"},
-                          "fontWeight": {"condition": {"test": "datum.role === 'title'", "value": "bold"},
-                                         "value": "normal"}}}
-    return {"width": "container", "height": HEIGHT, "layer": [images, texts], "view": {"stroke": None}}
+    def texts(role: str, **mark) -> dict:  # align and weight are mark properties, not channels: a layer per role
+        return {"data": {"values": [label for label in labels if label["role"] == role]},
+                "mark": {"type": "text", "fontSize": 11, "baseline": "middle", **mark},
+                "encoding": {**place, "text": field("text", "nominal")}}
+
+    layers = [images, texts("title", fontWeight="bold"), texts("shape"), texts("class", align="left")]
+    return {"width": "container", "height": HEIGHT, "layer": layers, "view": {"stroke": None}}
 
 
 def cells_spec(cells: list[dict], chosen: tuple | None, side: int) -> dict:
@@ -163,13 +162,15 @@ def show_conv(seen: Looking, image: np.ndarray, stage: str, channel: int, at: tu
     """A conv unit: the kxk patch of every input map it reads, the sorted partial sums, their total, ReLU, pool."""
     unit = conv_unit(seen.model, image, stage, channel, *at)
     count, k = len(unit.contributions), unit.kernel.shape[-1]
-    grid, _, high = maps_grid(unit.patches, per="layer", columns=min(count, 16), cell=5 * k, numbered=count > 1)
+    grid, _, high = maps_grid(unit.patches, per="layer", columns=min(count, 16), cell=32, numbered=count > 1)
     st.image(grid, width="content", caption=f"The {k}x{k} patch it reads in each of its {count} input map"
              f"{'s' if count > 1 else ''} ({unit.source}, numbered; one scale, 0 dark to {high:.2f} bright)")
     rows = contribution_rows(unit)
+    sums = [row["sum"] for row in rows]  # a fixed domain: Vega computes no extent (a rerun's data swap logs none)
+    domain = [min(0.0, *sums), max(0.0, *sums) or 1.0]
     chart = chart_spec(rows, {"type": "bar", "tooltip": True}, {
         "x": field("channel", "nominal", sort=None, title="input map", axis={"labels": count <= 32}),
-        "y": field("sum", "quantitative", title="partial sum"),
+        "y": field("sum", "quantitative", title="partial sum", stack=None, scale={"domain": domain}),
         "color": field("sign", "nominal", scale={"domain": ["adds", "takes away"], "range": ["#ff9e27", "#59b3ff"]},
                        title="")}, title=f"Its {count} partial sum{'s' if count > 1 else ''}, largest first",
                        height=220)
