@@ -418,7 +418,7 @@ def dense_unit(model: nn.Module, image, stage: str, unit: int, k: int = 12) -> D
     inputs = read.reshape(-1)
     weight = layer.weight[unit].detach().cpu().numpy()
     products = weight * inputs
-    bias = float(layer.bias[unit]) if layer.bias is not None else 0.0
+    bias = float(layer.bias[unit].detach()) if layer.bias is not None else 0.0
     order = np.argsort(-np.abs(products), kind="stable")[:k]
     strongest = [{"index": int(i), "where": tuple(int(v) for v in np.unravel_index(i, read.shape))
                   if read.ndim == 3 else None, "input": float(inputs[i]), "weight": float(weight[i]),

@@ -3,6 +3,7 @@ partial sums against F.conv2d, pool winners against a brute-force max, a dense u
 weight x input computed here, and the overview's columns for every network on both datasets."""
 import base64
 import io
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from cnn.features import signed_rgb
 from cnn.inside import (channel_contributions, conv_unit, dense_unit, overview_columns, overview_marks, picked_map,
                         picked_position, pool_window, pooled_from, receptive_field, resolved_unit)
 from cnn.model import NETWORKS, build_model
+from tests.test_app_pages import app, save_run  # noqa: F401 - app: the AppTest fixture of the app's pages
 
 
 def random_model(network: str, seed: int = 0, dataset: str = "mnist"):
@@ -307,7 +309,8 @@ def test_overview_tiles_share_one_colour_scale_per_column_and_never_overlap():
     for i, a in enumerate(tiles):
         assert 0 <= a["x"] < a["x2"] <= 680 and 0 <= a["y"] < a["y2"] <= 440
         for b in tiles[i + 1:]:
-            assert a["x2"] <= b["x"] or b["x2"] <= a["x"] or a["y2"] <= b["y"] or b["y2"] <= a["y"], (a["tip"], b["tip"])
+            apart = a["x2"] <= b["x"] or b["x2"] <= a["x"] or a["y2"] <= b["y"] or b["y2"] <= a["y"]
+            assert apart, (a["tip"], b["tip"])
     assert {label["text"] for label in labels if label["role"] == "shape"} >= {"32 x 28 x 28", "128 x 4 x 4", "625"}
 
 
@@ -341,3 +344,43 @@ def test_a_kept_unit_is_checked_against_the_network_before_use():
         "stage": "fc", "kind": "dense", "channel": 624, "row": None, "col": None}
     moved = resolved_unit(model, columns, {"stage": "conv3", "channel": 1, "row": 20, "col": 0})  # LeNet-sized row
     assert (moved["row"], moved["col"]) == tuple(np.unravel_index(np.argmax(columns[5].values[1]), (7, 7)))
+
+
+# ---------------------------------------------------------------- the page (AppTest; the app loads real MNIST)
+
+def glance_texts(app) -> str:
+    return "\n".join(m.value for m in app.markdown) + "\n".join(c.value for c in app.caption)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("network, says", [
+    ("lenet", r"The 5x5 patch times the filter's kernel adds up to \*\*-?[\d.]+\*\*, and the filter's bias"),
+    ("mlp", r"fc unit \d+ weighs all 784 values of input"),
+    ("softmax", r"output \S+ weighs all 784 values of input"),
+    ("one-conv", r"conv1 map \d+ at row \d+, column \d+ before ReLU")])
+def test_glance_opens_on_a_unit_of_whatever_network_is_active(app, tmp_path, network, says):
+    save_run(tmp_path / "runs", network, config=ARTICLE.replace(architecture=network))
+    app.session_state["active_run"] = network
+    app.switch_page("pages/inside.py").run()
+    assert not app.exception
+    assert re.search(says, glance_texts(app)), glance_texts(app)[-600:]
+
+
+@pytest.mark.mnist
+def test_glance_ignores_a_forged_unit_and_follows_time_travel(app):
+    app.switch_page("pages/inside.py").run()
+    assert not app.exception
+    opened = glance_texts(app)
+    for forged in ({"stage": "conv9", "channel": 0}, {"stage": "conv2", "channel": 10 ** 9, "row": 0, "col": 0},
+                   {"stage": "fc", "channel": -5}, "conv1", {"stage": ["conv1"], "channel": {}}):
+        app.session_state["inside_unit"] = forged
+        app.run()
+        assert not app.exception, forged
+        assert glance_texts(app) == opened, forged  # the default unit, as if nothing were chosen
+    app.session_state["inside_unit"] = {"stage": "conv3", "channel": 9, "row": 2, "col": 5}
+    app.run()
+    final = glance_texts(app)
+    assert "conv3 map 9 at row 2, column 5 before ReLU" in final
+    app.select_slider[0].set_value(1).run()  # the bundled model after its first epoch
+    assert not app.exception
+    assert "conv3 map 9 at row 2, column 5 before ReLU" in glance_texts(app) and glance_texts(app) != final
