@@ -18,7 +18,7 @@ from pages.shared import chart_spec, field
 
 OVERVIEW_CHART = "glance_overview"  # the charts' keys: their selections are read in the callbacks
 CELL_CHART = "glance_cell"
-WIDTH, HEIGHT = 560, 560  # the overview's own units: at 1024 px with the sidebar open the chart is ~564 px wide
+WIDTH, HEIGHT = 560, 500  # the overview's own units: at 1024 px with the sidebar open the chart is ~564 px wide
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -54,7 +54,8 @@ def cells_spec(cells: list[dict], chosen: tuple | None, side: int) -> dict:
     """One map (or a dense layer's strip) enlarged as a Vega-Lite heat map in its column's colours, a point selection
     "cell" on (row, col), the chosen cell outlined."""
     rows = max(cell["row"] for cell in cells) + 1
-    ticks = list(range(0, max(rows, side), 5))
+    span = max(rows, side)
+    ticks = list(range(0, span, 1 if span <= 10 else 5))  # every row of pool3's 4x4, every fifth of conv1's 28
     place = {"x": field("col", "ordinal", title="column", axis={"values": ticks, "labelAngle": 0}),
              "y": field("row", "ordinal", title="row", axis={"values": ticks})}
     tip = [field("row", "ordinal"), field("col", "ordinal", title="column"),
