@@ -136,6 +136,7 @@ class Job:
     save_errors: list[str] = field(default_factory=list)
     stopped_by_teacher: bool = False  # the teacher stopped another session's run: the run says so when it ends
     control: TrainControl = field(default_factory=TrainControl, repr=False)
+    health: "HealthMonitor | None" = field(default=None, repr=False)  # layer health, written under the manager's lock
 
     def view(self, history: bool = True) -> dict:
         """A plain-data copy for the pages (no locks, no live objects).
@@ -154,7 +155,7 @@ class Job:
         }
         if history:
             view.update(steps=self.steps.points(), evals=list(self.evals), filter_steps=list(self.filter_steps),
-                        filters=list(self.filters))
+                        filters=list(self.filters), health=self.health.view() if self.health is not None else None)
         return view
 
 
@@ -427,13 +428,17 @@ class JobManager:
 
     def _work(self, job: Job) -> None:
         """A training thread: whatever happens in it, the job ends (never "running" forever) and its slot frees."""
+        from .health import HealthMonitor  # cnn.health builds on this module's ThinnedHistory
         recorder = result = None
         status, error = "failed", "The training ended without a result."
         try:
             data = self._load_data(job.config.dataset)
             device = self.device or pick_device()
             recorder = RunRecorder(job.folder, job.config, data_source=data.source, device=str(device))
-            result = train(job.config, data, callbacks=[recorder, JobListener(self, job)], control=job.control,
+            health = HealthMonitor(data.test_images[:job.config.eval_subset], lock=self._lock)  # the eval subset
+            with self._lock:
+                job.health = health
+            result = train(job.config, data, callbacks=[recorder, JobListener(self, job), health], control=job.control,
                            device=device, max_steps=self.settings.max_steps_per_run)
             status, error = ("stopped" if result.stopped else "finished"), ""
             if result.stopped and job.stopped_by_teacher:

@@ -1,7 +1,7 @@
 """The one training loop, shared by the CLI and the app's background worker.
 
-It knows nothing about who listens: it fires callbacks (on_start, on_step, on_eval, on_epoch_end) and checks a
-cooperative TrainControl between steps, so a tqdm bar and a Streamlit chart can share it.
+It knows nothing about who listens: it fires callbacks (on_start, on_step, on_gradients, on_eval, on_epoch_end) and
+checks a cooperative TrainControl between steps, so a tqdm bar and a Streamlit chart can share it.
 """
 from __future__ import annotations
 
@@ -56,10 +56,16 @@ class EpochEvent:
 class Callback:
     """Subclass and override what you need; every method is a no-op here."""
 
+    gradients_every: int = 0  # on_gradients every this many steps; 0: never (reading gradients is cheap, not free)
+
     def on_start(self, model: nn.Module) -> None:
         """Once, before the first step: the model as it starts (the random weights; step 0)."""
 
     def on_step(self, event: StepEvent) -> None: ...
+
+    def on_gradients(self, step: int, model: nn.Module) -> None:
+        """After step number `step`, when it is a multiple of gradients_every: model's .grad hold the gradients that
+        made this step. Read them; never change them or the weights."""
 
     def on_eval(self, event: EvalEvent, model: nn.Module) -> None: ...
 
@@ -258,6 +264,7 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
     history: list[dict] = []
     for callback in callbacks:
         callback.on_start(model)
+    gradient_listeners = [callback for callback in callbacks if getattr(callback, "gradients_every", 0) > 0]
 
     def fire_eval(accuracy: float, n: int, full: bool, epoch: int) -> None:
         event = EvalEvent(step=step, epoch=epoch, accuracy=accuracy, n=n, full=full)
@@ -293,6 +300,9 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
                               learning_rate=learning_rate, elapsed_seconds=stopwatch.elapsed())
             for callback in callbacks:
                 callback.on_step(event)
+            for callback in gradient_listeners:  # the gradients stay in .grad until the next step's zero_grad
+                if step % callback.gradients_every == 0:
+                    callback.on_gradients(step, model)
             if config.eval_every and step % config.eval_every == 0:
                 quick = evaluate(model, subset_images, subset_labels)
                 fire_eval(quick["accuracy"], quick["n"], False, epoch)

@@ -11,6 +11,7 @@ from cnn.checkpoint import BUNDLED_MODELS, checkpoint_bytes, default_runs_dir
 from cnn.config import PRESETS, form_config, presets_for
 from cnn.data import DATASETS
 from cnn.features import history_folder, kernel_grid
+from cnn.health import health_items, health_sentence
 from cnn.jobs import run_steps
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
@@ -289,6 +290,23 @@ def live() -> None:
     note = smoothing_note({job["name"]: job["config"]})
     if note:
         st.caption(note)
+    layer_health(job)
+
+
+def layer_health(job: dict) -> None:
+    """The watched run's layers: gradient norms, dead ReLUs, the latest weight and output histograms, and a sentence."""
+    st.subheader("Layer health")
+    health = job.get("health")
+    if not health or not health.get("layers"):
+        st.caption("Layer health is measured while the server trains a run; this run has none to show.")
+        return
+    st.caption(health_sentence(health, job["config"]))
+    lines, weights, outputs = health_items(health, job["config"])
+    draw_charts(lines)
+    st.caption(f"Each layer's weights and its outputs on the test subset at step {health['latest']['step']:,} "
+               "(bars), and at the start (grey steps), in the same bins.")
+    draw_charts(weights, columns=3)
+    draw_charts(outputs, columns=3)
 
 
 def history() -> None:
