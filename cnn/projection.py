@@ -348,21 +348,38 @@ def _trim(folder: Path) -> None:
 # ---------------------------------------------------------------- what the page shows
 
 
-def map_points(points: np.ndarray, labels, class_names, decimals: int = 2) -> list[dict]:
-    """Vega-Lite rows {"x", "y", "class", "index"} for the (N, 2) points, rounded to keep the chart's payload small
-    (10,000 points: ~0.4 MB); class is the class's name, index the test image's number."""
+def map_points(points: np.ndarray, labels, class_names, star: np.ndarray | None = None, star_words: str = "",
+               decimals: int = 2) -> list[dict]:
+    """Vega-Lite rows {"x", "y", "class", "image", "star"} for the (N, 2) points, rounded to keep the chart's payload
+    small (10,000 points: ~0.4 MB); class is the class's name, image the test image's number, star "" for them.
+    star: (2,) a point of the page's own image, added last as a row of its own (class "", image -1, star its words).
+    """
     rounded = np.round(np.asarray(points, dtype=np.float64), decimals)
     names = [str(name) for name in class_names]
-    return [{"x": float(x), "y": float(y), "class": names[int(label)], "index": i}
+    rows = [{"x": float(x), "y": float(y), "class": names[int(label)], "image": i, "star": ""}
             for i, ((x, y), label) in enumerate(zip(rounded.tolist(), np.asarray(labels).tolist()))]
+    if star is not None:
+        x, y = np.round(np.asarray(star, dtype=np.float64), decimals).tolist()
+        rows.append({"x": float(x), "y": float(y), "class": "", "image": -1, "star": star_words or "your image"})
+    return rows
+
+
+def map_extent(points: np.ndarray, margin: float = 0.03, decimals: int = 2) -> tuple[list[float], list[float]]:
+    """([x low, x high], [y low, y high]) around (N, 2) points (the star included), widened by margin of each span:
+    explicit domains, since Vega warns of an "Infinite extent" while a chart's data are still on their way."""
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    low, high = points.min(axis=0), points.max(axis=0)
+    pad = np.maximum((high - low) * margin, 10.0 ** -decimals)  # a map of one point still has a span
+    return ([round(float(low[0] - pad[0]), decimals), round(float(high[0] + pad[0]), decimals)],
+            [round(float(low[1] - pad[1]), decimals), round(float(high[1] + pad[1]), decimals)])
 
 
 def picked_point(selection, count: int) -> int | None:
-    """The test image's index a chart selection names ([{"index": 17}] from the browser), or None for anything else
-    (a forged, empty or out-of-range selection)."""
+    """The test image's number a chart selection names ([{"image": 17}] from the browser), or None for anything else
+    (a forged, empty or out-of-range selection, or the star's -1)."""
     if not isinstance(selection, (list, tuple)) or len(selection) != 1 or not isinstance(selection[0], dict):
         return None
-    index = selection[0].get("index")
+    index = selection[0].get("image")
     if isinstance(index, bool) or not isinstance(index, (int, float)) or not math.isfinite(index):
         return None
     if index != int(index) or not 0 <= int(index) < count:

@@ -1,0 +1,80 @@
+"""The hidden layer's map (Inside the network) on a classroom projector (1024x768), in Debian's Chromium: the
+bundled model's 10,000 test points coloured by class with the page's image as a star, a click on a point that makes
+its test image the page's image (the star moves onto it), t-SNE from the shipped map, time travel to an epoch."""
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.test_browser_app import go_to, open_app, wait_until_idle
+
+pytestmark = [pytest.mark.browser, pytest.mark.mnist]
+
+CHART = "[data-testid='stVegaLiteChart']"
+POINTS = f"{CHART} g.mark-symbol.role-mark path"  # Vega draws the circles and the star as symbol paths
+SEPARATION = re.compile(r"Class separation (for this model|after epoch \d+): for (\d+\.\d)% of the test images")
+
+
+def open_map(page: Page, app_url: str) -> list[str]:
+    errors = open_app(page, app_url)
+    go_to(page, "Inside the network")
+    page.get_by_test_id("stButtonGroup").get_by_text("The hidden layer's map", exact=True).click()
+    expect(page.get_by_text(SEPARATION)).to_be_visible(timeout=120_000)
+    wait_until_idle(page)
+    return errors
+
+
+def separation(page: Page) -> tuple[str, float]:
+    found = SEPARATION.search(page.get_by_text(SEPARATION).inner_text())
+    return found.group(1), float(found.group(2))
+
+
+def point_of(page: Page, index: int):
+    """The circle of test image #index, found by its Vega aria-label (its tooltip's fields)."""
+    return page.locator(f"{POINTS}[aria-label$='test image #: {index}']")
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_a_clicked_point_becomes_the_star_and_the_page_image(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_map(page, app_url)
+    expect(page.locator(POINTS)).to_have_count(10_001, timeout=60_000)  # 10,000 test images and the star
+    when, accuracy = separation(page)
+    assert when == "for this model" and 80 < accuracy < 100  # PCA of the bundled model: 86.9% measured
+    star = page.locator(f"{POINTS}[aria-label*='; the star: ']")
+    expect(star).to_have_count(1)
+    index = 9_999  # drawn last, so no other circle covers it
+    expect(page.get_by_text(f"test image #{index}")).to_have_count(0)
+    point = point_of(page, index)
+    expect(point).to_have_count(1)
+    point.scroll_into_view_if_needed()
+    point.click()
+    expect(page.get_by_text(re.compile(rf"the star is the page's image \(test image #{index} "))).to_be_visible(
+        timeout=60_000)
+    wait_until_idle(page)
+    # A test image placed in the PCA map lands on its own point: the star now covers the clicked circle.
+    (star_x, star_y), (point_x, point_y) = centre(star), centre(point_of(page, index))
+    assert abs(star_x - point_x) < 2 and abs(star_y - point_y) < 2
+    assert errors == []
+
+
+def test_tsne_opens_from_the_shipped_map_and_time_travel_keeps_a_map(projector_page: Page, app_url):
+    page = projector_page
+    errors = open_map(page, app_url)
+    page.get_by_text("t-SNE", exact=True).click()
+    expect(page.get_by_text(re.compile(r"t-SNE \(from openTSNE\)"))).to_be_visible(timeout=60_000)
+    wait_until_idle(page)
+    when, final_accuracy = separation(page)
+    assert when == "for this model" and final_accuracy > 97  # 99.4% measured: the classes far apart
+    slider = page.get_by_role("slider")
+    slider.focus()
+    slider.press("Home")  # the first epoch the bundled model kept
+    expect(page.get_by_text(re.compile(r"Class separation after epoch 1:"))).to_be_visible(timeout=120_000)
+    wait_until_idle(page)
+    expect(page.locator(POINTS)).to_have_count(10_001)
+    assert separation(page)[1] < final_accuracy  # less apart after one epoch than after ten
+    assert errors == []
