@@ -290,3 +290,43 @@ def test_the_shipped_maps_of_the_bundled_models_are_read_not_fitted(real_mnist, 
             if path == BUNDLED_MODEL:  # the map ships with what it shows: the classes apart
                 assert neighbour_accuracy(kept.points, labels) > (0.8 if method == "pca" else 0.97)
     assert not list(tmp_path.iterdir())  # nothing had to be fitted or kept
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+from tests.test_app_pages import app, save_run  # noqa: E402,F401 - the app fixture and a run saver, shared
+
+
+def open_map_view(app, run: str | None = None, method: str = "pca"):
+    """Inside the network on the hidden layer's map (the view and the method chosen as a user would leave them)."""
+    if run is not None:
+        app.session_state["active_run"] = run
+    app.session_state["kept.inside_view"] = "map"
+    app.session_state["kept.map_method"] = method
+    return app.switch_page("pages/inside.py").run()
+
+
+@pytest.mark.mnist
+def test_the_map_view_refuses_softmax_regression_with_its_sentence(app, tmp_path):
+    from cnn.config import SOFTMAX
+    save_run(tmp_path / "runs", "soft", config=SOFTMAX)
+    open_map_view(app, "soft")
+    assert not app.exception
+    assert any(info.value.startswith("Softmax regression has no hidden layer") for info in app.info)
+
+
+@pytest.mark.mnist
+def test_a_new_runs_map_is_fitted_once_kept_on_disk_and_read_back(app, tmp_path, monkeypatch):
+    model = save_run(tmp_path / "runs", "mlp-run", config=ARTICLE.replace(architecture="mlp"))
+    open_map_view(app, "mlp-run")
+    assert not app.exception
+    assert any(text.value.startswith("Class separation for this model: for ") for text in app.markdown)
+    assert any("placed by its FC 625 values" in caption.value for caption in app.caption)
+    kept_files = list((tmp_path / "runs" / ".projections").glob("*.pca.npz"))
+    assert [path.name for path in kept_files] == [f"{projection.state_digest(model.state_dict())}.pca.npz"]
+    from pages.inside_map import remembered_map
+    remembered_map.clear()  # as after a server restart: only the disk remembers
+    monkeypatch.setattr(projection, "fit_projection", _refit)
+    app.run()
+    assert not app.exception
+    assert any(text.value.startswith("Class separation for this model: for ") for text in app.markdown)
