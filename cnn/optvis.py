@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .features import conv_layers, dense_layers, tile_grid
 from .inside import receptive_field
 from .model import Stage, model_spec
 
@@ -290,3 +291,38 @@ def best_images(model: nn.Module, images: torch.Tensor, stage: str) -> tuple[np.
 def beating_fraction(checks: list[UnitCheck]) -> float:
     """The fraction of checked units whose optimised input beats (or ties) every test image."""
     return sum(check.beats for check in checks) / len(checks) if checks else 0.0
+
+
+# ---------------------------------------------------------------- what the page shows
+
+def visualisable_layers(model: nn.Module) -> dict[str, int]:
+    """{stage: how many units} a page offers, in the order data flows: each conv stage (its maps), each hidden dense
+    layer (its units, after ReLU: the article's "fc"), and "logits" (one per class). Read from the declared stages."""
+    layers = {layer.name: layer.maps for layer in conv_layers(model)}
+    layers.update({layer.activation: layer.units for layer in dense_layers(model)})
+    last = [stage for stage in model.stages if stage.activation == "logits"]
+    if last:
+        layers["logits"] = getattr(model, last[0].module).out_features
+    return layers
+
+
+def layer_of(model: nn.Module, stage: str) -> str | None:
+    """The visualisable layer a recorded stage belongs to ("pool2" and "relu2" -> "conv2", "fc" -> "fc"); None when
+    model has no such stage (another network's choice, or a forged one)."""
+    layers = visualisable_layers(model)
+    if stage in layers:
+        return stage
+    return next((layer.name for layer in conv_layers(model) if stage in layer.views.values()), None)
+
+
+def tiles_grid(images: list[np.ndarray], labels: list[str], columns: int, cell: int = 84) -> np.ndarray:
+    """K (h, w) float images in [0, 1], of any sizes (patches clipped at the image's edge are smaller) -> one
+    (H, W, 3) uint8 grid: each centred on a mid-grey square as large as the largest of them (grey is no pixel of
+    the image: MNIST's background is black), enlarged to about cell px, its label under it."""
+    side = max(max(image.shape) for image in images)
+    tiles = np.full((len(images), side, side, 3), 128, dtype=np.uint8)
+    for tile, image in zip(tiles, images):
+        top, left = (side - image.shape[0]) // 2, (side - image.shape[1]) // 2
+        grey = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+        tile[top:top + image.shape[0], left:left + image.shape[1]] = grey[..., None]
+    return tile_grid(tiles, max(1, cell // side), columns, pad_value=255, labels=labels)

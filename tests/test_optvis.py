@@ -13,7 +13,8 @@ import torch
 from cnn.config import FAST
 from cnn.data import to_float
 from cnn.model import NETWORKS, build_model
-from cnn.optvis import Recipe, beating_fraction, check_units, top_patches, unit_activation, visualize_unit
+from cnn.optvis import (Recipe, beating_fraction, check_units, layer_of, tiles_grid, top_patches, unit_activation,
+                        visualisable_layers, visualize_unit)
 
 QUICK = Recipe(steps=48)  # the loop's behaviour, not its quality: a few steps are enough
 
@@ -187,3 +188,38 @@ def test_the_acceptance_check_compares_each_picture_with_the_best_image_found_by
         picture = torch.from_numpy(visualize_unit(model, check.stage, check.channel, recipe=QUICK))[None, None]
         assert check.optimised == pytest.approx(float(unit_activation(model, picture, check.stage, check.channel)[0]))
     assert beating_fraction(checks) == sum(c.optimised >= c.best_image for c in checks) / 2
+
+
+@pytest.mark.parametrize("network,expected", [
+    ("cnn", {"conv1": 32, "conv2": 64, "conv3": 128, "fc": 625, "logits": 10}),
+    ("lenet", {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84, "logits": 10}),
+    ("softmax", {"logits": 10}), ("mlp", {"fc": 625, "logits": 10}),
+])
+def test_the_layers_offered_are_read_from_the_stages_with_their_unit_counts(network, expected):
+    model = built(network)
+    layers = visualisable_layers(model)
+    assert layers == expected
+    with torch.no_grad():  # each count is the width of what an independent forward records
+        acts = model.forward_with_activations(synthetic_images(2))
+    assert all(acts[name].shape[1] == count for name, count in layers.items())
+    # Every offered layer can be visualised and ranked.
+    for name in layers:
+        assert unit_activation(model, synthetic_images(2), name, layers[name] - 1).shape == (2,)
+
+
+def test_a_unit_chosen_on_another_view_opens_its_layer_when_this_network_has_it():
+    model = built("cnn")
+    assert [layer_of(model, name) for name in ("conv2", "relu2", "pool2", "fc", "logits")] == [
+        "conv2", "conv2", "conv2", "fc", "logits"]
+    assert layer_of(built("lenet"), "conv3") is None and layer_of(built("softmax"), "pool1") is None
+    assert layer_of(model, "<script>") is None
+
+
+def test_tiles_of_any_size_are_centred_on_grey_squares_in_order_with_their_labels():
+    small, large = np.full((2, 3), 1.0, dtype=np.float32), np.zeros((4, 4), dtype=np.float32)
+    grid = tiles_grid([small, large], ["a", "b"], columns=2, cell=8)  # 4 px tiles enlarged twice: 8 px
+    assert grid.dtype == np.uint8 and grid.shape[2] == 3
+    first, second = grid[2:10, 2:10], grid[2:10, 12:20]  # make_grid's 2 px white gaps around each tile
+    assert (first[2:6, 0:6] == 255).all() and (first[0:2] == 128).all() and (first[6:8] == 128).all()
+    assert (first[:, 6:8] == 128).all()  # a 2x3 patch centred in 4x4: one grey column right of it (x2)
+    assert (second == 0).all()
