@@ -150,7 +150,7 @@ def test_the_loop_fires_on_gradients_every_nth_step_with_gradients_present(tiny_
 def test_listening_to_health_does_not_change_training_bit_for_bit(tiny_data, network):
     config = config_for(network, batch_size=32, epochs=1, eval_every=4, eval_subset=64)
     alone = train(config, tiny_data, device=CPU).model.state_dict()
-    monitor = HealthMonitor(tiny_data.test_images[:64], every=1)  # every step: the most it could disturb
+    monitor = HealthMonitor(tiny_data.test_images[:64], every=1, measure_every=1)  # the most it could disturb
     watched = train(config, tiny_data, callbacks=[monitor], device=CPU).model.state_dict()
     assert len(monitor.snapshot()["gradients"]) == 16 and len(monitor.snapshot()["evaluations"]) == 5
     assert alone.keys() == watched.keys()
@@ -170,7 +170,7 @@ def test_a_job_records_health_for_every_layer_of_every_network(tmp_path, network
     assert [layer["name"] for layer in health["layers"]] == layers
     assert [point["step"] for point in health["gradients"]] == [10]  # 16 steps, one reading every 10
     assert all(sorted(point["norms"]) == sorted(layers) for point in health["gradients"])
-    assert [point["step"] for point in health["evaluations"]] == [0, 8, 16]
+    assert [point["step"] for point in health["evaluations"]] == [0, 16]  # the start and the epoch's end
     with_relu = [layer["name"] for layer in health["layers"] if layer["relu"]]
     assert with_relu == layers[:-1]  # every layer but the output feeds a ReLU
     assert all(sorted(point["dead"]) == sorted(with_relu) for point in health["evaluations"])
