@@ -446,9 +446,10 @@ def boxed_input(image, box: tuple[int, int, int, int], size: int = 168,
 def resolved_unit(model: nn.Module, columns: list[Column], chosen: dict) -> dict | None:
     """The unit the detail shows: chosen ({"stage", "channel", "row", "col"}, as kept in a session, so possibly from
     another network or forged) when it names a unit of these columns, with a missing position filled in by the
-    map's strongest; otherwise the first conv stage's most active map at its strongest (a network without
-    convolutions: its first hidden unit that is most active, or its most likely output). -> {"stage", "kind"
-    ("conv", "pool" or "dense"), "channel", "row", "col"} (row and col None for a dense unit), None for no columns."""
+    map's strongest; otherwise the most active map, at its strongest, of the first convolution over several maps
+    (conv2), else of the first column that holds units (conv1; a network without convolutions: its first hidden
+    layer's most active unit, or its most likely output). -> {"stage", "kind" ("conv", "pool" or "dense"),
+    "channel", "row", "col"} (row and col None for a dense unit), None for no columns."""
     kinds = {stage.name: stage.kind for stage in model.stages}
     opens = {column.stage: column for column in columns if column.kind in OPENS}
     chosen = chosen if isinstance(chosen, dict) else {}
@@ -456,7 +457,10 @@ def resolved_unit(model: nn.Module, columns: list[Column], chosen: dict) -> dict
     if not _holds_unit(opens, stage, channel):
         if not opens:
             return None
-        column = next(iter(opens.values()))  # the first that holds units: conv1, or a dense layer without convs
+        # The first convolution over several maps (the article's conv2: 32 partial sums, where CNN Explainer's study
+        # found learners get lost), else the first column that holds units (conv1, or a dense layer without convs).
+        several = [c for c in opens.values() if kinds.get(c.stage) == "conv" and conv_layer(model, c.stage).inputs > 1]
+        column = several[0] if several else next(iter(opens.values()))
         stage, chosen = column.stage, {}
         channel = int(np.argmax(np.clip(column.values, 0, None).reshape(len(column.values), -1).mean(axis=1)))
     column = opens[stage]

@@ -164,7 +164,7 @@ def show_conv(seen: Looking, image: np.ndarray, stage: str, channel: int, at: tu
     unit = conv_unit(seen.model, image, stage, channel, *at)
     count, k = len(unit.contributions), unit.kernel.shape[-1]
     grid, _, high = maps_grid(unit.patches, per="layer", columns=min(count, 16), cell=32, numbered=count > 1)
-    st.image(grid, width="content", caption=f"The {k}x{k} patch it reads in each of its {count} input map"
+    st.image(grid, width=int(grid.shape[1]), caption=f"The {k}x{k} patch it reads in each of its {count} input map"
              f"{'s' if count > 1 else ''} ({unit.source}, numbered; one scale, 0 dark to {high:.2f} bright)")
     rows = contribution_rows(unit)
     sums = [row["sum"] for row in rows]  # a fixed domain: Vega computes no extent (a rerun's data swap logs none)

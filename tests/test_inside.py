@@ -331,10 +331,10 @@ def test_forged_selections_open_nothing():
 def test_a_kept_unit_is_checked_against_the_network_before_use():
     model, image = random_model("cnn", seed=9), synthetic_image(9)
     columns = overview_columns(model, image)
-    conv1 = columns[1].values
-    active = int(np.argmax(np.clip(conv1, 0, None).mean(axis=(1, 2))))
-    strongest = tuple(int(v) for v in np.unravel_index(np.argmax(conv1[active]), conv1[active].shape))
-    default = {"stage": "conv1", "kind": "conv", "channel": active, "row": strongest[0], "col": strongest[1]}
+    conv2 = model.forward_with_activations(torch.from_numpy(image)[None, None])["conv2"][0].numpy()  # not the page's
+    active = int(np.argmax(np.clip(conv2, 0, None).mean(axis=(1, 2))))  # the first conv over several maps opens
+    strongest = tuple(int(v) for v in np.unravel_index(np.argmax(conv2[active]), conv2[active].shape))
+    default = {"stage": "conv2", "kind": "conv", "channel": active, "row": strongest[0], "col": strongest[1]}
     for forged in ({}, None, {"stage": "fc1", "channel": 3}, {"stage": "conv2", "channel": 64},
                    {"stage": "input", "channel": 0}, {"stage": "conv1", "channel": "1"}):
         assert resolved_unit(model, columns, forged) == default, forged
@@ -354,7 +354,8 @@ def glance_texts(app) -> str:
 
 @pytest.mark.mnist
 @pytest.mark.parametrize("network, says", [
-    ("lenet", r"The 5x5 patch times the filter's kernel adds up to \*\*-?[\d.]+\*\*, and the filter's bias"),
+    ("lenet", r"Each of the 6 input maps' 5x5 patch .* the 6 partial sums add up to \*\*-?[\d.]+\*\*, and the "
+              r"filter's bias"),  # it opens on conv2, the first convolution over several maps
     ("mlp", r"fc unit \d+ weighs all 784 values of input"),
     ("softmax", r"output \S+ weighs all 784 values of input"),
     ("one-conv", r"conv1 map \d+ at row \d+, column \d+ before ReLU")])
