@@ -94,8 +94,9 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
     data = data_holder(spec.name).load()
     if st.session_state.pop("image_source", None) == "sent":  # just sent from the Draw page
         st.session_state[kept("image_source")] = "Sent from Draw"
-    source = st.radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]),
-                      persist_state=PERSIST)
+    first = st.columns(2)  # two rows of choices, not five: the views they choose for start higher on a projector
+    source = first[0].radio("Image", SOURCES, horizontal=True, key=kept_default("image_source", SOURCES[0]),
+                            persist_state=PERSIST)
     if source == "Sent from Draw":
         chosen = st.session_state.get("chosen_image")
         if chosen is None:
@@ -113,12 +114,14 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
                    "instead.")
         return None
     picks = ["by index", "by digit", "misclassified"]  # stable values: "by digit" is shown in the dataset's words
-    how = st.radio("Pick", picks, horizontal=True, key=kept_choice("pick", picks, "by index"), persist_state=PERSIST,
-                   format_func=lambda pick: f"by {spec.class_word}" if pick == "by digit" else pick)
+    how = first[1].radio("Pick", picks, horizontal=True, key=kept_choice("pick", picks, "by index"),
+                         persist_state=PERSIST,
+                         format_func=lambda pick: f"by {spec.class_word}" if pick == "by digit" else pick)
     labels = data.test_labels.numpy()
+    second = st.columns([2, 2, 1] if how == "by digit" else [4, 1], vertical_alignment="bottom")
     if how == "by digit":
         classes = list(range(spec.num_classes))
-        label = st.selectbox(spec.class_word.capitalize(), classes, key=kept_choice("digit", classes, 0),
+        label = second[0].selectbox(spec.class_word.capitalize(), classes, key=kept_choice("digit", classes, 0),
                              format_func=spec.class_name, persist_state=PERSIST)
         candidates = np.nonzero(labels == clamped(label, 0, spec.num_classes - 1))[0]
     elif how == "misclassified":
@@ -131,9 +134,9 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
         return None
     pick_key = kept("test_pick")
     st.session_state[pick_key] = clamped(st.session_state.get(pick_key, 0), 0, len(candidates) - 1)
-    st.button("Random", key="random", on_click=lambda: st.session_state.update(
+    second[-1].button("Random", key="random", on_click=lambda: st.session_state.update(
         {pick_key: int(np.random.default_rng().integers(len(candidates)))}))
-    pick = st.number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key,
+    pick = second[-2].number_input(f"Which of {len(candidates):,}", 0, len(candidates) - 1, key=pick_key,
                            persist_state=PERSIST)
     index = int(candidates[clamped(pick, 0, len(candidates) - 1)])
     st.session_state.test_index = index
