@@ -148,8 +148,9 @@ READABLE = Recipe()
 
 def visualize_unit(model: nn.Module, stage: str, channel: int, seed: int = 0, recipe: Recipe = READABLE,
                    progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """(side, side) float32 in [0, 1], side the model's dataset's: an input that excites unit `channel` of `stage`
-    (a class output is stage "logits", channel the class) by gradient ascent on a sigmoid-parameterised latent.
+    """(side, side) float32 in [0, 1] (multiples of 1/255), side the model's dataset's: an input that excites unit
+    `channel` of `stage` (a class output is stage "logits", channel the class) by gradient ascent on a
+    sigmoid-parameterised latent.
 
     Deterministic for a seed. The model is only read (see the module's docstring). progress(fraction) after steps.
     """
@@ -179,7 +180,10 @@ def visualize_unit(model: nn.Module, stage: str, channel: int, seed: int = 0, re
             optimiser.step()
             if progress is not None and (step + 1) % 16 == 0:
                 progress((step + 1) / recipe.steps)
-    return image_of(latent.detach()).squeeze().cpu().numpy().astype(np.float32)
+    # On the dataset's 256 grey levels, as every test image is: a sigmoid never reaches 0 exactly, and a unit whose
+    # kernel is all negative is at its best (0) on pure black, which the test images have and the latent can't.
+    picture = image_of(latent.detach()).squeeze().cpu().numpy()
+    return (np.round(picture * 255.0) / 255.0).astype(np.float32)
 
 
 # ---------------------------------------------------------------- the test images that excite a unit most

@@ -53,6 +53,7 @@ def test_a_picture_is_a_side_by_side_image_in_0_1_and_the_same_for_a_seed(networ
     other = visualize_unit(model, stage, 1, seed=4, recipe=QUICK)
     assert first.shape == (28, 28) and first.dtype == np.float32
     assert first.min() >= 0.0 and first.max() <= 1.0
+    assert np.array_equal(first * 255, np.round(first * 255))  # the dataset's 256 grey levels
     assert np.array_equal(first, again)
     assert not np.array_equal(first, other)
 
