@@ -1,7 +1,8 @@
 """What a unit wants to see: an input that excites one unit most (feature visualisation by optimisation), and the
 test images whose patches excite it most.
 
-Split as lucent's optvis (greentfrapp/lucent): an *objective* (unit_activation: what is maximised), a
+Split as lucent's optvis (greentfrapp/lucent): *objectives* (channel_values: a unit's measure, its map's largest value
+or its own value, which unit_activation gives for test images too; spread_values, a softer form while shaping), a
 *parameterisation* (the image is the sigmoid of a free latent, so every pixel stays in [0, 1]), *transforms* (a random
 shift each step, so the picture cannot rely on one exact pixel), *regularisers* (total variation, and a pull towards
 the black background MNIST's images share) and one render loop (visualize_unit) that combines them: first it shapes
