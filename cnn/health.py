@@ -308,16 +308,16 @@ def _over_steps(values: list[dict], y: dict, title: str, layers: list[str]) -> d
             "encoding": {"x": {"field": "step", "type": "quantitative", "title": "step",
                                **({"scale": {"domain": x_domain}} if x_domain else {})},
                          "y": y, "color": {"field": "layer", "type": "nominal", "scale": _layer_colours(layers),
-                                           "legend": {"orient": "top", "title": None}},
+                                           "legend": {"orient": "right", "title": None}},
                          "tooltip": [{"field": "layer", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                                      {"field": y["field"], "type": "quantitative", "format": ".3"}]},
-            "title": title, "height": 220, "config": READABLE}
+            "title": title, "height": 240, "config": READABLE}  # the height is the whole chart's, axes included
 
 
 def gradient_chart(values: list[dict], layers: list[str]) -> dict:
     """Each layer's gradient norm over the steps, on a log scale (norms span several powers of ten)."""
     low, high = extent(values, "gradient norm") or [1e-8, 1.0]
-    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)",
+    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)", "axis": {"format": ".0e"},
          "scale": {"type": "log", "domain": [low, high] if high > low else [low / 2, low * 2]}}
     return _over_steps(values, y, "gradient norm per layer", layers)
 
@@ -351,9 +351,9 @@ def histogram_chart(layer: str, frame: dict, start: dict | None, what: str) -> d
          "scale": {"domain": [-frame["limit"], frame["limit"]]}, "axis": {"format": "~g", "tickCount": 4}}
     y = {"field": "share", "type": "quantitative", "title": None, "scale": {"domain": [0, top]},
          "axis": {"format": ".0%", "tickCount": 3}}
-    return {"data": {"values": rows}, "height": 120, "title": layer, "config": READABLE,
+    return {"data": {"values": rows}, "height": 190, "title": layer, "config": READABLE,  # ~90 px of bars
             "layer": [{"mark": {"type": "bar", "color": PALETTE[0]}, "transform": [{"filter": "datum.when === 'now'"}],
-                       "encoding": {"x": x, "x2": {"field": "to"}, "y": y}},
+                       "encoding": {"x": x, "x2": {"field": "to"}, "y": y, "y2": {"datum": 0}}},
                       {"mark": {"type": "line", "interpolate": "step-after", "color": "#999999"},
                        "transform": [{"filter": "datum.when === 'at the start'"}], "encoding": {"x": x, "y": y}}]}
 

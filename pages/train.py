@@ -302,7 +302,7 @@ def layer_health(job: dict) -> None:
         return
     st.caption(health_sentence(health, job["config"]))
     lines, weights, outputs = health_items(health, job["config"])
-    draw_charts(lines)
+    draw_charts(lines, columns=1)  # full width: one legend entry per layer fits on one line
     st.caption(f"Each layer's weights and its outputs on the test subset at step {health['latest']['step']:,} "
                "(bars), and at the start (grey steps), in the same bins.")
     draw_charts(weights, columns=3)
