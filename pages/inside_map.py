@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import numpy as np
 import streamlit as st
@@ -45,17 +46,34 @@ def remembered_map(version: str, method: str, dataset: str, _model, _inputs, _fi
     return found
 
 
+@st.cache_resource(max_entries=64, show_spinner=False)
+def fitting_lock(version: str, method: str) -> threading.Lock:
+    """One lock per map: a class opening the class model's t-SNE at once fits it once, the others wait for it."""
+    return threading.Lock()
+
+
 def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: str) -> Projection:
     """The map of one checkpoint version: from memory or disk at once, else fitted once with a progress bar."""
     try:
         return remembered_map(version, method, dataset, model, inputs)
     except NotKept:
         pass
-    bar = st.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
-    fitted = cached_projection(model, inputs, method, progress=lambda fraction, words: bar.progress(
-        min(max(fraction, 0.0), 1.0), text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
-    bar.empty()
-    return remembered_map(version, method, dataset, model, inputs, fitted)
+    lock = fitting_lock(version, method)
+    if not lock.acquire(blocking=False):
+        with st.spinner(f"Another student is drawing {whose} {METHOD_NAMES[method]} map; it shows here when done..."):
+            lock.acquire()
+    try:
+        try:
+            return remembered_map(version, method, dataset, model, inputs)  # drawn while this session waited
+        except NotKept:
+            pass
+        bar = st.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
+        fitted = cached_projection(model, inputs, method, progress=lambda fraction, words: bar.progress(
+            min(max(fraction, 0.0), 1.0), text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
+        bar.empty()
+        return remembered_map(version, method, dataset, model, inputs, fitted)
+    finally:
+        lock.release()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
