@@ -284,9 +284,9 @@ def rms(frame: dict) -> float:
     return math.sqrt(frame["sum_squares"] / counted) if counted else 0.0
 
 
-def _layer_colours(layers: list[str]) -> dict:
-    """One colour per layer, in the network's order, the same in every chart."""
-    return {"domain": list(layers), "range": [PALETTE[i % len(PALETTE)] for i in range(len(layers))]}
+def _layer_colours(layers: list[str], shown: list[str]) -> dict:
+    """The colours of the shown layers: one per layer of the network, in its order, the same in every chart."""
+    return {"domain": list(shown), "range": [PALETTE[layers.index(name) % len(PALETTE)] for name in shown]}
 
 
 def gradient_rows(health: dict) -> list[dict]:
@@ -303,11 +303,12 @@ def dead_rows(health: dict) -> list[dict]:
 
 
 def _over_steps(values: list[dict], y: dict, title: str, layers: list[str]) -> dict:
+    shown = [name for name in layers if any(row["layer"] == name for row in values)]  # dead: no output layer
     x_domain = extent(values, "step", zero=True)
     return {"data": {"values": values}, "mark": {"type": "line", "point": True},
             "encoding": {"x": {"field": "step", "type": "quantitative", "title": "step",
                                **({"scale": {"domain": x_domain}} if x_domain else {})},
-                         "y": y, "color": {"field": "layer", "type": "nominal", "scale": _layer_colours(layers),
+                         "y": y, "color": {"field": "layer", "type": "nominal", "scale": _layer_colours(layers, shown),
                                            "legend": {"orient": "right", "title": None}},
                          "tooltip": [{"field": "layer", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                                      {"field": y["field"], "type": "quantitative", "format": ".3"}]},
@@ -317,7 +318,7 @@ def _over_steps(values: list[dict], y: dict, title: str, layers: list[str]) -> d
 def gradient_chart(values: list[dict], layers: list[str]) -> dict:
     """Each layer's gradient norm over the steps, on a log scale (norms span several powers of ten)."""
     low, high = extent(values, "gradient norm") or [1e-8, 1.0]
-    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)", "axis": {"format": ".0e"},
+    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)", "axis": {"format": ".1~e"},
          "scale": {"type": "log", "domain": [low, high] if high > low else [low / 2, low * 2]}}
     return _over_steps(values, y, "gradient norm per layer", layers)
 
@@ -347,8 +348,9 @@ def histogram_chart(layer: str, frame: dict, start: dict | None, what: str) -> d
     """One layer's histogram (bars: now; grey steps: at the start, same bins); fixed axes: never an empty extent."""
     rows = histogram_rows(frame, start)
     top = max([row["share"] for row in rows] + [1e-9])
-    x = {"field": "from", "type": "quantitative", "title": f"{what} (RMS {rms(frame):.2g})",
-         "scale": {"domain": [-frame["limit"], frame["limit"]]}, "axis": {"format": "~g", "tickCount": 4}}
+    x = {"field": "from", "type": "quantitative", "title": f"{what}, RMS {rms(frame):.2g}",
+         "scale": {"domain": [-frame["limit"], frame["limit"]]},
+         "axis": {"format": "~g" if frame["limit"] >= 0.01 else ".0e", "tickCount": 4}}  # "-6e-5", not "-0.00006"
     y = {"field": "share", "type": "quantitative", "title": None, "scale": {"domain": [0, top]},
          "axis": {"format": ".0%", "tickCount": 3}}
     return {"data": {"values": rows}, "height": 190, "title": layer, "config": READABLE,  # ~90 px of bars
@@ -417,7 +419,7 @@ def health_items(health: dict | None, config: dict) -> tuple[list[dict], list[di
                                "No ReLU to watch in this network." if layers else "No evaluation yet.")]
     latest, first = health.get("latest") or {}, health.get("first") or {}
     histograms = []
-    for kind, what in (("weights", "weights"), ("activations", "outputs before ReLU")):
+    for kind, what in (("weights", "weights"), ("activations", "outputs")):
         frames = latest.get(kind) or {}
         starts = first.get(kind) or {}
         histograms.append([{"title": name, "spec": histogram_chart(name, frames[name], starts.get(name), what)}

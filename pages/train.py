@@ -303,8 +303,8 @@ def layer_health(job: dict) -> None:
     st.caption(health_sentence(health, job["config"]))
     lines, weights, outputs = health_items(health, job["config"])
     draw_charts(lines, columns=1)  # full width: one legend entry per layer fits on one line
-    st.caption(f"Each layer's weights and its outputs on the test subset at step {health['latest']['step']:,} "
-               "(bars), and at the start (grey steps), in the same bins.")
+    st.caption(f"Each layer's weights, then its outputs before ReLU on the test subset, at step "
+               f"{health['latest']['step']:,} (bars) and at the start (grey steps), in the same bins.")
     draw_charts(weights, columns=3)
     draw_charts(outputs, columns=3)
 
