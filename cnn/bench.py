@@ -108,8 +108,10 @@ def inference_latency(repeats: int = 200) -> dict[str, float]:
     return latency_ms(predict, repeats=repeats)
 
 
-def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: int | None = None) -> dict:
-    """Everything `python -m cnn bench` reports; latency_repeats shortens the latency loops (for tests)."""
+def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: int | None = None,
+                   map_images: int | None = None) -> dict:
+    """Everything `python -m cnn bench` reports; latency_repeats shortens the latency loops and map_images the maps'
+    image count (for tests; None: the 10,000 test images)."""
     steps = training_steps()
     seconds = measure_alternately(steps, rounds, steps_per_round)
     project_img_s = BATCH / statistics.median(seconds["project"])
@@ -127,6 +129,7 @@ def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: 
     }
     for name, extra in _extra_benchmarks():
         report[name] = extra(latency_repeats)
+    report.update(inside_latencies(latency_repeats, map_images))
     return report
 
 
@@ -183,6 +186,49 @@ def feature_page_latency(repeats: int = 40) -> dict[str, float]:
         enlarge(hidden_strip(acts["fc"]), 250)
         return grid
     return latency_ms(render, repeats=repeats, warmup=3)
+
+
+def bench_images(count: int | None = None) -> tuple[torch.Tensor, bool]:
+    """((N, 1, 28, 28) float32 in [0, 1], real): the first count MNIST test images (None: all 10,000), or random
+    SYNTHETIC images of the same shape where MNIST is not on this machine (speed only)."""
+    from .data import DataError, load_dataset, to_float
+
+    try:
+        images = load_dataset("mnist").test_images
+    except DataError:
+        return torch.rand(count or 10_000, 1, 28, 28, generator=torch.Generator().manual_seed(0)), False
+    return to_float(images[:count] if count else images), True
+
+
+def inside_latencies(repeats: int | None = None, map_images: int | None = None) -> dict[str, dict]:
+    """Inside the network's server work on the bundled model: the overview for a new image, one unit's detail, one
+    unit's picture (a conv3 channel, a class output: computed afresh, as for a checkpoint not yet cached), and both
+    maps of the hidden layer (map_images test images, None: all 10,000, forward pass included)."""
+    from .inside import conv_unit, overview_columns, overview_marks
+    from .model import model_spec
+    from .optvis import visualize_unit
+    from .projection import hidden_projection
+
+    model = _bench_model()
+    images, _real = bench_images(map_images)
+    names, state = model_spec(model).class_names, {"i": 0}
+
+    def next_image():
+        state["i"] += 1
+        return images[state["i"] % len(images), 0].numpy()  # a new image each call
+
+    return {
+        "inside_overview_render": latency_ms(lambda: overview_marks(overview_columns(model, next_image()), names),
+                                             repeats=repeats or 40, warmup=3),
+        "inside_unit_detail": latency_ms(lambda: conv_unit(model, next_image(), "conv2", 5, 3, 4),
+                                         repeats=repeats or 100, warmup=3),
+        "inside_visualize_conv3": latency_ms(lambda: visualize_unit(model, "conv3", 5), repeats=repeats or 5, warmup=1),
+        "inside_visualize_class": latency_ms(lambda: visualize_unit(model, "logits", 6), repeats=repeats or 5,
+                                             warmup=1),
+        "inside_map_pca": latency_ms(lambda: hidden_projection(model, images, "pca"), repeats=repeats or 3, warmup=1),
+        "inside_map_tsne": latency_ms(lambda: hidden_projection(model, images, "tsne"), repeats=repeats or 1,
+                                      warmup=0),
+    }
 
 
 def _extra_benchmarks() -> list[tuple[str, Callable[[int | None], dict]]]:

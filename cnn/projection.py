@@ -21,10 +21,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from scipy.linalg import orthogonal_procrustes
-from sklearn.decomposition import PCA
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from torch import nn
 
 from .checkpoint import PACKAGE_ROOT, default_runs_dir, state_digest
@@ -138,6 +134,8 @@ class Projection:
             return self._shown(reduced)
         # openTSNE's own transform starts a new point at the median of its neighbours' points, then optimises it
         # against fixed ones; the start alone needs no affinity index, so it also works for a map read from disk.
+        from sklearn.neighbors import NearestNeighbors  # imported where used: `import cnn` stays quick (~1 s less)
+
         neighbours = NearestNeighbors(n_neighbors=min(PLACE_NEIGHBOURS, len(self.reference))).fit(self.reference)
         index = neighbours.kneighbors(reduced, return_distance=False)  # (M, k)
         return self._shown(np.median(self.raw_points[index], axis=1))
@@ -162,6 +160,8 @@ def alignment(points: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray
         raise ValueError("Two maps can only be aligned when they place the same images.")
     centre, target_centre = points.mean(axis=0), target.mean(axis=0)
     centred, target_centred = points - centre, target - target_centre
+    from scipy.linalg import orthogonal_procrustes  # imported where used, as scikit-learn is
+
     rotation, singular_sum = orthogonal_procrustes(centred, target_centred)
     spread = float((centred ** 2).sum())
     scale = singular_sum / spread if spread > 0 else 1.0
@@ -173,6 +173,8 @@ def fit_projection(model: nn.Module, images: torch.Tensor, method: str, seed: in
                    progress: Progress | None = None) -> Projection:
     """A map of images' ((N, 1, side, side) float in [0, 1]) hidden values by method (a key of PROJECTIONS); the same
     for the same seed. progress(fraction, words) is called as the work goes."""
+    from sklearn.decomposition import PCA  # imported where used: `import cnn` stays quick
+
     if method not in PROJECTIONS:
         raise ValueError(f"Unknown projection {method!r}: choose one of {', '.join(PROJECTIONS)}.")
     report = progress or (lambda fraction, words: None)
@@ -197,7 +199,7 @@ def fit_projection(model: nn.Module, images: torch.Tensor, method: str, seed: in
     return Projection(method, raw, mean, components, reduced)
 
 
-def _components(pca: PCA, width: int, count: int) -> np.ndarray:
+def _components(pca, width: int, count: int) -> np.ndarray:
     """(count, width) float32: PCA's components padded with zero rows when the data had fewer directions."""
     components = np.zeros((count, width), dtype=np.float32)
     components[:len(pca.components_)] = pca.components_
@@ -240,6 +242,9 @@ def neighbour_accuracy(points: np.ndarray, labels, k: int = 5, folds: int = 5, s
     """How well the classes are separated in a map: the k-nearest-neighbour vote's accuracy on held-out points
     (stratified folds), in [0, 1]. points (N, 2), labels (N,) ints."""
     labels = np.asarray(labels)
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
     split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return float(cross_val_score(KNeighborsClassifier(n_neighbors=k), np.asarray(points), labels, cv=split).mean())
 

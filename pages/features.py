@@ -18,7 +18,7 @@ from cnn.features import (STAGES, ConvLayer, activations, class_template_grid, c
                           shown_decimals, strongest_output, thumbnail_grid)
 from cnn.runs import read_filter_snapshots
 from cnn.views import plural
-from pages.picking import clamped, kept_choice, kept_number, looking, test_predictions
+from pages.picking import clamped, kept_choice, kept_number, looking, show_test_image, test_predictions
 from pages.shared import PERSIST, data_holder, field, kept, probability_chart, require_app_navigation
 
 
@@ -252,8 +252,8 @@ def _open_cell(class_names) -> None:
 
 def _show_test_image(index: int) -> None:
     """Make test image #index the page's image (a callback: runs before the widgets are drawn)."""
-    st.session_state.update({kept("image_source"): "Test set", kept("pick"): "by index", kept("test_pick"): index,
-                             "image_source": "test", "scroll_to_chosen": True})
+    show_test_image(index)
+    st.session_state.scroll_to_chosen = True
 
 
 def open_first_of_cell(model, spec: DatasetSpec, kept_at: tuple, version: str) -> None:

@@ -16,8 +16,8 @@ from cnn.data import to_float
 from cnn.projection import (PROJECTIONS, Projection, cached_projection, hidden_layer, hidden_layer_title,
                             kept_projection, map_extent, map_points, neighbour_accuracy, picked_point,
                             separation_sentence)
-from pages.picking import SOURCES, Looking, kept_choice
-from pages.shared import PERSIST, active_model, checkpoint_for, field, kept, load_data_with_progress
+from pages.picking import Looking, kept_choice, show_test_image
+from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress
 
 # Vega has no star among its symbol shapes; a custom shape is an SVG path in [-1, 1], scaled by the mark's size.
 STAR = ("M0,-1L0.22,-0.31L0.95,-0.31L0.36,0.12L0.59,0.81L0,0.38L-0.59,0.81L-0.36,0.12L-0.95,-0.31L-0.22,-0.31Z")
@@ -94,16 +94,11 @@ def shown_map(seen: Looking, method: str, inputs) -> Projection:
     return projection.aligned_to(final_map.points)
 
 
-def open_test_image(index: int) -> None:
-    """Make test image #index the inside pages' image (as Feature maps' _show_test_image does for its pills)."""
-    st.session_state.update({kept("image_source"): SOURCES[0], kept("pick"): "by index", kept("test_pick"): index})
-
-
 def _open_point(count: int) -> None:
     """The map's callback (before the widgets are drawn): a clicked point's test image becomes the page's image."""
     index = picked_point(st.session_state[MAP_CHART].selection.get("picked"), count)
     if index is not None:
-        open_test_image(index)
+        show_test_image(index)
 
 
 def map_chart(projection: Projection, labels: np.ndarray, star: np.ndarray, seen: Looking) -> dict:

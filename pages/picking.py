@@ -143,6 +143,11 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
     return data.test_images[index].numpy(), f"test image #{index} (label {spec.class_name(labels[index])})"
 
 
+def show_test_image(index: int) -> None:
+    """Make test image #index the image of both inside pages (a widget callback: it runs before they are drawn)."""
+    st.session_state.update({kept("image_source"): SOURCES[0], kept("pick"): "by index", kept("test_pick"): index})
+
+
 def travel_in_time(model, final, history) -> tuple:
     """(model, checkpoint path, epoch or None for the final model) chosen on the time-travel slider; history: the
     folder of the model's training history (None: it has none)."""

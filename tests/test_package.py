@@ -42,7 +42,8 @@ def test_evaluate_cli_reports_a_corrupt_checkpoint(tmp_path, capsys):
 
 
 LATENCY_KEYS = ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
-                "draw_stroke_occlusion", "feature_page_render")
+                "draw_stroke_occlusion", "feature_page_render", "inside_overview_render", "inside_unit_detail",
+                "inside_visualize_conv3", "inside_visualize_class", "inside_map_pca", "inside_map_tsne")
 
 
 class FakeClock:
@@ -64,7 +65,7 @@ def test_bench_reports_ratio_and_latencies():
 
     from cnn.bench import format_report, run_benchmarks
 
-    report = run_benchmarks(rounds=2, steps_per_round=1, latency_repeats=5)
+    report = run_benchmarks(rounds=2, steps_per_round=1, latency_repeats=5, map_images=300)
     project, baseline = report["project_img_s"], report["baseline_img_s"]
     assert math.isfinite(project) and math.isfinite(baseline) and project > 0 and baseline > 0
     # img/s are rounded to 0.1 and the ratio to 0.001: the true ratio of the unrounded figures lies in this interval.
