@@ -204,6 +204,8 @@ def test_train_page_shows_layer_health_for_a_finished_synthetic_run(app, monkeyp
                                       "health-run", owner="someone"), timeout=120)
     assert job["status"] == "finished"
     app.switch_page("pages/train.py").run()
+    assert not app.exception and "Layer health" not in [header.value for header in app.subheader]  # until asked
+    app.toggle(key="kept.health").set_value(True).run()
     assert not app.exception
     assert "Layer health" in [header.value for header in app.subheader]
     captions = " ".join(caption.value for caption in app.caption)
