@@ -231,6 +231,21 @@ def inside_latencies(repeats: int | None = None, map_images: int | None = None) 
     }
 
 
+def health_latency(part: str, repeats: int = 40) -> dict[str, float]:
+    """Layer health's cost on the article's network after one step (SYNTHETIC images): "gradients" reads the norms
+    (every 10th step); "evaluation" measures histograms and dead ReLUs on 1,000 images (at most every 200 steps).
+    Compare each with one training step (project_img_s: BATCH / img/s seconds)."""
+    from .health import HealthMonitor, gradient_norms
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8)
+    model = ConvNet().to(memory_format=torch.channels_last).train()
+    F.cross_entropy(model(prepare_batch(images[:BATCH], True)), torch.randint(0, 10, (BATCH,))).backward()
+    monitor = HealthMonitor(images)
+    work = (lambda: gradient_norms(model)) if part == "gradients" else (lambda: monitor.measure(1, 1, model))
+    return latency_ms(work, repeats=repeats, warmup=2)
+
+
 def _extra_benchmarks() -> list[tuple[str, Callable[[int | None], dict]]]:
     """The app's per-interaction server work: a Draw stroke (per attribution method), a Feature page render."""
     return [
@@ -238,6 +253,8 @@ def _extra_benchmarks() -> list[tuple[str, Callable[[int | None], dict]]]:
         ("draw_stroke_integrated_gradients", lambda n: draw_stroke_latency("integrated_gradients", n or 60)),
         ("draw_stroke_occlusion", lambda n: draw_stroke_latency("occlusion", n or 60)),
         ("feature_page_render", lambda n: feature_page_latency(n or 40)),
+        ("health_gradient_norms", lambda n: health_latency("gradients", n or 200)),
+        ("health_evaluation", lambda n: health_latency("evaluation", n or 10)),
     ]
 
 

@@ -43,7 +43,8 @@ def test_evaluate_cli_reports_a_corrupt_checkpoint(tmp_path, capsys):
 
 LATENCY_KEYS = ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
                 "draw_stroke_occlusion", "feature_page_render", "inside_overview_render", "inside_unit_detail",
-                "inside_visualize_conv3", "inside_visualize_class", "inside_map_pca", "inside_map_tsne")
+                "inside_visualize_conv3", "inside_visualize_class", "inside_map_pca", "inside_map_tsne",
+                "health_gradient_norms", "health_evaluation")
 
 
 class FakeClock:
