@@ -259,6 +259,14 @@ class StreamlitClient:
 
         first opens page (a URL path: "draw", "train", "teacher"); query is the address's query string, sent on
         every rerun as a browser does. widgets: id -> True (a button press), a Wire value, or a JSON value."""
+        started = time.perf_counter()
+        await self.send(widgets=widgets, first=first, page=page, query=query, whole_page=whole_page)
+        return await self.receive(wanted=wanted, exceptions=exceptions, started=started)
+
+    async def send(self, *, widgets: dict | None = None, first: bool = False, page: str = "draw", query: str = "",
+                   whole_page: bool = False) -> None:
+        """Send one rerun request (run()'s arguments) without waiting for it: a forged client may send many before
+        the server has run one; receive() reads what the runs show."""
         message = BackMsg()
         state = message.rerun_script
         state.query_string = query
@@ -277,10 +285,13 @@ class StreamlitClient:
                     setattr(entry, value.field, value.value)
                 else:
                     entry.json_value = json.dumps(value)
-        started = time.perf_counter()
-        self.captions = []
         await self.ws.send(message.SerializeToString())
-        seen, texts, images = None, [], []
+
+    async def receive(self, *, wanted: re.Pattern | None = None, exceptions: list | None = None,
+                      started: float | None = None):
+        """Read one run's messages up to its end (see run()): (seconds to wanted or to the end, texts)."""
+        started = time.perf_counter() if started is None else started
+        seen, texts, images, self.captions = None, [], [], []
         while True:
             forward = ForwardMsg()
             forward.ParseFromString(await asyncio.wait_for(self.ws.recv(), 120))

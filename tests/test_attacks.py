@@ -4,9 +4,11 @@ The app runs in its own process (tests.conftest.start_app), so its memory can be
 """
 import asyncio
 import base64
+import json
 import re
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -637,4 +639,158 @@ def test_a_forged_canvas_for_the_fashion_model_is_refused_before_decoding(classr
         assert any(re.search(r"Read as [A-Z]|Not sure: [A-Z]", text) for text in texts), texts
         assert student.exceptions == []
     finally:
+        student.close()
+
+
+# ---------------------------------------------------------------- issue 13: Inside the network and layer health
+# The same class server, a student on "Inside the network" (the bundled article CNN, or the planted LeNet) and on the
+# Train page's layer health. Chart clicks arrive as the chart's JSON value ({"selection": {param: [points]}}), so a
+# forged client can send any point; units cost the server seconds each, so their work must stay bounded per session.
+
+INSIDE_VIEWS = {"glance": "The network at a glance", "wants": "What a unit wants to see", "map": "The hidden layer's map"}
+OPENED_MAP = re.compile(r"^(\w+) map (\d+) enlarged: click a cell")  # the enlarged map's caption (inside_glance)
+FIELD = re.compile(r"^(\w+) map (\d+) at row (\d+), column (\d+) can only see")  # its receptive field's caption
+WANTED = re.compile(r"^What (?:unit (\d+) of (\w+)|the output for (\S+)) wants to see")  # the picture's caption
+
+
+def article_shapes() -> dict[str, tuple]:
+    """{recorded activation: its shape for one image} of the bundled model, from its own forward pass."""
+    import torch
+
+    from cnn import load_model
+    model, _ = load_model(ROOT / "models" / "article-cnn.pt")
+    with torch.no_grad():
+        recorded = model.forward_with_activations(torch.zeros(1, 1, 28, 28))
+    return {name: tuple(value.shape[1:]) for name, value in recorded.items()}
+
+
+def show_view(student: Session, view: str, forged: dict | None = None) -> list[str]:
+    return student.rerun({student.id(label="View"): loadtest.Wire("string_array_value", [INSIDE_VIEWS[view]]),
+                          **(forged or {})})
+
+
+def clicked(param: str, points) -> loadtest.Wire:
+    """A chart's selection as the front end sends it: JSON in the widget's string value (NaN as JSON's NaN)."""
+    return loadtest.Wire("string_value", json.dumps({"selection": {param: points}}))
+
+
+def opened_unit(student: Session) -> tuple:
+    """(stage, map, row, col) the glance's detail shows: the enlarged map and its receptive field's caption."""
+    opened = [OPENED_MAP.match(text).groups() for text in student.texts if OPENED_MAP.match(text)]
+    field = [FIELD.match(text).groups() for text in student.client.captions if FIELD.match(text)]
+    assert len(opened) == 1 and len(field) == 1 and opened[0] == field[0][:2], (student.texts, student.client.captions)
+    stage, channel, row, col = field[0]
+    return stage, int(channel), int(row), int(col)
+
+
+NAN = float("nan")
+FORGED_STAGES = ["__class__", "../x", "conv9", "s" * 100_000, "input", "relu2", "", None, 3, ["conv1"], {"a": 1}]
+FORGED_INDICES = [-1, 10**9, 1.5, 2.0, NAN, True, "3", [3], [[3]], None, {"0": 1}]
+
+
+def test_forged_views_and_overview_clicks_are_ignored(classroom):
+    shapes = article_shapes()
+    student = Session(classroom, "inside")
+    try:
+        for view in (["x"], INSIDE_VIEWS["glance"], ["v" * 100_000], [INSIDE_VIEWS["glance"], INSIDE_VIEWS["map"]], []):
+            texts = student.rerun({student.id(label="View"): loadtest.Wire("string_array_value", view)})
+            assert INSIDE_VIEWS["glance"] in texts, (view[:1], texts[:3])  # the default view, whatever was sent
+        # An honest click on a map, then on one of its cells: the path the forged ones take is live.
+        student.rerun({student.id(key="glance_overview"): clicked("map", [{"stage": "conv3", "channel": 7}])})
+        assert opened_unit(student)[:2] == ("conv3", 7)
+        student.rerun({student.id(key="glance_cell"): clicked("cell", [{"row": 2, "col": 3}])})
+        assert opened_unit(student) == ("conv3", 7, 2, 3)
+
+        maps = ([[{"stage": stage, "channel": 1}] for stage in FORGED_STAGES]
+                + [[{"stage": "conv2", "channel": channel}] for channel in FORGED_INDICES + [shapes["conv2"][0]]]
+                + [[{"stage": "conv1", "channel": channel} for channel in range(5000)],  # thousands of points
+                   [{"stage": "input", "channel": 0}], [[{"stage": "conv1", "channel": 1}]], {"stage": "conv1"},
+                   "conv1", 5, None, []])
+        cells = ([[{"row": row, "col": 1}] for row in FORGED_INDICES + [shapes["conv3"][1]]]
+                 + [[{"row": 1, "col": col}] for col in FORGED_INDICES + [shapes["conv3"][2]]]
+                 + [[{"row": row % 7, "col": row // 7} for row in range(49)] * 100, "x", {"row": 1, "col": 1}, []])
+        for chart, param, points in [("glance_overview", "map", p) for p in maps] + [("glance_cell", "cell", p)
+                                                                                     for p in cells]:
+            student.rerun({student.id(key=chart): clicked(param, points)})
+            assert opened_unit(student) == ("conv3", 7, 2, 3), (chart, str(points)[:80])  # ignored: unchanged
+        assert student.exceptions == []
+        assert not any("s" * 1000 in text or "Traceback" in text for text in student.texts)
+    finally:
+        student.close()
+
+
+def wanted_unit(student: Session) -> tuple:
+    """(stage, unit) whose picture "What a unit wants to see" shows; a class output's unit is its class name."""
+    shown = [WANTED.match(text).groups() for text in student.client.captions if WANTED.match(text)]
+    assert len(shown) == 1, (student.texts, student.client.captions)
+    unit, stage, output = shown[0]
+    return ("logits", output) if output is not None else (stage, int(unit))
+
+
+def test_forged_layers_and_units_on_what_a_unit_wants_to_see_are_checked(classroom):
+    shapes = article_shapes()
+    student = Session(classroom, "inside")
+    try:
+        show_view(student, "wants")
+        for value in ("__class__", "../x", "conv9", "relu2", "l" * 100_000, ""):
+            student.rerun({student.id(label="Layer"): loadtest.Wire("string_value", value)})
+            assert wanted_unit(student)[0] in ("conv1", "conv2", "conv3", "fc", "logits"), value[:20]
+        student.rerun({student.id(label="Layer"): loadtest.Wire("string_value", "conv3 (128 units)")})  # as shown
+        assert wanted_unit(student) == ("conv3", 0)
+        unit = next(widget for widget, (_, label, _) in student.client.drawn.items() if label.startswith("Unit ("))
+        student.rerun({unit: loadtest.Wire("int_value", 5)})
+        assert wanted_unit(student) == ("conv3", 5)
+        for value in (10**9, -5, shapes["conv3"][0]):  # each outside 0-127: the server keeps it in range
+            student.rerun({unit: loadtest.Wire("int_value", value)})
+            stage, channel = wanted_unit(student)
+            assert stage == "conv3" and 0 <= channel < shapes["conv3"][0], value
+        student.rerun({student.id(label="Layer"): loadtest.Wire("string_value", "the 10 class outputs")})
+        output = student.id(label="The output for the digit")
+        for value in ("x", "../x", "11", "-1", "o" * 100_000):
+            student.rerun({output: loadtest.Wire("string_value", value)})
+            assert wanted_unit(student)[0] == "logits" and wanted_unit(student)[1] in "0123456789", value[:20]
+        assert student.exceptions == []
+    finally:
+        student.close()
+
+
+def test_a_flood_of_forged_units_costs_about_one_picture_and_leaves_the_server_idle(classroom):
+    """One student sends a new unit 40 times at once (each a picture and a pass over the test set: seconds of CPU):
+    the server must not render 40 (a queue of them would keep the cores busy long after), and a neighbour's page
+    still answers meanwhile."""
+    pid = classroom.process.pid
+    student, neighbour = Session(classroom, "inside"), Session(classroom, "train")
+    try:
+        show_view(student, "wants")
+        student.rerun({student.id(label="Layer"): loadtest.Wire("string_value", "conv2 (64 units)")})
+        unit = next(widget for widget, (_, label, _) in student.client.drawn.items() if label.startswith("Unit ("))
+        before = loadtest.cpu_seconds(pid)
+        student.rerun({unit: loadtest.Wire("int_value", 40)})  # one unit not rendered before: what one costs
+        one = loadtest.cpu_seconds(pid) - before
+        assert wanted_unit(student) == ("conv2", 40)
+
+        async def flood() -> list[str]:
+            for channel in range(41, 64):  # as fast as the socket takes them, the last one included
+                await student.client.send(widgets={unit: loadtest.Wire("int_value", channel)}, whole_page=True)
+            for _ in range(64):  # runs the server finished, up to the one that shows the last unit
+                texts = (await student.client.receive(exceptions=student.exceptions))[1]
+                if any(text.startswith("What unit 63 of conv2") for text in student.client.captions):
+                    return texts
+            raise AssertionError("the last forged unit was never shown")
+
+        before = loadtest.cpu_seconds(pid)
+        student.texts = classroom.call(flood(), timeout=600)
+        neighbours_page = neighbour.rerun()  # served after the flood's runs are through
+        spent = loadtest.cpu_seconds(pid) - before
+        assert wanted_unit(student) == ("conv2", 63)
+        assert spent < 5 * one, f"23 forged units cost {spent:.1f} s of CPU, one unit {one:.1f} s"
+        assert "Run history" in neighbours_page and neighbour.exceptions == [] and student.exceptions == []
+        # Nothing was left queued: after the last run the server's CPU falls back to idle.
+        # (A window to measure the server's CPU in, not a wait for a page: a queued picture would keep a core busy.)
+        before = loadtest.cpu_seconds(pid)
+        time.sleep(10)
+        idle = loadtest.cpu_seconds(pid) - before
+        assert idle < 1.5, f"the server spent {idle:.1f} s of CPU in the 10 s after the flood's last run"
+    finally:
+        neighbour.close()
         student.close()
