@@ -794,3 +794,109 @@ def test_a_flood_of_forged_units_costs_about_one_picture_and_leaves_the_server_i
     finally:
         neighbour.close()
         student.close()
+
+
+PROJECTIONS_LABELS = {"pca": "PCA (at once)", "tsne": "t-SNE"}  # the map's method choice, as the page labels them
+FORGED_POINTS = [-1, 10_000, 10**9, 1e9, 3.5, NAN, float("inf"), True, "3", [3], None, {"image": 3}]
+
+
+def test_forged_map_methods_and_points_are_ignored_and_a_map_is_fitted_once(classroom, planted_runs):
+    """The hidden layer's map of a run the class trained (no map ships for it): a forged method or clicked point
+    changes nothing; each map is fitted once and kept only in runs/.projections, whatever the student flips."""
+    from cnn.projection import PROJECTIONS
+
+    workdir, pid = classroom.workdir, classroom.process.pid
+    before = files_under(workdir)
+    student = Session(classroom, "train")
+    try:
+        student.rerun({student.id(label=ACTIVE_MODEL): loadtest.Wire("string_value", "lenet-run")})
+        open_page(student, "inside")
+        show_view(student, "map")  # PCA first: fitted and kept at once
+        assert PROJECTIONS["pca"] in student.texts, student.texts
+        for value in ("tsne ", "umap", "../x", "", "m" * 100_000):
+            texts = student.rerun({student.id(label="Projection"): loadtest.Wire("string_value", value)})
+            assert PROJECTIONS["pca"] in texts, (value[:20], texts)
+        # An honest click on a point opens that test image (the star's sentence names it), then forged ones.
+        student.rerun({student.id(key="hidden_map"): clicked("picked", [{"image": 17}])})
+        assert any("the star is the page's image (test image #17 " in text for text in student.texts), student.texts
+        for point in [[{"image": value}] for value in FORGED_POINTS] + [[{"image": i} for i in range(5000)], [], "3"]:
+            texts = student.rerun({student.id(key="hidden_map"): clicked("picked", point)})
+            assert any("(test image #17 " in text for text in texts), (str(point)[:60], texts)
+        assert student.exceptions == []
+
+        # t-SNE: started and abandoned at once (the student flips back), then fitted once; flipping again and again
+        # reads the kept map.
+        method = student.id(label="Projection")
+        pca, tsne = (loadtest.Wire("string_value", PROJECTIONS_LABELS[name]) for name in ("pca", "tsne"))
+        classroom.call(student.client.send(widgets={method: tsne}, whole_page=True))
+        student.rerun({method: pca})
+        fit = loadtest.cpu_seconds(pid)
+        student.rerun({method: tsne})
+        fit = loadtest.cpu_seconds(pid) - fit
+        assert PROJECTIONS["tsne"] in student.texts, student.texts
+        kept = {path: path.stat().st_mtime for path in (workdir / "runs" / ".projections").iterdir()}
+        flips = loadtest.cpu_seconds(pid)
+        for _ in range(3):
+            student.rerun({method: pca})
+            student.rerun({method: tsne})
+        flips = loadtest.cpu_seconds(pid) - flips
+        assert flips < fit / 2, f"3 flips cost {flips:.1f} s of CPU, the fit {fit:.1f} s: fitted again?"
+        assert {path: path.stat().st_mtime for path in kept} == kept and student.exceptions == []
+    finally:
+        student.close()
+    made = files_under(workdir) - before
+    assert made and all(path == "runs/.projections" or re.fullmatch(r"runs/\.projections/[0-9a-f]{64}\.(pca|tsne)\.npz",
+                                                                    path) for path in made), made
+    assert len(made - {"runs/.projections"}) == 2, made  # the LeNet's two maps, nothing half-written
+    assert not (workdir.parent / "x").exists() and not (workdir / "x").exists()
+
+
+def test_a_forged_time_travel_epoch_stays_on_a_checkpoint_offered(classroom):
+    """The bundled model's slider offers its kept epochs and "final": a path, an epoch it lacks or two values reach
+    no file, and the page shows a model it offers (each model's own sums for the image: the detail's sentence)."""
+    log_before = classroom.log.read_text()
+    student = Session(classroom, "inside")
+    try:
+        def travel(value: list) -> str:
+            texts = student.rerun({student.id(label=TIME_TRAVEL): loadtest.Wire("string_array_value", value)})
+            assert INSIDE_VIEWS["glance"] in texts and not any("cannot be read" in text for text in texts), texts
+            return next(text for text in texts if "partial sums add up to" in text)
+
+        offered = list(student.client.drawn[student.id(label=TIME_TRAVEL)][2].options)
+        assert offered[-1] == "final" and len(offered) > 1, offered
+        sums = {travel([epoch]): epoch for epoch in offered}  # honest moves: each checkpoint's own numbers
+        assert len(sums) == len(offered), sums  # the slider is live: every epoch shows other sums
+        for value in (["../../x"], ["/etc/passwd"], ["3"], ["99"], ["-1"], ["final", offered[0]], [""],
+                      ["e" * 100_000], [str(ROOT / "models" / "epoch-1.pt")], [offered[0]]):
+            assert travel(value) in sums, value[0][:30]
+        assert student.exceptions == []
+    finally:
+        student.close()
+    assert "Traceback" not in classroom.log.read_text()[len(log_before):]
+
+
+TIME_TRAVEL = "Training time travel: the model as it was after epoch"
+
+
+HEALTH = "Show layer health (gradients, dead ReLUs, histograms)"
+
+
+def test_forged_watched_runs_on_layer_health_show_only_listed_runs(classroom):
+    student = Session(classroom, "train")
+    try:
+        student.rerun({student.id(label=HEALTH): loadtest.Wire("bool_value", True)})
+        assert "Layer health" in student.texts, student.texts  # the teacher's run, watched by default
+        for value in (("string_value", "../x"), ("string_value", "999999"), ("string_value", "-1"),
+                      ("string_value", ""), ("string_value", "w" * 100_000), ("int_value", 10**9),
+                      ("int_value", -1), ("double_value", NAN)):
+            texts = student.rerun({student.id(label="Watch run"): loadtest.Wire(*value), student.id(label=HEALTH):
+                                   loadtest.Wire("bool_value", True)})
+            assert "Layer health" in texts and "Run history" in texts, (value[0], str(value[1])[:20], texts)
+            assert not any("w" * 1000 in text or "Traceback" in text for text in texts)
+        for value in (("string_value", "yes"), ("int_value", 7), ("string_value", "h" * 100_000)):  # the toggle
+            texts = student.rerun({student.id(label=HEALTH): loadtest.Wire(*value)})
+            assert "Run history" in texts, (value[0], texts)
+        assert student.exceptions == []
+        assert classroom.status("teachers-run").startswith("Paused")
+    finally:
+        student.close()
