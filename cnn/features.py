@@ -245,11 +245,15 @@ def tile_grid(rgb: np.ndarray, repeat: int, columns: int, pad_value: int, labels
 
 
 def label_strip(text: str, width: int, height: int = LABEL_HEIGHT) -> np.ndarray:
-    """(height, width, 3) uint8: text written in dark grey, centred on white (the label under a tile)."""
+    """(height, width, 3) uint8: text written in dark grey, centred on white (the label under a tile); a text too
+    wide for the tile is written smaller (down to 9 px) rather than cut ("#3362: 3.53" under an 84 px patch)."""
     strip = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(strip)
-    font = ImageFont.load_default(size=height - 4)
-    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    for size in range(height - 4, 8, -1):
+        font = ImageFont.load_default(size=size)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        if right - left <= width - 4:
+            break
     draw.text(((width - (right - left)) / 2 - left, (height - (bottom - top)) / 2 - top), text,
               fill=(30, 30, 30), font=font)
     return np.asarray(strip, dtype=np.uint8)

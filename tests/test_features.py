@@ -662,3 +662,17 @@ def test_time_travel_shows_a_lenet_run_as_it_was_after_an_epoch(page_app):
     filters = next(frame.value for frame in app.dataframe if "filter 0" in frame.value.columns)
     assert filters["filter 0"][0] == first_filter_row(earlier)
     assert [r.options for r in app.radio if r.label == "Layer"] == [["conv1 (6 maps)", "conv2 (16 maps)"]]
+
+
+def test_a_label_too_wide_for_its_tile_is_written_smaller_not_cut():
+    """Under an 84 px patch, "#3362: 3.53" at the strip's usual size ran past both edges: its ink must now end
+    inside the tile, with white at both edges; a short label keeps the usual size."""
+    from cnn.features import LABEL_HEIGHT, label_strip
+
+    narrow = label_strip("#3362: 3.53", 84)
+    ink = np.nonzero((narrow < 128).any(axis=(0, 2)))[0]
+    assert narrow.shape == (LABEL_HEIGHT, 84, 3) and len(ink) > 0
+    assert ink.min() > 0 and ink.max() < 83  # nothing touches the tile's edges: the text is whole
+    roomy = label_strip("#3362: 3.53", 400)
+    roomy_ink = np.nonzero((roomy < 128).any(axis=(0, 2)))[0]
+    assert roomy_ink.max() - roomy_ink.min() > ink.max() - ink.min()  # with room, the same text is drawn larger
