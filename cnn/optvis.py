@@ -201,31 +201,48 @@ class Patch:
     patch: np.ndarray  # (bottom - top, right - left) float32 in [0, 1]: the image cropped to box
 
 
-def strongest_positions(model: nn.Module, images: torch.Tensor, stage: str, channel: int
-                        ) -> tuple[np.ndarray, np.ndarray, int | None]:
-    """((N,) float32 values, (N,) int64 flat positions, the map's width) of the channel's largest value in each
-    image's map; position 0 and width None for a dense unit or a logit. Batched, without gradients."""
+@dataclass(frozen=True)
+class LayerMaxima:
+    """Every channel's strongest value in each image, for one layer: one pass over the images serves every unit of
+    the layer (top_patches for one unit is then a sort, not a pass over 10,000 images)."""
+
+    values: np.ndarray  # (N, C) float32: channel c's largest value in image n (a dense unit's or logit's own value)
+    positions: np.ndarray  # (N, C) int32: where in its map (flat index); zeros for a dense layer
+    width: int | None  # the map's width; None for a dense layer or the logits
+
+
+def layer_maxima(model: nn.Module, images: torch.Tensor, stage: str) -> LayerMaxima:
+    """Each channel's strongest value and its position for every image of (N, 1, side, side) float in [0, 1], at
+    stage (any stage unit_activation accepts). Batched, without gradients."""
     index, _ = unit_stage(model, stage)
     values, positions, width = [], [], None
     with torch.inference_mode():
         for start in range(0, len(images), BATCH):
-            output = stage_output(model, images[start:start + BATCH], index)
-            chosen = channel_of(output, channel)  # (B, H, W) or (B,)
-            width = chosen.shape[-1] if chosen.dim() == 3 else None
-            flat = chosen.flatten(1) if chosen.dim() == 3 else chosen[:, None]
-            best, where = flat.max(dim=1)  # (B,), (B,)
+            output = stage_output(model, images[start:start + BATCH], index)  # (B, C, H, W) or (B, C)
+            width = output.shape[-1] if output.dim() == 4 else None
+            flat = output.flatten(2) if output.dim() == 4 else output[..., None]  # (B, C, H*W) or (B, C, 1)
+            best, where = flat.max(dim=2)
             values.append(best.float())
-            positions.append(where)
+            positions.append(where.to(torch.int32))
     if not values:
-        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), None
-    return torch.cat(values).cpu().numpy(), torch.cat(positions).cpu().numpy(), width
+        return LayerMaxima(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int32), None)
+    return LayerMaxima(torch.cat(values).cpu().numpy(), torch.cat(positions).cpu().numpy(), width)
 
 
-def top_patches(model: nn.Module, images: torch.Tensor, stage: str, channel: int, k: int = 9) -> list[Patch]:
+def top_patches(model: nn.Module, images: torch.Tensor, stage: str, channel: int, k: int = 9,
+                maxima: LayerMaxima | None = None) -> list[Patch]:
     """The k images of (N, 1, side, side) float in [0, 1] whose unit excites most (distinct images, strongest first,
     ties to the lower index), each cropped to the receptive field of its strongest position
-    (cnn.inside.receptive_field); a dense unit's or a logit's patch is the whole image."""
-    values, positions, width = strongest_positions(model, images, stage, channel)
+    (cnn.inside.receptive_field); a dense unit's or a logit's patch is the whole image. maxima: layer_maxima of
+    the same model, images and stage, when already computed (then no forward pass is made)."""
+    unit_stage(model, stage)  # an unknown stage: its sentence, before any work
+    if len(images) == 0:
+        return []
+    maxima = maxima if maxima is not None else layer_maxima(model, images, stage)
+    units = maxima.values.shape[1]
+    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < units:
+        raise ValueError(f"There is no unit {str(channel)[:20]} here: this layer has {units} (0 to {units - 1}).")
+    values, positions, width = maxima.values[:, channel], maxima.positions[:, channel], maxima.width
     order = np.lexsort((np.arange(len(values)), -values))[:max(int(k), 0)]  # by value, then by index
     name = unit_stage(model, stage)[1].name
     patches = []

@@ -8,12 +8,14 @@ is turned, flipped and scaled onto the final model's (orthogonal Procrustes) so 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -321,6 +323,9 @@ def kept_projection(model: nn.Module, images: torch.Tensor, method: str, folder:
     for place in ([Path(shipped)] if shipped is not None else []) + [folder]:
         kept = read_projection(projection_file(place, key), key)
         if kept is not None:
+            if place == folder:  # a map read counts as new: _trim drops the least recently used, not a popular one
+                with contextlib.suppress(OSError):
+                    os.utime(projection_file(place, key))
             return kept
     return None
 
@@ -345,7 +350,8 @@ def cached_projection(model: nn.Module, images: torch.Tensor, method: str, folde
 
 
 def _trim(folder: Path) -> None:
-    """Keep only the newest MAX_CACHE_FILES maps in folder: the cache stays bounded however many runs are viewed."""
+    """Keep only the MAX_CACHE_FILES maps last written or read in folder: the cache stays bounded however many runs
+    are viewed, and a map the class keeps opening is not pushed out by others."""
     files = sorted(folder.glob("*.npz"), key=lambda path: path.stat().st_mtime, reverse=True)
     for old in files[MAX_CACHE_FILES:]:
         old.unlink(missing_ok=True)

@@ -4,16 +4,23 @@ pictures of all the class outputs ("what the network thinks a 6 looks like"). Ca
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+import time
+
 import numpy as np
 import streamlit as st
 import torch
 
 from cnn.data import to_float
 from cnn.features import enlarge
-from cnn.optvis import Patch, layer_of, tiles_grid, top_patches, unit_activation, visualisable_layers, visualize_unit
+from cnn.optvis import (LayerMaxima, Patch, layer_maxima, layer_of, tiles_grid, top_patches, unit_activation,
+                        visualisable_layers, visualize_unit)
 from pages.picking import Looking, chosen_unit, clamped, kept_following, kept_number
 from pages.shared import PERSIST, load_data_with_progress
 
+log = logging.getLogger("cnn.inside")  # the server's log: a class's heavy work, one line each
 SEED = 0  # one picture per unit and checkpoint, the same for every student (and cached once for all)
 PATCHES = 9
 
@@ -32,23 +39,70 @@ def remembered_picture(version: str, stage: str, channel: int, seed: int, _pictu
     return _picture
 
 
-def picture(seen: Looking, stage: str, channel: int, words: str) -> np.ndarray:
-    """The unit's picture, from the cache at once, else rendered once per checkpoint with a progress bar."""
+@st.cache_resource
+def unit_work_lock() -> threading.Lock:
+    """One per server: a unit's picture or a layer's pass over the test set is drawn by one session at a time, so
+    a student who asks for many units at once (several tabs, forged messages) queues them instead of taking both
+    cores from a class's training runs and drawings."""
+    return threading.Lock()
+
+
+@contextlib.contextmanager
+def taking_turns(words: str):
+    """Hold the server's unit lock, saying so while another session's unit is being drawn."""
+    lock = unit_work_lock()
+    if not lock.acquire(blocking=False):
+        with st.spinner(f"Another picture is being drawn for the class; {words} is next..."):
+            lock.acquire()
     try:
-        return remembered_picture(seen.version, stage, channel, SEED)
+        yield
+    finally:
+        lock.release()
+
+
+def remembered(version: str, stage: str, channel: int) -> np.ndarray | None:
+    try:
+        return remembered_picture(version, stage, channel, SEED)
     except NotYet:
-        pass
-    bar = st.progress(0.0, text=f"Finding what {words} wants to see (once per model)...")
-    made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: bar.progress(
-        min(max(done, 0.0), 1.0), text=f"Finding what {words} wants to see: {done:.0%}"))
-    bar.empty()
+        return None
+
+
+def picture(seen: Looking, stage: str, channel: int, words: str) -> np.ndarray:
+    """The unit's picture, from the cache at once, else rendered once per checkpoint (one at a time on the server:
+    a session that waited finds the picture another drew for the same unit) with a progress bar."""
+    made = remembered(seen.version, stage, channel)
+    if made is not None:
+        return made
+    with taking_turns(words):
+        made = remembered(seen.version, stage, channel)
+        if made is not None:
+            return made
+        bar = st.progress(0.0, text=f"Finding what {words} wants to see (once per model)...")
+        started = time.perf_counter()
+        made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: bar.progress(
+            min(max(done, 0.0), 1.0), text=f"Finding what {words} wants to see: {done:.0%}"))
+        bar.empty()
+        log.info("Drew what unit %s of %s wants to see in %.1f s.", channel, stage, time.perf_counter() - started)
     return remembered_picture(seen.version, stage, channel, SEED, made)
 
 
-@st.cache_data(max_entries=64, show_spinner="Looking for the test images that excite it most...")
-def strongest_patches(version: str, dataset: str, stage: str, channel: int, _model, _images) -> list[Patch]:
-    """top_patches over the whole test set, once per checkpoint version and unit; _images (N, side, side) uint8."""
-    return top_patches(_model, to_float(_images), stage, channel, k=PATCHES)
+@st.cache_resource(max_entries=4, show_spinner="Looking through the test images for this layer (once per model)...")
+def strongest_in_layer(version: str, dataset: str, stage: str, _model, _images) -> LayerMaxima:
+    """Every unit's strongest value in each test image ((N, side, side) uint8), for one layer of one checkpoint
+    version: one pass over the test set per layer (a few seconds, taking its turn on the server), then every unit
+    of the layer is a sort. Shared, never mutated."""
+    with unit_work_lock():
+        started = time.perf_counter()
+        maxima = layer_maxima(_model, to_float(_images), stage)
+        log.info("Looked through %d test images for %s's units in %.1f s.", len(_images), stage,
+                 time.perf_counter() - started)
+        return maxima
+
+
+def strongest_patches(seen: Looking, stage: str, channel: int, images) -> list[Patch]:
+    """top_patches over the whole test set ((N, side, side) uint8), from the layer's one pass."""
+    maxima = strongest_in_layer(seen.version, seen.spec.name, stage, seen.model, images)
+    return top_patches(seen.model, to_float(images), stage, channel, k=PATCHES, maxima=maxima)
 
 
 def unit_words(stage: str, channel: int, spec) -> str:
@@ -86,7 +140,7 @@ def show_unit(seen: Looking, stage: str, channel: int, data) -> None:
     words = unit_words(stage, channel, seen.spec)
     made = picture(seen, stage, channel, words)
     value = float(unit_activation(seen.model, torch.from_numpy(made)[None, None], stage, channel)[0])
-    patches = strongest_patches(seen.version, seen.spec.name, stage, channel, seen.model, data.test_images)
+    patches = strongest_patches(seen, stage, channel, data.test_images)
     left, right = st.columns([2, 3])
     with left:
         st.image(enlarge((made * 255).round().astype(np.uint8), 224),

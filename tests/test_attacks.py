@@ -796,6 +796,47 @@ def test_a_flood_of_forged_units_costs_about_one_picture_and_leaves_the_server_i
         student.close()
 
 
+DREW = re.compile(r"cnn: Drew what unit (\d+) of (\w+) wants to see")  # the server's log line per picture drawn
+LOOKED = re.compile(r"cnn: Looked through \d+ test images for (\w+)'s units")  # per pass over the test set
+
+
+def test_students_asking_at_once_share_a_layers_pass_and_each_unit_is_drawn_once(classroom):
+    """Four students (or one with four tabs) ask for units of one layer at the same moment: the pass over the 10,000
+    test images is made once for the layer (not once per unit: seconds of both cores each), and the same unit asked
+    by all four is drawn once (the server draws one unit at a time, and a session that waited finds it drawn)."""
+    students = [Session(classroom, "inside") for _ in range(4)]
+
+    def logged() -> tuple[list, list]:
+        text = classroom.log.read_text()
+        return DREW.findall(text), LOOKED.findall(text)
+
+    try:
+        for student in students:
+            show_view(student, "wants")
+            student.rerun({student.id(label="Layer"): loadtest.Wire("string_value", "fc (625 units)")})
+
+        async def ask(student: Session, channel: int) -> None:
+            widget = next(w for w, (_, label, _) in student.client.drawn.items() if label.startswith("Unit ("))
+            await student.client.send(widgets={widget: loadtest.Wire("int_value", channel)}, whole_page=True)
+            student.texts = (await student.client.receive(exceptions=student.exceptions))[1]
+
+        async def together(channels: list[int]) -> None:
+            await asyncio.gather(*(ask(student, channel) for student, channel in zip(students, channels)))
+
+        drawn_before, passes_before = logged()
+        for channels in ([602, 603, 604, 605], [606] * 4):
+            classroom.call(together(channels), timeout=600)
+            assert [wanted_unit(student) for student in students] == [("fc", c) for c in channels]
+        drawn, passes = logged()
+        new_pictures = sorted(drawn[len(drawn_before):])
+        assert new_pictures == [(str(c), "fc") for c in (602, 603, 604, 605, 606)], new_pictures  # 606 once
+        assert passes[len(passes_before):].count("fc") <= 1, passes  # one pass for the layer, if none was made before
+        assert all(student.exceptions == [] for student in students)
+    finally:
+        for student in students:
+            student.close()
+
+
 PROJECTIONS_LABELS = {"pca": "PCA (at once)", "tsne": "t-SNE"}  # the map's method choice, as the page labels them
 FORGED_POINTS = [-1, 10_000, 10**9, 1e9, 3.5, NAN, float("inf"), True, "3", [3], None, {"image": 3}]
 

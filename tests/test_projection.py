@@ -5,6 +5,7 @@ Unit tests use small SYNTHETIC images and untrained networks; the tests marked `
 "the classes separate once the network has learned" is a fact about a trained network and real digits.
 """
 import json
+import os
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from cnn.config import ARTICLE
 from cnn.data import to_float
 from cnn.model import build_model
 from cnn.projection import (PROJECTIONS, Projection, alignment, cached_projection, fit_projection,
-                            hidden_layer, hidden_projection, hidden_values, map_points, neighbour_accuracy,
+                            hidden_layer, kept_projection, hidden_projection, hidden_values, map_points, neighbour_accuracy,
                             picked_point, projection_file, projection_key, read_projection, save_projection)
 from tests.conftest import synthetic_mnist
 
@@ -330,3 +331,18 @@ def test_a_new_runs_map_is_fitted_once_kept_on_disk_and_read_back(app, tmp_path,
     app.run()
     assert not app.exception
     assert any(text.value.startswith("Class separation for this model: for ") for text in app.markdown)
+
+
+def test_a_map_read_again_is_kept_while_maps_written_since_are_dropped(tmp_path, monkeypatch, images):
+    """The cache drops the least recently used map, not the oldest written: a map the class keeps opening stays while
+    a student cycles through other checkpoints (each refit of a t-SNE map is seconds of both cores)."""
+    monkeypatch.setattr(projection, "MAX_CACHE_FILES", 3)
+    popular, others = network(seed=0), [network(seed=seed) for seed in range(1, 5)]
+    cached_projection(popular, images[:30], "pca", folder=tmp_path, shipped=None)
+    popular_file = projection_file(tmp_path, projection_key(popular, images[:30], "pca"))
+    past = popular_file.stat().st_mtime - 100
+    os.utime(popular_file, (past, past))  # written long ago
+    for other in others:
+        cached_projection(other, images[:30], "pca", folder=tmp_path, shipped=None)
+        assert kept_projection(popular, images[:30], "pca", folder=tmp_path, shipped=None) is not None  # read again
+    assert popular_file.exists() and len(list(tmp_path.glob("*.npz"))) == 3
