@@ -172,9 +172,10 @@ def alignment(points: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray
 
 
 def fit_projection(model: nn.Module, images: torch.Tensor, method: str, seed: int = 0,
-                   progress: Progress | None = None) -> Projection:
+                   progress: Progress | None = None, start: np.ndarray | None = None) -> Projection:
     """A map of images' ((N, 1, side, side) float in [0, 1]) hidden values by method (a key of PROJECTIONS); the same
-    for the same seed. progress(fraction, words) is called as the work goes."""
+    for the same seed. progress(fraction, words) is called as the work goes. start: (N, 2) points of another map of
+    the same images for t-SNE to start from (an epoch's map from the final model's: aligned frames); PCA ignores it."""
     from sklearn.decomposition import PCA  # imported where used: `import cnn` stays quick
 
     if method not in PROJECTIONS:
@@ -196,7 +197,7 @@ def fit_projection(model: nn.Module, images: torch.Tensor, method: str, seed: in
     pca = PCA(n_components=dimensions, random_state=seed).fit(hidden)
     mean, components = pca.mean_.astype(np.float32), _components(pca, hidden.shape[1], dimensions)
     reduced = ((hidden - mean) @ components.T).astype(np.float32)
-    raw = _tsne(reduced, seed, lambda f, words: report(0.25 + 0.75 * f, words))
+    raw = _tsne(reduced, seed, lambda f, words: report(0.25 + 0.75 * f, words), start)
     report(1.0, "done")
     return Projection(method, raw, mean, components, reduced)
 
@@ -208,15 +209,18 @@ def _components(pca, width: int, count: int) -> np.ndarray:
     return components
 
 
-def _tsne(reduced: np.ndarray, seed: int, progress: Progress) -> np.ndarray:
-    """(N, K) -> (N, 2) float32 with openTSNE: exact neighbours (10,000 points are few), PCA start, exaggeration."""
+def _tsne(reduced: np.ndarray, seed: int, progress: Progress, start: np.ndarray | None = None) -> np.ndarray:
+    """(N, K) -> (N, 2) float32 with openTSNE: exact neighbours (10,000 points are few), exaggeration; it starts from
+    PCA, or from start ((N, 2): another map of the same images, e.g. the final model's, so an epoch's map keeps its
+    classes where the final map has them: t-SNE places clusters anywhere, and a turn cannot undo a reordering)."""
     import openTSNE  # imported here: only a t-SNE map needs it
 
     progress(0.0, "finding each image's nearest neighbours")
     perplexity = min(TSNE_PERPLEXITY, max(1.0, (len(reduced) - 1) / 3))  # openTSNE needs 3 x perplexity < N
     affinities = openTSNE.affinity.PerplexityBasedNN(reduced, perplexity=perplexity, method="exact",
                                                      random_state=seed, n_jobs=1)
-    start = openTSNE.initialization.pca(reduced, random_state=seed)
+    start = (openTSNE.initialization.pca(reduced, random_state=seed) if start is None
+             else openTSNE.initialization.rescale(np.asarray(start, dtype=np.float64)))
     embedding = openTSNE.TSNEEmbedding(start, affinities, random_state=seed, n_jobs=1)
     total = TSNE_EXAGGERATION_ITERATIONS + TSNE_ITERATIONS
     done = [0]
@@ -254,20 +258,25 @@ def neighbour_accuracy(points: np.ndarray, labels, k: int = 5, folds: int = 5, s
 # ---------------------------------------------------------------- kept on disk
 
 
-def projection_key(model: nn.Module, images: torch.Tensor, method: str, seed: int = 0) -> dict:
-    """What a kept map must match: these weights (SHA-256), these images, the method, seed and recipe."""
+def projection_key(model: nn.Module, images: torch.Tensor, method: str, seed: int = 0,
+                   start: np.ndarray | None = None) -> dict:
+    """What a kept map must match: these weights (SHA-256), these images, the method, seed, recipe and the points
+    t-SNE started from (none: PCA's)."""
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
     pixels = images.detach().cpu().contiguous().numpy()
+    started = ("" if start is None or method != "tsne"
+               else hashlib.sha256(np.ascontiguousarray(start, dtype=np.float32).tobytes()).hexdigest())
     return {"weights_sha256": state_digest(state), "images_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
-            "images": int(len(images)), "method": method, "seed": int(seed), "recipe": RECIPE}
+            "images": int(len(images)), "method": method, "seed": int(seed), "recipe": RECIPE, "start": started}
 
 
 def projection_file(folder: Path | str, key: dict) -> Path:
-    """folder/SHA.METHOD.npz: named only from the weights' hex digest and a known method, never from user input."""
-    sha, method = str(key["weights_sha256"]), str(key["method"])
-    if len(sha) != 64 or not set(sha) <= _SHA or method not in PROJECTIONS:
+    """folder/SHA.METHOD.npz (SHA.METHOD-from-START.npz for a t-SNE started from another map): named only from hex
+    digests and a known method, never from user input."""
+    sha, method, start = str(key["weights_sha256"]), str(key["method"]), str(key.get("start", ""))
+    if len(sha) != 64 or not set(sha) <= _SHA or method not in PROJECTIONS or not set(start) <= _SHA:
         raise ValueError("Not a projection key.")
-    return Path(folder) / f"{sha}.{method}.npz"
+    return Path(folder) / (f"{sha}.{method}-from-{start[:16]}.npz" if start else f"{sha}.{method}.npz")
 
 
 def save_projection(path: Path | str, projection: Projection, key: dict) -> None:
@@ -315,10 +324,11 @@ def projection_from_arrays(arrays: dict, key: dict) -> Projection | None:
 
 
 def kept_projection(model: nn.Module, images: torch.Tensor, method: str, folder: Path | str | None = None,
-                    shipped: Path | str | None = SHIPPED_DIR, seed: int = 0) -> Projection | None:
-    """fit_projection's map read back when kept for these weights and images (in shipped, then in folder, default
-    runs/.projections), else None: quick, it fits nothing."""
-    key = projection_key(model, images, method, seed)
+                    shipped: Path | str | None = SHIPPED_DIR, seed: int = 0,
+                    start: np.ndarray | None = None) -> Projection | None:
+    """fit_projection's map read back when kept for these weights, images and start (in shipped, then in folder,
+    default runs/.projections), else None: quick, it fits nothing."""
+    key = projection_key(model, images, method, seed, start)
     folder = Path(folder) if folder is not None else default_cache_dir()
     for place in ([Path(shipped)] if shipped is not None else []) + [folder]:
         kept = read_projection(projection_file(place, key), key)
@@ -332,15 +342,15 @@ def kept_projection(model: nn.Module, images: torch.Tensor, method: str, folder:
 
 def cached_projection(model: nn.Module, images: torch.Tensor, method: str, folder: Path | str | None = None,
                       shipped: Path | str | None = SHIPPED_DIR, progress: Progress | None = None,
-                      seed: int = 0) -> Projection:
-    """kept_projection's map, else fitted (progress says how far) and kept in folder (default runs/.projections,
-    which keeps its newest MAX_CACHE_FILES maps)."""
-    kept = kept_projection(model, images, method, folder, shipped, seed)
+                      seed: int = 0, start: np.ndarray | None = None) -> Projection:
+    """kept_projection's map, else fitted (progress says how far; t-SNE from start when given) and kept in folder
+    (default runs/.projections, which keeps the MAX_CACHE_FILES maps last used)."""
+    kept = kept_projection(model, images, method, folder, shipped, seed, start)
     if kept is not None:
         return kept
     folder = Path(folder) if folder is not None else default_cache_dir()
-    projection = fit_projection(model, images, method, seed=seed, progress=progress)
-    key = projection_key(model, images, method, seed)
+    projection = fit_projection(model, images, method, seed=seed, progress=progress, start=start)
+    key = projection_key(model, images, method, seed, start)
     try:
         save_projection(projection_file(folder, key), projection, key)
         _trim(folder)
@@ -416,13 +426,16 @@ def ship_bundled_projections() -> list[Path]:
     from .data import load_dataset, to_float
 
     images = to_float(load_dataset("mnist").test_images)
-    written = []
-    for path in [BUNDLED_MODEL, *sorted(BUNDLED_MODEL.parent.glob("epoch-*.pt"))]:
+    written, final = [], {}
+    for path in [BUNDLED_MODEL, *sorted(BUNDLED_MODEL.parent.glob("epoch-*.pt"))]:  # the final model's maps first
         model, _card = load_model(path)
         for method in PROJECTIONS:
-            key = projection_key(model, images, method)
+            start = final.get(method) if method == "tsne" else None  # an epoch's t-SNE starts from the final one's
+            key = projection_key(model, images, method, start=start)
             target = projection_file(SHIPPED_DIR, key)
-            save_projection(target, fit_projection(model, images, method), key)
+            fitted = fit_projection(model, images, method, start=start)
+            save_projection(target, fitted, key)
+            final.setdefault(method, fitted.points)
             written.append(target)
             print(f"{path.name} {method}: {target.name}")
     for stale in set(SHIPPED_DIR.glob("*.npz")) - set(written):

@@ -117,7 +117,7 @@ def actions(image: np.ndarray, source: str, spec: DatasetSpec) -> None:
     """Under the answer, across the page: send to Feature maps, and the label row (ten pills in view at 1024 px)
     where the class set is for the model's dataset."""
     feature_maps, inside = st.columns(2)
-    if feature_maps.button("Look inside: show this image on the Feature maps page", key=f"send-{source}"):
+    if feature_maps.button("Look inside: its feature maps", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
     if inside.button("Follow it through the whole network", key=f"send-inside-{source}"):
         send_to_feature_maps(image, f"your {source}", page="pages/inside.py")

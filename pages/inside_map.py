@@ -36,11 +36,13 @@ def test_inputs(dataset: str, _images: torch.Tensor) -> torch.Tensor:
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
-def remembered_map(version: str, method: str, dataset: str, _model, _inputs, _fitted: Projection | None = None):
-    """A checkpoint version's map, kept in memory: the one just fitted, else read from disk; NotKept otherwise.
+def remembered_map(version: str, method: str, dataset: str, start_from: str, _model, _inputs, _start=None,
+                   _fitted: Projection | None = None):
+    """A checkpoint version's map (t-SNE started from the map of the version start_from, "" for none), kept in
+    memory: the one just fitted, else read from disk; NotKept otherwise.
 
     Nothing here draws (a cached function's elements would be replayed), so the progress bar lives in fitted_map."""
-    found = _fitted if _fitted is not None else kept_projection(_model, _inputs, method)
+    found = _fitted if _fitted is not None else kept_projection(_model, _inputs, method, start=_start)
     if found is None:
         raise NotKept
     return found
@@ -52,10 +54,13 @@ def fitting_lock(version: str, method: str) -> threading.Lock:
     return threading.Lock()
 
 
-def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: str) -> Projection:
-    """The map of one checkpoint version: from memory or disk at once, else fitted once with a progress bar."""
+def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: str,
+               start: tuple[str, np.ndarray] | None = None) -> Projection:
+    """The map of one checkpoint version: from memory or disk at once, else fitted once with a progress bar; start:
+    (version, points) of the map a t-SNE starts from (an epoch's starts from the final model's)."""
+    start_from, start_points = start if start is not None and method == "tsne" else ("", None)
     try:
-        return remembered_map(version, method, dataset, model, inputs)
+        return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
     except NotKept:
         pass
     lock = fitting_lock(version, method)
@@ -63,15 +68,16 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
         with st.spinner(f"Another student is drawing {whose} {METHOD_NAMES[method]} map; it shows here when done..."):
             lock.acquire()
     try:
-        try:
-            return remembered_map(version, method, dataset, model, inputs)  # drawn while this session waited
+        try:  # drawn while this session waited
+            return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
         except NotKept:
             pass
         bar = st.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
-        fitted = cached_projection(model, inputs, method, progress=lambda fraction, words: bar.progress(
-            min(max(fraction, 0.0), 1.0), text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
+        fitted = cached_projection(model, inputs, method, start=start_points, progress=lambda fraction, words:
+                                   bar.progress(min(max(fraction, 0.0), 1.0),
+                                                text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
         bar.empty()
-        return remembered_map(version, method, dataset, model, inputs, fitted)
+        return remembered_map(version, method, dataset, start_from, model, inputs, start_points, fitted)
     finally:
         lock.release()
 
@@ -83,14 +89,17 @@ def separation(version: str, method: str, _points: np.ndarray, _labels: np.ndarr
 
 
 def shown_map(seen: Looking, method: str, inputs) -> Projection:
-    """The map of the model on the time-travel slider; an epoch's frame turned onto the final model's."""
-    projection = fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's")
+    """The map of the model on the time-travel slider. An epoch's t-SNE starts from the final model's map (t-SNE puts
+    clusters anywhere: started alike, each class stays where it ends), then every epoch's frame is turned onto the
+    final one's, so the classes stay in place while they separate."""
     if seen.epoch is None:
-        return projection
+        return fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's")
     final, _card, run = active_model()
     path = checkpoint_for(run)
-    final_map = fitted_map(f"{path}@{os.path.getmtime(path)}", method, seen.spec.name, final, inputs,
-                           "the final model's")
+    final_version = f"{path}@{os.path.getmtime(path)}"
+    final_map = fitted_map(final_version, method, seen.spec.name, final, inputs, "the final model's")
+    projection = fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's",
+                            start=(final_version, final_map.points))
     return projection.aligned_to(final_map.points)
 
 

@@ -303,11 +303,16 @@ def layer_health() -> None:
     if not health or not health.get("layers"):
         st.caption("Layer health is measured while the server trains a run; this run has none to show.")
         return
+    if not health.get("latest"):  # the run has started, its first measure (at step 0) is being taken
+        st.caption("Measuring the layers as they start...")
+        return
     st.caption(health_sentence(health, job["config"]))
     lines, weights, outputs = health_items(health, job["config"])
     draw_charts(lines, columns=1)  # full width: one legend entry per layer fits on one line
-    st.caption(f"Each layer's weights, then its outputs before ReLU on the test subset, at step "
-               f"{health['latest']['step']:,} (bars) and at the start (grey steps), in the same bins.")
+    step = int(health["latest"].get("step", 0))
+    st.caption("Each layer's weights, then its outputs before ReLU on the test subset, " + (
+        f"at step {step:,} (bars) and at the start (grey steps), in the same bins." if step else
+        "at the start (step 0): the next measure draws the start as grey steps beside it."))
     draw_charts(weights, columns=3)
     draw_charts(outputs, columns=3)
 

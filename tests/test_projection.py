@@ -283,13 +283,23 @@ def test_the_shipped_maps_of_the_bundled_models_are_read_not_fitted(real_mnist, 
     from cnn.checkpoint import BUNDLED_MODEL, load_model
     monkeypatch.setattr(projection, "fit_projection", _refit)  # a stale or missing shipped map fails here
     images, labels = to_float(real_mnist.test_images), real_mnist.test_labels.numpy()
-    for path in [BUNDLED_MODEL, *sorted(BUNDLED_MODEL.parent.glob("epoch-*.pt"))]:
+    final = {}
+    for path in [BUNDLED_MODEL, *sorted(BUNDLED_MODEL.parent.glob("epoch-*.pt"))]:  # as the page asks: final first
         model, _ = load_model(path)
         for method in PROJECTIONS:
-            kept = cached_projection(model, images, method, folder=tmp_path)
+            start = final.get(method) if method == "tsne" else None  # an epoch's t-SNE starts from the final map
+            kept = cached_projection(model, images, method, folder=tmp_path, start=start)
             assert kept.points.shape == (len(images), 2)
+            final.setdefault(method, kept.points)
             if path == BUNDLED_MODEL:  # the map ships with what it shows: the classes apart
                 assert neighbour_accuracy(kept.points, labels) > (0.8 if method == "pca" else 0.97)
+            elif method == "tsne":  # aligned frames: each digit's cloud stays near where the final map has it
+                aligned = kept.aligned_to(final["tsne"]).points
+                spread = np.linalg.norm(final["tsne"] - final["tsne"].mean(axis=0), axis=1).mean()
+                for digit in range(10):
+                    shift = np.linalg.norm(aligned[labels == digit].mean(axis=0)
+                                           - final["tsne"][labels == digit].mean(axis=0))
+                    assert shift < 0.5 * spread, (path.name, digit, shift / spread)
     assert not list(tmp_path.iterdir())  # nothing had to be fitted or kept
 
 
