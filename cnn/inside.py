@@ -185,11 +185,15 @@ def overview_marks(columns: list[Column], class_names, width: float = 680, heigh
     weights = [2.0 if column.kind == "outputs" else 1.0 for column in columns]
     unit = width / sum(weights)
     tiles, labels, left = [], [], 0.0
-    top, bottom = 18.0, height - 18.0
+    top, bottom = 18.0, height - 30.0
     for column, weight in zip(columns, weights):
         slot, pictures = unit * weight, column_pictures(column)
-        labels.append({"text": column.stage, "x": left + slot / 2, "y": 8.0, "role": "title"})
-        labels.append({"text": column.shape, "x": left + slot / 2, "y": height - 6.0, "role": "shape"})
+        title = "outputs" if column.kind == "outputs" else column.stage  # they show softmax's probabilities
+        labels.append({"text": title, "x": left + slot / 2, "y": 8.0, "role": "title"})
+        # Two lines, maps over their size ("32" / "28 x 28"): one line overlapped its neighbours on a phone
+        maps, _, size = column.shape.partition(" x ")
+        labels.append({"text": [maps, size] if size else [maps], "x": left + slot / 2, "y": height - 18.0,
+                       "role": "shape"})
         tiles.extend(_column_tiles(column, pictures, class_names, left, slot, top, bottom, labels))
         left += slot
     return tiles, labels
@@ -484,12 +488,12 @@ def _holds_unit(opens: dict, stage, channel) -> bool:
 # ---------------------------------------------------------------- the same, in words and chart rows
 
 def contribution_rows(unit: ConvUnit) -> list[dict]:
-    """A conv unit's partial sums as chart rows, largest first: channel (its input map's name, "pool1 map 7"), sum,
-    sign ("adds" or "takes away"): the bars of the sorted chart."""
+    """A conv unit's partial sums as chart rows, largest first: channel (its input map's name, "pool1 map 7"), map
+    (its number alone, "7": the bar's label), sum, sign ("adds" or "takes away"): the bars of the sorted chart."""
     order = np.argsort(-unit.contributions, kind="stable")
     return [{"channel": f"{unit.source} map {int(c)}" if len(unit.contributions) > 1 else unit.source,
-             "sum": float(unit.contributions[c]), "sign": "adds" if unit.contributions[c] >= 0 else "takes away"}
-            for c in order]
+             "map": str(int(c)), "sum": float(unit.contributions[c]),
+             "sign": "adds" if unit.contributions[c] >= 0 else "takes away"} for c in order]
 
 
 def conv_sentence(unit: ConvUnit) -> str:

@@ -39,8 +39,7 @@ def overview_spec(tiles: list[dict], labels: list[dict]) -> dict:
               "params": [{"name": "map", "select": {"type": "point", "fields": ["stage", "channel"]}}],
               "encoding": {**place, "x2": field("x2", "quantitative"), "y2": field("y2", "quantitative"),
                            "url": field("url", "nominal"), "description": field("tip", "nominal"),
-                           "tooltip": field("tip", "nominal", title="open"),
-                           "opacity": {"condition": {"param": "map", "empty": True, "value": 1.0}, "value": 0.45}}}
+                           "tooltip": field("tip", "nominal", title="open")}}  # none faded: the detail shows the pick
     def texts(role: str, **mark) -> dict:  # align and weight are mark properties, not channels: a layer per role
         return {"data": {"values": [label for label in labels if label["role"] == role]},
                 "mark": {"type": "text", "fontSize": 11, "baseline": "middle", **mark},
@@ -164,19 +163,27 @@ def show_conv(seen: Looking, image: np.ndarray, stage: str, channel: int, at: tu
     unit = conv_unit(seen.model, image, stage, channel, *at)
     count, k = len(unit.contributions), unit.kernel.shape[-1]
     grid, _, high = maps_grid(unit.patches, per="layer", columns=min(count, 16), cell=32, numbered=count > 1)
-    st.image(grid, width=int(grid.shape[1]), caption=f"The {k}x{k} patch it reads in each of its {count} input map"
-             f"{'s' if count > 1 else ''} ({unit.source}, numbered; one scale, 0 dark to {high:.2f} bright)")
-    rows = contribution_rows(unit)
+    # Its own size while it fits a phone; wider grids (64 input maps) shrink to the column instead of being cut.
+    st.image(grid, width=int(grid.shape[1]) if grid.shape[1] <= 360 else "stretch")
+    st.caption(f"The {k}x{k} patch it reads in each of its {count} input map{'s' if count > 1 else ''} "
+               f"({unit.source}{', numbered' if count > 1 else ''}; one scale, 0 dark to {high:.2f} bright)")
+    if count > 1:  # one input map has one partial sum: the sentence says it all
+        st.vega_lite_chart(partial_sums_chart(contribution_rows(unit), unit.source), width="stretch")
+    st.markdown(conv_sentence(unit))
+
+
+def partial_sums_chart(rows: list[dict], source: str) -> dict:
+    """The sorted bars of a conv unit's partial sums, each labelled with its input map's number."""
     sums = [row["sum"] for row in rows]  # a fixed domain: Vega computes no extent (a rerun's data swap logs none)
     domain = [min(0.0, *sums), max(0.0, *sums) or 1.0]
-    chart = chart_spec(rows, {"type": "bar", "tooltip": True}, {
-        "x": field("channel", "nominal", sort=None, title="input map", axis={"labels": count <= 32}),
+    return chart_spec(rows, {"type": "bar"}, {
+        "x": field("map", "nominal", sort=None, title=f"{source} map, largest partial sum first",
+                   axis={"labelAngle": 0 if len(rows) <= 32 else -90, "labelFontSize": 11}),
         "y": field("sum", "quantitative", title="partial sum", stack=None, scale={"domain": domain}),
         "color": field("sign", "nominal", scale={"domain": ["adds", "takes away"], "range": ["#ff9e27", "#59b3ff"]},
-                       title="")}, title=f"Its {count} partial sum{'s' if count > 1 else ''}, largest first",
-                       height=220)
-    st.vega_lite_chart(chart, width="stretch")
-    st.markdown(conv_sentence(unit))
+                       title=""),
+        "tooltip": [field("channel", "nominal", title="input map"), field("sum", "quantitative", format=".4f")]},
+        title=f"Its {len(rows)} partial sums, largest first", height=240)
 
 
 def show_dense(seen: Looking, image: np.ndarray, stage: str, unit_index: int) -> None:
