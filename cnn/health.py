@@ -305,6 +305,8 @@ def dead_rows(health: dict) -> list[dict]:
 def _over_steps(values: list[dict], y: dict, title: str, layers: list[str]) -> dict:
     shown = [name for name in layers if any(row["layer"] == name for row in values)]  # dead: no output layer
     x_domain = extent(values, "step", zero=True)
+    if x_domain and len({row["step"] for row in values}) == 1:  # one reading so far: an axis from 0, not -0.5..0.5
+        x_domain = [0, max(1, values[0]["step"])]
     return {"data": {"values": values}, "mark": {"type": "line", "point": True},
             "encoding": {"x": {"field": "step", "type": "quantitative", "title": "step",
                                **({"scale": {"domain": x_domain}} if x_domain else {})},
@@ -318,7 +320,7 @@ def _over_steps(values: list[dict], y: dict, title: str, layers: list[str]) -> d
 def gradient_chart(values: list[dict], layers: list[str]) -> dict:
     """Each layer's gradient norm over the steps, on a log scale (norms span several powers of ten)."""
     low, high = extent(values, "gradient norm") or [1e-8, 1.0]
-    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)", "axis": {"format": ".1~e"},
+    y = {"field": "gradient norm", "type": "quantitative", "title": "gradient norm (log)", "axis": {"format": "~g"},
          "scale": {"type": "log", "domain": [low, high] if high > low else [low / 2, low * 2]}}
     return _over_steps(values, y, "gradient norm per layer", layers)
 

@@ -147,10 +147,12 @@ def show_unit(seen: Looking, stage: str, channel: int, data) -> None:
                  caption=f"What {words} wants to see: it reaches {value:.3f}")
     with right:
         grid = tiles_grid([patch.patch for patch in patches], [f"#{p.index}: {p.value:.2f}" for p in patches], 3)
-        st.image(grid, caption=f"The {len(patches)} test images that excite it most, each cropped to what the unit "
-                               "sees (its receptive field; grey: outside the image), with the unit's value")
+        cropped = patches[0].patch.shape != tuple(data.test_images.shape[1:])  # a dense unit sees the whole image
+        st.image(grid, caption=f"The {len(patches)} test images that excite it most, with the unit's value" + (
+            ", each cropped to what the unit sees (its receptive field; grey: outside the image)" if cropped else
+            " (it sees the whole image)"))
     st.write(f"The picture starts dark and is changed, step by step, in the direction that raises {words} (with a "
-             f"little random shifting and smoothing, so it reads as strokes rather than noise). It reaches "
+             f"little random shifting and smoothing, so it reads as shapes rather than noise). It reaches "
              f"{value:.3f}; the strongest of the {len(data.test_images):,} test images reaches {patches[0].value:.3f}.")
 
 
@@ -168,7 +170,7 @@ def show_classes(seen: Looking) -> None:
             return
         pictures = [picture(seen, "logits", c, unit_words("logits", c, spec)) for c in classes]
     st.image(tiles_grid(pictures, [spec.class_name(c) for c in classes], columns=5),
-             caption=f"Each picture raises one class output as far as it can: the strokes the network counts as "
+             caption=f"Each picture raises one class output as far as it can: the ink the network counts as "
                      f"evidence for that {spec.class_word}.")
 
 
