@@ -217,3 +217,23 @@ def test_train_page_shows_layer_health_for_a_finished_synthetic_run(app, monkeyp
     assert titles.count("conv1") == 2 and titles.count("logits") == 2  # its weights and its outputs
     gradient = next(spec for spec in specs if spec.get("title") == "gradient norm per layer")
     assert gradient["encoding"]["y"]["scale"]["type"] == "log"
+
+
+def test_layer_health_turned_on_before_the_first_measure_says_so(app, monkeypatch):  # noqa: F811
+    """A run whose layers are known but not yet measured (the toggle turned on in the seconds after Start): a
+    sentence, not a KeyError (the teacher's walk found one in the server log)."""
+    import pages.shared
+
+    data = synthetic_mnist(n_train=256)
+    monkeypatch.setattr(pages.shared, "require_data", lambda dataset: data)
+    manager = pages.shared.job_manager()
+    job = manager.wait(manager.submit(ARTICLE.replace(batch_size=16, epochs=1, eval_every=8, eval_subset=64),
+                                      "early-run", owner="someone"), timeout=120)
+    snapshot = manager.snapshot
+    early = {**job, "status": "running", "health": {**job["health"], "latest": {}}}  # as before step 0's measure
+    monkeypatch.setattr(type(manager), "snapshot", lambda self, job_id: early if job_id == job["id"]
+                        else snapshot(job_id))
+    app.switch_page("pages/train.py").run()
+    app.toggle(key="kept.health").set_value(True).run()
+    assert not app.exception
+    assert "Measuring the layers as they start..." in [caption.value for caption in app.caption]
