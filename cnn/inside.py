@@ -547,7 +547,7 @@ def dense_sentence(unit: DenseUnit, class_name=str) -> str:
 
 def strongest_rows(unit: DenseUnit) -> list[dict]:
     """A dense unit's strongest inputs as table rows: input (named by (channel, row, col) of the maps it reads, else
-    by its index), value, weight, weight x value."""
+    by its index), its value, weight, weight x input (the sentence's words)."""
     def named(strong: dict) -> str:
         if strong["where"] is None:
             return f"{unit.source} unit {strong['index']}"
@@ -555,5 +555,6 @@ def strongest_rows(unit: DenseUnit) -> list[dict]:
         return f"pixel ({row}, {col})" if unit.source == "input" else f"{unit.source} map {channel} at ({row}, {col})"
 
     return [{"input": named(s),
-             "value": round(s["input"], 4), "weight": round(s["weight"], 4), "weight x value": round(s["product"], 4)}
+             "its value": round(s["input"], 4), "weight": round(s["weight"], 4),
+             "weight x input": round(s["product"], 4)}
             for s in unit.strongest]
