@@ -51,13 +51,18 @@ def unit_work_lock() -> threading.Lock:
 def taking_turns(words: str):
     """Hold the server's unit lock, saying so while another session's unit is being drawn."""
     lock = unit_work_lock()
-    if not lock.acquire(blocking=False):
-        with st.spinner(f"Another picture is being drawn for the class; {words} is next..."):
-            lock.acquire()
+    held = lock.acquire(blocking=False)
     try:
+        if not held:
+            # The spinner's own exit may raise Streamlit's rerun interruption (a newer message from this browser)
+            # after the lock is taken: it is released below all the same, or every later unit would wait forever.
+            with st.spinner(f"Another picture is being drawn for the class; {words} is next..."):
+                lock.acquire()
+                held = True
         yield
     finally:
-        lock.release()
+        if held:
+            lock.release()
 
 
 def remembered(version: str, stage: str, channel: int) -> np.ndarray | None:
