@@ -241,3 +241,33 @@ def test_tiles_of_any_size_are_centred_on_grey_squares_in_order_with_their_label
     assert (first[2:6, 0:6] == 255).all() and (first[0:2] == 128).all() and (first[6:8] == 128).all()
     assert (first[:, 6:8] == 128).all()  # a 2x3 patch centred in 4x4: one grey column right of it (x2)
     assert (second == 0).all()
+
+
+def test_the_servers_unit_lock_is_released_when_a_run_is_stopped_as_its_wait_ends(monkeypatch):
+    """A session waits for another's picture behind a spinner; Streamlit stops its run (a newer message, a closed
+    tab) in the spinner's closing call, just after the lock was taken: the lock must be free again, or every later
+    unit of the class waits forever (a fresh-clone run hung three attack tests that way)."""
+    import contextlib
+    import threading
+
+    import pages.inside_wants as wants
+
+    lock = threading.Lock()
+    monkeypatch.setattr(wants, "unit_work_lock", lambda: lock)
+
+    class Stopped(Exception):
+        """Stands for Streamlit's StopException / RerunException, raised by an st call."""
+
+    @contextlib.contextmanager
+    def spinner(text):
+        lock.release()  # the other session's picture is done while this one waits
+        yield
+        raise Stopped  # the spinner's closing call is where Streamlit stops the run
+
+    monkeypatch.setattr(wants.st, "spinner", spinner)
+    lock.acquire()  # another session is drawing
+    with pytest.raises(Stopped):
+        with wants.taking_turns("unit 3 of conv2"):
+            pass
+    assert lock.acquire(blocking=False), "the lock was left held"
+    lock.release()
