@@ -64,10 +64,13 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
     except NotKept:
         pass
     lock = fitting_lock(version, method)
-    if not lock.acquire(blocking=False):
-        with st.spinner(f"Another student is drawing {whose} {METHOD_NAMES[method]} map; it shows here when done..."):
-            lock.acquire()
+    held = lock.acquire(blocking=False)
     try:
+        if not held:  # released below even if Streamlit stops this run in the spinner's closing call
+            with st.spinner(f"Another student is drawing {whose} {METHOD_NAMES[method]} map; it shows here when "
+                            "done..."):
+                lock.acquire()
+                held = True
         try:  # drawn while this session waited
             return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
         except NotKept:
@@ -79,7 +82,8 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
         bar.empty()
         return remembered_map(version, method, dataset, start_from, model, inputs, start_points, fitted)
     finally:
-        lock.release()
+        if held:
+            lock.release()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

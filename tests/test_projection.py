@@ -356,3 +356,37 @@ def test_a_map_read_again_is_kept_while_maps_written_since_are_dropped(tmp_path,
         cached_projection(other, images[:30], "pca", folder=tmp_path, shipped=None)
         assert kept_projection(popular, images[:30], "pca", folder=tmp_path, shipped=None) is not None  # read again
     assert popular_file.exists() and len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_a_maps_lock_is_released_when_a_run_is_stopped_as_its_wait_ends(monkeypatch):
+    """As the unit lock (tests/test_optvis.py): a session waiting for another's t-SNE fit is stopped by Streamlit in
+    the spinner's closing call, just after taking the map's lock; the lock must be free again, or that map would
+    never be drawn for anyone."""
+    import contextlib
+    import threading
+
+    import pages.inside_map as inside_map
+
+    lock = threading.Lock()
+    monkeypatch.setattr(inside_map, "fitting_lock", lambda version, method: lock)
+
+    def not_kept(*args, **kwargs):
+        raise inside_map.NotKept
+
+    monkeypatch.setattr(inside_map, "remembered_map", not_kept)
+
+    class Stopped(Exception):
+        """Stands for Streamlit's StopException / RerunException, raised by an st call."""
+
+    @contextlib.contextmanager
+    def spinner(text):
+        lock.release()  # the other session's fit is done while this one waits
+        yield
+        raise Stopped
+
+    monkeypatch.setattr(inside_map.st, "spinner", spinner)
+    lock.acquire()  # another session is fitting
+    with pytest.raises(Stopped):
+        inside_map.fitted_map("v", "tsne", "mnist", None, None, "this model's")
+    assert lock.acquire(blocking=False), "the lock was left held"
+    lock.release()
