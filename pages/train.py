@@ -65,6 +65,7 @@ def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
     network = st.session_state.get(kept("network"))
     if not isinstance(network, str) or base.name not in presets_for(network):
         st.session_state[kept("network")] = base.architecture
+    st.session_state.form_applied = (st.session_state[kept("network")], st.session_state[kept("preset")])
     _name_follows()
 
 
@@ -87,6 +88,22 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
             "a larger batch allows more.")
 
 
+def apply_lost_choice(presets: tuple[str, ...], max_epochs: int) -> None:
+    """Fill the form for a network or preset chosen since it was last filled, when the choice's callback did not run.
+
+    A choice that reaches the server in the same moment as the live charts' timed rerun can arrive without its
+    on_change (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs): the form then compares what it
+    was last filled for (form_applied, set by the callbacks) with what is chosen, and fills it itself."""
+    now = (st.session_state[kept("network")], st.session_state[kept("preset")])
+    applied = st.session_state.get("form_applied")
+    if applied is None or tuple(applied) == now:
+        st.session_state.form_applied = now
+    elif applied[0] != now[0] and applied[1] == now[1]:
+        _network_changed(presets, max_epochs)  # a new network brings its default preset
+    else:
+        _preset_changed(max_epochs)
+
+
 def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
 
@@ -105,6 +122,7 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     if st.session_state.get(kept("preset")) not in fitting:
         st.session_state[kept("preset")] = fitting[0]
         _preset_changed(max_epochs)
+    apply_lost_choice(presets, max_epochs)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))

@@ -570,3 +570,21 @@ def test_draw_page_label_can_be_changed_taken_back_and_undone(app, tmp_path, mon
     undo[0].click().run()
     assert on_disk() == [] and app.pills[0].value is None and not app.exception
     assert not [b for b in app.button if b.label.startswith("Undo")]
+
+
+@pytest.mark.parametrize("lost, expected", [
+    ({"kept.preset": "fast"}, ("cnn", "fast", 1)),  # FAST's one epoch, not ARTICLE's ten
+    ({"kept.network": "lenet"}, ("lenet", "fast", 1)),  # LeNet brings its default preset, FAST
+])
+def test_a_choice_whose_callback_was_lost_still_fills_the_form(app, lost, expected):
+    """A preset or network chosen in the same moment as the live charts' timed rerun can reach the server without its
+    on_change (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs): the form fills itself for it."""
+    app.switch_page("pages/train.py").run()
+    assert app.number_input(key="kept.epochs").value == 10  # ARTICLE's form
+    for key, value in lost.items():  # set as a widget value is, but no callback runs
+        app.session_state[key] = value
+    app.run()
+    assert not app.exception
+    network, preset, epochs = expected
+    assert app.selectbox(key="kept.network").value == network and app.selectbox(key="kept.preset").value == preset
+    assert app.number_input(key="kept.epochs").value == epochs
