@@ -25,7 +25,7 @@ from cnn.settings import ServerSettings, configure_threads, server_settings
 # without fonts-noto-color-emoji). The tab keeps app.py's icon, drawn by the app.
 PAGE_FILES = (("pages/home.py", "Home"), ("pages/train.py", "Train"), ("pages/draw.py", "Draw"),
               ("pages/features.py", "Feature maps"), ("pages/inside.py", "Inside the network"),
-              ("pages/compare.py", "Compare"))
+              ("pages/experiments.py", "Experiments"), ("pages/compare.py", "Compare"))
 # The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
 # found"), but listed in the menu only for the teacher.
 TEACHER_PAGE = ("pages/teacher.py", "Teacher")

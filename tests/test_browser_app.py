@@ -15,7 +15,7 @@ from tests.conftest import APP_IDLE, INK_JS, wait_for_ink, wait_for_no_ink
 pytestmark = pytest.mark.browser
 
 PAGES = {"Home": "The CNN classroom", "Train": "Train", "Draw": "Draw a digit", "Feature maps": "Feature maps and filters",
-         "Inside the network": "Inside the network",
+         "Inside the network": "Inside the network", "Experiments": "Experiments",
          "Compare": "Compare"}
 # Streamlit logs nothing to the console on a healthy page; these are the browser's own offline notes.
 IGNORED_CONSOLE = ()  # offline, any request off this machine would log an error here: none is expected

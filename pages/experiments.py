@@ -1,0 +1,32 @@
+"""Experiments: change the network or the image and see what happens. Filter surgery (edit or ablate filters, on a
+copy of the model), transforming the image (the answer follows; accuracy against shift and rotation), and fooling
+the network (adversarial examples). The model and the image are chosen as on Feature maps and Inside the network
+(the three pages share the choice); only the chosen experiment runs.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages import experiments_fool, experiments_surgery, experiments_transform
+from pages.picking import kept_choice, looking
+from pages.shared import PERSIST, require_app_navigation
+
+VIEWS = {"surgery": "Filter surgery", "transform": "Transform the image", "fool": "Fool the network"}
+SHOW = {"surgery": experiments_surgery.show, "transform": experiments_transform.show, "fool": experiments_fool.show}
+
+
+def page() -> None:
+    st.title("Experiments")
+    st.caption("Change the network or the image, and measure what happens on the 10,000 test images. Every change "
+               "is made on your own copy: the class's model stays as it is.")
+    seen = looking()
+    if seen is None:
+        return
+    views = list(VIEWS)
+    view = st.segmented_control("Experiment", views, format_func=VIEWS.get,
+                                key=kept_choice("experiment_view", views, views[0]), persist_state=PERSIST)
+    SHOW[view if view in SHOW else views[0]](seen)
+
+
+require_app_navigation()
+page()
