@@ -82,7 +82,20 @@ def pool_same(x: torch.Tensor) -> torch.Tensor:
     ignored, which is what TensorFlow's SAME pooling does (7x7 -> 4x4). padding=1 would pad
     the top/left too and shift every window.
     """
-    return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.max_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
+    return _pool_same_inference(x)
+
+
+def _pool_same_inference(x: torch.Tensor) -> torch.Tensor:
+    """pool_same without gradients, the same numbers: the largest of each 2x2 block as three elementwise maxima of
+    strided views. max_pool2d reads a 2,000-image batch ~3x slower on this CPU (measured by `python -m cnn bench`'s
+    edited-network accuracy); an odd edge is padded with -inf at the bottom/right, which no maximum picks."""
+    height, width = x.shape[-2:]
+    if height % 2 or width % 2:
+        x = F.pad(x, (0, width % 2, 0, height % 2), value=float("-inf"))
+    return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                         torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,23 @@ def test_same_pooling_equals_explicit_pad_bottom_right_then_pool():
     assert not torch.equal(F.max_pool2d(x, 2, 2, padding=1), expected)
 
 
+@pytest.mark.parametrize("shape", [(3, 5, 7, 7), (2, 4, 28, 28), (2, 3, 5, 6), (1, 2, 1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_pooling_without_gradients_gives_max_pool2ds_numbers(shape, channels_last):
+    # Without gradients pool_same takes a faster path (elementwise maxima of strided views): the same numbers,
+    # negative values at an odd edge included (its padding must never win a window).
+    x = torch.randn(shape) - 1.0
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.max_pool2d(x, 2, 2, ceil_mode=True)
+    with torch.inference_mode():
+        fast = pool_same(x)
+    with torch.no_grad():
+        assert torch.equal(pool_same(x), expected)
+    assert torch.equal(fast, expected)
+    assert pool_same(x.clone().requires_grad_(True)).grad_fn is not None  # training keeps max_pool2d's backward
+
+
 def test_relu_after_pool_equals_relu_before_pool_values_and_gradients():
     x1 = torch.randn(4, 8, 7, 7, requires_grad=True)
     x2 = x1.detach().clone().requires_grad_(True)
