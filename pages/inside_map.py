@@ -10,13 +10,11 @@ import threading
 
 import numpy as np
 import streamlit as st
-import torch
 
-from cnn.data import to_float
 from cnn.projection import (PROJECTIONS, Projection, cached_projection, hidden_layer, hidden_layer_title,
                             kept_projection, map_extent, map_points, neighbour_accuracy, picked_point,
                             separation_sentence)
-from pages.picking import Looking, kept_choice, show_test_image
+from pages.picking import Looking, kept_choice, show_test_image, taking_turns, test_inputs
 from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress
 
 # Vega has no star among its symbol shapes; a custom shape is an SVG path in [-1, 1], scaled by the mark's size.
@@ -27,12 +25,6 @@ METHOD_NAMES = {"pca": "PCA (at once)", "tsne": "t-SNE"}
 
 class NotKept(Exception):
     """No map in memory or on disk yet: the page fits one, with a progress bar (an exception is never cached)."""
-
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def test_inputs(dataset: str, _images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, side, side) float32 of a dataset's test images, made once per server; never mutated."""
-    return to_float(_images)
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
@@ -63,14 +55,8 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
         return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
     except NotKept:
         pass
-    lock = fitting_lock(version, method)
-    held = lock.acquire(blocking=False)
-    try:
-        if not held:  # released below even if Streamlit stops this run in the spinner's closing call
-            with st.spinner(f"Another student is drawing {whose} {METHOD_NAMES[method]} map; it shows here when "
-                            "done..."):
-                lock.acquire()
-                held = True
+    with taking_turns(fitting_lock(version, method), f"Another student is drawing {whose} {METHOD_NAMES[method]} "
+                      "map; it shows here when done..."):
         try:  # drawn while this session waited
             return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
         except NotKept:
@@ -81,9 +67,6 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
                                                 text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
         bar.empty()
         return remembered_map(version, method, dataset, start_from, model, inputs, start_points, fitted)
-    finally:
-        if held:
-            lock.release()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

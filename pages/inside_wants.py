@@ -4,7 +4,6 @@ pictures of all the class outputs ("what the network thinks a 6 looks like"). Ca
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -13,11 +12,11 @@ import numpy as np
 import streamlit as st
 import torch
 
-from cnn.data import to_float
 from cnn.features import enlarge
 from cnn.optvis import (LayerMaxima, Patch, layer_maxima, layer_of, tiles_grid, top_patches, unit_activation,
                         visualisable_layers, visualize_unit)
-from pages.picking import Looking, chosen_unit, clamped, kept_following, kept_number
+from pages.picking import Looking, chosen_unit, clamped, kept_following, kept_number, test_inputs
+from pages.picking import taking_turns as picking_turns
 from pages.shared import PERSIST, load_data_with_progress
 
 log = logging.getLogger("cnn.inside")  # the server's log: a class's heavy work, one line each
@@ -47,22 +46,9 @@ def unit_work_lock() -> threading.Lock:
     return threading.Lock()
 
 
-@contextlib.contextmanager
 def taking_turns(words: str):
     """Hold the server's unit lock, saying so while another session's unit is being drawn."""
-    lock = unit_work_lock()
-    held = lock.acquire(blocking=False)
-    try:
-        if not held:
-            # The spinner's own exit may raise Streamlit's rerun interruption (a newer message from this browser)
-            # after the lock is taken: it is released below all the same, or every later unit would wait forever.
-            with st.spinner(f"Another picture is being drawn for the class; {words} is next..."):
-                lock.acquire()
-                held = True
-        yield
-    finally:
-        if held:
-            lock.release()
+    return picking_turns(unit_work_lock(), f"Another picture is being drawn for the class; {words} is next...")
 
 
 def remembered(version: str, stage: str, channel: int) -> np.ndarray | None:
@@ -98,7 +84,7 @@ def strongest_in_layer(version: str, dataset: str, stage: str, _model, _images) 
     of the layer is a sort. Shared, never mutated."""
     with unit_work_lock():
         started = time.perf_counter()
-        maxima = layer_maxima(_model, to_float(_images), stage)
+        maxima = layer_maxima(_model, test_inputs(dataset, _images), stage)
         log.info("Looked through %d test images for %s's units in %.1f s.", len(_images), stage,
                  time.perf_counter() - started)
         return maxima
@@ -107,7 +93,7 @@ def strongest_in_layer(version: str, dataset: str, stage: str, _model, _images) 
 def strongest_patches(seen: Looking, stage: str, channel: int, images) -> list[Patch]:
     """top_patches over the whole test set ((N, side, side) uint8), from the layer's one pass."""
     maxima = strongest_in_layer(seen.version, seen.spec.name, stage, seen.model, images)
-    return top_patches(seen.model, to_float(images), stage, channel, k=PATCHES, maxima=maxima)
+    return top_patches(seen.model, test_inputs(seen.spec.name, images), stage, channel, k=PATCHES, maxima=maxima)
 
 
 def unit_words(stage: str, channel: int, spec) -> str:

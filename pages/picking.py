@@ -4,15 +4,17 @@ is the image of the other.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 import torch
 
-from cnn.data import DatasetSpec
+from cnn.data import DatasetSpec, to_float
 from cnn.features import confusion_matrix, history_folder
 from cnn.model import model_spec
 from cnn.runs import epoch_checkpoints, read_predictions
@@ -143,6 +145,13 @@ def choose_image(model, spec: DatasetSpec, kept_at: tuple, version: str) -> tupl
     return data.test_images[index].numpy(), f"test image #{index} (label {spec.class_name(labels[index])})"
 
 
+@st.cache_resource(max_entries=2, show_spinner=False)
+def test_inputs(dataset: str, _images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, side, side) float32 in [0, 1] of a dataset's test images ((N, side, side) uint8), made once per
+    server and shared by every session; never mutated."""
+    return to_float(_images)
+
+
 def show_test_image(index: int) -> None:
     """Make test image #index the image of both inside pages (a widget callback: it runs before they are drawn)."""
     st.session_state.update({kept("image_source"): SOURCES[0], kept("pick"): "by index", kept("test_pick"): index})
@@ -234,3 +243,23 @@ def chosen_unit() -> dict:
 def choose_unit(stage: str, channel: int, row: int | None = None, col: int | None = None) -> None:
     """Remember a unit (a map and a position; row and col None for a whole map or a dense unit)."""
     st.session_state[UNIT_KEY] = {"stage": str(stage), "channel": int(channel), "row": row, "col": col}
+
+
+@contextlib.contextmanager
+def taking_turns(lock: threading.Lock, waiting: str):
+    """Hold a server-wide lock around heavy work (one session at a time, so a student asking for many things at
+    once queues them instead of taking both cores from the class), saying `waiting` in a spinner while another
+    session holds it.
+
+    The spinner's own exit may raise Streamlit's rerun interruption (a newer message from this browser) after the
+    lock is taken: it is released all the same, or every later session would wait forever."""
+    held = lock.acquire(blocking=False)
+    try:
+        if not held:
+            with st.spinner(waiting):
+                lock.acquire()
+                held = True
+        yield
+    finally:
+        if held:
+            lock.release()
