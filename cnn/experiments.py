@@ -50,7 +50,6 @@ def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model._run(x, tuple(stage for stage in model.stages if stage.kind != "dropout"))  # noqa: SLF001
 
 
-@torch.inference_mode()
 def quick_predictions(model: nn.Module, images: torch.Tensor, batch_size: int = QUICK_BATCH) -> torch.Tensor:
     """(N,) predicted classes of (N, 1, side, side) float images, in bfloat16 where this machine runs it natively.
 
@@ -61,12 +60,14 @@ def quick_predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 
     device = parameter.device if parameter is not None else torch.device("cpu")
     convolves = any(stage.kind == "conv" for stage in model.stages)
     out = []
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=convolves and _bf16_ok(device)):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                enabled=convolves and _bf16_ok(device)):
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
             if convolves:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out.append(eval_logits(model, batch).argmax(1).cpu())
+    # Joined outside inference mode: a plain tensor the caller may change (an inference tensor refuses in-place edits).
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
