@@ -114,13 +114,15 @@ def undo_save() -> None:
 
 
 def actions(image: np.ndarray, source: str, spec: DatasetSpec) -> None:
-    """Under the answer, across the page: send to Feature maps, and the label row (ten pills in view at 1024 px)
+    """Under the answer, across the page: send to Feature maps, Inside the network or Experiments, and the label row (ten pills in view at 1024 px)
     where the class set is for the model's dataset."""
-    feature_maps, inside = st.columns(2)
+    feature_maps, inside, experiments = st.columns(3)
     if feature_maps.button("Look inside: its feature maps", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
     if inside.button("Follow it through the whole network", key=f"send-inside-{source}"):
         send_to_feature_maps(image, f"your {source}", page="pages/inside.py")
+    if experiments.button("Experiment on it: move it, fool the network", key=f"send-experiments-{source}"):
+        send_to_feature_maps(image, f"your {source}", page="pages/experiments.py")
     if class_set_note(spec.name):
         return  # the class set holds digits: class_panel says why there are no label pills
     # One row of pills (one element, not ten buttons in ten columns); a new drawing gets a fresh, empty row.
