@@ -316,8 +316,8 @@ def result_sentence(kernels: dict, ablate: dict, original: float, edited: float)
     what, drop = _described(kernels, ablate), 100 * (original - edited)
     what = what[0].upper() + what[1:]
     if abs(drop) < 0.05:
-        return (f"{what} changes nothing that matters: {edited:.2%} as before. The network has other filters that "
-                "find what was lost.")
+        return (f"{what} changes almost nothing: {edited:.2%} against {original:.2%}. The network has other filters "
+                "that find what was lost.")
     if drop < 0:
         return f"{what} gains {-drop:.2f} points ({edited:.2%}): a lucky edit, not a better design."
     why = ("the network relied on it and has nothing else that finds the same thing" if drop >= 5 else

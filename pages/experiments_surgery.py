@@ -1,10 +1,244 @@
-"""Experiments: placeholder while this section is being built (replaced by its own module)."""
+"""Experiments: filter surgery. Set a first-layer kernel by hand (or a classic one: Sobel, blur, ...), remove filters
+and hidden units, and see the changed maps, the new answer and the accuracy on the test set beside the original's;
+then which filters matter (the accuracy with each removed alone). Every edit is made on a copy (cnn.surgery): the
+edits live in this session's state as a small checked dict, never on the shared model.
+"""
 from __future__ import annotations
 
+import threading
+
+import numpy as np
 import streamlit as st
 
-from pages.picking import Looking
+from cnn.experiments import quick_accuracy
+from cnn.features import kernels as trained_kernels
+from cnn.features import maps_grid
+from cnn.surgery import (CLASSIC_KERNELS, MAX_WEIGHT, ablatable_layers, ablation_sweep, checked_edits,
+                         classic_kernel, compare_image, edited_model, editable_kernels, edits_key, part_word,
+                         result_sentence, sweep_rows, sweep_sentence, weight_of)
+from pages.inside_wants import NotYet
+from pages.picking import Looking, clamped, kept_choice, kept_following, kept_number, taking_turns, test_inputs
+from pages.shared import PERSIST, chart_spec, field, load_data_with_progress, probability_chart
+
+SWEEP_IMAGES = 2000  # the sweep's test images: a few seconds for conv1's 32 filters
+SHOWN_BARS = 128  # a sweep of a larger layer (FC 625) shows the removals that hurt most
+AS_TRAINED = "as trained"
+WAITING = "Another network is being measured for the class; yours is next..."
+
+
+@st.cache_resource
+def surgery_lock() -> threading.Lock:
+    """One per server: measuring an edited network or sweeping a layer (seconds of both cores) takes turns."""
+    return threading.Lock()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def remembered_accuracy(version: str, key: tuple, _accuracy: float | None = None) -> float:
+    """The test accuracy of one edit (key: cnn.surgery.edits_key) of one checkpoint version: the one just measured,
+    else the cache's. Nothing here draws (a cached function's elements would be replayed)."""
+    if _accuracy is None:
+        raise NotYet
+    return _accuracy
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def remembered_sweep(version: str, stage: str, _sweep: tuple | None = None) -> tuple:
+    """(accuracies (C,), the original's accuracy) of one layer's sweep of one checkpoint version; never mutated."""
+    if _sweep is None:
+        raise NotYet
+    return _sweep
+
+
+def test_accuracy(seen: Looking, model, key: tuple, data) -> float:
+    """quick_accuracy of model on the whole test set, once per (checkpoint version, edits), one session at a time."""
+    try:
+        return remembered_accuracy(seen.version, key)
+    except NotYet:
+        pass
+    with taking_turns(surgery_lock(), WAITING):
+        try:
+            return remembered_accuracy(seen.version, key)  # measured while this session waited
+        except NotYet:
+            with st.spinner(f"Measuring on the {len(data.test_labels):,} test images..."):
+                accuracy = quick_accuracy(model, test_inputs(seen.spec.name, data.test_images), data.test_labels)
+    return remembered_accuracy(seen.version, key, accuracy)
+
+
+def kept_edits(seen: Looking, layers: dict) -> tuple[str, dict]:
+    """(key of the hand-set kernels, {stage: key of its removed filters}), their values checked against the model
+    before any widget shows them: forged or stale values are cleared with a sentence. A new checkpoint starts clean."""
+    kernels_key = kept_following("surgery_kernels", seen.version, {})
+    ablate_keys = {stage: kept_following(f"surgery_ablate.{stage}", seen.version, []) for stage in layers}
+    try:
+        checked_edits(seen.model, *chosen_edits(kernels_key, ablate_keys))
+    except ValueError as exc:
+        st.warning(f"{exc} The edits were cleared.")
+        reset(kernels_key, ablate_keys)
+    return kernels_key, ablate_keys
+
+
+def chosen_edits(kernels_key: str, ablate_keys: dict) -> tuple:
+    """(kernels, ablate) as this session's state holds them, unchecked."""
+    return st.session_state[kernels_key], {stage: st.session_state[key] for stage, key in ablate_keys.items()}
+
+
+def reset(kernels_key: str, ablate_keys: dict) -> None:
+    st.session_state[kernels_key] = {}
+    for key in ablate_keys.values():
+        st.session_state[key] = []
+
+
+def apply_kernel(kernels_key: str, stage: str, k: int, cells: list[str]) -> None:
+    """Apply's callback: the cells' numbers become filter k's kernel (clamped: a browser can send anything)."""
+    side = int(len(cells) ** 0.5)
+    values = [weight_of(st.session_state.get(cell)) for cell in cells]
+    st.session_state[kernels_key] = {**st.session_state[kernels_key],
+                                     (stage, k): np.reshape(values, (side, side)).tolist()}
+
+
+def kernel_editor(seen: Looking, editable: dict, kernels_key: str, ablate_keys: dict) -> None:
+    """Choose a filter of the first layer and set its kxk numbers by hand or from a classic kernel; Apply, Reset."""
+    stage = next(iter(editable))
+    count, side = editable[stage]
+    filter_key = kept_number("surgery_filter", (seen.version, stage), 0, 0, count - 1)
+    k = clamped(st.number_input(f"Filter of {stage} (0 to {count - 1})", 0, count - 1, key=filter_key,
+                                persist_state=PERSIST), 0, count - 1)
+    sources = [AS_TRAINED, *CLASSIC_KERNELS]
+    source = st.selectbox("Start from", sources, key=kept_choice("surgery_source", sources, AS_TRAINED),
+                          persist_state=PERSIST)
+    applied = st.session_state[kernels_key].get((stage, k))
+    start = (classic_kernel(source, side) if source in CLASSIC_KERNELS else
+             np.asarray(applied) if applied is not None else trained_kernels(seen.model, stage)[k])
+    if source in CLASSIC_KERNELS:
+        st.caption(CLASSIC_KERNELS[source].finds)
+    cells = []
+    for row in range(side):
+        for col, column in enumerate(st.columns(side)):
+            context = (seen.version, stage, k, source)  # another filter or source: the cells start again
+            key = kept_following(f"surgery_cell.{row}.{col}", context, float(start[row, col]))
+            st.session_state[key] = weight_of(st.session_state[key])
+            column.number_input(f"Weight at row {row + 1}, column {col + 1}", -MAX_WEIGHT, MAX_WEIGHT, step=0.1,
+                                format="%.3f", key=key, label_visibility="collapsed", persist_state=PERSIST)
+            cells.append(key)
+    apply, clear = st.columns(2)
+    apply.button(f"Apply to filter {k}", key="surgery_apply", on_click=apply_kernel,
+                 args=(kernels_key, stage, k, cells))
+    clear.button("Reset all edits", key="surgery_reset", on_click=reset, args=(kernels_key, ablate_keys))
+
+
+def ablation_choice(model, layers: dict, ablate_keys: dict) -> None:
+    """One multiselect per layer whose filters or units can be removed."""
+    for stage, count in layers.items():
+        st.multiselect(f"Remove {part_word(model, stage)}s of {stage} ({count})", list(range(count)),
+                       key=ablate_keys[stage], persist_state=PERSIST, placeholder="none removed")
+
+
+def show_image(seen: Looking, edited) -> None:
+    """The first layer's maps and the probabilities for the chosen image, original beside edited."""
+    result = compare_image(seen.model, edited, seen.x)
+    spec = seen.spec
+    if result.maps is not None:
+        left, right = st.columns(2)
+        for column, maps, words in ((left, result.maps, "original"), (right, result.edited_maps, "edited")):
+            grid = maps_grid(maps, per="map", columns=8, signed=True, numbered=True)[0]
+            column.image(grid, caption=f"{words.capitalize()} first-layer maps before ReLU (blue < 0 < orange)")
+    left, right = st.columns(2)
+    for column, probabilities, words in ((left, result.probabilities, "Original"),
+                                         (right, result.edited_probabilities, "Edited")):
+        best = int(np.argmax(probabilities))
+        column.markdown(f"**{words}:** {spec.class_name(best)} ({probabilities[best]:.1%})")
+        column.vega_lite_chart(spec=probability_chart(probabilities, 160, spec.class_names, spec.class_word),
+                               width="stretch")
+
+
+def show_accuracy(seen: Looking, edited, kernels: dict, ablate: dict, data) -> None:
+    original = test_accuracy(seen, seen.model, edits_key({}, {}), data)
+    accuracy = test_accuracy(seen, edited, edits_key(kernels, ablate), data) if kernels or ablate else original
+    count = len(data.test_labels)
+    left, right = st.columns(2)
+    left.metric(f"Original, {count:,} test images", f"{original:.2%}")
+    right.metric(f"Edited, {count:,} test images", f"{accuracy:.2%}",
+                 delta=f"{100 * (accuracy - original):+.2f} points")
+    st.write(result_sentence(kernels, ablate, original, accuracy))
+
+
+def sweep_chart(rows: list[dict], original: float, stage: str) -> dict:
+    """Bars of the accuracy with each filter removed, the most harmful first, and a rule at the original's."""
+    shown = rows[:SHOWN_BARS]
+    low = min(min(r["accuracy"] for r in shown), original)
+    scale = {"domain": [max(0.0, low - 0.01), min(1.0, original + 0.005)], "clamp": True}
+    bars = chart_spec(shown, "bar", {
+        "x": field("filter", "ordinal", sort=None, title=f"{stage}: the filter removed"),
+        "y": field("accuracy", "quantitative", scale=scale, axis={"format": ".1%"}),
+        "tooltip": [field("filter", "ordinal"), field("accuracy", "quantitative", format=".2%"),
+                    field("drop", "quantitative", title="drop (points)")]})
+    rule = chart_spec([{"accuracy": original}], {"type": "rule", "color": "#d62728"},
+                      {"y": field("accuracy", "quantitative", scale=scale)})
+    return {"layer": [bars, rule], "height": 220}
+
+
+def show_sweep(seen: Looking, layers: dict, data) -> None:
+    """Which filters matter: a layer, the sweep on request (cached per checkpoint version and layer), its chart."""
+    st.subheader("Which filters matter")
+    names = list(layers)
+    stage = st.selectbox("Layer", names, key=kept_choice("surgery_sweep_layer", names, names[0]), persist_state=PERSIST)
+    stage = stage if stage in layers else names[0]
+    count = min(SWEEP_IMAGES, len(data.test_labels))
+    try:
+        accuracies, original = remembered_sweep(seen.version, stage)
+    except NotYet:
+        words = f"{layers[stage]} {part_word(seen.model, stage)}s of {stage}"
+        if not st.button(f"Remove each of the {words} in turn", key="surgery_sweep"):
+            st.caption(f"The accuracy on the first {count:,} test images with each one removed alone, once per model.")
+            return
+        accuracies, original = run_sweep(seen, stage, data, count)
+    rows = sweep_rows(accuracies, original)
+    st.vega_lite_chart(spec=sweep_chart(rows, original, stage), width="stretch")
+    more = f" (the {SHOWN_BARS} that hurt most of {len(rows)})" if len(rows) > SHOWN_BARS else ""
+    st.caption(f"Accuracy on the first {count:,} test images with one removed{more}; the red line: nothing removed.")
+    st.write(sweep_sentence(rows, stage, original))
+
+
+def run_sweep(seen: Looking, stage: str, data, count: int) -> tuple:
+    with taking_turns(surgery_lock(), WAITING):
+        try:
+            return remembered_sweep(seen.version, stage)
+        except NotYet:
+            pass
+        images, labels = test_inputs(seen.spec.name, data.test_images)[:count], data.test_labels[:count]
+        bar = st.progress(0.0, text=f"Removing each filter of {stage} in turn...")
+        accuracies = ablation_sweep(seen.model, images, labels, stage, progress=lambda done: bar.progress(
+            min(max(done, 0.0), 1.0), text=f"Removing each filter of {stage} in turn: {done:.0%}"))
+        bar.empty()
+        original = quick_accuracy(seen.model, images, labels)
+    return remembered_sweep(seen.version, stage, (accuracies, original))
 
 
 def show(seen: Looking) -> None:
-    st.info("This experiment is being built.")
+    data = load_data_with_progress(seen.spec.name)
+    if data is None:
+        return
+    editable, layers = editable_kernels(seen.model), ablatable_layers(seen.model)
+    if not layers:
+        st.info("This network has no filters and no hidden units: each score weighs the pixels directly, so there "
+                "is nothing to remove. Choose a network with layers on the Train page (the article's CNN has three).")
+        return
+    kernels_key, ablate_keys = kept_edits(seen, layers)
+    left, right = st.columns(2)
+    with left:
+        if editable:
+            kernel_editor(seen, editable, kernels_key, ablate_keys)
+        else:
+            st.info("This network has no convolution that reads the image, so there is no kernel to set by hand; "
+                    "its hidden units can be removed.")
+    with right:
+        ablation_choice(seen.model, layers, ablate_keys)
+    try:
+        kernels, ablate = checked_edits(seen.model, *chosen_edits(kernels_key, ablate_keys))
+    except ValueError as exc:
+        st.warning(str(exc))
+        kernels, ablate = {}, {}
+    edited = edited_model(seen.model, kernels, ablate)
+    show_image(seen, edited)
+    show_accuracy(seen, edited, kernels, ablate, data)
+    show_sweep(seen, layers, data)
