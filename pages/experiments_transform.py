@@ -1,10 +1,232 @@
-"""Experiments: placeholder while this section is being built (replaced by its own module)."""
+"""Experiments > Transform the image: move, turn, scale, thicken or thin, add noise, black out a box, and watch the
+answer follow; a sweep of one transformation through its range; accuracy on the test set (and on the class's
+handwriting) against shift and rotation, for the active model and the Compare page's bundled networks.
+"""
 from __future__ import annotations
 
-import streamlit as st
+import threading
+from pathlib import Path
 
-from pages.picking import Looking
+import numpy as np
+import streamlit as st
+import torch
+
+from cnn import transforms
+from cnn.classset import class_set_note, class_set_version, default_class_dir, load_class_set
+from cnn.compare import BUNDLED_COMPARISON, BUNDLED_COMPARISON_DATASET, ComparedRun, color_scale, run_labels
+from cnn.data import to_float
+from cnn.drawing import LruCache
+from cnn.explain import describe
+from cnn.features import enlarge
+from cnn.transforms import CURVE_VALUES, TRANSFORM_RANGES
+from pages.picking import Looking, kept_choice, taking_turns, test_inputs
+from pages.shared import PERSIST, cached_checkpoint, chart_spec, field, kept, load_data_with_progress, \
+    probability_chart
+
+# (slider name, its kind in TRANSFORM_RANGES, its label); the box's three sliders follow them.
+SLIDERS = (("dx", "shift", "Move right (px; negative: left)"), ("dy", "shift", "Move down (px; negative: up)"),
+           ("rotate", "rotate", "Turn (degrees anticlockwise)"), ("scale", "scale", "Scale (x)"),
+           ("thickness", "thickness", "Strokes (+ thicker, - thinner)"), ("noise", "noise", "Noise (std)"))
+BOX = ("box_size", "box_row", "box_col")
+SWEEP_TITLES = {"shift": "move right", "rotate": "turn", "scale": "scale", "thickness": "strokes", "noise": "noise"}
+ACTIVE = "active model"  # the active model's name among the curves' networks (no bundled name has a space)
+
+
+def _key(name: str) -> str:
+    return kept(f"transform_{name}")
+
+
+def reset() -> None:
+    """Every slider back to the identity (a button's callback: it runs before the sliders are drawn)."""
+    for name, kind, _ in SLIDERS:
+        st.session_state[_key(name)] = TRANSFORM_RANGES[kind].identity
+    for name in BOX:
+        st.session_state[_key(name)] = 0
+
+
+def controls(side: int) -> dict:
+    """The sliders (their kept values settled first: a forged NaN, 1e9 or string never reaches a widget);
+    returns the transform_images keywords they set."""
+    for name, kind, _ in SLIDERS:
+        st.session_state[_key(name)] = transforms.settled(kind, st.session_state.get(_key(name),
+                                                                                     TRANSFORM_RANGES[kind].identity))
+    box = transforms.box_from(*(st.session_state.get(_key(name), 0) for name in BOX), side)
+    size = 0 if box is None else box[2] - box[0]
+    for name, value in zip(BOX, (size, *(box[:2] if box else (0, 0)))):
+        st.session_state[_key(name)] = value
+    columns = st.columns(2)
+    for index, (name, kind, label) in enumerate(SLIDERS):
+        spread = TRANSFORM_RANGES[kind]
+        number = int if float(spread.step).is_integer() else float  # the type settled() gives: the slider's own
+        columns[index % 2].slider(label, number(spread.low), number(spread.high), step=number(spread.step),
+                                  key=_key(name), persist_state=PERSIST)
+    columns[0].slider("Black box (px; 0: none)", 0, side // 2, key=_key("box_size"), persist_state=PERSIST)
+    spare = max(side - int(st.session_state[_key("box_size")]), 1)
+    columns[1].slider("Box row", 0, spare, key=_key("box_row"), persist_state=PERSIST)
+    columns[0].slider("Box column", 0, spare, key=_key("box_col"), persist_state=PERSIST)
+    columns[1].button("Reset", on_click=reset, key="transform_reset")
+    names = [name for name, _, _ in SLIDERS] + list(BOX)
+    return transforms.settings_from({name: st.session_state[_key(name)] for name in names}, side)
+
+
+def live(seen: Looking, settings: dict) -> None:
+    """The original beside the transformed image, and what the network answers for it."""
+    moved, probabilities = transforms.read_transformed(seen.model, seen.image, settings)
+    answer = describe(probabilities, seen.spec)
+    images = st.columns(2)
+    images[0].image(enlarge(seen.image, 140), caption="Original")
+    images[1].image(enlarge(np.round(moved * 255).astype(np.uint8), 140), caption="Transformed")
+    with st.container(key="transform_answer"):
+        st.markdown(f"**Transformed: {answer['text']}**")
+    st.vega_lite_chart(probability_chart(probabilities, 140, seen.spec.class_names, seen.spec.class_word),
+                       width="stretch")
+
+
+def sweep_chart(rows: list[dict], kind: str, current: float, class_word: str) -> dict:
+    """Each class's probability (a line) as kind goes through its range, the current value a vertical rule."""
+    axis = field(kind, "quantitative", title=TRANSFORM_RANGES[kind].title)
+    lines = {"mark": {"type": "line", "point": True}, "encoding": {
+        "x": axis, "y": field("probability", "quantitative", scale={"domain": [0, 1]}),
+        "color": field("class", "nominal", title=class_word, sort=None),
+        "tooltip": [field("class", "nominal", title=class_word), field(kind, "quantitative"),
+                    field("probability", "quantitative", format=".1%")]}}
+    rule = {"data": {"values": [{kind: current}]}, "mark": {"type": "rule", "strokeDash": [4, 3]},
+            "encoding": {"x": axis}}
+    return {"data": {"values": rows}, "layer": [lines, rule], "height": 220}
+
+
+def sweep(seen: Looking, settings: dict) -> None:
+    kinds = list(TRANSFORM_RANGES)
+    kind = st.segmented_control("Sweep one transformation through its range (the others stay as set)", kinds,
+                                format_func=SWEEP_TITLES.get, key=kept_choice("transform_sweep", kinds, kinds[0]),
+                                persist_state=PERSIST)
+    kind = kind if kind in kinds else kinds[0]
+    values = transforms.sweep_range(kind, seen.spec.side)
+    probabilities = transforms.class_sweep(seen.model, seen.image, kind, values, settings=settings)
+    rows = transforms.sweep_values(probabilities, values, seen.spec.class_names, kind)
+    st.vega_lite_chart(sweep_chart(rows, kind, transforms.current_value(settings, kind), seen.spec.class_word),
+                       width="stretch")
 
 
 def show(seen: Looking) -> None:
-    st.info("This experiment is being built.")
+    st.caption("Move, turn, scale, thicken or thin the strokes, add noise or black out a box: the network answers "
+               "for the transformed image at once. Nothing here changes the model.")
+    left, right = st.columns([3, 2])
+    with left:
+        settings = controls(seen.spec.side)
+    with right:
+        live(seen, settings)
+    sweep(seen, settings)
+    test_set_curves(seen)
+    class_set_curves(seen)
+
+
+# ---------------------------------------------------------------- on the test set and the class's handwriting
+
+
+@st.cache_resource
+def _measuring_lock() -> threading.Lock:
+    """One measurement of curves at a time on the whole server (each takes both cores for seconds)."""
+    return threading.Lock()
+
+
+@st.cache_resource
+def _class_curves() -> LruCache:
+    """(model version, class set version) -> the class set's curves, shared by every session."""
+    return LruCache(8)
+
+
+def networks(seen: Looking) -> list[tuple[str, Path]]:
+    """(name, checkpoint) of the networks whose curves are shown: the active model, then for MNIST the Compare
+    page's bundled 1-epoch set (the active model's own file once)."""
+    found = [(ACTIVE, Path(seen.checkpoint))]
+    if seen.spec.name == BUNDLED_COMPARISON_DATASET:
+        found += [(name, path) for name, (_, path) in BUNDLED_COMPARISON.items()
+                  if path.is_file() and path.resolve() != Path(seen.checkpoint).resolve()]
+    return found
+
+
+def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
+    """Each network's loaded model and its curves: kept ones read back, missing ones measured under the lock."""
+    data = load_data_with_progress(seen.spec.name)
+    if data is None:
+        return [], {}
+    images, labels = test_inputs(seen.spec.name, data.test_images), data.test_labels
+    runs, curves = [], {}
+    for name, path in networks(seen):
+        model, card = (seen.model, cached_checkpoint(path)[1]) if name == ACTIVE else cached_checkpoint(path)
+        runs.append(ComparedRun(name, model, card))
+        curves[name] = transforms.read_robustness(path, card, min(transforms.ROBUSTNESS_IMAGES, len(images)))
+        if curves[name] is None:
+            with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
+                bar = st.progress(0.0, text=f"Measuring {name} on moved and turned test images (once per model)...")
+                curves[name] = transforms.measured_robustness(
+                    path, model, card, images, labels,
+                    progress=lambda f, m, name=name: bar.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
+                bar.empty()
+    return runs, curves
+
+
+def curves_chart(curves: dict, labels: dict, kind: str, title: str) -> dict:
+    rows = transforms.curve_rows(curves, labels, kind)
+    return chart_spec(rows, {"type": "line", "point": True}, {
+        "x": field(kind, "quantitative", title=title),
+        "y": field("accuracy", "quantitative", scale={"domain": [0, 1]}, axis={"format": "%"}),
+        "color": field("network", "nominal", scale=color_scale(list(labels.values())), legend={"orient": "bottom"}),
+        "tooltip": [field("network", "nominal"), field(kind, "quantitative"),
+                    field("accuracy", "quantitative", format=".1%")]}, height=220)
+
+
+def draw_curves(curves: dict, labels: dict) -> None:
+    columns = st.columns(2)
+    columns[0].vega_lite_chart(curves_chart(curves, labels, "shift", "moved right (px; negative: left)"),
+                               width="stretch")
+    columns[1].vega_lite_chart(curves_chart(curves, labels, "rotate", "turned (degrees anticlockwise)"),
+                               width="stretch")
+
+
+def test_set_curves(seen: Looking) -> None:
+    count = transforms.ROBUSTNESS_IMAGES
+    st.subheader("On the test set: accuracy against shift and rotation")
+    runs, curves = measured(seen)
+    if not runs:
+        return
+    labels = run_labels(runs)
+    st.caption(f"The first {count:,} test images, moved or turned. The active model is "
+               f"{labels[ACTIVE]}" + (f", beside the Compare page's networks after 1 epoch." if len(runs) > 1 else "."))
+    draw_curves(curves, labels)
+    for sentence in transforms.robustness_sentences(runs, curves):
+        st.markdown(sentence)
+    if seen.spec.name != BUNDLED_COMPARISON_DATASET:
+        st.caption(f"The Compare page's bundled networks learned MNIST, so on {seen.spec.title} only the active "
+                   "model is measured.")
+
+
+def class_set_curves(seen: Looking) -> None:
+    st.subheader("The class's handwriting, moved and turned")
+    note = class_set_note(seen.spec.name)
+    if note:
+        st.caption(note)
+        return
+    folder = default_class_dir()
+    key = (seen.version, str(folder.resolve()), class_set_version(folder))
+    found, value = _class_curves().get(key)
+    if not found:
+        samples = load_class_set(folder)
+        value = None
+        if len(samples.labels):
+            images = to_float(torch.from_numpy(samples.images[:transforms.ROBUSTNESS_IMAGES]))
+            labels = torch.from_numpy(samples.labels[:transforms.ROBUSTNESS_IMAGES])
+            with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
+                bar = st.progress(0.0, text="Measuring the class's drawings, moved and turned...")
+                value = (len(labels), transforms.measure_curves(
+                    seen.model, images, labels, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m)))
+                bar.empty()
+        _class_curves().put(key, value)
+    if value is None:
+        st.caption(f"No class drawings saved yet: on the Draw page, draw {seen.spec.item} and press its number to "
+                   "add it; its curves appear here.")
+        return
+    count, curves = value
+    st.caption(f"The active model on the class's {count:,} saved drawing{'' if count == 1 else 's'}.")
+    draw_curves({ACTIVE: curves}, {ACTIVE: "the class's handwriting"})
