@@ -139,7 +139,7 @@ def checked_edits(model: nn.Module, kernels=None, ablate=None) -> tuple[dict, di
     kernels, ablate = kernels or {}, ablate or {}
     if not isinstance(kernels, dict) or not isinstance(ablate, dict):
         raise ValueError("The edits are not in the right form; press Reset.")
-    if len(kernels) > sum(count for count, _ in editable.values()) or len(ablate) > len(layers):
+    if len(kernels) > sum(count for count, _ in editable.values()):  # (ablate's keys are checked one by one below)
         raise ValueError("There are more edits than this network has filters; press Reset.")
     checked_kernels = {}
     for key, value in kernels.items():
@@ -280,7 +280,9 @@ def ablation_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                 correct[k] += int((logits.argmax(1) == truth).sum())
             if progress is not None:
                 progress((done + 1) / len(batches))
-    return (correct.double() / max(len(images), 1)).numpy() if len(images) else np.full(channels, np.nan)
+    if not len(images):
+        return np.full(channels, np.nan)
+    return (correct.float() / len(images)).double().numpy()  # float32's mean, as quick_accuracy and evaluate give
 
 
 # ---------------------------------------------------------------- what the page says
