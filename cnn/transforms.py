@@ -234,19 +234,23 @@ def settled(kind: str, value) -> float | int:
     return int(round(number)) if float(spread.step).is_integer() else number
 
 
-def box_from(size, row, col, side: int) -> tuple[int, int, int, int] | None:
-    """The black box of the page's sliders: size x size pixels (0: none, at most half the side) with its top-left
-    corner at (row, col), kept inside the image; (top, left, bottom, right) or None."""
+def box_sliders(size, row, col, side: int) -> tuple[int, int, int]:
+    """The box's three slider values settled: size in [0, side // 2] (0: no box), its top-left corner (row, col)
+    where the box (at least one pixel) stays inside the image; a non-number counts as 0."""
     def whole(value, high: int) -> int:
         try:
             return min(max(int(value), 0), high)
         except (TypeError, ValueError, OverflowError):
             return 0
     size = whole(size, side // 2)
-    if size == 0:
-        return None
-    top, left = whole(row, side - size), whole(col, side - size)
-    return top, left, top + size, left + size
+    spare = side - max(size, 1)
+    return size, whole(row, spare), whole(col, spare)
+
+
+def box_from(size, row, col, side: int) -> tuple[int, int, int, int] | None:
+    """The black box of the page's sliders (see box_sliders) as (top, left, bottom, right), or None for size 0."""
+    size, top, left = box_sliders(size, row, col, side)
+    return None if size == 0 else (top, left, top + size, left + size)
 
 
 def settings_from(sliders: dict, side: int) -> dict:

@@ -50,9 +50,8 @@ def controls(side: int) -> dict:
     for name, kind, _ in SLIDERS:
         st.session_state[_key(name)] = transforms.settled(kind, st.session_state.get(_key(name),
                                                                                      TRANSFORM_RANGES[kind].identity))
-    box = transforms.box_from(*(st.session_state.get(_key(name), 0) for name in BOX), side)
-    size = 0 if box is None else box[2] - box[0]
-    for name, value in zip(BOX, (size, *(box[:2] if box else (0, 0)))):
+    box = transforms.box_sliders(*(st.session_state.get(_key(name), 0) for name in BOX), side)
+    for name, value in zip(BOX, box):
         st.session_state[_key(name)] = value
     columns = st.columns(2)
     for index, (name, kind, label) in enumerate(SLIDERS):
@@ -61,7 +60,7 @@ def controls(side: int) -> dict:
         columns[index % 2].slider(label, number(spread.low), number(spread.high), step=number(spread.step),
                                   key=_key(name), persist_state=PERSIST)
     columns[0].slider("Black box (px; 0: none)", 0, side // 2, key=_key("box_size"), persist_state=PERSIST)
-    spare = max(side - int(st.session_state[_key("box_size")]), 1)
+    spare = side - max(box[0], 1)  # the box stays inside the image (box_sliders settled the corner so)
     columns[1].slider("Box row", 0, spare, key=_key("box_row"), persist_state=PERSIST)
     columns[0].slider("Box column", 0, spare, key=_key("box_col"), persist_state=PERSIST)
     columns[1].button("Reset", on_click=reset, key="transform_reset")
@@ -82,17 +81,18 @@ def live(seen: Looking, settings: dict) -> None:
                        width="stretch")
 
 
-def sweep_chart(rows: list[dict], kind: str, current: float, class_word: str) -> dict:
-    """Each class's probability (a line) as kind goes through its range, the current value a vertical rule."""
-    axis = field(kind, "quantitative", title=TRANSFORM_RANGES[kind].title)
-    lines = {"mark": {"type": "line", "point": True}, "encoding": {
+def sweep_chart(rows: list[dict], kind: str, values: list[float], current: float, class_word: str) -> dict:
+    """Each class's probability (a line) as kind goes through values, the current value a vertical rule; explicit
+    domains, so Vega never meets an empty extent while Streamlit puts the data in."""
+    axis = field(kind, "quantitative", title=TRANSFORM_RANGES[kind].title, scale={"domain": [values[0], values[-1]]})
+    lines = {"data": {"values": rows}, "mark": {"type": "line", "point": True}, "encoding": {
         "x": axis, "y": field("probability", "quantitative", scale={"domain": [0, 1]}),
         "color": field("class", "nominal", title=class_word, sort=None),
         "tooltip": [field("class", "nominal", title=class_word), field(kind, "quantitative"),
                     field("probability", "quantitative", format=".1%")]}}
     rule = {"data": {"values": [{kind: current}]}, "mark": {"type": "rule", "strokeDash": [4, 3]},
             "encoding": {"x": axis}}
-    return {"data": {"values": rows}, "layer": [lines, rule], "height": 220}
+    return {"layer": [lines, rule], "height": 220}
 
 
 def sweep(seen: Looking, settings: dict) -> None:
@@ -104,7 +104,7 @@ def sweep(seen: Looking, settings: dict) -> None:
     values = transforms.sweep_range(kind, seen.spec.side)
     probabilities = transforms.class_sweep(seen.model, seen.image, kind, values, settings=settings)
     rows = transforms.sweep_values(probabilities, values, seen.spec.class_names, kind)
-    st.vega_lite_chart(sweep_chart(rows, kind, transforms.current_value(settings, kind), seen.spec.class_word),
+    st.vega_lite_chart(sweep_chart(rows, kind, values, transforms.current_value(settings, kind), seen.spec.class_word),
                        width="stretch")
 
 
@@ -168,9 +168,10 @@ def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
 
 
 def curves_chart(curves: dict, labels: dict, kind: str, title: str) -> dict:
-    rows = transforms.curve_rows(curves, labels, kind)
+    """Accuracy over kind's CURVE_VALUES, one line per network; explicit domains, so Vega never sees no extent."""
+    rows, values = transforms.curve_rows(curves, labels, kind), CURVE_VALUES[kind]
     return chart_spec(rows, {"type": "line", "point": True}, {
-        "x": field(kind, "quantitative", title=title),
+        "x": field(kind, "quantitative", title=title, scale={"domain": [values[0], values[-1]]}),
         "y": field("accuracy", "quantitative", scale={"domain": [0, 1]}, axis={"format": "%"}),
         "color": field("network", "nominal", scale=color_scale(list(labels.values())), legend={"orient": "bottom"}),
         "tooltip": [field("network", "nominal"), field(kind, "quantitative"),
@@ -192,8 +193,8 @@ def test_set_curves(seen: Looking) -> None:
     if not runs:
         return
     labels = run_labels(runs)
-    st.caption(f"The first {count:,} test images, moved or turned. The active model is "
-               f"{labels[ACTIVE]}" + (f", beside the Compare page's networks after 1 epoch." if len(runs) > 1 else "."))
+    st.caption(f"The first {count:,} test images, moved or turned: the active model"
+               + (", beside the Compare page's networks after 1 epoch (bundled)." if len(runs) > 1 else "."))
     draw_curves(curves, labels)
     for sentence in transforms.robustness_sentences(runs, curves):
         st.markdown(sentence)

@@ -375,6 +375,7 @@ def test_a_forged_box_stays_inside_the_image():
     assert transforms.box_from(0, 5, 5, SIDE) is None
     assert transforms.box_from(1e9, 1e9, -3, SIDE) == (14, 0, 28, 14)
     assert transforms.box_from("x", 3, 3, SIDE) is None
+    assert transforms.box_sliders(0, 40, float("inf"), SIDE) == (0, 27, 0)  # kept for when a size is chosen
     assert transforms.box_from(4, 26, 2, SIDE) == (24, 2, 28, 6)
 
 
