@@ -241,6 +241,18 @@ def fool_sentence(spec, original: int, answer: int, target: int | None, epsilon:
     return f"Changed by {size}, it still reads {name(original)}: too small to {goal}; raise epsilon."
 
 
+def side_by_side(result: Fooling, scale: int = 6, gap: int = 2) -> np.ndarray:
+    """(side * scale, 3 * side * scale + 2 * gap * scale, 3) uint8: the original, the adversarial image and the
+    change amplified, in one picture (it keeps its row on a phone, where columns would stack), white between."""
+    def rgb(image: np.ndarray) -> np.ndarray:
+        return np.repeat((np.asarray(image, dtype=np.float64) * 255).round().astype(np.uint8)[..., None], 3, axis=2)
+
+    panels = [rgb(result.original), rgb(result.adversarial), result.change]
+    space = np.full((result.change.shape[0], gap, 3), 255, dtype=np.uint8)
+    strip = np.concatenate([panels[0], space, panels[1], space, panels[2]], axis=1)
+    return strip.repeat(scale, axis=0).repeat(scale, axis=1)
+
+
 def fool(model: nn.Module, image, target: int | None = None, epsilon: float = 0.1, steps: int = 20) -> Fooling:
     """adversarial() with everything the page shows: both images, the change amplified (epsilon at full colour,
     so 0.01 is as visible as 0.3), both answers and probabilities, and a sentence."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn.adversarial import (EPSILON_LIMIT, adversarial, answer_of, clamped_epsilon, epsilon_grid, fool, grey_levels,
-                             smallest_flipping_epsilon)
+                             side_by_side, smallest_flipping_epsilon)
 from cnn.config import ARTICLE
 from cnn.model import build_model
 from cnn.views import diverging_rgb
@@ -196,6 +196,10 @@ def test_fool_shows_the_change_amplified_and_the_answers_of_both_images():
     unchanged = difference == 0
     assert np.all(result.change[unchanged] == 255)  # white where nothing changed
     assert "(12 of 255 grey levels)" in result.sentence
+    strip = side_by_side(result, scale=2, gap=1)  # three 28x28 panels, 1 px of white between, each value 2x2
+    assert strip.shape == (56, (3 * 28 + 2) * 2, 3) and np.all(strip[:, 56:58] == 255)
+    assert np.array_equal(strip[::2, 58:114:2, 0], (result.adversarial * 255).round().astype(np.uint8))
+    assert np.array_equal(strip[1::2, 116::2], result.change)
 
 
 # ---------------------------------------------------------------- the bundled model on real MNIST
@@ -270,3 +274,90 @@ def test_the_fgsm_search_equals_single_attacks_over_the_whole_grid(bundled, test
         assert smallest_flipping_epsilon(bundled, image) == expected
     assert smallest_flipping_epsilon(bundled, images[1], grid=[0.001]) is None  # nothing that small flips it
     assert smallest_flipping_epsilon(bundled, images[1], target=int(labels[1])) == 0.0  # it is the target already
+
+
+# ---------------------------------------------------------------- the page (AppTest)
+
+@pytest.fixture
+def experiments_app(tmp_path, monkeypatch):
+    """The app (AppTest) as a laptop's one user, on the Experiments page's Fool the network; -> (AppTest, runs)."""
+    import streamlit as st
+    from streamlit import config
+    from streamlit.testing.v1 import AppTest
+
+    from pages.shared import kept
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
+    monkeypatch.chdir(ROOT)
+    st.cache_resource.clear()
+    address = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    app.session_state[kept("experiment_view")] = "fool"
+    yield app, tmp_path / "runs"
+    config.set_option("server.address", address)
+    st.cache_resource.clear()
+
+
+def readings(app) -> list[str]:
+    """The page's "... reads X" lines, original first."""
+    return [m.value for m in app.markdown if " reads **" in m.value]
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("forged_epsilon, shown", [(float("nan"), 0.1), (1e9, EPSILON_LIMIT), ("lots", 0.1)])
+def test_the_section_survives_forged_values_and_shows_both_answers(experiments_app, forged_epsilon, shown):
+    from pages.shared import kept
+
+    app, _ = experiments_app
+    app.session_state[kept("fool_mode")] = "target"
+    app.session_state[kept("fool_target")] = 99  # no such class
+    app.session_state[kept("fool_epsilon")] = forged_epsilon
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    slider = next(s for s in app.slider if s.label.startswith("Epsilon"))
+    assert slider.value == pytest.approx(shown)
+    target = next(s for s in app.selectbox if s.label == "Target digit")
+    assert target.value in range(10)
+    original, changed = readings(app)
+    assert original.startswith("The original reads **") and changed.startswith("The changed image reads **")
+    assert any(c.value.startswith("The smallest epsilon that is enough to make it read") or
+               c.value.startswith("No epsilon up to") for c in app.caption)
+    assert any("adversarial training" in m.value for m in app.markdown)
+
+
+@pytest.mark.mnist
+def test_a_targeted_attack_on_the_page_makes_the_digit_read_as_the_target(experiments_app, real_mnist):
+    from pages.shared import kept
+
+    app, _ = experiments_app
+    app.session_state[kept("fool_mode")] = "target"
+    app.switch_page("pages/experiments.py").run()
+    label = int(real_mnist.test_labels[0])  # the page opens on test image #0
+    target = (label + 1) % 10
+    assert next(s for s in app.selectbox if s.label == "Target digit").value == target  # the default: the next class
+    assert readings(app)[0].startswith(f"The original reads **{label}**")
+    next(s for s in app.slider if s.label.startswith("Epsilon")).set_value(0.3).run()
+    assert not app.exception
+    assert readings(app)[1].startswith(f"The changed image reads **{target}**")
+    assert any("the target is reached" in s.value for s in app.success)
+
+
+@pytest.mark.mnist
+def test_a_softmax_regression_can_be_fooled_too(experiments_app):
+    from cnn.checkpoint import make_card, save_checkpoint
+    from pages.shared import kept
+
+    app, runs = experiments_app
+    model = fresh("softmax")
+    save_checkpoint(runs / "softmax-run" / "model.pt", model,
+                    make_card(ARTICLE.replace(architecture="softmax"), model, status="finished", epochs=1, steps=10,
+                              accuracy=0.1, run="softmax-run"))
+    app.session_state["active_run"] = "softmax-run"
+    app.session_state[kept("fool_epsilon")] = 0.5
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    original, changed = readings(app)
+    assert original.split("**")[1] != changed.split("**")[1]  # FGSM at 0.5 changes a fresh softmax's answer
