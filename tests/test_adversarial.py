@@ -19,6 +19,7 @@ from cnn.adversarial import (EPSILON_LIMIT, adversarial, answer_of, clamped_epsi
 from cnn.config import ARTICLE
 from cnn.model import build_model
 from cnn.views import diverging_rgb
+from tests.test_features import page_app  # noqa: F401 - the fixture: the app with its runs under tmp_path
 
 NETWORKS = ["cnn", "softmax", "mlp", "lenet", "one-conv"]
 
@@ -279,26 +280,13 @@ def test_the_fgsm_search_equals_single_attacks_over_the_whole_grid(bundled, test
 # ---------------------------------------------------------------- the page (AppTest)
 
 @pytest.fixture
-def experiments_app(tmp_path, monkeypatch):
-    """The app (AppTest) as a laptop's one user, on the Experiments page's Fool the network; -> (AppTest, runs)."""
-    import streamlit as st
-    from streamlit import config
-    from streamlit.testing.v1 import AppTest
-
+def experiments_app(page_app):
+    """The app (AppTest) as a laptop's one user, Experiments set to Fool the network; -> (AppTest, runs folder)."""
     from pages.shared import kept
-    from tests.conftest import ROOT
 
-    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    address = config.get_option("server.address")
-    config.set_option("server.address", "127.0.0.1")
-    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    app, runs = page_app
     app.session_state[kept("experiment_view")] = "fool"
-    yield app, tmp_path / "runs"
-    config.set_option("server.address", address)
-    st.cache_resource.clear()
+    return app, runs
 
 
 def readings(app) -> list[str]:
