@@ -264,6 +264,9 @@ def test_the_curve_at_the_identity_equals_evaluate_on_the_test_set(real_mnist, c
     for kind in transforms.TRANSFORM_RANGES:
         identity = transforms.TRANSFORM_RANGES[kind].identity
         assert robustness_curve(model, x, labels, kind, [identity]) == [expected], kind
+    everything = evaluate(model, real_mnist.test_images, real_mnist.test_labels)["accuracy"]  # all 10,000 too
+    assert robustness_curve(model, to_float(real_mnist.test_images), real_mnist.test_labels, "shift", [0]) == [
+        everything]
 
 
 @pytest.mark.mnist
