@@ -324,4 +324,4 @@ def result_sentence(kernels: dict, ablate: dict, original: float, edited: float)
         return f"{what} gains {-drop:.2f} points ({edited:.2%}): a lucky edit, not a better design."
     why = ("the network relied on it and has nothing else that finds the same thing" if drop >= 5 else
            "the other filters make up for most of it")
-    return f"{what} costs {drop:.2f} points ({original:.2%} -> {edited:.2%}): {why}."
+    return f"{what} costs {drop:.2f} points (from {original:.2%} to {edited:.2%}): {why}."

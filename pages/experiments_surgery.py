@@ -158,7 +158,7 @@ def show_accuracy(seen: Looking, edited, kernels: dict, ablate: dict, data) -> N
     left, right = st.columns(2)
     left.metric(f"Original, {count:,} test images", f"{original:.2%}")
     right.metric(f"Edited, {count:,} test images", f"{accuracy:.2%}",
-                 delta=f"{100 * (accuracy - original):+.2f} points")
+                 delta=f"{100 * (accuracy - original):+.2f} points" if kernels or ablate else None)
     st.write(result_sentence(kernels, ablate, original, accuracy))
 
 
@@ -215,6 +215,7 @@ def run_sweep(seen: Looking, stage: str, data, count: int) -> tuple:
 
 
 def show(seen: Looking) -> None:
+    st.subheader("Filter surgery")
     data = load_data_with_progress(seen.spec.name)
     if data is None:
         return

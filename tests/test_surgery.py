@@ -182,7 +182,7 @@ def test_sweep_rows_put_the_most_harmful_removal_first():
 
 
 def test_result_sentences_read_the_numbers():
-    assert "costs 12.00 points (95.00% -> 83.00%)" in result_sentence({}, {"conv1": (5,)}, 0.95, 0.83)
+    assert "costs 12.00 points (from 95.00% to 83.00%)" in result_sentence({}, {"conv1": (5,)}, 0.95, 0.83)
     assert result_sentence({}, {"conv1": (5,)}, 0.95, 0.83).startswith("Removing filter 5 of conv1")
     assert "changes almost nothing" in result_sentence({("conv1", 2): None}, {}, 0.95, 0.9501)
     assert "and 2 more" in result_sentence({}, {"fc": tuple(range(10))}, 0.9, 0.5)
@@ -269,7 +269,7 @@ def test_the_page_measures_an_edit_beside_the_original(app, real_mnist):
     original, edited = metrics(app)
     assert abs(edited - reference_accuracy(real_mnist, {"conv1": removed})) <= 0.05  # bf16 against float32
     assert edited < original - 0.5  # half of conv1 gone: a point lost here
-    assert any(f"({original:.2f}% -> {edited:.2f}%)" in m.value for m in app.markdown)
+    assert any(f"(from {original:.2f}% to {edited:.2f}%)" in m.value for m in app.markdown)
     app.selectbox(key=kept("surgery_source")).set_value("Sobel x").run()
     app.button(key="surgery_apply").click().run()
     assert not app.exception
