@@ -23,10 +23,12 @@ from pages.picking import Looking, kept_choice, taking_turns, test_inputs
 from pages.shared import PERSIST, cached_checkpoint, chart_spec, field, kept, load_data_with_progress, \
     probability_chart
 
-# (slider name, its kind in TRANSFORM_RANGES, its label); the box's three sliders follow them.
-SLIDERS = (("dx", "shift", "Move right (px; negative: left)"), ("dy", "shift", "Move down (px; negative: up)"),
-           ("rotate", "rotate", "Turn (degrees anticlockwise)"), ("scale", "scale", "Scale (x)"),
-           ("thickness", "thickness", "Strokes (+ thicker, - thinner)"), ("noise", "noise", "Noise (std)"))
+# (slider name, its kind in TRANSFORM_RANGES, its label, its help); the box's three sliders follow them.
+SLIDERS = (("dx", "shift", "Right (px)", "Negative: left."), ("dy", "shift", "Down (px)", "Negative: up."),
+           ("rotate", "rotate", "Turn (degrees)", "Anticlockwise; negative: clockwise."),
+           ("scale", "scale", "Scale (x)", "About the centre: 2 is twice as big."),
+           ("thickness", "thickness", "Strokes (px)", "Positive: thicker (3x3 dilations); negative: thinner."),
+           ("noise", "noise", "Noise (std)", "Gaussian noise of this spread, clipped to black and white."))
 BOX = ("box_size", "box_row", "box_col")
 SWEEP_TITLES = {"shift": "move right", "rotate": "turn", "scale": "scale", "thickness": "strokes", "noise": "noise"}
 ACTIVE = "active model"  # the active model's name among the curves' networks (no bundled name has a space)
@@ -38,7 +40,7 @@ def _key(name: str) -> str:
 
 def reset() -> None:
     """Every slider back to the identity (a button's callback: it runs before the sliders are drawn)."""
-    for name, kind, _ in SLIDERS:
+    for name, kind, *_ in SLIDERS:
         st.session_state[_key(name)] = TRANSFORM_RANGES[kind].identity
     for name in BOX:
         st.session_state[_key(name)] = 0
@@ -47,24 +49,25 @@ def reset() -> None:
 def controls(side: int) -> dict:
     """The sliders (their kept values settled first: a forged NaN, 1e9 or string never reaches a widget);
     returns the transform_images keywords they set."""
-    for name, kind, _ in SLIDERS:
+    for name, kind, *_ in SLIDERS:
         st.session_state[_key(name)] = transforms.settled(kind, st.session_state.get(_key(name),
                                                                                      TRANSFORM_RANGES[kind].identity))
     box = transforms.box_sliders(*(st.session_state.get(_key(name), 0) for name in BOX), side)
     for name, value in zip(BOX, box):
         st.session_state[_key(name)] = value
     columns = st.columns(2)
-    for index, (name, kind, label) in enumerate(SLIDERS):
+    for index, (name, kind, label, words) in enumerate(SLIDERS):
         spread = TRANSFORM_RANGES[kind]
         number = int if float(spread.step).is_integer() else float  # the type settled() gives: the slider's own
         columns[index % 2].slider(label, number(spread.low), number(spread.high), step=number(spread.step),
-                                  key=_key(name), persist_state=PERSIST)
-    columns[0].slider("Black box (px; 0: none)", 0, side // 2, key=_key("box_size"), persist_state=PERSIST)
+                                  help=words, key=_key(name), persist_state=PERSIST)
+    columns[0].slider("Black box (px)", 0, side // 2, help="Its side; 0: no box.", key=_key("box_size"),
+                      persist_state=PERSIST)
     spare = side - max(box[0], 1)  # the box stays inside the image (box_sliders settled the corner so)
     columns[1].slider("Box row", 0, spare, key=_key("box_row"), persist_state=PERSIST)
     columns[0].slider("Box column", 0, spare, key=_key("box_col"), persist_state=PERSIST)
     columns[1].button("Reset", on_click=reset, key="transform_reset")
-    names = [name for name, _, _ in SLIDERS] + list(BOX)
+    names = [name for name, *_ in SLIDERS] + list(BOX)
     return transforms.settings_from({name: st.session_state[_key(name)] for name in names}, side)
 
 
@@ -87,12 +90,13 @@ def sweep_chart(rows: list[dict], kind: str, values: list[float], current: float
     axis = field(kind, "quantitative", title=TRANSFORM_RANGES[kind].title, scale={"domain": [values[0], values[-1]]})
     lines = {"data": {"values": rows}, "mark": {"type": "line", "point": True}, "encoding": {
         "x": axis, "y": field("probability", "quantitative", scale={"domain": [0, 1]}),
-        "color": field("class", "nominal", title=class_word, sort=None),
+        "color": field("class", "nominal", title=class_word, sort=None,
+                       legend={"orient": "bottom", "columns": 5, "labelLimit": 0}),
         "tooltip": [field("class", "nominal", title=class_word), field(kind, "quantitative"),
                     field("probability", "quantitative", format=".1%")]}}
     rule = {"data": {"values": [{kind: current}]}, "mark": {"type": "rule", "strokeDash": [4, 3]},
             "encoding": {"x": axis}}
-    return {"layer": [lines, rule], "height": 220}
+    return {"layer": [lines, rule], "height": 330}  # Streamlit fits axes and the key in this height too
 
 
 def sweep(seen: Looking, settings: dict) -> None:
@@ -111,7 +115,7 @@ def sweep(seen: Looking, settings: dict) -> None:
 def show(seen: Looking) -> None:
     st.caption("Move, turn, scale, thicken or thin the strokes, add noise or black out a box: the network answers "
                "for the transformed image at once. Nothing here changes the model.")
-    left, right = st.columns([3, 2])
+    left, right = st.columns([5, 4])
     with left:
         settings = controls(seen.spec.side)
     with right:
@@ -167,23 +171,25 @@ def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
     return runs, curves
 
 
-def curves_chart(curves: dict, labels: dict, kind: str, title: str) -> dict:
+def curves_chart(curves: dict, labels: dict, kind: str, title: str, legend: bool) -> dict:
     """Accuracy over kind's CURVE_VALUES, one line per network; explicit domains, so Vega never sees no extent."""
     rows, values = transforms.curve_rows(curves, labels, kind), CURVE_VALUES[kind]
     return chart_spec(rows, {"type": "line", "point": True}, {
         "x": field(kind, "quantitative", title=title, scale={"domain": [values[0], values[-1]]}),
         "y": field("accuracy", "quantitative", scale={"domain": [0, 1]}, axis={"format": "%"}),
-        "color": field("network", "nominal", scale=color_scale(list(labels.values())), legend={"orient": "bottom"}),
+        "color": field("network", "nominal", scale=color_scale(list(labels.values())),
+                       legend={"orient": "bottom", "columns": 2, "labelLimit": 0, "title": None} if legend else None),
         "tooltip": [field("network", "nominal"), field(kind, "quantitative"),
-                    field("accuracy", "quantitative", format=".1%")]}, height=220)
+                    field("accuracy", "quantitative", format=".1%")]}, height=320 if legend else 220)  # key included
 
 
 def draw_curves(curves: dict, labels: dict) -> None:
-    columns = st.columns(2)
-    columns[0].vega_lite_chart(curves_chart(curves, labels, "shift", "moved right (px; negative: left)"),
-                               width="stretch")
-    columns[1].vega_lite_chart(curves_chart(curves, labels, "rotate", "turned (degrees anticlockwise)"),
-                               width="stretch")
+    """The shift chart over the rotation chart, full width: the networks' names are long, so the key (under the
+    first, the same colours in both) gets the width rather than two narrow charts each cutting it."""
+    st.vega_lite_chart(curves_chart(curves, labels, "shift", "moved right (px; negative: left)", legend=True),
+                       width="stretch")
+    st.vega_lite_chart(curves_chart(curves, labels, "rotate", "turned (degrees anticlockwise)", legend=False),
+                       width="stretch")
 
 
 def test_set_curves(seen: Looking) -> None:

@@ -28,7 +28,7 @@ def test_moving_the_image_with_the_shift_slider_changes_the_answer(projector_pag
     answer = page.locator(ANSWER)
     before = answer.inner_text()
     assert "It's a 7" in before  # test image #0, as it is
-    slider = page.get_by_test_id("stSlider").filter(has_text="Move right").get_by_role("slider")
+    slider = page.get_by_test_id("stSlider").filter(has_text="Right (px)").get_by_role("slider")
     slider.focus()
     slider.press("End")  # 8 px right: the 7's stem leaves the frame
     expect(slider).to_have_value("8", timeout=60_000)
