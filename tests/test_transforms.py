@@ -462,3 +462,20 @@ def test_the_class_set_goes_through_the_same_curves(app, tmp_path, real_mnist):
     at_zero = [row["accuracy"] for row in rows if row["shift"] == 0]  # evaluate's accuracy on the 5 drawings
     assert at_zero == [evaluate(model, real_mnist.test_images[:5], real_mnist.test_labels[:5])["accuracy"]]
     assert math.isfinite(at_zero[0])
+
+
+@pytest.mark.mnist
+def test_a_fashion_model_shows_its_own_curves_alone_with_sentences_saying_why(app):
+    app.session_state["active_run"] = "bundled-fashion"
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    assert answer(app).startswith("**Transformed: ")
+    sentences = [m.value for m in app.markdown if m.value.startswith("Moved 4 pixels left or right, this model")]
+    assert len(sentences) == 1  # its own numbers, from the shipped curves of models/fashion-cnn.pt
+    assert any("only the active model is measured" in c.value for c in app.caption)
+    assert any("holds digits" in c.value for c in app.caption)  # the class set is not for a clothes model
+    import pyarrow
+
+    networks = {row["network"] for chart in app.get("vega_lite_chart")[-2:]
+                for row in pyarrow.ipc.open_stream(chart.proto.data.data).read_all().to_pylist()}
+    assert networks == {"the article's CNN"}
