@@ -111,7 +111,7 @@ def inference_latency(repeats: int = 200) -> dict[str, float]:
 def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: int | None = None,
                    map_images: int | None = None) -> dict:
     """Everything `python -m cnn bench` reports; latency_repeats shortens the latency loops and map_images the maps'
-    image count (for tests; None: the 10,000 test images)."""
+    and experiments' image count (for tests; None: the 10,000 test images)."""
     steps = training_steps()
     seconds = measure_alternately(steps, rounds, steps_per_round)
     project_img_s = BATCH / statistics.median(seconds["project"])
@@ -130,6 +130,7 @@ def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: 
     for name, extra in _extra_benchmarks():
         report[name] = extra(latency_repeats)
     report.update(inside_latencies(latency_repeats, map_images))
+    report.update(experiment_latencies(latency_repeats, map_images))
     return report
 
 
@@ -228,6 +229,84 @@ def inside_latencies(repeats: int | None = None, map_images: int | None = None) 
         "inside_map_pca": latency_ms(lambda: hidden_projection(model, images, "pca"), repeats=repeats or 3, warmup=1),
         "inside_map_tsne": latency_ms(lambda: hidden_projection(model, images, "tsne"), repeats=repeats or 1,
                                       warmup=0),
+    }
+
+
+def bench_test_set(count: int | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(images (N, 1, 28, 28) float32 in [0, 1], labels (N,), real): the first count MNIST test images (None: all
+    10,000), or SYNTHETIC ones with random labels where MNIST is not on this machine (speed only)."""
+    from .data import DataError, load_dataset, to_float
+
+    try:
+        data = load_dataset("mnist")
+    except DataError:
+        generator = torch.Generator().manual_seed(0)
+        n = count or 10_000
+        return torch.rand(n, 1, 28, 28, generator=generator), torch.randint(0, 10, (n,), generator=generator), False
+    return to_float(data.test_images[:count]), data.test_labels[:count].clone(), True
+
+
+def experiment_latencies(repeats: int | None = None, images: int | None = None) -> dict[str, dict]:
+    """The Experiments page's server work on the bundled model, against issue 14's targets: what one rerun of each
+    experiment computes for a new image (<= 150 ms; a targeted attack <= 300 ms), an edited network's accuracy on
+    the 10,000 test images (<= 1.5 s), conv1's ablation sweep on 2,000 (<= 5 s) and a 13-point rotation curve on
+    2,000 (<= 5 s). images: fewer test images for a quick run (tests); None: the issue's counts."""
+    from .adversarial import fool, smallest_flipping_epsilon
+    from .experiments import quick_accuracy
+    from .features import maps_grid
+    from .surgery import ablation_sweep, classic_kernel, compare_image, edited_model
+    from .transforms import CURVE_VALUES, class_sweep, read_transformed, robustness_curve, settings_from, sweep_range
+
+    model = _bench_model()
+    test_images, labels, _real = bench_test_set(images)
+    sweep = min(len(test_images), 2000)
+    edits = {"kernels": {("conv1", 0): classic_kernel("Sobel x")}, "ablate": {"conv2": [5, 9], "fc": [1, 2]}}
+    edited = edited_model(model, **edits)
+    state = {"i": 0}
+
+    def next_image() -> tuple[torch.Tensor, int]:
+        state["i"] += 1
+        index = state["i"] % len(test_images)
+        return test_images[index, 0], int(labels[index])  # a new image each call
+
+    def surgery() -> None:  # the edited copy, both first-layer maps as the page draws them, both answers
+        image, _ = next_image()
+        result = compare_image(model, edited_model(model, **edits), image[None, None])
+        maps_grid(result.maps, per="map", columns=8, signed=True, numbered=True)
+        maps_grid(result.edited_maps, per="map", columns=8, signed=True, numbered=True)
+
+    settings = settings_from({"dx": 3, "rotate": 15, "noise": 0.1, "thickness": 1, "box_size": 4}, 28)
+
+    def transformed() -> None:  # a slider move: the transformed image, its answer, the sweep chart's 25 rotations
+        image, _ = next_image()
+        read_transformed(model, image, settings)
+        class_sweep(model, image, "rotate", sweep_range("rotate", 28), settings=settings)
+
+    def attacked(target_offset: int | None) -> Callable[[], object]:
+        def attack():  # the page's rerun: FGSM or a 20-step targeted attack, both answers and the pictures
+            image, label = next_image()
+            return fool(model, image.numpy(), target=None if target_offset is None else (label + target_offset) % 10,
+                        epsilon=0.1)
+        return attack
+
+    def smallest() -> None:  # once per image and target (cached): 100 epsilons' targeted attacks in one batch
+        image, label = next_image()
+        smallest_flipping_epsilon(model, image.numpy(), target=(label + 1) % 10)
+
+    return {
+        "experiment_surgery_image": latency_ms(surgery, repeats=repeats or 40, warmup=3),
+        "experiment_transform_image": latency_ms(transformed, repeats=repeats or 40, warmup=3),
+        "experiment_attack_fgsm": latency_ms(attacked(None), repeats=repeats or 40, warmup=3),
+        "experiment_attack_targeted": latency_ms(attacked(1), repeats=repeats or 20, warmup=2),
+        "experiment_smallest_epsilon": latency_ms(smallest, repeats=repeats or 5, warmup=1),
+        "experiment_edited_accuracy": latency_ms(lambda: quick_accuracy(edited, test_images, labels),
+                                                 repeats=repeats or 5, warmup=1),
+        "experiment_ablation_sweep_conv1": latency_ms(
+            lambda: ablation_sweep(model, test_images[:sweep], labels[:sweep], "conv1"), repeats=repeats or 3,
+            warmup=1),
+        "experiment_rotation_curve": latency_ms(
+            lambda: robustness_curve(model, test_images[:sweep], labels[:sweep], "rotate", CURVE_VALUES["rotate"]),
+            repeats=repeats or 3, warmup=1),
     }
 
 

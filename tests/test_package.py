@@ -44,7 +44,10 @@ def test_evaluate_cli_reports_a_corrupt_checkpoint(tmp_path, capsys):
 LATENCY_KEYS = ("inference_single_image", "draw_stroke_grad_cam", "draw_stroke_integrated_gradients",
                 "draw_stroke_occlusion", "feature_page_render", "inside_overview_render", "inside_unit_detail",
                 "inside_visualize_conv3", "inside_visualize_class", "inside_map_pca", "inside_map_tsne",
-                "health_gradient_norms", "health_evaluation")
+                "health_gradient_norms", "health_evaluation", "experiment_surgery_image",
+                "experiment_transform_image", "experiment_attack_fgsm", "experiment_attack_targeted",
+                "experiment_smallest_epsilon", "experiment_edited_accuracy", "experiment_ablation_sweep_conv1",
+                "experiment_rotation_curve")
 
 
 class FakeClock:
@@ -175,3 +178,29 @@ def test_bench_steps_train_the_same_network():
     x = torch.rand(4, 1, 28, 28)
     fast = project.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(fast, baseline(x), atol=1e-5)
+
+
+# The experiments' functions, as issue 14 names them: exported at the top of `cnn` with the issue's signatures.
+EXPERIMENT_SIGNATURES = {
+    "edited_model": "(model, kernels=None, ablate=None)",
+    "ablation_sweep": "(model, images, labels, stage",
+    "transform_image": "(image, shift=(0, 0), rotate=0.0, scale=1.0, thickness=0, noise=0.0, seed=0",
+    "robustness_curve": "(model, images, labels, kind, values",
+    "adversarial": "(model, image, target=None, epsilon=0.1, steps=20)",
+}
+
+
+@pytest.mark.parametrize("name, starts", sorted(EXPERIMENT_SIGNATURES.items()))
+def test_the_experiments_are_exported_with_the_issues_signatures(name, starts):
+    import inspect
+    import re
+
+    import cnn
+
+    assert name in cnn.__all__
+    # Annotations stripped: "(model: nn.Module, kernels=None" reads "(model, kernels=None".
+    parameters = []
+    for parameter in inspect.signature(getattr(cnn, name)).parameters.values():
+        parameters.append(parameter.replace(annotation=inspect.Parameter.empty))
+    shown = str(inspect.Signature(parameters))
+    assert re.sub(r"\s+", " ", shown).startswith(starts), shown
