@@ -162,7 +162,12 @@ def adversarial(model: nn.Module, image, target: int | None = None, epsilon: flo
     ValueError with a sentence for anything else. The model is not changed (nor its .grad, nor its mode)."""
     x = _check_image(model, image)
     target, epsilon, steps = _check_target(model, target), _check_epsilon(epsilon), _check_steps(steps)
-    return _attacks(model, x, target, np.array([epsilon]), steps)[0, 0].numpy()
+    attacked = _attacks(model, x, target, np.array([epsilon]), steps)
+    # Boxed again around the image as given: a float64 image's float32 copy is up to half a float32 step away from
+    # it, and the result must be within epsilon of what the caller passed (checked in float64).
+    given = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).detach().cpu()
+    epsilons = torch.tensor([float(epsilon)], dtype=torch.float64)
+    return _into_box(attacked, given.to(torch.float64).reshape(x.shape), epsilons)[0, 0].numpy()
 
 
 def answer_of(model: nn.Module, image) -> int:

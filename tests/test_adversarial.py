@@ -68,6 +68,18 @@ def test_an_attack_never_leaves_the_epsilon_box_or_zero_to_one(epsilon, target):
         assert np.abs(attacked - image).max() > 0  # it did change the image
 
 
+@pytest.mark.parametrize("target", [None, 3])
+def test_a_float64_image_is_boxed_around_its_own_values_not_its_float32_copy(target):
+    # 1/3 + 0.2 in float64 lies between two float32 values: the one further up leaves the box by ~1e-8.
+    model = fresh()
+    for seed in range(3):
+        image = synthetic_image(seed).astype(np.float64) + np.float64(1e-9)
+        image = np.clip(image, 0.0, 1.0)
+        for epsilon in (0.2, 0.1, 1 / 3):
+            attacked = adversarial(model, image, target=target, epsilon=epsilon, steps=5)
+            assert outside_box(attacked, image, epsilon) == 0
+
+
 def test_fgsm_is_one_step_of_epsilon_times_the_sign_of_the_loss_gradient():
     model = fresh(seed=1)
     image, epsilon = synthetic_image(1), 0.1
