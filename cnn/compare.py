@@ -7,7 +7,6 @@ pooling keeps the strongest response of a neighbourhood, so the features above c
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from .checkpoint import BUNDLED_MODELS, PACKAGE_ROOT, checkpoint_dataset
 from .data import DATASETS
 from .model import NETWORKS, count_parameters
 from .runs import RunInfo, read_card
-from .storage import atomic_write
+from .storage import read_json_record, write_json_record
 from .train import evaluate
 from .views import PALETTE, accuracy_text, capitalised, card_model, format_seconds, network_title, plural
 
@@ -140,26 +139,14 @@ def curve_from_record(record: object, card: dict, images: int = SHIFT_IMAGES) ->
 
 def read_curve(checkpoint: Path | str, card: dict) -> list[dict] | None:
     """The shift curve kept for these weights, or None when none fits (see curve_from_record)."""
-    path = curve_path(checkpoint)
-    try:
-        if path.stat().st_size > MAX_CURVE_BYTES:
-            return None
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return curve_from_record(record, card)
+    return curve_from_record(read_json_record(curve_path(checkpoint), MAX_CURVE_BYTES), card)
 
 
 def save_curve(checkpoint: Path | str, card: dict, curve: list[dict]) -> bool:
     """Keep a measured curve for next time (atomically); False when the folder is not writable (it is then measured
     again on the next view, which is slower but right)."""
-    text = json.dumps(curve_record(card, curve), indent=1).encode()
-    try:
-        atomic_write(curve_path(checkpoint), lambda stream: stream.write(text))
-    except OSError as exc:
-        log.info("Could not keep the shift curve of %s: %s", Path(checkpoint).name, exc.strerror or exc)
-        return False
-    return True
+    return write_json_record(curve_path(checkpoint), curve_record(card, curve),
+                             f"the shift curve of {Path(checkpoint).name}")
 
 
 def measured_curve(checkpoint: Path | str, model: nn.Module, card: dict, images: torch.Tensor, labels: torch.Tensor,

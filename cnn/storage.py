@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import json
+import logging
 import os
 import shutil
 import tempfile
@@ -85,3 +87,27 @@ def write_problem(exc: BaseException) -> str:
 
 def _megabytes(count: int) -> str:
     return f"{count / 2**20:.1f} MB"
+
+
+def read_json_record(path: Path | str, limit: int) -> object | None:
+    """The JSON a small file of ours holds, or None when it is missing, larger than limit bytes (not ours), or not
+    JSON (damaged, or nested past Python's recursion limit): the caller measures again rather than trusting it."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > limit:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
+def write_json_record(path: Path | str, record: object, what: str) -> bool:
+    """Keep record as indented JSON at path (atomically); False when the folder is not writable (logged with what
+    it was: the caller then measures again next time, which is slower but right)."""
+    text = json.dumps(record, indent=1).encode()
+    try:
+        atomic_write(path, lambda stream: stream.write(text))
+    except OSError as exc:
+        logging.getLogger(__name__).info("Could not keep %s: %s", what, exc.strerror or exc)
+        return False
+    return True

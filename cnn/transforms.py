@@ -7,8 +7,6 @@ find a pattern wherever it is. Nothing here changes a model or an image it is gi
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +21,10 @@ from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import checkpoint_dataset
 from .compare import MAX_CURVE_BYTES, ComparedRun, curve_path, run_labels, shift_sentences
-from .experiments import check_images, eval_logits
+from .experiments import check_images, eval_logits, quick_predictions
 from .model import model_spec
-from .storage import atomic_write
+from .storage import read_json_record, write_json_record
 
-log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], what is happening)
 
 
@@ -277,21 +274,6 @@ def sweep_range(kind: str, side: int) -> list[float]:
 # ---------------------------------------------------------------- what the network answers
 
 
-@torch.inference_mode()
-def _predictions(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """(N,) classes of (N, 1, side, side) images, float32 as cnn.train.evaluate computes them (NHWC for a
-    convolutional network, dropout skipped), in batches of EVAL_BATCH; the model's mode is left alone."""
-    convolves = any(stage.kind == "conv" for stage in model.stages)
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), EVAL_BATCH):
-        batch = images[start:start + EVAL_BATCH].to(device)
-        if convolves:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        out.append(eval_logits(model, batch).argmax(1).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
 def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, kind: str, values,
                      progress: Progress | None = None) -> list[float]:
     """The accuracy of model on images ((N, 1, side, side) float in [0, 1], labels (N,)) transformed by each of
@@ -307,7 +289,8 @@ def robustness_curve(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
         if progress is not None:
             progress(index / max(len(values), 1), f"{TRANSFORM_RANGES[kind].title}: {value:g}...")
         moved = transform_images(images, **_setting(kind, value))
-        accuracies.append(float((_predictions(model, moved) == labels).float().mean()) if len(labels)
+        predicted = quick_predictions(model, moved, batch_size=EVAL_BATCH, fast=False)  # float32: evaluate's
+        accuracies.append(float((predicted == labels).float().mean()) if len(labels)
                           else float("nan"))
     if progress is not None:
         progress(1.0, "Done.")
@@ -396,27 +379,15 @@ def curves_from_record(record: object, card: dict, images: int = ROBUSTNESS_IMAG
 
 def read_robustness(checkpoint: Path | str, card: dict, images: int = ROBUSTNESS_IMAGES) -> dict | None:
     """The curves kept for these weights, or None when none fit (see curves_from_record)."""
-    path = robustness_path(checkpoint)
-    try:
-        if path.stat().st_size > MAX_CURVE_BYTES:
-            return None
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return None
-    return curves_from_record(record, card, images)
+    return curves_from_record(read_json_record(robustness_path(checkpoint), MAX_CURVE_BYTES), card, images)
 
 
 def save_robustness(checkpoint: Path | str, card: dict, curves: dict[str, list[float]],
                     images: int = ROBUSTNESS_IMAGES) -> bool:
     """Keep measured curves for next time (atomically); False when the folder is not writable (they are then
     measured again on the next view: slower, but right)."""
-    text = json.dumps(robustness_record(card, curves, images), indent=1).encode()
-    try:
-        atomic_write(robustness_path(checkpoint), lambda stream: stream.write(text))
-    except OSError as exc:
-        log.info("Could not keep the robustness curves of %s: %s", Path(checkpoint).name, exc.strerror or exc)
-        return False
-    return True
+    return write_json_record(robustness_path(checkpoint), robustness_record(card, curves, images),
+                             f"the robustness curves of {Path(checkpoint).name}")
 
 
 def measured_robustness(checkpoint: Path | str, model: nn.Module, card: dict, images: torch.Tensor,

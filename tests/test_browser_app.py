@@ -67,6 +67,13 @@ def wait_until_idle(page: Page) -> None:
     expect(page.locator(APP_IDLE)).to_have_count(1, timeout=60_000)
 
 
+def open_experiment(page: Page, name: str) -> None:
+    """Go to Experiments (the sidebar link) and, once it is drawn, choose the experiment called name."""
+    go_to(page, "Experiments")
+    wait_until_idle(page)
+    page.get_by_test_id("stButtonGroup").get_by_text(name, exact=True).click()
+
+
 # Installed while no script runs: any change of Streamlit's run-state flag after that is a new run starting.
 WATCH_RUNS_JS = """() => { window.sawScriptRun = false; const app = document.querySelector("[data-testid='stApp']");
   new MutationObserver((records, observer) => { window.sawScriptRun = true; observer.disconnect(); })

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import go_to, open_app, wait_for_images, wait_until_idle
+from tests.test_browser_app import open_app, open_experiment, wait_for_images, wait_until_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -37,9 +37,7 @@ def open_list(page: Page, choice) -> None:
 def test_a_targeted_attack_flips_a_digit_to_the_chosen_target(projector_page: Page, app_url):
     page = projector_page
     errors = open_app(page, app_url)
-    go_to(page, "Experiments")
-    wait_until_idle(page)
-    page.get_by_test_id("stButtonGroup").get_by_text("Fool the network", exact=True).click()
+    open_experiment(page, "Fool the network")
     expect(page.get_by_role("heading", name="Fool the network")).to_be_visible(timeout=60_000)
     page.get_by_text("A chosen target (20 gradient steps)", exact=True).click()
     target_box = page.get_by_role("combobox", name="Target digit")

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import go_to, open_app, open_list_until_listed, wait_for_images, wait_until_idle
+from tests.test_browser_app import open_app, open_experiment, open_list_until_listed, wait_for_images, wait_until_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -21,9 +21,7 @@ def accuracy(page: Page, which: str) -> str:
 def test_a_sobel_kernel_on_a_conv1_filter_changes_the_accuracy(projector_page: Page, app_url):
     page = projector_page
     errors = open_app(page, app_url)
-    go_to(page, "Experiments")
-    wait_until_idle(page)
-    page.get_by_test_id("stButtonGroup").get_by_text("Filter surgery", exact=True).click()
+    open_experiment(page, "Filter surgery")
     expect(page.get_by_role("heading", name="Filter surgery")).to_be_visible(timeout=60_000)
     original = accuracy(page, "Original")
     assert re.fullmatch(r"\d+\.\d\d%", original) and accuracy(page, "Edited") == original  # nothing edited yet

@@ -5,7 +5,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import go_to, open_app, wait_for_images, wait_until_idle
+from tests.test_browser_app import open_app, open_experiment, wait_for_images, wait_until_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -14,9 +14,7 @@ TRANSFORMED = re.compile(r"Transformed: .+")
 
 
 def open_transform(page: Page) -> None:
-    go_to(page, "Experiments")
-    wait_until_idle(page)
-    page.get_by_test_id("stButtonGroup").get_by_text("Transform the image", exact=True).click()
+    open_experiment(page, "Transform the image")
     expect(page.locator(ANSWER).get_by_text(TRANSFORMED)).to_be_visible(timeout=120_000)
     wait_for_images(page)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn import compare
+from cnn import compare, storage
 from cnn.checkpoint import load_checkpoint, make_card, save_checkpoint
 from cnn.config import ARTICLE, SOFTMAX
 from cnn.model import build_model
@@ -173,7 +173,7 @@ def test_a_damaged_curve_file_is_not_used_and_an_unwritable_folder_only_costs_a_
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(compare, "atomic_write", full_disk)
+    monkeypatch.setattr(storage, "atomic_write", full_disk)  # every small record of ours is written through it
     assert compare.save_curve(path, card, [{"shift": d, "accuracy": 0.5} for d in range(7)]) is False
 
 

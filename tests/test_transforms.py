@@ -10,20 +10,19 @@ import math
 
 import numpy as np
 import pytest
-import streamlit as st
 import torch
 from scipy import ndimage
-from streamlit.testing.v1 import AppTest
 
 from cnn import transforms
 from cnn.compare import ComparedRun, shift_images
-from cnn.config import ARTICLE, TrainConfig
+from cnn.config import TrainConfig
 from cnn.data import to_float
 from cnn.model import build_model
 from cnn.train import evaluate
 from cnn.transforms import (CURVE_VALUES, class_sweep, read_transformed, robustness_curve, transform_image,
                             transform_images)
 from tests.conftest import ROOT
+from tests.test_features import page_app  # noqa: F401 - the fixture: the app with its runs under tmp_path
 
 SIDE = 28
 
@@ -326,6 +325,22 @@ def test_a_damaged_curves_file_is_measured_again(tmp_path, damage):
     assert transforms.read_robustness(checkpoint, card, 20) is None
 
 
+def test_a_huge_curves_file_is_not_read_and_an_unwritable_folder_only_costs_a_measurement(tmp_path, monkeypatch):
+    from cnn import compare, storage
+
+    checkpoint = tmp_path / "model.pt"
+    card = {"weights_sha256": "c" * 64, "dataset": "mnist"}
+    transforms.robustness_path(checkpoint).write_bytes(b" " * (compare.MAX_CURVE_BYTES + 1))
+    assert transforms.read_robustness(checkpoint, card, 20) is None
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "atomic_write", full_disk)
+    curves = {kind: [0.5] * len(values) for kind, values in CURVE_VALUES.items()}
+    assert transforms.save_robustness(checkpoint, card, curves, 20) is False
+
+
 def test_a_bundled_models_curves_live_in_models_compare():
     from cnn.compare import COMPARE_DIR, MODELS_DIR
 
@@ -383,19 +398,12 @@ def test_a_forged_box_stays_inside_the_image():
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
-    monkeypatch.chdir(ROOT)
-    st.cache_resource.clear()
-    from streamlit import config
-    address = config.get_option("server.address")
-    config.set_option("server.address", "127.0.0.1")  # a laptop: its one user is the teacher
-    test = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+def app(page_app):
+    """The app (AppTest, runs under tmp_path, a laptop's one user) opening Experiments on Transform the image."""
+    test, _runs = page_app
     test.session_state["kept.experiment_view"] = "transform"
-    yield test
-    config.set_option("server.address", address)
-    st.cache_resource.clear()
+    test.default_timeout = 300
+    return test
 
 
 def answer(app) -> str:
