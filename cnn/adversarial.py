@@ -20,6 +20,7 @@ from .views import diverging_rgb
 MAX_STEPS = 200  # a targeted attack's steps: 20 take ~50 ms here; a forged 10**9 must not take the server
 STEP_FACTOR = 2.5  # PGD's step is 2.5 * epsilon / steps (Madry et al.): the walk can cross the box and come back
 EPSILON_STEP = 0.005  # the smallest-epsilon search's grid: 0.005, 0.010, ..., 0.5
+SEARCH_CHUNK = 25  # epsilons attacked per batch in smallest_flipping_epsilon (0.005 to 0.125 first)
 EPSILON_LIMIT = 0.5  # beyond 0.5 a pixel can be set to anything: no longer "a small change"
 GREY_LEVELS = 255  # a uint8 image's grey levels above black: epsilon 0.1 is 25 of them
 
@@ -192,12 +193,16 @@ def smallest_flipping_epsilon(model: nn.Module, image, target: int | None = None
     original = int(_answers(model, x)[0])
     if target is not None and original == target:
         return 0.0  # it reads as the target already: no change needed
-    if not len(grid):
-        return None
-    answers = _answers(model, _attacks(model, x, target, grid, steps))
-    flipped = answers != original if target is None else answers == target
-    hits = np.nonzero(flipped.numpy())[0]
-    return float(grid[hits[0]]) if len(hits) else None
+    # The grid in order, SEARCH_CHUNK epsilons per batch, stopping at the first batch with a hit: the same answer as
+    # attacking the whole grid at once, in a quarter of the time for an image that flips below 0.125.
+    for start in range(0, len(grid), SEARCH_CHUNK):
+        chunk = grid[start:start + SEARCH_CHUNK]
+        answers = _answers(model, _attacks(model, x, target, chunk, steps))
+        flipped = answers != original if target is None else answers == target
+        hits = np.nonzero(flipped.numpy())[0]
+        if len(hits):
+            return float(chunk[hits[0]])
+    return None
 
 
 # ---------------------------------------------------------------- what the page shows
