@@ -279,8 +279,8 @@ class StreamlitClient:
                 entry = state.widget_states.widgets.add(id=widget_id)
                 if value is True:
                     entry.trigger_value = True
-                elif isinstance(value, Wire) and value.field == "string_array_value":
-                    entry.string_array_value.data.extend(value.value)
+                elif isinstance(value, Wire) and value.field.endswith("_array_value"):  # a slider's double_array_value
+                    getattr(entry, value.field).data.extend(value.value)
                 elif isinstance(value, Wire):
                     setattr(entry, value.field, value.value)
                 else:

@@ -975,3 +975,111 @@ def test_draw_all_pressed_again_and_again_renders_each_class_once(classroom):
         assert student.exceptions == []
     finally:
         student.close()
+
+
+# ---------------------------------------------------------------- issue 14: Experiments, as a student
+# The same class server, a student on "Experiments" sending what no browser sends: values outside the widgets, edits
+# by the thousand, many tabs at once. Each edit is measured on the 10,000 test images (~1 s of both cores), so the
+# work a student can cause must stay bounded, and no edit may ever reach the shared model.
+
+EXPERIMENTS = {"surgery": "Filter surgery", "transform": "Transform the image", "fool": "Fool the network"}
+NO_EDITS = re.compile(r"^No edits yet: the network reads (\d+\.\d\d)% of the test images right\.$")
+EDIT_RESULT = re.compile(r"^(Setting|Removing) .* (\d+\.\d\d)%")  # cnn.surgery.result_sentence
+CLEARED = "The edits were cleared."
+
+
+def experiment(student: Session, name: str, forged: dict | None = None) -> list[str]:
+    """The Experiments page's experiment choice, as the segmented control sends it (its label in a list)."""
+    return student.rerun({student.id(label="Experiment"): loadtest.Wire("string_array_value", [EXPERIMENTS[name]]),
+                          **(forged or {})})
+
+
+def by_hand_sentence(session: Session) -> str:
+    """Feature maps' convolution by hand (the shared model's own conv1 weights times the image's pixels)."""
+    return next(text for text in session.texts if "products shown add up to" in text)
+
+
+def article_test_accuracy() -> str:
+    """The bundled model's accuracy on the 10,000 test images, as the page writes it, from cnn.train.evaluate."""
+    from cnn import load_model
+    from cnn.data import load_dataset
+    from cnn.train import evaluate
+
+    model, _ = load_model(ROOT / "models" / "article-cnn.pt")
+    data = load_dataset("mnist")
+    return f"{100 * evaluate(model, data.test_images, data.test_labels)['accuracy']:.2f}"
+
+
+def slider_values(session: Session) -> dict[str, tuple]:
+    """{label: (value, min, max)} of every slider the last run drew (the values the server settled on)."""
+    return {label: (list(proto.value), proto.min, proto.max) for _, (kind, label, proto) in session.client.drawn.items()
+            if kind == "slider"}
+
+
+def test_forged_surgery_edits_end_in_sentences_and_never_reach_the_shared_model(classroom):
+    """Forged experiment choices, filter numbers, kernel numbers and removal lists: clamped or refused with a sentence,
+    never an exception; the edits live in the attacker's session alone (a neighbour's Feature maps, computed from
+    the shared model's weights, and its Experiments page read as before; its accuracy is evaluate's)."""
+    reference = article_test_accuracy()
+    student, neighbour = Session(classroom, "experiments"), Session(classroom, "features")
+    try:
+        by_hand = by_hand_sentence(neighbour)
+        # An experiment the page does not offer leaves the one shown; of two at once Streamlit keeps the first.
+        # (Transform the image has no heading of that name: only one of the others may show.)
+        experiment(student, "fool")
+        for view in (["x"], ["v" * 100_000], ["surgery"], [], [EXPERIMENTS["fool"], EXPERIMENTS["transform"]]):
+            texts = student.rerun({student.id(label="Experiment"): loadtest.Wire("string_array_value", view)})
+            expected = "surgery" if view == [] else "fool"  # none chosen: the default
+            assert EXPERIMENTS[expected] in texts and sum(name in texts for name in EXPERIMENTS.values()) == 1, texts[:4]
+        texts = experiment(student, "surgery")
+        assert any(NO_EDITS.match(text) and NO_EDITS.match(text).group(1) == reference for text in texts), texts
+
+        # A filter number out of range or not whole: the editor stays on a filter conv1 has.
+        chooser = student.id(label="Filter of conv1 (0 to 31)")
+        for value in (("int_value", -1), ("int_value", 10**9), ("double_value", 1.5), ("double_value", 1e300),
+                      ("int_value", 0)):
+            student.rerun({chooser: loadtest.Wire(*value)})
+            applied = [int(label.split()[-1]) for _, (kind, label, _) in student.client.drawn.items()
+                       if kind == "button" and label.startswith("Apply to filter ")]
+            assert len(applied) == 1 and 0 <= applied[0] < 32, (value, applied)
+        # The honest path the forged numbers take: 3 in the centre of filter 0 costs the network a lot.
+        centre, corner = student.id(label="Weight at row 2, column 2"), student.id(label="Weight at row 1, column 1")
+        apply = student.id(label="Apply to filter 0")
+        texts = student.rerun({centre: loadtest.Wire("double_value", 3.0), apply: True})
+        edited = next(EDIT_RESULT.match(text).group(2) for text in texts if EDIT_RESULT.match(text))
+        assert edited != reference, texts
+        for number in (NAN, float("inf"), -float("inf"), 1e308, -1e308):  # each applied: a finite kernel within +-10
+            texts = student.rerun({corner: loadtest.Wire("double_value", number), apply: True})
+            assert any(EDIT_RESULT.match(text) for text in texts), (number, texts)
+        texts = student.rerun({corner: loadtest.Wire("int_value", 10**18), apply: True})
+        assert any(EDIT_RESULT.match(text) for text in texts), texts
+
+        # Removal lists of what conv1 does not have, of other layers' names, of the logits, a million repeats.
+        remove = student.id(label="Remove filters of conv1 (32)")
+        for forged in (["-1"], [str(10**9)], ["1.5"], ["conv2"], ["logits"], ["__class__"], ["a" * 100_000],
+                       ["5"] * 100_000, [str(i) for i in range(100_000)]):
+            texts = student.rerun({remove: loadtest.Wire("string_array_value", forged)})
+            assert any(text.endswith(CLEARED) for text in texts), (forged[0][:20], texts)
+            assert any(NO_EDITS.match(text) for text in texts), texts  # the kernel edit went with them
+            assert not any("a" * 1000 in text or "Traceback" in text for text in texts)
+        # State that no widget has, named like the page's own keys: ignored.
+        for name in ("kept.surgery_kernels", "kept.surgery_ablate.logits", "kept.surgery_ablate.conv1"):
+            texts = student.rerun({f"$$ID-00000000000000000000000000000000-{name}":
+                                   loadtest.Wire("json_value", json.dumps({"conv1": list(range(10**5))}))})
+            assert any(NO_EDITS.match(text) for text in texts), (name, texts)
+        # Repeats are one removal; the path is live.
+        texts = student.rerun({remove: loadtest.Wire("string_array_value", ["3", "3", "7", "3"])})
+        assert any(text.startswith("Removing filters 3, 7 of conv1") for text in texts), texts
+        assert student.exceptions == []
+
+        # The shared model: the neighbour's convolution by hand (conv1 filter 0's weights), its own Experiments page.
+        neighbour.rerun()
+        assert by_hand_sentence(neighbour) == by_hand, "the shared model's conv1 weights changed"
+        open_page(neighbour, "experiments")
+        texts = experiment(neighbour, "surgery")
+        assert any(NO_EDITS.match(text) and NO_EDITS.match(text).group(1) == reference for text in texts), texts
+        assert texts.count(f"{reference}%") == 2, texts  # original and "edited": the neighbour has no edits
+        assert neighbour.exceptions == []
+    finally:
+        student.close()
+        neighbour.close()
