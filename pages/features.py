@@ -18,7 +18,8 @@ from cnn.features import (STAGES, ConvLayer, activations, class_template_grid, c
                           shown_decimals, strongest_output, thumbnail_grid)
 from cnn.runs import read_filter_snapshots
 from cnn.views import plural
-from pages.picking import clamped, kept_choice, kept_number, looking, show_test_image, test_predictions
+from pages.picking import (clamped, kept_choice, kept_number, kept_select_slider, looking, show_test_image,
+                           test_predictions)
 from pages.shared import PERSIST, data_holder, field, kept, probability_chart, require_app_navigation
 
 
@@ -111,12 +112,8 @@ def filter_replay(run_folder, shape: tuple) -> None:
         return
     steps, filters = snapshots
     at_step = {int(step): index for index, step in enumerate(steps)}  # step -> snapshot (the last, if repeated)
-    key = kept("replay_step")
-    if st.session_state.get(key) not in at_step:  # first time, or another run with other steps
-        st.session_state[key] = int(steps[-1])
-    step = st.select_slider("How conv1's filters changed while training: the filters at step", list(at_step), key=key,
-                            persist_state=PERSIST,
-                            format_func=lambda s: f"{s:,}")
+    step = kept_select_slider("How conv1's filters changed while training: the filters at step", list(at_step),
+                              "replay_step", int(steps[-1]), format_func=lambda s: f"{s:,}")
     left, _ = st.columns([1, 1])  # a fixed width could make a phone's page wider than its screen
     left.image(kernel_grid(filters[at_step[step]], columns=8, cell=36, limit=float(np.abs(filters).max()))[0],
                width="stretch", caption=f"step {step:,}" + (": the random start, before any training" if step == 0 else ""))

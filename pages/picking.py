@@ -41,6 +41,26 @@ def kept_following(name: str, context, default) -> str:
     return key
 
 
+def kept_select_slider(label: str, options: list, name: str, default, **kwargs):
+    """A select_slider whose choice survives page switches; its value is always one of options (default when the
+    kept one is not: another run with other epochs, a forged value).
+
+    Drawn with value= from a plain session key that its on_change keeps: a select_slider kept by its widget key
+    alone (persist_state) is drawn afresh at its first option after a page switch, and the browser sends that back
+    (a class found itself at epoch 1 after moving from Feature maps to Inside the network)."""
+    store, key = f"chosen.{name}", f"slider.{name}"
+    current = st.session_state.get(store)
+    current = current if current in options else default
+    st.session_state[store] = current
+
+    def moved() -> None:
+        value = st.session_state.get(key)
+        st.session_state[store] = value if value in options else default
+
+    value = st.select_slider(label, options, value=current, key=key, on_change=moved, **kwargs)
+    return value if value in options else current
+
+
 def clamped(value, low: int, high: int) -> int:
     """A widget's number forced into [low, high]: a browser can send any value (a non-number counts as low)."""
     try:
@@ -164,11 +184,7 @@ def travel_in_time(model, final, history) -> tuple:
     if not epochs:
         return model, str(final), None
     options = list(epochs) + ["final"]
-    key = kept("epoch")
-    if st.session_state.get(key) not in options:  # first time, or another run with other epochs
-        st.session_state[key] = "final"
-    epoch = st.select_slider("Training time travel: the model as it was after epoch", options, key=key,
-                             persist_state=PERSIST)
+    epoch = kept_select_slider("Training time travel: the model as it was after epoch", options, "epoch", "final")
     if epoch == "final":
         return model, str(final), None
     try:

@@ -127,6 +127,34 @@ def test_layer_and_map_choice_survive_a_trip_to_draw(projector_page: Page, app_u
     assert errors == []
 
 
+def test_time_travel_survives_a_trip_to_every_inside_page(projector_page: Page, app_url):
+    """The epoch chosen on one page is the epoch of the next (a kept select_slider was drawn afresh at its first
+    option after a page switch: a class moving from Feature maps found itself at epoch 1), and a session that never
+    moved it stays on the final model."""
+    page = projector_page
+    errors = open_feature_maps(page, app_url)
+    slider = page.get_by_role("slider").first
+    expect(slider).to_have_attribute("aria-valuetext", "final")
+    for label in ("Inside the network", "Experiments", "Feature maps"):  # nobody moved it: the final model
+        go_to(page, label)
+        wait_for_images(page)
+        expect(page.get_by_role("slider").first).to_have_attribute("aria-valuetext", "final")
+    right = re.compile(r"^([\d,]+) of 10,000 right")
+    final_right = right.match(page.get_by_text(right).inner_text()).group(1)
+    slider = page.get_by_role("slider").first
+    slider.focus()
+    slider.press("Home")  # the first epoch kept
+    expect(slider).to_have_attribute("aria-valuetext", "1", timeout=60_000)
+    # The confusion matrix of epoch 1's model: the server has the new epoch, not only the slider.
+    expect(page.get_by_text(right)).not_to_have_text(re.compile(rf"^{final_right} of"), timeout=120_000)
+    wait_for_images(page)
+    for label in ("Inside the network", "Experiments", "Feature maps"):
+        go_to(page, label)
+        wait_for_images(page)
+        expect(page.get_by_role("slider").first).to_have_attribute("aria-valuetext", "1")
+    assert errors == []
+
+
 # The widest right edge on the page: the document's, the app's scrolling main area's, and every image's.
 WIDEST_JS = """() => { const main = document.querySelector("[data-testid='stMain']");
   const images = [...document.querySelectorAll("[data-testid='stMain'] img")].map(i => i.getBoundingClientRect().right);
