@@ -233,22 +233,76 @@ def _probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def fool_sentence(spec, original: int, answer: int, target: int | None, epsilon: float) -> str:
-    """What happened, in words: "Changed by at most 0.100 (25 of 255 grey levels) per pixel, the 3 now reads as 8."."""
+    """What happened, facts only: "Changed by at most 0.100 (25 of 255 grey levels) per pixel, the 3 now reads as
+    8.". What to do next is advice()'s: it needs the smallest epsilon, which this attack does not know."""
     name = spec.class_name
     size = f"at most {epsilon:.3f} ({grey_levels(epsilon)} of {GREY_LEVELS} grey levels) per pixel"
-    if epsilon == 0:
-        return f"With epsilon 0 nothing changes: the network reads {name(original)}."
     if target is not None and original == target:
         return f"The network reads {name(original)} already: choose another target."
+    if epsilon == 0:
+        return f"With epsilon 0 nothing changes: the network reads {name(original)}."
     if target is not None and answer == target:
         return f"Changed by {size}, the {name(original)} now reads as {name(answer)}: the target is reached."
     if answer != original:
         if target is None:
             return f"Changed by {size}, the {name(original)} now reads as {name(answer)}."
         return (f"Changed by {size}, the {name(original)} now reads as {name(answer)}, not yet the target "
-                f"{name(target)}: raise epsilon.")
-    goal = f"make it {name(target)}" if target is not None else "change the answer"
-    return f"Changed by {size}, it still reads {name(original)}: too small to {goal}; raise epsilon."
+                f"{name(target)}.")
+    if target is None:
+        return f"Changed by {size}, it still reads {name(original)}."
+    return f"Changed by {size}, it still reads {name(original)}, not {name(target)}."
+
+
+def advice(spec, original: int, answer: int, target: int | None, epsilon: float, smallest: float | None,
+           steps: int = 20, limit: float = EPSILON_LIMIT) -> str:
+    """What to try next, from the facts and the smallest epsilon of the grid that works (smallest_flipping_epsilon
+    for the same image and target; None: none up to limit does). "" when the attack worked or the target is the
+    answer already. Never "raise epsilon" unless a larger epsilon on the slider is known to work."""
+    worked = answer == target if target is not None else answer != original
+    if worked or (target is not None and original == target):
+        return ""
+    name = spec.class_name
+    goal = "change the answer" if target is None else f"make it read {name(target)}"
+    if smallest is None:
+        if target is None:
+            return (f"One FGSM step does not change this {spec.class_word}'s answer at any epsilon up to {limit}: "
+                    f"try a chosen target ({steps} gradient steps), a stronger attack.")
+        return f"No epsilon up to {limit} makes it read {name(target)} in {steps} steps: choose another target."
+    if smallest > epsilon:
+        return f"Raise epsilon to {smallest:.3f} to {goal}."
+    # A smaller epsilon works but this one does not: an attack's answer need not keep once it has flipped.
+    walk = ("one FGSM step goes in a straight line and a longer one can step past the other answer"
+            if target is None else f"the {steps} steps grow with epsilon and can overshoot")
+    return f"Epsilon {smallest:.3f} does {goal}: {walk}; go back to {smallest:.3f}."
+
+
+def attack_sentence(spec, result: "Fooling", smallest: float | None, steps: int = 20) -> str:
+    """The page's sentence under an attack: what happened, then what to try next (see advice)."""
+    told = advice(spec, result.original_answer, result.answer, result.target, result.epsilon, smallest, steps)
+    return f"{result.sentence} {told}".strip()
+
+
+def picture_caption(result: "Fooling") -> str:
+    """The caption of side_by_side's picture: what each panel is, and the change that full colour stands for."""
+    if result.largest_change == 0:
+        return ("Left: the original. Middle: the same image (epsilon 0). Right: the change, amplified: no change, "
+                "all white.")
+    return (f"Left: the original. Middle: changed by at most {result.epsilon:.3f}. Right: the change, amplified "
+            f"(red brighter, blue darker; full colour = a change of {result.change_limit:.3f}).")
+
+
+def reachable_target(answer: int, num_classes: int, search, flipped_to) -> int:
+    """The first target a page offers: the class after the answer when search(it) (the smallest epsilon, None when
+    none up to the limit works) finds one; else the class that flipped_to(smallest FGSM epsilon) reads, or, when
+    FGSM flips nothing, the class after the answer all the same (the page then says that no epsilon is enough).
+    search(None) is the FGSM search; flipped_to(epsilon) -> the FGSM image's answer."""
+    following = (answer + 1) % num_classes
+    if search(following) is not None:
+        return following
+    fgsm = search(None)
+    if fgsm is None:
+        return following
+    return int(flipped_to(fgsm))
 
 
 def side_by_side(result: Fooling, scale: int = 6, gap: int = 2) -> np.ndarray:

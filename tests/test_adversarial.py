@@ -14,10 +14,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnn.adversarial import (EPSILON_LIMIT, adversarial, answer_of, clamped_epsilon, epsilon_grid, fool, grey_levels,
+from cnn.adversarial import (EPSILON_LIMIT, adversarial, advice, answer_of, attack_sentence, clamped_epsilon,
+                             epsilon_grid, fool, fool_sentence, grey_levels, picture_caption, reachable_target,
                              side_by_side, smallest_flipping_epsilon)
 from cnn.config import ARTICLE
-from cnn.model import build_model
+from cnn.model import build_model, model_spec
 from cnn.views import diverging_rgb
 from tests.test_features import page_app  # noqa: F401 - the fixture: the app with its runs under tmp_path
 
@@ -215,6 +216,95 @@ def test_fool_shows_the_change_amplified_and_the_answers_of_both_images():
     assert np.array_equal(strip[1::2, 116::2], result.change)
 
 
+# ---------------------------------------------------------------- the sentences follow the facts
+
+def told(original: int, answer: int, target, epsilon: float, smallest) -> str:
+    """The page's sentence for these facts on an MNIST network: what happened, then the advice."""
+    spec = model_spec(fresh())
+    return f"{fool_sentence(spec, original, answer, target, epsilon)} " \
+           f"{advice(spec, original, answer, target, epsilon, smallest)}".strip()
+
+
+@pytest.mark.parametrize("facts, has, lacks", [
+    # The walk: test image #0 (a 7), FGSM, which no epsilon up to 0.5 flips; at 0.1 and at the slider's end.
+    ((7, 7, None, 0.1, None), ["still reads 7.", "One FGSM step", "try a chosen target (20 gradient steps)"],
+     ["raise epsilon", "too small", "now reads"]),
+    ((7, 7, None, 0.5, None), ["still reads 7.", "any epsilon up to 0.5"], ["raise epsilon", "too small"]),
+    # Below the smallest epsilon: raise it, to that number.
+    ((2, 2, None, 0.1, 0.29), ["still reads 2.", "Raise epsilon to 0.290 to change the answer."], ["FGSM step"]),
+    ((7, 7, None, 0.0, 0.135), ["With epsilon 0 nothing changes", "Raise epsilon to 0.135"], []),
+    ((3, 3, 8, 0.05, 0.12), ["still reads 3, not 8.", "Raise epsilon to 0.120 to make it read 8."], []),
+    ((3, 5, 8, 0.1, 0.2), ["now reads as 5, not yet the target 8.", "Raise epsilon to 0.200"], []),
+    # Above the smallest but not flipped (an attack's answer need not keep): go back, never "raise".
+    ((9, 9, None, 0.3, 0.135), ["still reads 9.", "go back to 0.135"], ["raise epsilon"]),
+    ((3, 5, 8, 0.5, 0.2), ["not yet the target 8", "go back to 0.200"], ["raise epsilon"]),
+    # No epsilon reaches the target: another target, never "raise".
+    ((3, 3, 8, 0.5, None), ["No epsilon up to 0.5 makes it read 8 in 20 steps: choose another target."],
+     ["raise epsilon"]),
+    # It worked, or there is nothing to do: no advice.
+    ((3, 8, 8, 0.3, 0.12), ["now reads as 8: the target is reached."], ["raise epsilon", "go back", "choose"]),
+    ((7, 3, None, 0.3, 0.29), ["the 7 now reads as 3."], ["raise epsilon", "go back", "try"]),
+    ((3, 3, 3, 0.1, 0.0), ["reads 3 already: choose another target."], ["raise epsilon", "go back"]),
+])
+def test_the_sentence_and_its_advice_follow_the_smallest_epsilon(facts, has, lacks):
+    sentence = told(*facts)
+    for words in has:
+        assert words in sentence, (words, sentence)
+    for words in lacks:
+        assert words.lower() not in sentence.lower(), (words, sentence)
+
+
+def test_raise_epsilon_is_said_exactly_when_a_larger_epsilon_on_the_slider_works():
+    # Every combination of the slider's epsilons, smallest epsilons (or none) and outcomes, against the rule
+    # written here: advise raising only when the attack failed and the smallest known epsilon is above this one.
+    grid = [0.0, *epsilon_grid()[::7], EPSILON_LIMIT]
+    for target, outcomes in ((None, [3, 4]), (8, [3, 5, 8])):
+        for answer in outcomes:
+            worked = answer == target if target is not None else answer != 3
+            for epsilon in grid:
+                for smallest in [None, 0.005, 0.1, 0.3, EPSILON_LIMIT]:
+                    sentence = told(3, answer, target, float(epsilon), smallest).lower()
+                    expected = not worked and smallest is not None and smallest > epsilon
+                    assert ("raise epsilon" in sentence) == expected, (answer, target, epsilon, smallest, sentence)
+                    if epsilon == EPSILON_LIMIT:
+                        assert "raise" not in sentence
+
+
+def test_attack_sentence_joins_the_attacks_facts_and_the_advice():
+    model, image = fresh(seed=6), synthetic_image(6)
+    result = fool(model, image, epsilon=0.0)
+    spec = model_spec(model)
+    assert attack_sentence(spec, result, 0.25) == f"{result.sentence} Raise epsilon to 0.250 to change the answer."
+    assert "raise epsilon" not in attack_sentence(spec, result, None).lower()
+
+
+def test_the_picture_caption_says_no_change_at_epsilon_0():
+    model, image = fresh(seed=6), synthetic_image(6)
+    caption = picture_caption(fool(model, image, epsilon=0.0))
+    assert "no change" in caption and "1.000" not in caption and "full colour" not in caption
+    caption = picture_caption(fool(model, image, target=4, epsilon=0.05, steps=5))
+    assert "full colour = a change of 0.050" in caption and "no change" not in caption
+
+
+def test_the_first_target_is_one_an_attack_reaches():
+    asked = []
+
+    def search_in(found: dict):
+        def search(target):
+            asked.append(target)
+            return found.get(target)
+        return search
+
+    # The class after the answer is reachable: it, searched once.
+    assert reachable_target(7, 10, search_in({8: 0.2}), lambda epsilon: 1 / 0) == 8 and asked == [8]
+    # It is not: the class FGSM flips the image to at FGSM's smallest epsilon.
+    flips = []
+    assert reachable_target(9, 10, search_in({None: 0.135}), lambda e: flips.append(e) or 4) == 4
+    assert flips == [0.135]
+    # Nothing flips it: the class after the answer all the same (the page says no epsilon is enough).
+    assert reachable_target(9, 10, search_in({}), lambda epsilon: 1 / 0) == 0
+
+
 # ---------------------------------------------------------------- the bundled model on real MNIST
 
 @pytest.fixture(scope="module")
@@ -361,3 +451,23 @@ def test_a_softmax_regression_can_be_fooled_too(experiments_app):
     assert not app.exception
     original, changed = readings(app)
     assert original.split("**")[1] != changed.split("**")[1]  # FGSM at 0.5 changes a fresh softmax's answer
+
+
+@pytest.mark.mnist
+def test_at_epsilon_0_5_an_image_fgsm_cannot_flip_gets_no_raise_epsilon(experiments_app, bundled, real_mnist):
+    from pages.shared import kept
+
+    app, _ = experiments_app
+    image = real_mnist.test_images[0].numpy().astype(np.float32) / 255  # the page opens on test image #0
+    assert smallest_flipping_epsilon(bundled, image) is None  # one FGSM step flips it at no epsilon up to 0.5
+    app.session_state[kept("fool_epsilon")] = EPSILON_LIMIT
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    original, changed = readings(app)
+    assert original.split("**")[1] == changed.split("**")[1]  # it still reads the same
+    texts = [e.value for kind in (app.markdown, app.caption, app.info, app.success, app.warning) for e in kind]
+    assert not any("raise epsilon" in text.lower() for text in texts), texts
+    advice_shown = [info.value for info in app.info]
+    assert any("One FGSM step does not change" in text and "chosen target" in text for text in advice_shown), texts
+    assert any(text.startswith("No epsilon up to 0.5 is enough to change the answer") for text in texts)
+    assert any("can* change the answer" in text for text in texts)  # "Why this matters" holds for this image too
