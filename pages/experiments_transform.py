@@ -5,6 +5,8 @@ handwriting) against shift and rotation, for the active model and the Compare pa
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +180,9 @@ def curves_chart(curves: dict, labels: dict, kind: str, title: str, legend: bool
         "x": field(kind, "quantitative", title=title, scale={"domain": [values[0], values[-1]]}),
         "y": field("accuracy", "quantitative", scale={"domain": [0, 1]}, axis={"format": "%"}),
         "color": field("network", "nominal", scale=color_scale(list(labels.values())),
-                       legend={"orient": "bottom", "columns": 2, "labelLimit": 0, "title": None} if legend else None),
+                       legend={"orient": "bottom", "columns": 1, "labelLimit": 0, "title": None} if legend else None),
         "tooltip": [field("network", "nominal"), field(kind, "quantitative"),
-                    field("accuracy", "quantitative", format=".1%")]}, height=320 if legend else 220)  # key included
+                    field("accuracy", "quantitative", format=".1%")]}, height=400 if legend else 220)  # key included (a row per network)
 
 
 def draw_curves(curves: dict, labels: dict) -> None:
@@ -209,6 +211,44 @@ def test_set_curves(seen: Looking) -> None:
                    "model is measured.")
 
 
+CLASS_CURVE_IMAGES = 500  # the class's drawings measured at most (evenly spread over the labels): ~1 s of both cores
+REMEASURE_SECONDS = 60  # a changed class set is measured again at most once a minute per model
+
+
+@dataclass(frozen=True)
+class ClassCurves:
+    """The class set's curves as last measured for one model version."""
+
+    measured_at: float  # time.monotonic() when measured
+    version: tuple  # cnn.classset.class_set_version then
+    value: tuple | None  # (drawings measured, drawings saved, curves) or None when none were saved
+
+
+def measured_class_curves(seen: Looking, folder: Path) -> ClassCurves:
+    """The class set's curves for the active model: measured once, then again only when drawings were added or removed
+    AND a minute has passed (every saved drawing changes the set: a class drawing while others look here must not
+    keep the server measuring)."""
+    key, version = (seen.version, str(folder.resolve())), class_set_version(folder)
+    found, kept_curves = _class_curves().get(key)
+    if found and (kept_curves.version == version or time.monotonic() - kept_curves.measured_at < REMEASURE_SECONDS):
+        return kept_curves
+    with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
+        found, kept_curves = _class_curves().get(key)  # measured while this session waited
+        if found and (kept_curves.version == version or time.monotonic() - kept_curves.measured_at < REMEASURE_SECONDS):
+            return kept_curves
+        samples, value = load_class_set(folder), None
+        if len(samples.labels):
+            chosen = np.unique(np.linspace(0, len(samples.labels) - 1, CLASS_CURVE_IMAGES).round().astype(int))
+            images, labels = to_float(torch.from_numpy(samples.images[chosen])), torch.from_numpy(samples.labels[chosen])
+            bar = st.progress(0.0, text="Measuring the class's drawings, moved and turned...")
+            value = (len(labels), len(samples.labels), transforms.measure_curves(
+                seen.model, images, labels, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m)))
+            bar.empty()
+        kept_curves = ClassCurves(time.monotonic(), version, value)
+        _class_curves().put(key, kept_curves)
+    return kept_curves
+
+
 def class_set_curves(seen: Looking) -> None:
     st.subheader("The class's handwriting, moved and turned")
     note = class_set_note(seen.spec.name)
@@ -216,24 +256,15 @@ def class_set_curves(seen: Looking) -> None:
         st.caption(note)
         return
     folder = default_class_dir()
-    key = (seen.version, str(folder.resolve()), class_set_version(folder))
-    found, value = _class_curves().get(key)
-    if not found:
-        samples = load_class_set(folder)
-        value = None
-        if len(samples.labels):
-            images = to_float(torch.from_numpy(samples.images[:transforms.ROBUSTNESS_IMAGES]))
-            labels = torch.from_numpy(samples.labels[:transforms.ROBUSTNESS_IMAGES])
-            with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
-                bar = st.progress(0.0, text="Measuring the class's drawings, moved and turned...")
-                value = (len(labels), transforms.measure_curves(
-                    seen.model, images, labels, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m)))
-                bar.empty()
-        _class_curves().put(key, value)
-    if value is None:
+    shown = measured_class_curves(seen, folder)
+    if shown.value is None:
         st.caption(f"No class drawings saved yet: on the Draw page, draw {seen.spec.item} and press its number to "
                    "add it; its curves appear here.")
         return
-    count, curves = value
-    st.caption(f"The active model on the class's {count:,} saved drawing{'' if count == 1 else 's'}.")
+    measured, saved, curves = shown.value
+    some = f"{measured:,} of " if measured < saved else ""
+    st.caption(f"The active model on {some}the class's {saved:,} saved drawing{'' if saved == 1 else 's'}"
+               + (" (spread evenly over the digits)." if measured < saved else ".")
+               + (" Drawings saved since are measured within a minute." if shown.version != class_set_version(folder)
+                  else ""))
     draw_curves({ACTIVE: curves}, {ACTIVE: "the class's handwriting"})

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import re
+import shutil
 import sys
 import threading
 import time
@@ -1238,3 +1239,38 @@ def test_forged_transform_sliders_and_attack_settings_are_kept_in_range(classroo
         assert not any("x" * 1000 in text or "Traceback" in text for text in student.texts)
     finally:
         student.close()
+
+
+def test_one_more_class_drawing_does_not_measure_the_class_curves_again(classroom):
+    """With 2,000 class drawings, Transform the image measures the class's handwriting curves (2 x 13 points over
+    every drawing: seconds of both cores, under the server-wide measuring lock). Every drawing a student saves must
+    not make the next view measure them all again: a class saving drawings while others look at Transform (or one
+    student saving and reloading) would keep the server measuring."""
+    from cnn.classset import save_sample
+    from cnn.data import load_dataset
+
+    folder, pid = classroom.workdir / "class", classroom.process.pid
+    kept = {path for path in folder.rglob("*")} if folder.exists() else set()
+    data = load_dataset("mnist")
+    try:
+        for index in range(2000):  # the class set as a class fills it (5,000 at most), planted by the server's own save
+            save_sample(folder, data.train_images[index].numpy(), int(data.train_labels[index]))
+        student = Session(classroom, "experiments")
+        try:
+            before = loadtest.cpu_seconds(pid)
+            texts = experiment(student, "transform")
+            first = loadtest.cpu_seconds(pid) - before
+            assert any("the class's 2,000 saved drawings" in text for text in texts), texts
+            for index in range(3):  # three students save a drawing each, and the student looks again
+                save_sample(folder, data.train_images[5000 + index].numpy(), int(data.train_labels[5000 + index]))
+                before = loadtest.cpu_seconds(pid)
+                student.rerun()
+                again = loadtest.cpu_seconds(pid) - before
+                assert again < first / 4, (f"one more class drawing cost {again:.1f} s of CPU, the first "
+                                           f"measurement {first:.1f} s: the whole set was measured again")
+            assert student.exceptions == []
+        finally:
+            student.close()
+    finally:
+        for path in sorted(set(folder.rglob("*")) - kept, reverse=True):
+            path.unlink() if path.is_file() else shutil.rmtree(path, ignore_errors=True)

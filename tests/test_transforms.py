@@ -473,6 +473,38 @@ def test_the_class_set_goes_through_the_same_curves(app, tmp_path, real_mnist):
 
 
 @pytest.mark.mnist
+def test_a_large_class_set_is_sampled_and_measured_again_at_most_once_a_minute(app, tmp_path, real_mnist,
+                                                                                monkeypatch):
+    """Every saved drawing changes the class set: a class drawing while others look at this page must not keep the
+    server measuring (an attack measured 12 s of CPU per saved drawing with 2,000 saved)."""
+    import pages.experiments_transform as section
+    from cnn.classset import save_sample
+
+    def save(start: int, count: int) -> None:
+        for i in range(start, start + count):
+            save_sample(tmp_path / "class", real_mnist.test_images[i].numpy(), int(real_mnist.test_labels[i]))
+
+    def caption() -> str:
+        return next(c.value for c in app.caption if "saved drawing" in c.value)
+
+    save(0, section.CLASS_CURVE_IMAGES + 100)
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    saved = section.CLASS_CURVE_IMAGES + 100
+    assert f"{section.CLASS_CURVE_IMAGES} of the class's {saved} saved drawings" in caption()
+    measured, measure = [], section.transforms.measure_curves
+    monkeypatch.setattr(section.transforms, "measure_curves",
+                        lambda *args, **kwargs: measured.append(1) or measure(*args, **kwargs))
+    save(saved, 1)
+    app.run()
+    assert not measured and f"the class's {saved} saved drawings" in caption()  # within the minute: as they were
+    assert "Drawings saved since are measured within a minute." in caption()
+    monkeypatch.setattr(section, "REMEASURE_SECONDS", 0)  # the minute has passed
+    app.run()
+    assert measured == [1] and f"the class's {saved + 1} saved drawings" in caption()
+
+
+@pytest.mark.mnist
 def test_a_fashion_model_shows_its_own_curves_alone_with_sentences_saying_why(app):
     app.session_state["active_run"] = "bundled-fashion"
     app.switch_page("pages/experiments.py").run()
