@@ -49,9 +49,7 @@ def show_answer(steps: dict, model, source: str) -> dict:
         size = "6rem" if names_are_numbers(spec) else "2rem"
         cols[1].markdown(f"<div style='font-size:{size};line-height:1'>{answer['name']}</div>", unsafe_allow_html=True)
     cols[1].markdown(f"**{answer['text']}**")
-    # Class names ("Ankle boot") stand on end under their bars and take ~90 px of the chart's height: give it those.
-    height = 150 if names_are_numbers(spec) else 240
-    st.vega_lite_chart(spec=probability_chart(probabilities, height=height, class_names=spec.class_names,
+    st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
     unchecked = no_check_sentence(model)
@@ -116,12 +114,14 @@ def undo_save() -> None:
 def actions(image: np.ndarray, source: str, spec: DatasetSpec) -> None:
     """Under the answer, across the page: send to Feature maps, Inside the network or Experiments, and the label row (ten pills in view at 1024 px)
     where the class set is for the model's dataset."""
-    feature_maps, inside, experiments = st.columns(3)
+    feature_maps, inside = st.columns(2)
     if feature_maps.button("Look inside: its feature maps", key=f"send-{source}"):
         send_to_feature_maps(image, f"your {source}")
     if inside.button("Follow it through the whole network", key=f"send-inside-{source}"):
         send_to_feature_maps(image, f"your {source}", page="pages/inside.py")
-    if experiments.button("Experiment on it: move it, fool the network", key=f"send-experiments-{source}"):
+    # A row of its own: three buttons in the canvas's half of a projector cut every label.
+    if st.button("Experiment on it: move it, turn it, fool the network", key=f"send-experiments-{source}"):
+        st.session_state[kept("experiment_view")] = "transform"  # what the button promises, not the first experiment
         send_to_feature_maps(image, f"your {source}", page="pages/experiments.py")
     if class_set_note(spec.name):
         return  # the class set holds digits: class_panel says why there are no label pills

@@ -444,10 +444,18 @@ def chart_spec(values: list[dict], mark: str | dict, encoding: dict, *, title: s
     return spec
 
 
+NAME_ROOM = 90  # px that class names standing on end under their bars take ("Ankle boot"): added to the height
+
+
 def probability_chart(probabilities, height: int = 200, class_names=None, class_word: str = "digit") -> dict:
     """The softmax probabilities as bars on a fixed 0-1 scale, in the classes' order (a Vega-Lite spec for
-    st.vega_lite_chart); class_names: the model's dataset's ("0"-"9" by default), class_word: the axis's title."""
+    st.vega_lite_chart); class_names: the model's dataset's ("0"-"9" by default), class_word: the axis's title.
+
+    height: for the bars and short names; names longer than two characters stand on end below and get NAME_ROOM
+    more (without it Fashion-MNIST's squashed every chart of this height to a 15 px plot)."""
     names = [str(n) for n in class_names] if class_names is not None else [str(d) for d in range(len(probabilities))]
+    if max((len(name) for name in names), default=0) > 2:
+        height += NAME_ROOM
     data = [{class_word: name, "probability": float(p)} for name, p in zip(names, probabilities)]
     return chart_spec(data, "bar", {
         "x": field(class_word, "nominal", sort=None),
