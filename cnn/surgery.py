@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .experiments import QUICK_BATCH, _bf16_ok, check_images, eval_logits
-from .features import conv_layers, dense_layers
+from .features import conv_layers, dense_layers, enlarge, kernels as trained_kernels, signed_rgb
 from .model import Stage
 
 MAX_WEIGHT = 10.0  # the largest |value| a hand-set kernel may hold: trained conv1 weights are below 1
@@ -40,13 +40,13 @@ CLASSIC_KERNELS: dict[str, ClassicKernel] = {
     "Gaussian blur": ClassicKernel(((1 / 16, 2 / 16, 1 / 16), (2 / 16, 4 / 16, 2 / 16), (1 / 16, 2 / 16, 1 / 16)),
                                    "A softened copy of the image: each pixel a weighted average of its 3x3 "
                                    "neighbourhood (a Gaussian, the centre counting most)."),
-    "sharpen": ClassicKernel(((0, -1, 0), (-1, 5, -1), (0, -1, 0)),
+    "Sharpen": ClassicKernel(((0, -1, 0), (-1, 5, -1), (0, -1, 0)),
                              "The image with its edges made crisper: a pixel minus its four neighbours, added back."),
     "Laplacian": ClassicKernel(((0, 1, 0), (1, -4, 1), (0, 1, 0)),
                                "Outlines in every direction: zero where the image is flat, large at strokes' edges."),
-    "identity": ClassicKernel(((0, 0, 0), (0, 1, 0), (0, 0, 0)),
+    "Identity": ClassicKernel(((0, 0, 0), (0, 1, 0), (0, 0, 0)),
                               "The image itself, unchanged: the filter just copies each pixel."),
-    "zero": ClassicKernel(((0, 0, 0), (0, 0, 0), (0, 0, 0)),
+    "Zero": ClassicKernel(((0, 0, 0), (0, 0, 0), (0, 0, 0)),
                           "Nothing: an all-zero map, as if the filter were removed."),
 }
 
@@ -83,6 +83,12 @@ def ablatable_layers(model: nn.Module) -> dict[str, int]:
 def part_word(model: nn.Module, stage: str) -> str:
     """What one of stage's outputs is called: "filter" for a conv stage (it makes a map), "unit" for a dense one."""
     return "filter" if any(layer.name == stage for layer in conv_layers(model)) else "unit"
+
+
+def network_shape(model: nn.Module) -> tuple:
+    """What edits are made for: the editable kernels and the removable layers, with their sizes. Two checkpoints of
+    one network (its epochs) have the same shape, so the same edits apply to both; another network has another."""
+    return tuple(editable_kernels(model).items()), tuple(ablatable_layers(model).items())
 
 
 def weight_of(value) -> float:
@@ -129,6 +135,55 @@ def _kernel(value, side: int) -> np.ndarray:
     if not np.isfinite(kernel).all() or np.abs(kernel).max() > MAX_WEIGHT:
         raise ValueError(f"A kernel's numbers must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
     return kernel
+
+
+ROW_CHARACTERS = 200  # a kernel row is typed by hand: 5 numbers fit in ~40 characters; longer is forged
+
+
+def row_text(values) -> str:
+    """A kernel row as the editor shows it: "-1  0  1", "0.0625  0.125  0.0625", "-0.214  0.031  0.5" (up to 4
+    decimals: a trained weight reads to 3, a blur's sixteenths stay exact), two spaces apart."""
+    words = []
+    for value in np.asarray(values, dtype=np.float64).ravel():
+        word = np.format_float_positional(round(float(value), 4), precision=4, trim="-")
+        words.append("0" if word in ("-0", "0") else word)
+    return "  ".join(words)
+
+
+def kernel_rows(kernel) -> list[str]:
+    """(side, side) numbers -> side row texts (row_text of each)."""
+    return [row_text(row) for row in np.asarray(kernel)]
+
+
+def parse_row(text, side: int, row: int) -> list[float]:
+    """A row typed by hand ("-1 0 1", "-1, 0, 1") -> side floats; ValueError with a sentence naming the row (1-based)
+    for a wrong count, a word that is not a number, NaN or infinity, or a |value| above MAX_WEIGHT."""
+    if not isinstance(text, str) or len(text) > ROW_CHARACTERS:
+        raise ValueError(f"Row {row} is not {side} numbers: type them apart, like \"-1 0 1\".")
+    words = text.replace(",", " ").replace(";", " ").split()
+    if len(words) != side:
+        raise ValueError(f"Row {row} needs {side} numbers, found {len(words)}: type them apart, like "
+                         f"\"{'  '.join(['0'] * side)}\".")
+    values = []
+    for word in words:
+        try:
+            value = float(word)
+        except ValueError:
+            raise ValueError(f"Row {row}: {word[:20]!r} is not a number.") from None
+        if not np.isfinite(value):
+            raise ValueError(f"Row {row}: {word[:20]!r} is not a number the network can use; type a finite one.")
+        if abs(value) > MAX_WEIGHT:
+            raise ValueError(f"Row {row}: {word[:20]} is too large; a kernel's numbers must be between "
+                             f"-{MAX_WEIGHT:g} and {MAX_WEIGHT:g}.")
+        values.append(value)
+    return values
+
+
+def parse_kernel(rows, side: int) -> np.ndarray:
+    """side row texts -> (side, side) float32 kernel; ValueError with the first bad row's sentence."""
+    if not isinstance(rows, (list, tuple)) or len(rows) != side:
+        raise ValueError(f"A kernel is {side} rows of {side} numbers.")
+    return np.array([parse_row(text, side, i + 1) for i, text in enumerate(rows)], dtype=np.float32)
 
 
 def checked_edits(model: nn.Module, kernels=None, ablate=None) -> tuple[dict, dict]:
@@ -294,34 +349,139 @@ def sweep_rows(accuracies: np.ndarray, original: float) -> list[dict]:
             for k in order]
 
 
-def sweep_sentence(rows: list[dict], stage: str, original: float) -> str:
-    """What a sweep shows, in one or two sentences."""
-    worst = rows[0]
+def sweep_sentence(rows: list[dict], stage: str, original: float, part: str = "filter") -> str:
+    """What a sweep shows, read from its numbers: the largest drop and whose, how many removals cost almost nothing
+    (0.1 points or less), how many a lot (5 points or more), and what that says. part: "filter" or "unit"."""
+    worst, count = rows[0], len(rows)
     harmless = sum(1 for row in rows if row["drop"] <= 0.1)
-    return (f"Removing filter {worst['filter']} of {stage} alone hurts most: {worst['accuracy']:.1%} instead of "
-            f"{original:.1%} ({worst['drop']:.1f} points). {harmless} of {len(rows)} cost 0.1 points or less: the "
-            f"network spreads what it knows over many filters, so losing one is rarely a disaster.")
+    heavy = sum(1 for row in rows if row["drop"] >= HEAVY_DROP)
+    if worst["drop"] <= 0:
+        return (f"No {part} of {stage} costs anything when removed alone: the network spreads what it knows over "
+                f"many {part}s, so losing one is no disaster.")
+    first = (f"Removing {part} {worst['filter']} of {stage} alone hurts most: {worst['accuracy']:.1%} instead of "
+             f"{original:.1%} ({worst['drop']:.1f} points).")
+    counts = f"{harmless} of {count} cost 0.1 points or less"
+    if heavy == 0 and worst["drop"] < 1:
+        tail = (f"{counts}, and none a whole point: the network spreads what it knows over many {part}s, so losing "
+                "one is rarely a disaster.")
+    elif heavy == 0:
+        tail = f"{counts}, and none {HEAVY_DROP:g} points or more: losing one {part} costs a little, never a lot."
+    elif heavy <= max(1, count // 8):
+        tail = (f"{counts}, but {heavy} cost{'s' if heavy == 1 else ''} {HEAVY_DROP:g} points or more: a few "
+                f"{part}s carry something the others cannot stand in for.")
+    else:
+        tail = (f"{counts}, and {heavy} cost {HEAVY_DROP:g} points or more: many of the {count} {part}s carry "
+                f"something no other {part} can stand in for.")
+    return f"{first} {tail}"
 
 
-def _described(kernels: dict, ablate: dict) -> str:
-    parts = [f"setting filter {k} of {stage} by hand" for stage, k in sorted(kernels)]
+def _listed(indices) -> str:
+    """"3", "0, 2 and 4", "0, 1, 2, 3, 4, 5, 6, 7 and 4 more": a short list of numbers."""
+    indices = list(indices)
+    if len(indices) > 8:
+        return ", ".join(str(i) for i in indices[:8]) + f" and {len(indices) - 8} more"
+    return ", ".join(str(i) for i in indices)
+
+
+def _described(kernels: dict, ablate: dict, model: nn.Module | None = None) -> str:
+    """"setting filter 0 of conv1 by hand; removing units 3, 7 of fc": the edits in words (model: for the part
+    words, "filter" for all without it)."""
+    by_stage: dict[str, list[int]] = {}
+    for stage, k in sorted(kernels):
+        by_stage.setdefault(stage, []).append(k)
+    parts = [f"setting {'filter' if len(ks) == 1 else 'filters'} {_listed(ks)} of {stage} by hand"
+             for stage, ks in by_stage.items()]
     for stage, indices in ablate.items():
-        shown = ", ".join(str(i) for i in indices[:8]) + (f" and {len(indices) - 8} more" if len(indices) > 8 else "")
-        parts.append(f"removing {'filter' if len(indices) == 1 else 'filters'} {shown} of {stage}")
+        word = part_word(model, stage) if model is not None else "filter"
+        parts.append(f"removing {word if len(indices) == 1 else word + 's'} {_listed(indices)} of {stage}")
     return "; ".join(parts)
 
 
-def result_sentence(kernels: dict, ablate: dict, original: float, edited: float) -> str:
-    """One sentence that reads an edit's result on the test set: "Removing filter 5 of conv1 costs 0.4 points: ..."."""
+def removed_instead(kernels: dict, ablate: dict) -> dict:
+    """The removals of an edit with its hand-set filters removed instead of set: what a hand-set kernel's cost is
+    compared with (result_sentence's `removed`)."""
+    merged = {stage: set(indices) for stage, indices in ablate.items()}
+    for stage, k in kernels:
+        merged.setdefault(stage, set()).add(k)
+    return {stage: tuple(sorted(indices)) for stage, indices in merged.items()}
+
+
+def _loudest(model: nn.Module, kernels: dict) -> tuple[float, float] | None:
+    """(the hand-set kernels' largest |value|, the trained filters' largest |value| at the same places), or None
+    when the model is not known or a kernel is all zeros."""
+    if model is None or not kernels:
+        return None
+    mine = max(float(np.abs(np.asarray(v, dtype=np.float32)).max()) for v in kernels.values())
+    trained = max(float(np.abs(trained_kernels(model, stage)[k]).max()) for stage, k in kernels)
+    return (mine, trained) if mine > 0 and trained > 0 else None
+
+
+LOUDER = 2.0  # a hand-set kernel whose numbers are this many times the trained filter's floods the next layer
+HEAVY_DROP = 5.0  # points: a removal or an edit that costs this much is one the network cannot make up for
+
+
+def _why_it_costs(kernels: dict, ablate: dict, drop: float, model: nn.Module | None) -> str:
+    """Why an edit costs drop points (> 0), from the numbers: a kernel far larger than the trained one floods the
+    next layer; a removal the network relied on; or the rest making up for most of it."""
+    several = len(kernels) + sum(len(indices) for indices in ablate.values()) > 1
+    it, its = ("them", "their") if several else ("it", "its")
+    loudest = _loudest(model, kernels)
+    if loudest is not None and loudest[0] >= LOUDER * loudest[1]:
+        mine, trained = loudest
+        whose = "the trained filters'" if len(kernels) > 1 else "the trained filter's"
+        return (f"{its} numbers reach {mine:.3g}, {whose} only {trained:.2f}, so {its} map is about "
+                f"{mine / trained:.0f} times as strong and floods the next layer, whose weights were tuned to the "
+                "trained map's scale")
+    if drop < HEAVY_DROP:
+        return "the rest of the network makes up for most of it"
+    if kernels:
+        return (f"the next layer reads {its} new map with weights tuned to the trained one, and gets something "
+                "else than it learned to read")
+    return f"the network relied on {it} and has nothing else that finds the same thing"
+
+
+def result_sentence(kernels: dict, ablate: dict, original: float, edited: float, model: nn.Module | None = None,
+                    removed: float | None = None) -> str:
+    """One sentence that reads an edit's result on the test set: "Removing filter 5 of conv1 costs 0.4 points: ...".
+    model (the original): for "units" of a dense layer and to compare a hand-set kernel's numbers with the trained
+    filter's; removed: the accuracy with the hand-set filters removed instead (removed_instead), None if unknown."""
     if not kernels and not ablate:
         return f"No edits yet: the network reads {original:.2%} of the test images right."
-    what, drop = _described(kernels, ablate), 100 * (original - edited)
+    what, drop = _described(kernels, ablate, model), 100 * (original - edited)
     what = what[0].upper() + what[1:]
     if abs(drop) < 0.05:
-        return (f"{what} changes almost nothing: {edited:.2%} against {original:.2%}. The network has other filters "
-                "that find what was lost.")
+        if ablate:
+            word = part_word(model, next(iter(ablate))) if model is not None else "filter"
+            why = f"The network has other {word}s that find what was lost."
+        else:
+            why = "The next layers hardly notice the change."
+        return f"{what} changes almost nothing: {edited:.2%} against {original:.2%}. {why}"
     if drop < 0:
         return f"{what} gains {-drop:.2f} points ({edited:.2%}): a lucky edit, not a better design."
-    why = ("the network relied on it and has nothing else that finds the same thing" if drop >= 5 else
-           "the other filters make up for most of it")
-    return f"{what} costs {drop:.2f} points (from {original:.2%} to {edited:.2%}): {why}."
+    compared = ""
+    if kernels and removed is not None and edited < removed - 1e-9:
+        instead = 100 * (original - removed)
+        them = "them" if len(kernels) > 1 else "it"
+        compared = f", more than removing {them} instead would ({instead:.2f} points)"
+    why = _why_it_costs(kernels, ablate, drop, model)
+    return f"{what} costs {drop:.2f} points (from {original:.2%} to {edited:.2%}){compared}: {why}."
+
+
+# ---------------------------------------------------------------- the hand-set filters' maps, enlarged
+
+def edited_map_pairs(model: nn.Module, result: ImageResult, kernels: dict, limit: int = 4,
+                     size: int = 112) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """[(k, original, edited)] for the first `limit` filters of the first conv layer whose kernel was set by hand:
+    map k of result (compare_image's) before and after, each (size', size', 3) uint8 on ONE colour scale centred on
+    0 (the larger |value| of the two), so a kernel that floods its map shows it. [] without maps or such filters."""
+    layers = conv_layers(model)
+    if result.maps is None or not layers:
+        return []
+    first = layers[0].name
+    chosen = sorted(k for stage, k in kernels if stage == first)[:limit]
+    pairs = []
+    for k in chosen:
+        before, after = result.maps[k], result.edited_maps[k]
+        scale = float(max(np.abs(before).max(), np.abs(after).max()))
+        pairs.append((k, enlarge(signed_rgb(before, scale), size), enlarge(signed_rgb(after, scale), size)))
+    return pairs

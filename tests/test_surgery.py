@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from cnn.config import ARTICLE, FAST
 from cnn.data import to_float
 from cnn.model import build_model
-from cnn.surgery import (CLASSIC_KERNELS, ablatable_layers, ablation_sweep, checked_edits, classic_kernel,
-                         compare_image, edited_model, editable_kernels, result_sentence, sweep_rows, weight_of)
+from cnn.surgery import (CLASSIC_KERNELS, MAX_WEIGHT, ablatable_layers, ablation_sweep, checked_edits,
+                         classic_kernel, compare_image, edited_map_pairs, edited_model, editable_kernels,
+                         kernel_rows, network_shape, parse_kernel, parse_row, removed_instead, result_sentence,
+                         sweep_rows, sweep_sentence, weight_of)
 from cnn.train import evaluate
 from tests.conftest import synthetic_mnist
 from tests.test_app_pages import app, save_run  # noqa: F401 - app: the AppTest fixture of the app's pages
@@ -69,7 +71,7 @@ def test_a_sobel_kernel_set_by_hand_gives_the_map_conv2d_gives(name, side, paddi
 def test_the_identity_kernel_copies_the_image_and_a_classic_fits_a_larger_kernel():
     model = network("cnn")
     x = image(1)
-    edited = edited_model(model, kernels={("conv1", 0): classic_kernel("identity")})
+    edited = edited_model(model, kernels={("conv1", 0): classic_kernel("Identity")})
     np.testing.assert_allclose(compare_image(model, edited, x).edited_maps[0], x[0, 0].numpy(), atol=1e-6)
     five = classic_kernel("Sobel y", 5)
     assert five.shape == (5, 5) and np.abs(five).sum() == 8 and five[0].sum() == 0 and five[:, 0].sum() == 0
@@ -188,6 +190,131 @@ def test_result_sentences_read_the_numbers():
     assert "and 2 more" in result_sentence({}, {"fc": tuple(range(10))}, 0.9, 0.5)
 
 
+def test_the_classics_are_named_alike():
+    assert list(CLASSIC_KERNELS) == ["Sobel x", "Sobel y", "Gaussian blur", "Sharpen", "Laplacian", "Identity", "Zero"]
+
+
+def test_a_loud_hand_set_kernel_that_costs_more_than_removing_the_filter_says_so_and_why():
+    """The walk's numbers: zeroing filter 0 cost +0.00 points, a Sobel on it 7.7: the old sentence said the network
+    'relied on it and has nothing else', which removing it (free) contradicts."""
+    model = network("cnn")
+    trained = float(np.abs(model.conv1.weight[0, 0].detach().numpy()).max())
+    assert trained < 1  # He init of 9 inputs: a Sobel's 2 is several times larger
+    sobel = {("conv1", 0): classic_kernel("Sobel x")}
+    sentence = result_sentence(sobel, {}, 0.9928, 0.9158, model, removed=0.9928)
+    assert sentence.startswith("Setting filter 0 of conv1 by hand costs 7.70 points (from 99.28% to 91.58%)")
+    assert "more than removing it instead would (0.00 points)" in sentence
+    assert f"its numbers reach 2, the trained filter's only {trained:.2f}" in sentence
+    assert f"about {2 / trained:.0f} times as strong" in sentence and "floods the next layer" in sentence
+    assert "relied on" not in sentence and "nothing else" not in sentence
+    # removing it would cost more: no such comparison; a kernel of the trained scale is not "flooding"
+    quiet = {("conv1", 0): (model.conv1.weight[0, 0].detach().numpy() * -1).tolist()}
+    sentence = result_sentence(quiet, {}, 0.99, 0.90, model, removed=0.85)
+    assert "more than removing" not in sentence and "floods" not in sentence and "relied on" not in sentence
+    assert "tuned to the trained one" in sentence
+
+
+def test_removals_use_the_layers_part_word_and_agree_in_number():
+    model = network("cnn")
+    sentence = result_sentence({}, {"fc": (3, 7)}, 0.99, 0.90, model)
+    assert sentence.startswith("Removing units 3, 7 of fc costs 9.00 points") and "relied on them" in sentence
+    assert "filters" not in sentence
+    one = result_sentence({}, {"fc": (3,)}, 0.99, 0.90, model)
+    assert one.startswith("Removing unit 3 of fc") and "relied on it " in one
+    several = result_sentence({}, {"conv2": (1,), "fc": (3,)}, 0.99, 0.90, model)
+    assert "removing filter 1 of conv2; removing unit 3 of fc" in several.lower() and "relied on them" in several
+    kept = result_sentence({}, {"fc": (3,)}, 0.99, 0.9899, model)
+    assert "other units that find what was lost" in kept
+    assert result_sentence({("conv1", 0): np.ones((3, 3)), ("conv1", 4): np.ones((3, 3))}, {}, 0.99, 0.5,
+                           model).startswith("Setting filters 0, 4 of conv1 by hand")
+    assert removed_instead({("conv1", 0): None, ("conv1", 4): None}, {"conv1": (4, 9), "fc": (1,)}) == {
+        "conv1": (0, 4, 9), "fc": (1,)}
+
+
+def rows_of(drops: list[float], original: float = 0.98) -> list[dict]:
+    return sweep_rows(original - np.array(drops) / 100, original)
+
+
+def test_the_sweep_sentence_says_what_its_numbers_say():
+    """LeNet's walk: a 39-point drop among 6 filters was called 'rarely a disaster'."""
+    lenet = sweep_sentence(rows_of([39.0, 12.0, 8.0, 3.0, 0.5, 0.3]), "conv1", 0.98)
+    assert lenet.startswith("Removing filter 0 of conv1 alone hurts most: 59.0% instead of 98.0% (39.0 points).")
+    assert "0 of 6 cost 0.1 points or less, and 3 cost 5 points or more" in lenet
+    assert "rarely a disaster" not in lenet and "many of the 6 filters carry" in lenet
+    few = sweep_sentence(rows_of([20.0] + [0.0] * 31), "conv1", 0.98)
+    assert "31 of 32 cost 0.1 points or less, but 1 costs 5 points or more" in few and "a few filters" in few
+    spread = sweep_sentence(rows_of([0.5, 0.2] + [0.0] * 30), "conv1", 0.98)
+    assert "30 of 32 cost 0.1 points or less, and none a whole point" in spread and "rarely a disaster" in spread
+    some = sweep_sentence(rows_of([2.0, 1.5] + [0.0] * 30), "conv1", 0.98)
+    assert "none 5 points or more" in some and "rarely a disaster" not in some
+    units = sweep_sentence(rows_of([0.3, 0.0]), "fc", 0.98, "unit")
+    assert units.startswith("Removing unit 0 of fc") and "many units" in units and "filter" not in units
+
+
+# ---------------------------------------------------------------- the kernel editor's rows
+
+def test_kernel_rows_read_back_as_the_kernel():
+    for name in CLASSIC_KERNELS:
+        for side in (3, 5):
+            kernel = classic_kernel(name, side)
+            np.testing.assert_array_equal(parse_kernel(kernel_rows(kernel), side), kernel)  # 1/16 stays exact
+    assert kernel_rows(classic_kernel("Sobel x")) == ["-1  0  1", "-2  0  2", "-1  0  1"]
+    trained = network("lenet").conv1.weight[2, 0].detach().numpy()
+    rows = kernel_rows(trained)
+    assert len(rows) == 5 and all(len(row.split()) == 5 and len(row) <= 45 for row in rows)  # 5 numbers fit
+    np.testing.assert_allclose(parse_kernel(rows, 5), trained, atol=5e-5)  # 4 decimals
+    assert kernel_rows([[-1e-7, 0.0, 1.23456]]) == ["0  0  1.2346"]
+
+
+@pytest.mark.parametrize("text, values", [("-1 0 1", [-1, 0, 1]), ("  -1,0 ,  1 ", [-1, 0, 1]),
+                                          ("0.5;-2.25;1e-1", [0.5, -2.25, 0.1]), ("10 -10 0", [10, -10, 0])])
+def test_good_rows_parse(text, values):
+    assert parse_row(text, 3, 1) == values
+
+
+@pytest.mark.parametrize("text, says", [
+    ("1 2", "Row 2 needs 3 numbers, found 2"), ("1 2 3 4", "Row 2 needs 3 numbers, found 4"),
+    ("", "Row 2 needs 3 numbers, found 0"), ("1 two 3", "Row 2: 'two' is not a number."),
+    ("1 nan 3", "Row 2: 'nan' is not a number the network can use"), ("inf 0 0", "Row 2: 'inf' is not a number"),
+    ("1 11 0", "Row 2: 11 is too large; a kernel's numbers must be between -10 and 10"),
+    ("-1e308 0 0", "too large"), ("1 " * 1000, "Row 2 is not 3 numbers"), (None, "Row 2 is not 3 numbers"),
+    (["1", "2", "3"], "Row 2 is not 3 numbers")])
+def test_bad_rows_end_in_our_sentences(text, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_row(text, 3, 2)
+    assert MAX_WEIGHT == 10
+
+
+def test_a_bad_kernel_names_its_first_bad_row():
+    with pytest.raises(ValueError, match="Row 3 needs 3 numbers"):
+        parse_kernel(["0 0 0", "0 0 0", "0 0"], 3)
+    with pytest.raises(ValueError, match="3 rows of 3 numbers"):
+        parse_kernel(["0 0 0"] * 4, 3)
+    with pytest.raises(ValueError, match="3 rows of 3 numbers"):
+        parse_kernel("0 0 0", 3)
+
+
+def test_enlarged_maps_show_the_hand_set_filters_on_one_scale():
+    model = network("cnn")
+    kernels = {("conv1", k): classic_kernel("Sobel x") for k in (7, 2, 9, 4, 30)}
+    result = compare_image(model, edited_model(model, kernels=kernels), image())
+    pairs = edited_map_pairs(model, result, kernels, limit=4, size=56)
+    assert [k for k, _, _ in pairs] == [2, 4, 7, 9]  # at most 4, in order
+    k, before, after = pairs[0]
+    assert before.shape == after.shape == (56, 56, 3) and before.dtype == np.uint8
+    # one colour scale: the Sobel's map is far larger, so the original's pixels sit near the neutral colour
+    from cnn.features import signed_rgb
+    scale = max(np.abs(result.maps[2]).max(), np.abs(result.edited_maps[2]).max())
+    np.testing.assert_array_equal(before[::2, ::2], signed_rgb(result.maps[2], scale))
+    np.testing.assert_array_equal(after[::2, ::2], signed_rgb(result.edited_maps[2], scale))
+    assert edited_map_pairs(network("mlp"), compare_image(network("mlp"), network("mlp"), image()), {}) == []
+
+
+def test_epochs_of_one_network_share_a_shape_and_other_networks_do_not():
+    assert network_shape(network("cnn", seed=1)) == network_shape(network("cnn", seed=2))
+    assert network_shape(network("cnn")) != network_shape(network("lenet"))
+
+
 # ---------------------------------------------------------------- bad input ends in our sentences
 
 @pytest.mark.parametrize("kernels, ablate, says", [
@@ -301,13 +428,17 @@ def test_forged_edits_end_in_sentences(app):
     assert not app.exception
     chosen = int(re.fullmatch(r"Apply to filter (\d+)", app.button(key="surgery_apply").label).group(1))
     assert 0 <= chosen <= 31  # Streamlit puts it back to its default, or the page clamps it
-    app.number_input(key=kept("surgery_cell.1.1")).set_value(float("nan"))
-    app.number_input(key=kept("surgery_cell.0.0")).set_value(1e9).run()
-    assert not app.exception
-    app.button(key="surgery_apply").click().run()
-    assert not app.exception
-    applied = app.session_state[kept("surgery_kernels")][("conv1", chosen)]
-    assert np.isfinite(applied).all() and np.abs(applied).max() <= 10  # within the editor's range, whatever came
+    for text, says in (("0 nan 0", "'nan' is not a number"), ("1e9 0 0", "too large"), ("0 0", "found 2"),
+                       ("1 " * 150, "Row 2")):  # (Streamlit cuts that at max_chars)
+        app.session_state[kept("surgery_row.1")] = "0 0 0"
+        app.run()
+        assert not app.button(key="surgery_apply").disabled
+        app.session_state[kept("surgery_row.1")] = text  # what a forged message can send: any text, with a click
+        app.button(key="surgery_apply").click().run()  # the callback parses again: nothing applied
+        assert not app.exception
+        assert ("conv1", chosen) not in app.session_state[kept("surgery_kernels")], text
+        assert any(says in w.value for w in app.warning), (says, [w.value for w in app.warning])
+        assert app.button(key="surgery_apply").disabled
 
 
 @pytest.mark.mnist
@@ -337,3 +468,84 @@ def test_the_sweep_draws_its_bars_once_asked(app):
     assert sorted(row["filter"] for row in bars["data"]["values"]) == list(range(128))
     assert min(accuracies) < rule["data"]["values"][0]["accuracy"]  # the line: nothing removed
     assert any(re.match(r"Removing filter \d+ of conv3 alone hurts most", m.value) for m in app.markdown)
+
+
+def row_texts(app) -> list[str]:
+    return [box.value for box in app.text_input if box.label.startswith("Row ")]
+
+
+@pytest.mark.mnist
+def test_reset_puts_the_rows_and_the_source_back_and_apply_shows_what_was_applied(app):
+    import cnn
+    from cnn.features import kernels as trained_kernels
+    from pages.shared import kept
+
+    open_surgery(app)
+    model, _ = cnn.load_model("models/article-cnn.pt")
+    trained = trained_kernels(model, "conv1")[0]
+    np.testing.assert_allclose(parse_kernel(row_texts(app), 3), trained, atol=5e-5)  # filter 0 as trained
+    app.selectbox(key=kept("surgery_source")).set_value("Sobel x").run()
+    assert row_texts(app) == ["-1  0  1", "-2  0  2", "-1  0  1"]
+    app.text_input(key=kept("surgery_row.1")).set_value("5 -10 0.125").run()
+    app.button(key="surgery_apply").click().run()
+    assert not app.exception
+    assert app.session_state[kept("surgery_kernels")] == {("conv1", 0): [[-1, 0, 1], [5, -10, 0.125], [-1, 0, 1]]}
+    assert app.selectbox(key=kept("surgery_source")).value == "as applied"  # no classic's caption over other numbers
+    assert row_texts(app) == ["-1  0  1", "5  -10  0.125", "-1  0  1"]
+    assert not any("Vertical edges" in c.value for c in app.caption)
+    captions = [img.caption for image in app.get("image") for img in image.proto.imgs]
+    assert "map 0: original" in captions and "map 0: edited (same colours)" in captions  # the edited map, enlarged
+    app.button(key="surgery_reset").click().run()
+    assert not app.exception
+    assert app.session_state[kept("surgery_kernels")] == {}
+    assert app.selectbox(key=kept("surgery_source")).value == "as trained"
+    assert app.selectbox(key=kept("surgery_source")).options == ["as trained", *CLASSIC_KERNELS]
+    np.testing.assert_allclose(parse_kernel(row_texts(app), 3), trained, atol=5e-5)
+
+
+@pytest.mark.mnist
+def test_edits_survive_time_travel_and_apply_to_the_other_epoch(app, real_mnist):
+    import cnn
+    from pages.shared import kept
+
+    open_surgery(app)
+    app.selectbox(key=kept("surgery_source")).set_value("Sobel x").run()
+    app.button(key="surgery_apply").click().run()
+    app.multiselect(key=kept("surgery_ablate.conv2")).set_value([5]).run()
+    assert not app.exception
+    edits = ({("conv1", 0): classic_kernel("Sobel x").tolist()}, [5])
+    app.select_slider[0].set_value(1).run()  # the bundled model after its first epoch
+    assert not app.exception
+    assert (app.session_state[kept("surgery_kernels")], app.session_state[kept("surgery_ablate.conv2")]) == edits
+    assert app.multiselect(key=kept("surgery_ablate.conv2")).value == [5]
+    assert any(m.value.startswith("Setting filter 0 of conv1 by hand; removing filter 5 of conv2") for m in app.markdown)
+    assert not [i.value for i in app.info if "cleared" in i.value]
+    # measured on epoch 1's weights: the metric is epoch 1 edited, computed here by hand in float32
+    epoch1, _ = cnn.load_model("models/epoch-1.pt")
+    reference = copy.deepcopy(epoch1)
+    with torch.no_grad():
+        reference.conv1.weight[0, 0] = torch.from_numpy(classic_kernel("Sobel x"))
+        reference.conv2.weight[5] = 0
+        if reference.conv2.bias is not None:
+            reference.conv2.bias[5] = 0
+    expected = 100 * evaluate(reference, real_mnist.test_images, real_mnist.test_labels)["accuracy"]
+    assert abs(metrics(app)[1] - expected) <= 0.05  # bf16 against float32
+    original = 100 * evaluate(epoch1, real_mnist.test_images, real_mnist.test_labels)["accuracy"]
+    assert abs(metrics(app)[0] - original) <= 0.05
+
+
+@pytest.mark.mnist
+def test_edits_for_another_network_are_cleared_with_a_sentence(app, tmp_path):
+    from pages.shared import kept
+
+    open_surgery(app)
+    app.multiselect(key=kept("surgery_ablate.conv2")).set_value([5]).run()
+    save_run(tmp_path / "runs", "lenet", config=ARTICLE.replace(architecture="lenet"))
+    app.session_state["active_run"] = "lenet"
+    app.run()
+    assert not app.exception
+    assert any("made for another network" in i.value for i in app.info), [i.value for i in app.info]
+    assert any(m.value.startswith("No edits yet") for m in app.markdown)
+    assert len(row_texts(app)) == 5 and all(len(row.split()) == 5 for row in row_texts(app))  # LeNet's 5x5
+    app.run()
+    assert not any("made for another network" in i.value for i in app.info)  # said once
