@@ -1,5 +1,6 @@
 """Fool the network (Experiments) on a classroom projector (1024x768), in Debian's Chromium: a targeted attack on a
-test digit, with epsilon raised, makes the network read the chosen target; both answers are read from the page."""
+test digit, with epsilon raised, makes the network read the chosen target; both answers are read from the page. At
+the slider's end, an image one FGSM step cannot flip is told to try the targeted attack, never to raise epsilon."""
 import re
 
 import pytest
@@ -59,4 +60,24 @@ def test_a_targeted_attack_flips_a_digit_to_the_chosen_target(projector_page: Pa
     assert read(page, CHANGED) == target != original
     box = page.get_by_text("Right: the change, amplified", exact=False).bounding_box()
     assert box is not None and box["x"] + box["width"] <= 1024  # the three images fit the projector
+    assert errors == []
+
+
+def test_at_the_sliders_end_an_image_fgsm_cannot_flip_is_never_told_to_raise_epsilon(projector_page: Page, app_url):
+    # The walk of issue 14: test image #0 (the page's first image), which no FGSM epsilon up to 0.5 flips, was told
+    # "raise epsilon" at 0.5 and "the answer changes" in the paragraph below.
+    page = projector_page
+    errors = open_app(page, app_url)
+    open_experiment(page, "Fool the network")
+    expect(page.get_by_role("heading", name="Fool the network")).to_be_visible(timeout=60_000)
+    wait_for_images(page)
+    epsilon = page.get_by_test_id("stSlider").filter(has_text="Epsilon").get_by_role("slider")
+    epsilon.focus()
+    epsilon.press("End")
+    expect(page.get_by_text("Epsilon 0.500 = 127 of 255 grey levels.")).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"One FGSM step does not change .* try a chosen target"))).to_be_visible(
+        timeout=120_000)
+    assert read(page, ORIGINAL) == read(page, CHANGED)
+    expect(page.get_by_text(re.compile("raise epsilon", re.IGNORECASE))).to_have_count(0)
+    expect(page.get_by_text("A change too small for us to notice", exact=False)).to_be_visible()
     assert errors == []
