@@ -204,8 +204,11 @@ def show_enlarged(pairs: list) -> None:
     for first in range(0, len(pairs), 2):
         columns = st.columns(4)
         for i, (k, before, after) in enumerate(pairs[first:first + 2]):
-            columns[2 * i].image(before, caption=f"map {k}: original")
-            columns[2 * i + 1].image(after, caption=f"map {k}: edited (same colours)")
+            columns[2 * i].image(before, caption=f"map {k}: original", width="stretch")
+            columns[2 * i + 1].image(after, caption=f"map {k}: edited", width="stretch")
+    if pairs:
+        st.caption("The maps of the filters set by hand, each pair on one colour scale: an edited map far brighter "
+                   "than its original is what the next layer now reads.")
 
 
 def show_accuracy(seen: Looking, edited, kernels: dict, ablate: dict, data) -> None:

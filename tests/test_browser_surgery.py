@@ -33,7 +33,7 @@ def test_a_sobel_kernel_on_a_conv1_filter_changes_the_accuracy(projector_page: P
     expect(source).to_have_value("Sobel x", timeout=60_000)
     expect(page.get_by_text("Vertical edges:", exact=False)).to_be_visible(timeout=60_000)
     wait_until_idle(page)
-    expect(page.get_by_label("Weight at row 2, column 1")).to_have_value("-2.000", timeout=60_000)  # Sobel's cells
+    expect(page.get_by_label("Row 2")).to_have_value("-2  0  2", timeout=60_000)  # Sobel's middle row, as text
     page.get_by_role("button", name="Apply to filter 0").click()
     sentence = page.get_by_text(re.compile(r"^Setting filter 0 of conv1 by hand"))
     expect(sentence).to_be_visible(timeout=180_000)  # measured on the 10,000: seconds on a busy machine
@@ -42,6 +42,7 @@ def test_a_sobel_kernel_on_a_conv1_filter_changes_the_accuracy(projector_page: P
     assert accuracy(page, "Original") == original
     assert float(edited.rstrip("%")) < float(original.rstrip("%")) - 1  # a Sobel is no trained filter
     assert f"(from {original} to {edited})" in sentence.inner_text()
+    expect(page.get_by_text("map 0: edited", exact=False)).to_be_visible(timeout=60_000)  # filter 0, enlarged
     maps = page.get_by_text("first-layer maps before ReLU", exact=False)
     expect(maps).to_have_count(2)
     for caption in maps.all():

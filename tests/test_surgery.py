@@ -468,6 +468,17 @@ def test_the_sweep_draws_its_bars_once_asked(app):
     assert sorted(row["filter"] for row in bars["data"]["values"]) == list(range(128))
     assert min(accuracies) < rule["data"]["values"][0]["accuracy"]  # the line: nothing removed
     assert any(re.match(r"Removing filter \d+ of conv3 alone hurts most", m.value) for m in app.markdown)
+    assert any("on these 2,000 (not the 10,000 measured above)" in c.value and "edits left out" in c.value
+               for c in app.caption)
+
+
+def test_the_sweep_chart_labels_every_bar_up_to_64():
+    from pages.experiments_surgery import sweep_chart
+
+    for count, labelled in ((6, True), (64, True), (128, False)):
+        rows = sweep_rows(np.linspace(0.5, 0.9, count), 0.95)
+        axis = sweep_chart(rows, 0.95, "conv2")["layer"][0]["encoding"]["x"]["axis"]
+        assert (axis.get("labelOverlap") is False) == labelled, count
 
 
 def row_texts(app) -> list[str]:
@@ -494,7 +505,7 @@ def test_reset_puts_the_rows_and_the_source_back_and_apply_shows_what_was_applie
     assert row_texts(app) == ["-1  0  1", "5  -10  0.125", "-1  0  1"]
     assert not any("Vertical edges" in c.value for c in app.caption)
     captions = [img.caption for image in app.get("image") for img in image.proto.imgs]
-    assert "map 0: original" in captions and "map 0: edited (same colours)" in captions  # the edited map, enlarged
+    assert "map 0: original" in captions and "map 0: edited" in captions  # the edited map, enlarged
     app.button(key="surgery_reset").click().run()
     assert not app.exception
     assert app.session_state[kept("surgery_kernels")] == {}
