@@ -254,7 +254,7 @@ def experiment_latencies(repeats: int | None = None, images: int | None = None) 
     from .adversarial import fool, smallest_flipping_epsilon
     from .experiments import quick_accuracy
     from .features import maps_grid
-    from .surgery import ablation_sweep, classic_kernel, compare_image, edited_model
+    from .surgery import ablation_sweep, classic_kernel, compare_image, edited_map_pairs, edited_model
     from .transforms import CURVE_VALUES, class_sweep, read_transformed, robustness_curve, settings_from, sweep_range
 
     model = _bench_model()
@@ -274,6 +274,7 @@ def experiment_latencies(repeats: int | None = None, images: int | None = None) 
         result = compare_image(model, edited_model(model, **edits), image[None, None])
         maps_grid(result.maps, per="map", columns=8, signed=True, numbered=True)
         maps_grid(result.edited_maps, per="map", columns=8, signed=True, numbered=True)
+        edited_map_pairs(model, result, edits["kernels"])  # the hand-set filter's map, enlarged, before and after
 
     settings = settings_from({"dx": 3, "rotate": 15, "noise": 0.1, "thickness": 1, "box_size": 4}, 28)
 
