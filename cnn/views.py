@@ -148,6 +148,13 @@ def model_words(network: str, dataset: str) -> str:
     return f"{network_title(network)} on {dataset_title(dataset)}"
 
 
+def experiment_subject(network: str, dataset: str, source: str, epoch: int | None = None) -> str:
+    """What the Experiments page works on, in a sentence: "Your experiments work on a copy of the article's CNN on
+    MNIST (the class model), as it was after epoch 1."; source: whose model it is ("the class model", ...)."""
+    when = f", as it was after epoch {epoch}" if epoch is not None else ""
+    return f"Your experiments work on a copy of {model_words(network, dataset)} ({source}){when}."
+
+
 def model_note(network: str, dataset: str) -> str:
     """model_words for a run that is not the article's CNN on MNIST, "" for one that is: the words a short label
     adds, so the tutorial's runs read as before and every other run says what it is."""

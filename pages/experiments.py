@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from cnn.views import card_model, experiment_subject
 from pages import experiments_fool, experiments_surgery, experiments_transform
 from pages.picking import kept_choice, looking
-from pages.shared import PERSIST, require_app_navigation
+from pages.shared import PERSIST, require_app_navigation, resolved_model
 
 VIEWS = {"surgery": "Filter surgery", "transform": "Transform the image", "fool": "Fool the network"}
 SHOW = {"surgery": experiments_surgery.show, "transform": experiments_transform.show, "fool": experiments_fool.show}
@@ -22,6 +23,8 @@ def page() -> None:
     seen = looking()
     if seen is None:
         return
+    _model, card, _run, source = resolved_model()  # its words; the weights are the ones time travel chose
+    st.caption(experiment_subject(*card_model(card), source, seen.epoch))
     views = list(VIEWS)
     view = st.segmented_control("Experiment", views, format_func=VIEWS.get,
                                 key=kept_choice("experiment_view", views, views[0]), persist_state=PERSIST)

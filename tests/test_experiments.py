@@ -9,6 +9,7 @@ from cnn.experiments import check_images, eval_logits, quick_accuracy, quick_pre
 from cnn.model import ConvNet, build_model
 from cnn.config import ARTICLE
 from cnn.train import evaluate
+from tests.test_features import page_app  # noqa: F401 - the fixture: the app with its runs under tmp_path
 
 
 def synthetic_images(n: int = 64, seed: int = 0) -> torch.Tensor:
@@ -110,3 +111,15 @@ def test_check_images_refuses_what_is_not_images_in_our_words(images, labels, sa
 def test_check_images_passes_good_images_and_labels_through():
     images, labels = check_images(ConvNet(), torch.rand(3, 1, 28, 28), torch.tensor([0, 9, 4]))
     assert images.dtype == torch.float32 and labels.dtype == torch.int64 and labels.tolist() == [0, 9, 4]
+
+
+@pytest.mark.mnist
+def test_the_page_says_which_model_the_experiments_work_on(page_app):
+    app, _runs = page_app
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception
+    captions = [caption.value for caption in app.caption]
+    assert "Your experiments work on a copy of the article's CNN on MNIST (the bundled model)." in captions, captions
+    app.select_slider[0].set_value(1).run()  # time travel: the words say which epoch's weights
+    assert not app.exception
+    assert any(caption.value.endswith("(the bundled model), as it was after epoch 1.") for caption in app.caption)

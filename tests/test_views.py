@@ -244,3 +244,12 @@ def test_shape_story_follows_the_networks_layer_table():
     assert story("lenet").endswith("Sizes shrink 28 -> 14 -> 10 -> 5 while the number of maps grows 6 -> 16.")
     assert story("one-conv").endswith("Sizes shrink 28 -> 14, in 32 maps.")
     assert "laid out flat" in story("mlp") and "Sizes" not in story("softmax")
+
+
+def test_the_experiments_subject_names_the_network_its_dataset_whose_it_is_and_the_epoch():
+    from cnn.views import experiment_subject
+
+    assert experiment_subject("cnn", "mnist", "the class model") == (
+        "Your experiments work on a copy of the article's CNN on MNIST (the class model).")
+    assert experiment_subject("mlp", "fashion", "your choice", 2) == (
+        "Your experiments work on a copy of an MLP on Fashion-MNIST (your choice), as it was after epoch 2.")
