@@ -786,15 +786,19 @@ def test_a_flood_of_forged_units_costs_about_one_picture_and_leaves_the_server_i
         assert wanted_unit(student) == ("conv2", 63)
         assert spent < 5 * one, f"23 forged units cost {spent:.1f} s of CPU, one unit {one:.1f} s"
         assert "Run history" in neighbours_page and neighbour.exceptions == [] and student.exceptions == []
-        # Nothing was left queued: after the last run the server's CPU falls back to idle.
-        # (A window to measure the server's CPU in, not a wait for a page: a queued picture would keep a core busy.)
-        before = loadtest.cpu_seconds(pid)
-        time.sleep(10)
-        idle = loadtest.cpu_seconds(pid) - before
-        assert idle < 1.5, f"the server spent {idle:.1f} s of CPU in the 10 s after the flood's last run"
+        assert_nothing_left_queued(pid)
     finally:
         neighbour.close()
         student.close()
+
+
+def assert_nothing_left_queued(pid: int) -> None:
+    """After a flood's last run the server's CPU falls back to idle: queued work (a picture, a measurement) would
+    keep a core busy. A 10 s window to measure the server's CPU in, not a wait for a page."""
+    before = loadtest.cpu_seconds(pid)
+    time.sleep(10)
+    idle = loadtest.cpu_seconds(pid) - before
+    assert idle < 1.5, f"the server spent {idle:.1f} s of CPU in the 10 s after the flood's last run"
 
 
 DREW = re.compile(r"cnn: Drew what unit (\d+) of (\w+) wants to see")  # the server's log line per picture drawn
@@ -1125,12 +1129,7 @@ def test_a_flood_of_forged_edits_costs_about_one_measurement_and_leaves_the_serv
         spent = loadtest.cpu_seconds(pid) - before
         assert spent < 5 * one, f"23 forged edits cost {spent:.1f} s of CPU, one edit {one:.1f} s"
         assert "Run history" in neighbours_page and neighbour.exceptions == [] and student.exceptions == []
-        # Nothing was left queued: after the last run the server's CPU falls back to idle.
-        # (A window to measure the server's CPU in, not a wait for a page: a queued measurement would keep a core busy.)
-        before = loadtest.cpu_seconds(pid)
-        time.sleep(10)
-        idle = loadtest.cpu_seconds(pid) - before
-        assert idle < 1.5, f"the server spent {idle:.1f} s of CPU in the 10 s after the flood's last run"
+        assert_nothing_left_queued(pid)
     finally:
         neighbour.close()
         student.close()
