@@ -20,7 +20,8 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .checkpoint import checkpoint_dataset
-from .compare import MAX_CURVE_BYTES, ComparedRun, curve_path, run_labels, shift_sentences
+from .compare import (BUNDLED_COMPARISON, BUNDLED_COMPARISON_DATASET, MAX_CURVE_BYTES, ComparedRun, curve_path,
+                      run_labels, shift_sentences)
 from .experiments import check_images, eval_logits, quick_predictions
 from .model import model_spec
 from .storage import read_json_record, write_json_record
@@ -337,6 +338,18 @@ def measure_curves(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         curves[kind] = robustness_curve(model, images, labels, kind, CURVE_VALUES[kind],
                                         progress=part if progress is not None else None)
     return curves
+
+
+def curve_networks(checkpoint: Path | str, dataset: str, active: str) -> list[tuple[str, Path]]:
+    """(name, checkpoint) of the networks whose curves Transform the image shows: the active model's checkpoint
+    (named active), then, on the dataset the Compare page's bundled 1-epoch set learned, those networks that are on
+    disk (the active model's own file once)."""
+    checkpoint = Path(checkpoint)
+    found = [(active, checkpoint)]
+    if dataset == BUNDLED_COMPARISON_DATASET:
+        found += [(name, path) for name, (_, path) in BUNDLED_COMPARISON.items()
+                  if path.is_file() and path.resolve() != checkpoint.resolve()]
+    return found
 
 
 def robustness_path(checkpoint: Path | str) -> Path:

@@ -15,7 +15,7 @@ import torch
 
 from cnn import transforms
 from cnn.classset import class_set_note, class_set_version, default_class_dir, load_class_set
-from cnn.compare import BUNDLED_COMPARISON, BUNDLED_COMPARISON_DATASET, ComparedRun, color_scale, run_labels
+from cnn.compare import BUNDLED_COMPARISON_DATASET, ComparedRun, color_scale, run_labels
 from cnn.data import to_float
 from cnn.drawing import LruCache
 from cnn.explain import describe
@@ -142,16 +142,6 @@ def _class_curves() -> LruCache:
     return LruCache(8)
 
 
-def networks(seen: Looking) -> list[tuple[str, Path]]:
-    """(name, checkpoint) of the networks whose curves are shown: the active model, then for MNIST the Compare
-    page's bundled 1-epoch set (the active model's own file once)."""
-    found = [(ACTIVE, Path(seen.checkpoint))]
-    if seen.spec.name == BUNDLED_COMPARISON_DATASET:
-        found += [(name, path) for name, (_, path) in BUNDLED_COMPARISON.items()
-                  if path.is_file() and path.resolve() != Path(seen.checkpoint).resolve()]
-    return found
-
-
 def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
     """Each network's loaded model and its curves: kept ones read back, missing ones measured under the lock."""
     data = load_data_with_progress(seen.spec.name)
@@ -159,7 +149,7 @@ def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
         return [], {}
     images, labels = test_inputs(seen.spec.name, data.test_images), data.test_labels
     runs, curves = [], {}
-    for name, path in networks(seen):
+    for name, path in transforms.curve_networks(seen.checkpoint, seen.spec.name, ACTIVE):
         model, card = (seen.model, cached_checkpoint(path)[1]) if name == ACTIVE else cached_checkpoint(path)
         runs.append(ComparedRun(name, model, card))
         curves[name] = transforms.read_robustness(path, card, min(transforms.ROBUSTNESS_IMAGES, len(images)))
@@ -224,17 +214,24 @@ class ClassCurves:
     value: tuple | None  # (drawings measured, drawings saved, curves) or None when none were saved
 
 
+def still_fresh(kept_curves: ClassCurves, version: tuple) -> bool:
+    """Whether kept curves may be shown for the class set at version: the same set, or curves measured less than a
+    minute ago (an empty set's "none yet" is never kept waiting: the first drawings are measured at once)."""
+    return kept_curves.version == version or (
+        kept_curves.value is not None and time.monotonic() - kept_curves.measured_at < REMEASURE_SECONDS)
+
+
 def measured_class_curves(seen: Looking, folder: Path) -> ClassCurves:
     """The class set's curves for the active model: measured once, then again only when drawings were added or removed
     AND a minute has passed (every saved drawing changes the set: a class drawing while others look here must not
     keep the server measuring)."""
-    key, version = (seen.version, str(folder.resolve())), class_set_version(folder)
+    key, version = (seen.version, str(folder)), class_set_version(folder)
     found, kept_curves = _class_curves().get(key)
-    if found and (kept_curves.version == version or time.monotonic() - kept_curves.measured_at < REMEASURE_SECONDS):
+    if found and still_fresh(kept_curves, version):
         return kept_curves
     with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
         found, kept_curves = _class_curves().get(key)  # measured while this session waited
-        if found and (kept_curves.version == version or time.monotonic() - kept_curves.measured_at < REMEASURE_SECONDS):
+        if found and still_fresh(kept_curves, version):
             return kept_curves
         samples, value = load_class_set(folder), None
         if len(samples.labels):
