@@ -68,9 +68,11 @@ def wait_until_idle(page: Page) -> None:
 
 
 def open_experiment(page: Page, name: str) -> None:
-    """Go to Experiments (the sidebar link) and, once it is drawn, choose the experiment called name."""
+    """Go to Experiments (the sidebar link) and, once it is drawn and its images have loaded, choose the experiment
+    called name. (The first experiment draws dozens of images: a click while the browser still fetches them makes
+    Streamlit drop them, a /media 404 in the console; two fresh-clone runs failed so.)"""
     go_to(page, "Experiments")
-    wait_until_idle(page)
+    wait_for_images(page)
     page.get_by_test_id("stButtonGroup").get_by_text(name, exact=True).click()
 
 

@@ -40,6 +40,7 @@ def test_a_targeted_attack_flips_a_digit_to_the_chosen_target(projector_page: Pa
     errors = open_app(page, app_url)
     open_experiment(page, "Fool the network")
     expect(page.get_by_role("heading", name="Fool the network")).to_be_visible(timeout=60_000)
+    wait_for_images(page)
     page.get_by_text("A chosen target (20 gradient steps)", exact=True).click()
     target_box = page.get_by_role("combobox", name="Target digit")
     expect(target_box).to_be_visible(timeout=60_000)

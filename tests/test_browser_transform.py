@@ -5,7 +5,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import draw_and_read, open_app, open_experiment, wait_for_images, wait_until_idle
+from tests.test_browser_app import (NEXT_RUN_ENDED_JS, WATCH_RUNS_JS, draw_and_read, open_app, open_experiment,
+                                    wait_for_images)
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -16,7 +17,7 @@ TRANSFORMED = re.compile(r"Transformed: .+")
 def open_transform(page: Page) -> None:
     open_experiment(page, "Transform the image")
     expect(page.locator(ANSWER).get_by_text(TRANSFORMED)).to_be_visible(timeout=120_000)
-    wait_for_images(page)
+    wait_for_images(page)  # a slider moved while its images load would make Streamlit drop them (a 404)
 
 
 def test_moving_the_image_with_the_shift_slider_changes_the_answer(projector_page: Page, app_url):
@@ -33,9 +34,11 @@ def test_moving_the_image_with_the_shift_slider_changes_the_answer(projector_pag
     expect(answer).not_to_have_text(before, timeout=60_000)
     wait_for_images(page)
     assert "It's a 7" not in answer.inner_text()
+    page.evaluate(WATCH_RUNS_JS)  # watching for the run the key starts, installed before it can start
     slider.press("Home")  # 8 px left: the answer is read again for the new image
     expect(slider).to_have_value("-8", timeout=60_000)
-    wait_until_idle(page)
+    page.wait_for_function(NEXT_RUN_ENDED_JS, timeout=60_000)
+    wait_for_images(page)  # Reset's rerun must not replace images the browser is still fetching
     page.get_by_role("button", name="Reset").click()
     expect(answer).to_have_text(before, timeout=60_000)
     sentence = page.get_by_text("Moved by 4 pixels, softmax regression falls most", exact=False)

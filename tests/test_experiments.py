@@ -123,3 +123,22 @@ def test_the_page_says_which_model_the_experiments_work_on(page_app):
     app.select_slider[0].set_value(1).run()  # time travel: the words say which epoch's weights
     assert not app.exception
     assert any(caption.value.endswith("(the bundled model), as it was after epoch 1.") for caption in app.caption)
+
+
+@pytest.mark.mnist
+@pytest.mark.parametrize("kept_view", [None, "../surgery", ["surgery"], "fool "])
+def test_the_page_runs_no_experiment_until_one_is_chosen(page_app, monkeypatch, kept_view):
+    """A class opening Experiments measures nothing until an experiment is chosen (each costs seconds of the
+    server's cores); a kept or forged choice the page does not offer counts as none. (The chosen experiments'
+    own AppTests are in test_surgery, test_transforms and test_adversarial.)"""
+    import pages.experiments_surgery as surgery
+
+    measured = []
+    monkeypatch.setattr(surgery, "quick_accuracy", lambda *args: measured.append(args) or 0.5)
+    app, _runs = page_app
+    if kept_view is not None:
+        app.session_state["kept.experiment_view"] = kept_view
+    app.switch_page("pages/experiments.py").run()
+    assert not app.exception and measured == []
+    assert any(info.value.startswith("Choose an experiment") for info in app.info)
+    assert not [h for h in app.subheader if h.value in ("Filter surgery", "Fool the network")]
