@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import json
-import secrets
 
 import streamlit as st
 
 from cnn import classroom
 from cnn.checkpoint import BUNDLED_MODELS, checkpoint_bytes, default_runs_dir
-from cnn.config import PRESETS, form_config, presets_for
+from cnn.config import PRESETS, form_config
 from cnn.data import DATASETS
 from cnn.features import history_folder, kernel_grid
 from cnn.health import health_items, health_sentence
 from cnn.jobs import run_steps
 from cnn.model import NETWORKS, keep_probabilities
-from cnn.runs import list_runs, read_filter_snapshots, run_name_stem
+from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch,
                        history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
                        plural, progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
@@ -22,62 +21,10 @@ from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_sum
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
                           is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
                           require_app_navigation, set_active_run)
+from pages.train_form import (FORM_MAX_EPOCHS, _name_follows, _network_changed, _preset_changed, form_defaults,
+                              form_is_behind)
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
-FORM_MAX_EPOCHS = 50  # the Epochs field's limit; the class's rules and the server's step cap are checked at Start
-# The Start form's fields: widget key name -> the preset's field it starts from. Kept (pages.shared.kept), so a
-# trip to Draw and back keeps what the student set.
-FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate", "seed": "seed",
-               "keep_conv": "p_keep_conv", "keep_hidden": "p_keep_hidden"}
-
-
-def default_run_name() -> str:
-    """A fresh name for this session's next run: what it trains (run_name_stem: "fast", "fashion-mlp-fast"), a tag
-    of this session, how many it started (+1).
-
-    Computed from this session alone, so another session starting a run changes nothing here.
-    """
-    tag = st.session_state.setdefault("run_tag", secrets.token_hex(2))
-    stem = run_name_stem(*(st.session_state[kept(k)] for k in ("preset", "network", "dataset")))
-    return f"{stem}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
-
-
-def _name_follows() -> None:
-    """A new default name on the next run, unless the student typed their own.
-
-    Any name this session was given as a default counts as not typed: a browser that sends back the name one run
-    late (a choice made while the page still draws) must not freeze "article-..." under a Fashion-MNIST MLP.
-    """
-    if st.session_state.get(kept("run_name")) in st.session_state.get("run_name_defaults", ()):
-        st.session_state.new_run_name = True
-
-
-def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
-    """A new preset fills the form with its values (epochs within what this session may start), and a new default
-    name unless the student typed one. A preset the network cannot take brings its own network (the softmax
-    baseline: softmax regression)."""
-    base = PRESETS.get(st.session_state[kept("preset")])
-    if base is None:  # a forged value (a browser can send any string): form_defaults puts an allowed preset back
-        return
-    for key, name in FORM_FIELDS.items():
-        st.session_state[kept(key)] = getattr(base, name)
-    st.session_state[kept("epochs")] = min(base.epochs, max_epochs)
-    network = st.session_state.get(kept("network"))
-    if not isinstance(network, str) or base.name not in presets_for(network):
-        st.session_state[kept("network")] = base.architecture
-    st.session_state.form_applied = (st.session_state[kept("network")], st.session_state[kept("preset")])
-    _name_follows()
-
-
-def _network_changed(presets: tuple[str, ...], max_epochs: int = FORM_MAX_EPOCHS) -> None:
-    """A new network starts from its default preset (cnn.config.presets_for: the softmax baseline for softmax
-    regression, mostly ARTICLE for the others) among those this session may start, its values in the form."""
-    network = st.session_state.get(kept("network"))
-    fitting = classroom.network_presets(network, presets) if isinstance(network, str) and network in NETWORKS else ()
-    if not fitting:  # a forged value: form_defaults puts an offered network back
-        return
-    st.session_state[kept("preset")] = fitting[0]
-    _preset_changed(max_epochs)
 
 
 def step_cap_caption(base, train_size: int, cap: int) -> str:
@@ -86,53 +33,6 @@ def step_cap_caption(base, train_size: int, cap: int) -> str:
     return (f"This server trains at most {cap:,} steps per run (epochs x {train_size:,} images / batch size): "
             f"at batch {base.batch_size} that is up to {plural(cap // per_epoch, 'epoch')}; "
             "a larger batch allows more.")
-
-
-def apply_lost_choice(presets: tuple[str, ...], max_epochs: int) -> None:
-    """Fill the form for a network or preset chosen since it was last filled, when the choice's callback did not run.
-
-    A choice that reaches the server in the same moment as the live charts' timed rerun can arrive without its
-    on_change (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs): the form then compares what it
-    was last filled for (form_applied, set by the callbacks) with what is chosen, and fills it itself."""
-    now = (st.session_state[kept("network")], st.session_state[kept("preset")])
-    applied = st.session_state.get("form_applied")
-    if applied is None or tuple(applied) == now:
-        st.session_state.form_applied = now
-    elif applied[0] != now[0] and applied[1] == now[1]:
-        _network_changed(presets, max_epochs)  # a new network brings its default preset
-    else:
-        _preset_changed(max_epochs)
-
-
-def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
-    """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
-
-    Checked here, whatever the browser sent: a dataset and a network this app has (the network one that an offered
-    preset can train), and a preset that can train it. A preset's values start within what this session may start
-    (max_epochs); a kept preset the class no longer allows is replaced. Epochs a student types beyond the class's
-    limit stay as typed: Start says why not.
-    """
-    if st.session_state.get(kept("dataset")) not in DATASETS:
-        st.session_state[kept("dataset")] = "mnist"
-        _name_follows()
-    networks = classroom.trainable_networks(presets)
-    if st.session_state.get(kept("network")) not in networks:
-        st.session_state[kept("network")] = "cnn" if "cnn" in networks else networks[0]
-    fitting = classroom.network_presets(st.session_state[kept("network")], presets)
-    if st.session_state.get(kept("preset")) not in fitting:
-        st.session_state[kept("preset")] = fitting[0]
-        _preset_changed(max_epochs)
-    apply_lost_choice(presets, max_epochs)
-    base = PRESETS[st.session_state[kept("preset")]]
-    for key, name in FORM_FIELDS.items():
-        st.session_state.setdefault(kept(key), getattr(base, name))
-    st.session_state[kept("epochs")] = min(max(int(st.session_state[kept("epochs")]), 1), FORM_MAX_EPOCHS)
-    if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
-        name = st.session_state[kept("run_name")] = default_run_name()
-        made = st.session_state.setdefault("run_name_defaults", [])
-        if name not in made:
-            made[:] = (made + [name])[-50:]  # this session's own defaults, bounded
-    return base.name
 
 
 def network_label(name: str) -> str:
@@ -271,6 +171,8 @@ def overlay_choice() -> list[str]:
 
 @st.fragment(run_every=1.0)
 def live() -> None:
+    if form_is_behind():
+        st.rerun(scope="app")  # the Start form above refills itself in a full run (apply_lost_choice)
     manager = job_manager()
     jobs = manager.jobs()
     if not jobs:

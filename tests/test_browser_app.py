@@ -179,10 +179,11 @@ def test_a_finished_run_can_be_chosen_without_reloading(page: Page, app_url):
     errors = open_app(page, app_url)
     go_to(page, "Train")
     expect(page.get_by_role("heading", name="Run history")).to_be_visible(timeout=60_000)
-    page.get_by_label("Preset").click()
-    page.get_by_text("Softmax baseline").click()
+    page.get_by_role("combobox", name="Preset").click()
+    page.get_by_role("option", name="Softmax baseline", exact=True).click()  # not a watched run's recipe line
     epochs = page.get_by_label("Epochs").first
     expect(epochs).to_have_value("5", timeout=60_000)  # the softmax preset's form is in
+    wait_until_idle(page)  # the run that filled it has ended
     epochs.fill("1")
     page.get_by_label("Run name").fill("softmax-browser")
     page.get_by_role("button", name="Start").click()
