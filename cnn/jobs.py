@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import threading
 import time
 import traceback
@@ -30,6 +31,33 @@ ACTIVE_STATES = ("queued", "running", "paused")
 ENDED_STATES = ("finished", "stopped", "failed")
 MAX_STEP_POINTS = 2_000  # step points a job keeps for the live charts; a longer run is thinned evenly
 SESSION_ENDED = "Dropped from the queue: the session that queued it has ended."
+# runs/.claims/<name>: a name taken by a queued or training run. Replicas of the app sharing one runs folder each
+# have their own queue; the claim (an exclusive create, atomic across processes) keeps two of them from training
+# into one folder before either has written its model.json.
+CLAIMS_FOLDER = ".claims"
+
+
+def claim_run_name(runs_dir: Path, name: str) -> bool:
+    """Take name for a run in runs_dir, for every process sharing it; False when another run holds it.
+
+    A runs folder that cannot be written claims nothing (True): the run itself will say why it cannot save.
+    """
+    try:
+        (Path(runs_dir) / CLAIMS_FOLDER).mkdir(parents=True, exist_ok=True)
+        os.close(os.open(Path(runs_dir) / CLAIMS_FOLDER / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def release_run_name(runs_dir: Path, name: str) -> None:
+    """Give name back once its run has ended (its model.json, if any, keeps the name taken from then on)."""
+    try:
+        (Path(runs_dir) / CLAIMS_FOLDER / name).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def run_steps(config: TrainConfig, train_set_size: int = TRAIN_SIZE) -> int:
@@ -269,6 +297,8 @@ class JobManager:
             if address is not None and sum(job.address == address for job in active) >= limit:
                 raise ValueError(f"This computer already has {limit} runs queued or training, the most one computer "
                                  "may have: stop one or wait for it to finish.")
+            if not claim_run_name(self.runs_dir, name):  # queued or training on another replica
+                raise ValueError(f"A run called {name!r} already exists: choose another name.")
             job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, address=address, config=config,
                       folder=folder)
             self._jobs[job.id] = job
@@ -300,6 +330,7 @@ class JobManager:
         with self._lock:
             if job.status == "queued":
                 job.status, job.ended = "stopped", time.time()
+                release_run_name(self.runs_dir, job.name)
                 if by_teacher:
                     job.error = TEACHER_STOPPED
                 self._evict_ended()
@@ -314,6 +345,7 @@ class JobManager:
             dropped = [job for job in self._jobs.values() if job.status == "queued"]
             for job in dropped:
                 job.status, job.error, job.ended = "stopped", TEACHER_CLEARED, time.time()
+                release_run_name(self.runs_dir, job.name)
             self._evict_ended()
         return len(dropped)
 
@@ -323,6 +355,7 @@ class JobManager:
             dropped = [job for job in self._jobs.values() if job.owner == owner and job.status == "queued"]
             for job in dropped:
                 job.status, job.error, job.ended = "stopped", reason, time.time()
+                release_run_name(self.runs_dir, job.name)
             self._evict_ended()
         return len(dropped)
 
@@ -332,6 +365,7 @@ class JobManager:
             for job in self._jobs.values():
                 if job.status == "queued":
                     job.status, job.ended = "stopped", time.time()
+                    release_run_name(self.runs_dir, job.name)
                 job.control.stop()
             threads = list(self._threads.values())
         for thread in threads:
@@ -457,6 +491,7 @@ class JobManager:
         finally:
             with self._lock:
                 job.status, job.error, job.ended = status, error, time.time()
+                release_run_name(self.runs_dir, job.name)
                 if recorder is not None:
                     job.save_errors = list(recorder.save_errors)
                 self._evict_ended()
