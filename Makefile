@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run solo test install install-dev data browser bench clean
+.PHONY: run solo school test install install-dev data browser nginx bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ browser:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# Debian's nginx-light puts replicas of the app behind one address (`make school`, tests/test_replicas.py).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  echo "Installing Debian's nginx-light for the replicas behind one proxy"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light; }
+
 run: data
 	$(PY) -m streamlit run app.py
 
@@ -39,7 +45,14 @@ run: data
 solo: data
 	$(PY) -m streamlit run app.py --server.address 127.0.0.1
 
-test: install-dev data browser
+# More students than one server holds: REPLICAS copies of the app behind nginx on 127.0.0.1:PORT, sharing runs/
+# and class_data/ (scripts/replicas.py; it prints the teacher's link). Ctrl-C stops them all.
+REPLICAS ?= 2
+PORT     ?= 8500
+school: data nginx
+	$(PY) scripts/replicas.py --replicas $(REPLICAS) --port $(PORT)
+
+test: install-dev data browser nginx
 	$(PY) -m pytest
 
 bench: install
