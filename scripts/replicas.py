@@ -249,6 +249,7 @@ def main() -> int:
     school = start_school(workdir, args.replicas, args.port, runs_dir=args.runs_dir, class_dir=args.class_dir,
                           teacher_token=args.teacher_token)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, even when started in the background
     try:
         ports = ", ".join(str(port) for _, port in school.replicas)
         print(f"{args.replicas} replicas on 127.0.0.1 ports {ports}, behind nginx at {school.url}/ "
