@@ -209,7 +209,7 @@ _CARD_FIELDS: dict[str, tuple[type, ...]] = {
     "date": (str,), "torch_version": (str,), "command": (str,), "epochs": (int,), "steps": (int,),
     "accuracy": _NUMBER, "per_class_accuracy": (list,), "data_source": (str,), "device": (str,),
     "wall_seconds": _NUMBER, "run": (str,), "status": (str,), "error": (str,), "save_errors": (list,),
-    "weights_sha256": (str,), "network": (str,), "dataset": (str,),
+    "weights_sha256": (str,), "network": (str,), "dataset": (str,), "precision": (str,),
 }
 CARD_STATUSES = ("running", "finished", "stopped", "failed")  # what RunRecorder writes on a run's card
 

@@ -143,13 +143,13 @@ def cmd_train(args) -> int:
     from .data import DataError
     from .runs import MODEL_FILE, RunRecorder
     from .model import network_spec
-    from .train import TrainControl, pick_device, train
+    from .train import TrainControl, pick_device, run_precision, train
 
     try:
         config = preset(args.preset or presets_for(args.network or "cnn")[0])
         changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
                                      "learning_rate": args.lr, "architecture": args.network,
-                                     "dataset": args.dataset}.items() if v is not None}
+                                     "dataset": args.dataset, "precision": args.precision}.items() if v is not None}
         config = config.replace(**changes)
         if config.problem():
             raise ValueError(config.problem())
@@ -163,8 +163,11 @@ def cmd_train(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     device = pick_device()
+    precision = run_precision(config, device)
+    fallback = " (bf16 is not native here)" if precision != config.precision else ""
     print(f"Training {network_spec(config.architecture).title} on {data.spec.title} with the {config.name} recipe, "
-          f"on {device} for {config.epochs} epoch(s), batch {config.batch_size}, seed {config.seed}; writing {folder}")
+          f"on {device} in {precision}{fallback} for {config.epochs} epoch(s), batch {config.batch_size}, "
+          f"seed {config.seed}; writing {folder}")
     recorder = RunRecorder(folder, config, data_source=data.source, device=str(device))
     reporter = _CliReporter()
     control = TrainControl()
@@ -189,7 +192,7 @@ def cmd_train(args) -> int:
     card = recorder.finish(result, "stopped" if result.stopped else "finished")
     for problem in recorder.save_errors:
         print(f"warning: {problem}", file=sys.stderr)
-    print(f"Done: {result.steps} steps, {result.epochs_completed} full epoch(s), {result.wall_seconds:.0f} s; "
+    print(f"Done: {result.steps} steps, {result.epochs_completed} full epoch(s), {result.wall_seconds:.1f} s of training; "
           f"test accuracy {100 * card.get('accuracy', float('nan')):.2f}% (10,000 images). Checkpoint: {folder / MODEL_FILE}")
     return 0
 
@@ -265,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
+                   help="default: the preset's (ARTICLE fp32, the reference; FAST bf16 where the CPU runs it natively)")
     p.add_argument("--out", default=None, help="runs/NAME (default runs/[<dataset>-][<network>-]<preset>-seed<seed>)")
     p.add_argument("--data-dir", default=None)
     p.set_defaults(func=cmd_train)

@@ -26,6 +26,7 @@ class TrainConfig:
     seed: int = 0  # seeds weights, shuffling and dropout; same seed -> same metrics on CPU
     eval_every: int = 100  # steps between quick evaluations on the fixed 1,000-image test subset
     eval_subset: int = 1000  # size of that fixed test subset
+    precision: str = "fp32"  # "fp32", or "bf16": bfloat16 autocast where the CPU (AVX-512 BF16, AMX) or GPU runs it natively
 
     def problem(self) -> str:
         """Why this config cannot be trained, as a sentence ("" when it can).
@@ -45,6 +46,7 @@ class TrainConfig:
             (self.optimizer in ("rmsprop_tf", "adam", "sgd"), "the optimizer must be rmsprop_tf, adam or sgd"),
             (self.schedule in ("constant", "onecycle"), "the schedule must be constant or onecycle"),
             (self.init in ("normal", "kaiming"), "the initialisation must be normal or kaiming"),
+            (self.precision in ("fp32", "bf16"), "the precision must be fp32 or bf16"),
             (_whole(self.epochs, 1, 1000), "epochs must be a whole number from 1 to 1,000"),
             (_whole(self.batch_size, 1, 4096), "the batch size must be a whole number from 1 to 4,096"),
             (_whole(self.seed, 0, 2**31 - 1), "the seed must be a whole number from 0 to 2,147,483,647"),
@@ -120,6 +122,7 @@ FAST = TrainConfig(
     p_keep_hidden=0.75,
     label_smoothing=0.1,
     init="kaiming",
+    precision="bf16",
 )
 
 # The tutorial's reference point: plain softmax regression on the 784 pixels (~92%).

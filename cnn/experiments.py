@@ -10,18 +10,9 @@ import torch
 from torch import nn
 
 from .model import model_spec
+from .train import bf16_native
 
 QUICK_BATCH = 512  # images per forward in quick_accuracy: ~2x faster than 1,000 on this CPU (cache-sized maps)
-
-
-def _bf16_ok(device: torch.device) -> bool:
-    """Whether bfloat16 convolutions run natively here (AVX-512 BF16 or AMX on a CPU; any CUDA GPU)."""
-    if device.type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001 - torch's own capability check
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def check_images(model: nn.Module, images, labels=None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -62,7 +53,7 @@ def quick_predictions(model: nn.Module, images: torch.Tensor, batch_size: int = 
     convolves = any(stage.kind == "conv" for stage in model.stages)
     out = []
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                enabled=fast and convolves and _bf16_ok(device)):
+                                                enabled=fast and convolves and bf16_native(device)):
         for start in range(0, len(images), batch_size):
             batch = images[start:start + batch_size].to(device)
             if convolves:

@@ -62,7 +62,10 @@ class Dropout(nn.Module):
             mask = torch.rand(x.numel(), device=x.device, generator=self.generator).as_strided(x.shape, x.stride())
         else:
             mask = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=self.generator)
-        return x * mask.lt_(self.p_keep).div_(self.p_keep)
+        mask = mask.lt_(self.p_keep).div_(self.p_keep)
+        # Under bf16 autocast x is bfloat16: a float32 mask would promote the product (and the next layer's input)
+        # back to float32.
+        return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"p_keep={self.p_keep}"

@@ -15,7 +15,7 @@ from .checkpoint import (BUNDLED_MODELS, CheckpointError, atomic_write, card_pat
                          make_card, read_checkpoint, run_name_problem, save_checkpoint)
 from .config import TrainConfig
 from .model import build_model, has_stage
-from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult
+from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainResult, run_precision
 
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -39,6 +39,7 @@ class RunRecorder(Callback):
         self.data_source = data_source
         self.device = device
         self.keep_epoch_checkpoints = keep_epoch_checkpoints
+        self.precision = run_precision(config, device)  # what it trains in here: bf16 only where native
         self.started = time.time()
         self.save_errors: list[str] = []
         self.filter_steps: list[int] = []
@@ -141,7 +142,7 @@ class RunRecorder(Callback):
         """The card this run would have now, with fields (status, accuracy, ...) filled in."""
         previous = read_card(self.folder / MODEL_FILE) or {}
         base = {k: previous[k] for k in ("epochs", "steps", "accuracy", "per_class_accuracy") if k in previous}
-        base.update(data_source=self.data_source, device=self.device,
+        base.update(data_source=self.data_source, device=self.device, precision=self.precision,
                     wall_seconds=round(time.time() - self.started, 1), run=self.folder.name)
         base.update(fields)
         return make_card(self.config, self._card_model, **base)

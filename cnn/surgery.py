@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .experiments import QUICK_BATCH, _bf16_ok, check_images, eval_logits
+from .experiments import QUICK_BATCH, check_images, eval_logits
+from .train import bf16_native
 from .features import conv_layers, dense_layers, enlarge, kernels as trained_kernels, signed_rgb
 from .model import Stage
 
@@ -321,7 +322,7 @@ def ablation_sweep(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     device = next(model.parameters()).device
     convolves = any(s.kind == "conv" for s in model.stages)
     batches = range(0, len(images), batch_size)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and convolves and _bf16_ok(device)):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast and convolves and bf16_native(device)):
         for done, start in enumerate(batches):
             x = images[start:start + batch_size].to(device)
             if convolves:

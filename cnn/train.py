@@ -166,12 +166,31 @@ class TrainResult:
     wall_seconds: float  # training time, pauses not counted
     stopped: bool  # True when stopped early (control.stop or max_steps)
     device: str
+    precision: str = "fp32"  # what it trained in: "bf16" only where asked for and native (run_precision)
     history: list[dict] = field(default_factory=list)  # one dict per evaluation
 
 
 def pick_device() -> torch.device:
     """A CUDA GPU when one is present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_native(device: torch.device | str) -> bool:
+    """Whether bfloat16 convolutions run natively on device (AVX-512 BF16 or AMX on a CPU; a CUDA GPU that has it).
+
+    Elsewhere bfloat16 is emulated and slower than float32, so a bf16 run trains in float32 there (and says so)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # noqa: SLF001 - torch's own capability check
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def run_precision(config: TrainConfig, device: torch.device | str) -> str:
+    """The precision a run of config trains in on device: "bf16" where asked for and native, else "fp32"."""
+    return "bf16" if config.precision == "bf16" and bf16_native(device) else "fp32"
 
 
 def prepare_batch(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -187,8 +206,11 @@ def uses_channels_last(model: nn.Module) -> bool:
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000) -> dict:
-    """Accuracy, per-class accuracy (one per output of the model) and predictions on uint8 images; restores train mode."""
+             batch_size: int = 1000, precision: str = "fp32") -> dict:
+    """Accuracy, per-class accuracy (one per output of the model) and predictions on uint8 images; restores train mode.
+
+    precision "bf16" runs the forward in bfloat16 autocast (a bf16 run's quick evaluations); the number a card
+    records is always measured in float32."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -196,7 +218,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     predictions, num_classes = [], 0
     for start in range(0, len(images), batch_size):
         batch = prepare_batch(images[start:start + batch_size].to(device), channels_last)
-        logits = model(batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            logits = model(batch)
         num_classes = logits.shape[1]
         predictions.append(logits.argmax(1).cpu())
     model.train(was_training)
@@ -255,6 +278,8 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
     if max_steps is not None:
         steps_total = min(steps_total, max_steps)
     optimizer, scheduler = make_optimizer(model, config, steps_total)
+    precision = run_precision(config, device)
+    bf16 = precision == "bf16"
     shuffle = torch.Generator().manual_seed(config.seed)
     subset = min(config.eval_subset, len(data.test_images))
     subset_images, subset_labels = data.test_images[:subset], data.test_labels[:subset]
@@ -283,8 +308,9 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
             x = prepare_batch(train_images[index], channels_last)
             y = train_labels[index]
             optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):  # the backward follows its dtypes
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)  # autocast: in float32
             loss.backward()
             optimizer.step()
             learning_rate = optimizer.param_groups[0]["lr"]
@@ -304,7 +330,7 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
                 if step % callback.gradients_every == 0:
                     callback.on_gradients(step, model)
             if config.eval_every and step % config.eval_every == 0:
-                quick = evaluate(model, subset_images, subset_labels)
+                quick = evaluate(model, subset_images, subset_labels, precision=precision)
                 fire_eval(quick["accuracy"], quick["n"], False, epoch)
         else:  # the epoch ran to its end
             full = evaluate(model, data.test_images, data.test_labels)
@@ -326,4 +352,5 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
     return TrainResult(model=model, steps=step, epochs_completed=epochs_completed,
                        test_accuracy=test_accuracy, per_class_accuracy=per_class,
                        wall_seconds=stopwatch.elapsed(),
-                       stopped=epochs_completed < config.epochs, device=str(device), history=history)
+                       stopped=epochs_completed < config.epochs, device=str(device), history=history,
+                       precision=precision)

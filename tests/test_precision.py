@@ -1,0 +1,114 @@
+"""bfloat16 training (TrainConfig.precision): where it runs, what a run records, and what stays float32.
+
+SYNTHETIC data (tests/conftest.py synthetic_mnist): the dtypes and the bookkeeping are what is checked here; what
+bf16 costs in accuracy on real MNIST is measured by `python -m cnn train --precision ...` (README).
+"""
+import json
+
+import pytest
+import torch
+
+from cnn.cli import main
+from cnn.config import ARTICLE, FAST, TrainConfig
+from cnn.model import build_model
+from cnn.runs import RunRecorder, read_card
+from cnn.train import evaluate, train
+
+SMALL = FAST.replace(batch_size=32, epochs=1, eval_every=4, eval_subset=64)
+
+
+def native_bf16() -> bool:
+    """Asked of oneDNN directly, not of the code under test."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def watch_convolutions(model) -> list[tuple[bool, torch.dtype]]:
+    """(training?, output dtype) of every convolution the model runs from now on."""
+    seen = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_hook(lambda m, i, out: seen.append((m.training, out.dtype)))
+    return seen
+
+
+def test_article_stays_the_float32_reference_and_fast_asks_for_bf16():
+    assert ARTICLE.precision == "fp32" and FAST.precision == "bf16"
+    assert TrainConfig.from_dict({"name": "old-card"}).precision == "fp32"  # a card from before precision existed
+    assert "precision must be fp32 or bf16" in ARTICLE.replace(precision="fp16").problem()
+    assert ARTICLE.replace(precision="bf16").problem() == ""
+
+
+def test_a_bf16_run_trains_in_bfloat16_where_native_and_its_accuracy_is_measured_in_float32(tiny_data):
+    config = SMALL
+    model = build_model(config, generator=torch.Generator().manual_seed(0))
+    seen = watch_convolutions(model)
+    result = train(config, tiny_data, model=model, device=torch.device("cpu"))
+    expected = torch.bfloat16 if native_bf16() else torch.float32
+    assert result.precision == ("bf16" if native_bf16() else "fp32")
+    assert {dtype for training, dtype in seen if training} == {expected}  # every training step
+    assert (False, torch.float32) in seen  # the epoch's full test: the card's number is float32's
+    # ... and equals an evaluation made afterwards, in float32, by hand
+    with torch.no_grad():
+        predicted = result.model(tiny_data.test_images.float().div(255).unsqueeze(1)).argmax(1)
+    assert result.test_accuracy == pytest.approx(float((predicted == tiny_data.test_labels).float().mean()))
+    assert result.test_accuracy > 0.9  # the synthetic classes are easy, in bf16 too
+
+
+def test_a_float32_run_never_leaves_float32(tiny_data):
+    model = build_model(SMALL, generator=torch.Generator().manual_seed(0))
+    seen = watch_convolutions(model)
+    result = train(SMALL.replace(precision="fp32"), tiny_data, model=model, device=torch.device("cpu"))
+    assert result.precision == "fp32" and {dtype for _, dtype in seen} == {torch.float32}
+
+
+def test_bf16_runs_are_seeded_like_float32_ones(tiny_data):
+    losses = []
+    for seed in (0, 0, 1):
+        steps = []
+
+        class Steps:
+            gradients_every = 0
+
+            def on_start(self, model): ...
+
+            def on_step(self, event):
+                steps.append(event.loss)
+
+            def on_eval(self, event, model): ...
+
+            def on_epoch_end(self, event, model): ...
+        train(SMALL.replace(seed=seed), tiny_data, callbacks=[Steps()], device=torch.device("cpu"))
+        losses.append(steps)
+    assert losses[0] == losses[1] and losses[0] != losses[2]
+
+
+def test_evaluate_in_bf16_is_a_quick_look_close_to_float32(tiny_data):
+    model = train(SMALL.replace(precision="fp32"), tiny_data, device=torch.device("cpu")).model
+    exact = evaluate(model, tiny_data.test_images, tiny_data.test_labels)
+    quick = evaluate(model, tiny_data.test_images, tiny_data.test_labels, precision="bf16")
+    assert abs(quick["accuracy"] - exact["accuracy"]) <= 0.02
+    assert (quick["predictions"] != exact["predictions"]).float().mean() <= 0.02
+
+
+def test_the_card_says_what_the_run_trained_in(tiny_data, tmp_path):
+    for precision in ("fp32", "bf16"):
+        config = SMALL.replace(precision=precision)
+        recorder = RunRecorder(tmp_path / precision, config)
+        result = train(config, tiny_data, callbacks=[recorder], device=torch.device("cpu"))
+        card = recorder.finish(result, "finished")
+        assert card["precision"] == result.precision == read_card(tmp_path / precision / "model.pt")["precision"]
+        assert card["config"]["precision"] == precision  # what was asked for, beside what ran
+
+
+def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, capsys, tiny_data):
+    import cnn.cli
+
+    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(cnn.cli, "load_data_with_progress", lambda data_dir, dataset="mnist": tiny_data)
+    assert main(["train", "--preset", "article", "--precision", "bf16", "--max-steps", "3", "--out", "p"]) == 0
+    card = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert card["config"]["precision"] == "bf16" and card["config"]["name"] == "article"
+    assert card["precision"] == ("bf16" if native_bf16() else "fp32")
+    assert " in bf16" in capsys.readouterr().out or not native_bf16()
+    with pytest.raises(SystemExit):
+        main(["train", "--precision", "fp16"])
