@@ -68,6 +68,82 @@ def training_steps() -> dict[str, Callable[[], None]]:
     }
 
 
+EPOCH_TRAIN_IMAGES, EPOCH_TEST_IMAGES = 60_000, 10_000  # MNIST's sizes
+
+
+def epoch_data(train_images: int = EPOCH_TRAIN_IMAGES, test_images: int = EPOCH_TEST_IMAGES):
+    """In-memory SYNTHETIC data of MNIST's size and type (random uint8 pixels and labels): speed only."""
+    from .data import ImageDataset
+
+    generator = torch.Generator().manual_seed(0)
+
+    def part(n):
+        return (torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator),
+                torch.randint(0, NUM_CLASSES, (n,), generator=generator))
+    return ImageDataset(*part(train_images), *part(test_images), source="synthetic (speed only)")
+
+
+def project_epoch(data, config=None) -> Callable[[], None]:
+    """One epoch of the project's train(), end to end, as the class server runs it: its quick evaluations every
+    eval_every steps, the full test set at the epoch's end, and a server run's callbacks (the run's folder on disk
+    with its metrics, filter snapshots and checkpoints; the layer-health monitor)."""
+    import tempfile
+
+    from .config import ARTICLE
+    from .health import HealthMonitor
+    from .runs import RunRecorder
+    from .train import train
+
+    config = (config or ARTICLE).replace(epochs=1)
+
+    def epoch() -> None:
+        with tempfile.TemporaryDirectory(prefix="cnn-bench-") as folder:
+            recorder = RunRecorder(folder, config, data_source=data.source)
+            health = HealthMonitor(data.test_images[:config.eval_subset])
+            train(config, data, callbacks=[recorder, health], device=torch.device("cpu"))
+            recorder.finish(None, "finished")
+    return epoch
+
+
+def baseline_epoch(data, batch: int = BATCH) -> Callable[[], None]:
+    """One epoch of the plain eager loop on the same data: BaselineNet (NCHW, nn.Dropout), torch's RMSprop, the
+    images made float once beforehand (not timed), a shuffled index per epoch, then one pass over the test set."""
+    train_x = data.train_images.unsqueeze(1).float().div(255)  # (N, 1, 28, 28)
+    test_x = data.test_images.unsqueeze(1).float().div(255)
+
+    def epoch() -> None:
+        torch.manual_seed(0)
+        model = BaselineNet().train()
+        optimizer = torch.optim.RMSprop(model.parameters(), lr=0.001, alpha=0.9, eps=1e-10)
+        order = torch.randperm(len(train_x))
+        for start in range(0, len(train_x), batch):
+            index = order[start:start + batch]
+            optimizer.zero_grad()
+            F.cross_entropy(model(train_x[index]), data.train_labels[index]).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            correct = sum(int((model(x).argmax(1) == y).sum())
+                          for x, y in zip(test_x.split(1000), data.test_labels.split(1000)))
+        assert 0 <= correct <= len(test_x)
+    return epoch
+
+
+def epoch_benchmark(rounds: int = 2, train_images: int = EPOCH_TRAIN_IMAGES,
+                    test_images: int = EPOCH_TEST_IMAGES) -> dict:
+    """Seconds for one epoch, end to end, of train() (ARTICLE, fp32) and of the plain eager loop, alternating; the
+    ratio of their medians (epoch_ratio: > 1 means the project's epoch is faster)."""
+    data = epoch_data(train_images, test_images)
+    seconds = measure_alternately({"project": project_epoch(data), "baseline": baseline_epoch(data)},
+                                  rounds=rounds, calls_per_round=1, warmup=0)
+    project, baseline = statistics.median(seconds["project"]), statistics.median(seconds["baseline"])
+    return {"train_images": train_images, "test_images": test_images, "rounds": rounds,
+            "project_epoch_s": round(project, 2), "baseline_epoch_s": round(baseline, 2),
+            "project_epochs_s": [round(x, 2) for x in seconds["project"]],
+            "baseline_epochs_s": [round(x, 2) for x in seconds["baseline"]],
+            "epoch_ratio": round(baseline / project, 3)}
+
+
 def measure_alternately(functions: dict[str, Callable[[], None]], rounds: int, calls_per_round: int,
                         warmup: int = 3) -> dict[str, list[float]]:
     """Seconds per call of each function, measured in alternating rounds so load changes hit all alike."""
@@ -109,9 +185,10 @@ def inference_latency(repeats: int = 200) -> dict[str, float]:
 
 
 def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: int | None = None,
-                   map_images: int | None = None) -> dict:
+                   map_images: int | None = None, epoch_rounds: int = 2, epoch_images: int | None = None) -> dict:
     """Everything `python -m cnn bench` reports; latency_repeats shortens the latency loops and map_images the maps'
-    and experiments' image count (for tests; None: the 10,000 test images)."""
+    and experiments' image count (for tests; None: the 10,000 test images); epoch_images the end-to-end epoch's
+    training images (None: MNIST's 60,000; its test set is a sixth of it)."""
     steps = training_steps()
     seconds = measure_alternately(steps, rounds, steps_per_round)
     project_img_s = BATCH / statistics.median(seconds["project"])
@@ -123,12 +200,17 @@ def run_benchmarks(rounds: int = 5, steps_per_round: int = 10, latency_repeats: 
         "project_img_s": round(project_img_s, 1),
         "baseline_img_s": round(baseline_img_s, 1),
         "ratio": round(project_img_s / baseline_img_s, 3),
+        "step_ratio": round(project_img_s / baseline_img_s, 3),  # the same number, under the issue's name
         "rounds": rounds,
         "steps_per_round": steps_per_round,
         "inference_single_image": inference_latency(latency_repeats or 200),
     }
     for name, extra in _extra_benchmarks():
         report[name] = extra(latency_repeats)
+    epoch = (epoch_benchmark(epoch_rounds) if epoch_images is None
+             else epoch_benchmark(epoch_rounds, epoch_images, max(epoch_images // 6, 1)))
+    report["epoch"] = epoch
+    report["epoch_ratio"] = epoch["epoch_ratio"]
     report.update(inside_latencies(latency_repeats, map_images))
     report.update(experiment_latencies(latency_repeats, map_images))
     return report
@@ -344,6 +426,10 @@ def format_report(report: dict) -> str:
         f"  project  {report['project_img_s']:>8.0f} img/s   (channels_last, ReLU after pool, fast dropout, TF RMSProp)",
         f"  baseline {report['baseline_img_s']:>8.0f} img/s   (plain eager: NCHW, ReLU before pool, nn.Dropout, torch RMSprop)",
         f"  ratio    {report['ratio']:>8.2f}x",
+        f"One epoch end to end ({report['epoch']['train_images']:,} images, fp32, median of {report['epoch']['rounds']}):",
+        f"  project  {report['epoch']['project_epoch_s']:>8.2f} s     (train(): ARTICLE, its evaluations, a server run's callbacks)",
+        f"  baseline {report['epoch']['baseline_epoch_s']:>8.2f} s     (plain eager loop, then one test pass)",
+        f"  epoch_ratio {report['epoch_ratio']:>5.2f}x",
         f"Single-image inference: median {report['inference_single_image']['median_ms']:.2f} ms, "
         f"p95 {report['inference_single_image']['p95_ms']:.2f} ms",
     ]

@@ -69,7 +69,8 @@ def test_bench_reports_ratio_and_latencies():
 
     from cnn.bench import format_report, run_benchmarks
 
-    report = run_benchmarks(rounds=2, steps_per_round=1, latency_repeats=5, map_images=300)
+    report = run_benchmarks(rounds=2, steps_per_round=1, latency_repeats=5, map_images=300, epoch_rounds=1,
+                            epoch_images=1200)
     project, baseline = report["project_img_s"], report["baseline_img_s"]
     assert math.isfinite(project) and math.isfinite(baseline) and project > 0 and baseline > 0
     # img/s are rounded to 0.1 and the ratio to 0.001: the true ratio of the unrounded figures lies in this interval.
@@ -81,6 +82,13 @@ def test_bench_reports_ratio_and_latencies():
         assert latency["samples"] == 5, key  # the repeats asked for, warm-up calls not counted
         assert all(math.isfinite(latency[k]) and latency[k] > 0 for k in ("median_ms", "p95_ms")), key
     assert f"ratio    {report['ratio']:>8.2f}x" in format_report(report)
+    assert report["step_ratio"] == report["ratio"]
+    epoch = report["epoch"]  # one real epoch of each, on 1,200 synthetic images
+    assert (epoch["train_images"], epoch["test_images"], epoch["rounds"]) == (1200, 200, 1)
+    assert epoch["project_epoch_s"] > 0 and epoch["baseline_epoch_s"] > 0
+    assert report["epoch_ratio"] == epoch["epoch_ratio"] == pytest.approx(
+        epoch["baseline_epochs_s"][0] / epoch["project_epochs_s"][0], abs=0.01 + 0.005 / epoch["project_epoch_s"])
+    assert f"epoch_ratio {report['epoch_ratio']:>5.2f}x" in format_report(report)
 
 
 def test_latency_ms_times_only_the_timed_calls(monkeypatch):
@@ -130,10 +138,19 @@ def test_run_benchmarks_turns_step_times_into_img_s_and_ratio(monkeypatch):
     monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock.perf_counter))
     monkeypatch.setattr(bench, "training_steps", lambda: {"project": lambda: clock.spend(0.1),
                                                           "baseline": lambda: clock.spend(0.16)})
-    report = bench.run_benchmarks(rounds=3, steps_per_round=2, latency_repeats=1)
+    # One end-to-end epoch: 12 s for train(), 15 s for the plain loop (each made on the data it is given).
+    made = []
+    monkeypatch.setattr(bench, "project_epoch", lambda data: made.append(len(data.train_images)) or (
+        lambda: clock.spend(12.0)))
+    monkeypatch.setattr(bench, "baseline_epoch", lambda data: made.append(len(data.test_images)) or (
+        lambda: clock.spend(15.0)))
+    report = bench.run_benchmarks(rounds=3, steps_per_round=2, latency_repeats=1, epoch_rounds=3)
     assert report["batch"] == 128
     assert report["project_img_s"] == pytest.approx(1280.0) and report["baseline_img_s"] == pytest.approx(800.0)
-    assert report["ratio"] == pytest.approx(1.6)
+    assert report["ratio"] == pytest.approx(1.6) and report["step_ratio"] == pytest.approx(1.6)
+    assert made == [60_000, 10_000]  # MNIST's sizes
+    assert report["epoch"]["project_epochs_s"] == [12.0] * 3 and report["epoch"]["baseline_epochs_s"] == [15.0] * 3
+    assert report["epoch_ratio"] == pytest.approx(1.25)
 
 
 def test_each_latency_measures_the_work_it_names(monkeypatch):
