@@ -1,6 +1,6 @@
 """Load test for a class server (a benchmark, not a test): N students drawing while one training runs.
 
-    python scripts/loadtest.py [--sessions 20] [--digits 4] [--clients browser|websocket] [--json]
+    python scripts/loadtest.py [--sessions 20] [--digits 4] [--clients browser|websocket] [--replicas N] [--json]
 
 Starts `streamlit run app.py` on loopback with its own runs folder, starts one FAST training run
 from the Train page (unless --no-training), then N students each draw digits, wait for the
@@ -11,6 +11,9 @@ a stroke to the prediction (p50/p95), the server's peak memory and where the cor
 the real canvas. On one 2-core machine the 20 browsers take most of the cores themselves.
 --clients websocket: each student is a WebSocket client speaking Streamlit's own protocol and
 sending what the canvas sends (a PNG of the stroke), so the server is what is measured.
+--replicas N: the same test through nginx in front of N replicas (scripts/replicas.py). Each light student first
+GETs the page as a browser does, keeps the sticky cookie nginx sets, and sends it with its WebSocket handshake and
+every image download; the report gives each replica's memory and how the students were spread (nginx's log).
 
 Traffic goes to 127.0.0.1 only, and every loop is bounded in count and time.
 """
@@ -42,7 +45,10 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.conftest import CHROMIUM_ARGS, INK_JS, chromium_path, start_app  # noqa: E402
+from tests.conftest import CHROMIUM_ARGS, INK_JS, chromium_path, start_app, stop_app  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from replicas import COOKIE, start_school  # noqa: E402
 
 STROKES = {  # one pen stroke per digit, as fractions of the canvas
     "1": [(0.50, 0.12), (0.50, 0.50), (0.50, 0.88)],
@@ -237,8 +243,9 @@ class StreamlitClient:
     """A browser-less Streamlit session over the app's own WebSocket protocol (the same protobuf messages
     Streamlit's frontend sends): light enough that 20-30 of them leave the machine's cores to the server."""
 
-    def __init__(self, ws, url: str):
+    def __init__(self, ws, url: str, cookie: str | None = None):
         self.ws, self.url, self.widgets, self.fragment, self.page_hash = ws, url, {}, "", ""
+        self.cookie = cookie  # the Cookie header a browser would send (a proxy's sticky cookie), or None
         # Every widget the last run drew: its id -> (element type, label, the element's proto), for clients that
         # press other pages' buttons (tests/test_attacks.py); ids of keyed widgets end with "-" + their key.
         self.drawn: dict[str, tuple] = {}
@@ -330,22 +337,41 @@ class StreamlitClient:
 
     def download(self, path: str) -> None:
         """GET one of the page's images (a /media/ URL) as the browser would; raises if the server lost it."""
-        with urllib.request.urlopen(self.url + path, timeout=60) as response:
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=headers), timeout=60) as response:
             if response.status != 200 or not response.read():
                 raise RuntimeError(f"image {path} came back empty ({response.status})")
 
 
+def page_cookie(url: str) -> str:
+    """GET the page as a browser does first; the Cookie header it would send from then on (nginx's sticky cookie)."""
+    with urllib.request.urlopen(url + "/draw", timeout=60) as response:
+        response.read()
+        cookies = [header.split(";", 1)[0] for header in response.headers.get_all("Set-Cookie") or []]
+    if not any(cookie.startswith(COOKIE + "=") for cookie in cookies):
+        raise RuntimeError("the proxy set no sticky cookie")
+    return "; ".join(cookies)
+
+
 async def websocket_student(url: str, digits: int, latencies: list, answers: list, errors: list, index: int,
-                            draw_seconds: float):
+                            draw_seconds: float, cookies: list | None = None):
     """One student as a WebSocket client: sends what the canvas sends after each stroke, and Clear.
-    Each digit takes draw_seconds to draw first, as a hand would (0 makes it a stress test)."""
+    Each digit takes draw_seconds to draw first, as a hand would (0 makes it a stress test).
+
+    cookies: behind a proxy, a list to add this student's Cookie header to; the student first GETs the page for it
+    and sends it with the WebSocket handshake and every image download, as a browser does."""
     await asyncio.sleep(0.5 * index)
     answer_text = re.compile(r"It's an? \d|Not sure")
     n, step = -1, "opening the page"
     try:
+        cookie = None
+        if cookies is not None:
+            cookie = await asyncio.to_thread(page_cookie, url)
+            cookies.append(cookie)
         ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
-        async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
-            client = StreamlitClient(ws, url)
+        async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None,
+                                      additional_headers={"Cookie": cookie} if cookie else None) as ws:
+            client = StreamlitClient(ws, url, cookie)
             _, texts = await client.run(first=True)
             if not any("Draw a digit in the black square" in t for t in texts) or "canvas" not in client.widgets:
                 raise RuntimeError("the Draw page did not show its canvas")
@@ -371,17 +397,27 @@ async def websocket_student(url: str, digits: int, latencies: list, answers: lis
         errors.append(f"session {index}, digit {n + 1}, {step}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:120]}")
 
 
-async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds: float, training: bool) -> dict:
+async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds: float, training: bool,
+              replicas: int = 0) -> dict:
+    """The load test against one server, or (replicas > 0) through nginx in front of that many replicas."""
     workdir = Path(tempfile.mkdtemp(prefix="cnn-loadtest-"))
-    server, url = start_app(workdir, port)
-    watcher = MemoryWatcher(server.pid)
-    watcher.start()
+    school = start_school(workdir, replicas, port) if replicas else None
+    if school is None:
+        server, url = start_app(workdir, port)
+        servers = [server]
+    else:
+        servers, url = [process for process, _ in school.replicas], school.url
+    watchers = [MemoryWatcher(process.pid) for process in servers]
+    for watcher in watchers:
+        watcher.start()
     try:
         chromium = chromium_path()
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
             teacher = await (await browser.new_context()).new_page()
-            await teacher.goto(url + "/train", timeout=120_000)
+            # Behind the proxy every page is a student's unless it opens the teacher's link (the token is shared).
+            await teacher.goto(url + "/train" + (f"?teacher={school.teacher_token}" if school else ""),
+                               timeout=120_000)
             if training:
                 await teacher.get_by_label("Preset").click()
                 await teacher.get_by_text("FAST (Adam, one cycle)").click()
@@ -390,40 +426,49 @@ async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds:
                 await teacher.get_by_text(re.compile(r"Running: epoch 1")).wait_for(timeout=120_000)
             # The teacher's tab moves on: the training goes on in the background on the server.
             await teacher.goto(url + "/", timeout=120_000)
-            idle_kb = process_tree_rss_kb(server.pid)
+            if school is not None:  # every replica loads torch, the data and the model before it is measured idle
+                await asyncio.gather(*(warm_up(f"http://127.0.0.1:{port}") for _, port in school.replicas))
+            idle_kbs = [process_tree_rss_kb(process.pid) for process in servers]
             latencies: list[float] = []
             answers: list[tuple[str, str]] = []
             errors: list[str] = []
             started = time.perf_counter()
-            server_cpu, machine_cpu = cpu_seconds(server.pid), cpu_seconds()
+            server_cpu, machine_cpu = sum(cpu_seconds(process.pid) for process in servers), cpu_seconds()
             if clients == "browser":
                 students = [browser_student(browser, url, digits, latencies, answers, errors, i, workdir)
                             for i in range(sessions)]
             else:
-                students = [websocket_student(url, digits, latencies, answers, errors, i, draw_seconds)
+                students = [websocket_student(url, digits, latencies, answers, errors, i, draw_seconds,
+                                              cookies=[] if school else None)
                             for i in range(sessions)]
             await asyncio.wait_for(asyncio.gather(*students), timeout=900)
             wall = time.perf_counter() - started
-            server_cpu, machine_cpu = cpu_seconds(server.pid) - server_cpu, cpu_seconds() - machine_cpu
+            server_cpu = sum(cpu_seconds(process.pid) for process in servers) - server_cpu
+            machine_cpu = cpu_seconds() - machine_cpu
             progress = "no training run"
             if training:
                 await teacher.goto(url + "/train", timeout=120_000)
                 progress = await teacher.get_by_text(re.compile(r"step [\d,]+ of")).first.inner_text()
+            teacher_route = {c["name"]: c["value"] for c in await teacher.context.cookies()}.get(COOKIE)
             await browser.close()
     finally:
-        watcher.stop_flag.set()
-        server.terminate()
-        server.wait(15)
+        for watcher in watchers:
+            watcher.stop_flag.set()
+        if school is not None:
+            school.stop()
+        else:
+            stop_app(server)  # asked, then killed if it lingers: a loaded machine took over 15 s to end one
     latencies.sort()
-    peak_mb = watcher.peak_kb / 1024
-    return {
+    peak_mb = sum(watcher.peak_kb for watcher in watchers) / 1024
+    idle_kb = sum(idle_kbs)
+    report = {
         "clients": clients, "draw_seconds": draw_seconds if clients == "websocket" else None, "sessions": sessions,
         "digits_per_session": digits, "predictions": len(latencies),
         "read_as_drawn": sum(f"It's a {digit} " in text for digit, text in answers),
         "errors": len(errors), "error_messages": errors[:10],
         "stroke_to_prediction_p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "stroke_to_prediction_p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
-        "server_peak_rss_mb": round(peak_mb, 1),
+        "server_peak_rss_mb": round(peak_mb, 1),  # with replicas: the sum of each one's peak
         "server_rss_before_students_mb": round(idle_kb / 1024, 1),
         "memory_per_session_mb": round((peak_mb - idle_kb / 1024) / max(sessions, 1), 1),
         "wall_seconds": round(wall, 1), "training_progress": progress, "workdir": str(workdir),
@@ -431,6 +476,38 @@ async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds:
         "cpu_cores_busy": round(machine_cpu / wall, 2), "server_cpu_cores": round(server_cpu / wall, 2),
         "clients_and_rest_cpu_cores": round((machine_cpu - server_cpu) / wall, 2),
     }
+    if school is not None:
+        report["replicas"] = replica_report(school, watchers, idle_kbs, teacher_route if training else None)
+    return report
+
+
+async def warm_up(url: str) -> None:
+    """Open the Draw page on one replica, directly, and draw a 1: the first answer loads what every later
+    session shares (torch, the data, the model and its caches), as the teacher's visit does for one server."""
+    ws_url = url.replace("http://", "ws://") + "/_stcore/stream"
+    async with websockets.connect(ws_url, subprotocols=["streamlit"], origin=url, max_size=None) as ws:
+        client = StreamlitClient(ws, url)
+        await client.run(first=True)
+        await client.run(widgets={client.widgets["canvas"]: canvas_value(stroke_png(STROKES["1"]))})
+
+
+def replica_report(school, watchers: list, idle_kbs: list[int], training_route: str | None) -> list[dict]:
+    """Per replica: the students nginx sent it (each student's first GET of /draw, by its route), its memory (peak,
+    before the students, per student it served) and whether the training ran there."""
+    students: dict[str, set] = {}
+    for entry in school.log_entries():
+        if entry["request"].startswith("GET /draw "):
+            students.setdefault(entry["upstream"], set()).add(entry["route"])
+    upstream_of = {entry["route"]: entry["upstream"] for entry in school.log_entries()}
+    rows = []
+    for (_, port), watcher, idle_kb in zip(school.replicas, watchers, idle_kbs):
+        upstream = school.upstream(port)
+        served = len(students.get(upstream, ()))
+        rows.append({"replica": upstream, "students": served, "peak_rss_mb": round(watcher.peak_kb / 1024, 1),
+                     "rss_before_students_mb": round(idle_kb / 1024, 1),
+                     "memory_per_session_mb": round((watcher.peak_kb - idle_kb) / 1024 / max(served, 1), 1),
+                     "training": training_route is not None and upstream_of.get(training_route) == upstream})
+    return rows
 
 
 def main() -> int:
@@ -444,10 +521,13 @@ def main() -> int:
     parser.add_argument("--draw-seconds", type=float, default=2.0,
                         help="websocket clients: how long each digit takes to draw before it is sent (default 2)")
     parser.add_argument("--no-training", action="store_true", help="leave out the teacher's training run")
+    parser.add_argument("--replicas", type=int, default=0,
+                        help="run the test through nginx in front of this many replicas (scripts/replicas.py); "
+                             "0 (default): one server, no proxy")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     report = asyncio.run(run(args.sessions, args.digits, args.port, args.clients, args.draw_seconds,
-                             not args.no_training))
+                             not args.no_training, args.replicas))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
