@@ -5,6 +5,7 @@ Worker threads never touch Streamlit: they write plain data under a lock, and pa
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import itertools
 import math
 import os
@@ -50,6 +51,29 @@ def claim_run_name(runs_dir: Path, name: str) -> bool:
     except OSError:
         return True
     return True
+
+
+def hold_run_name(runs_dir: Path, name: str):
+    """Lock name's claim while its run trains (the open file, or None): another replica then sees it training, and
+    a replica that dies mid-run lets go of the lock, so its run reads as interrupted (see trained_elsewhere)."""
+    try:
+        handle = open(Path(runs_dir) / CLAIMS_FOLDER / name, "rb")
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+    except OSError:
+        return None
+
+
+def trained_elsewhere(runs_dir: Path, name: str) -> bool:
+    """Whether another process (a replica sharing runs_dir) is training the run called name right now."""
+    try:
+        with open(Path(runs_dir) / CLAIMS_FOLDER / name, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # no claim: no run of that name is queued or training anywhere
+        return False
+    return False
 
 
 def release_run_name(runs_dir: Path, name: str) -> None:
@@ -465,6 +489,7 @@ class JobManager:
         from .health import HealthMonitor  # cnn.health builds on this module's ThinnedHistory
         recorder = result = None
         status, error = "failed", "The training ended without a result."
+        held = hold_run_name(self.runs_dir, job.name)
         try:
             data = self._load_data(job.config.dataset)
             device = self.device or pick_device()
@@ -492,6 +517,8 @@ class JobManager:
             with self._lock:
                 job.status, job.error, job.ended = status, error, time.time()
                 release_run_name(self.runs_dir, job.name)
+                if held is not None:
+                    held.close()
                 if recorder is not None:
                     job.save_errors = list(recorder.save_errors)
                 self._evict_ended()

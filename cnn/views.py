@@ -316,6 +316,8 @@ def run_curves(folder: Path) -> tuple[list[dict], list[dict]]:
 
 def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
     """One row per run (live jobs first, then runs on disk, the bundled model last) for the history table."""
+    from .jobs import trained_elsewhere  # cnn.jobs imports much of the engine; only this function needs it
+
     rows, seen = [], set()
     for job in jobs:
         seen.add(job["name"])
@@ -330,8 +332,8 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
             continue
         card = run.card or {}
         status = run.status
-        if status == "running":  # on disk as running but no live job: the server stopped mid-run
-            status = "interrupted"
+        if status == "running" and not trained_elsewhere(run.folder.parent, run.name):
+            status = "interrupted"  # on disk as running, no live job here nor on a replica sharing runs/: it stopped
         network, dataset = card_model(card)
         known = run.card is not None  # an unreadable run says nothing of what it was
         rows.append({"run": run.name, "network": network_title(network) if known else "?",

@@ -7,6 +7,7 @@ The browser tests are marked `browser`; the two at the top need no browser: the 
 """
 import re
 import secrets
+import shutil
 import sys
 import threading
 import urllib.request
@@ -18,6 +19,8 @@ from playwright.sync_api import Page, expect
 
 from cnn.config import ARTICLE
 from cnn.jobs import JobManager
+from cnn.runs import list_runs
+from cnn.views import history_rows
 from tests.conftest import PROJECTOR, ROOT, synthetic_mnist, wait_for
 from tests.test_browser_app import DIGITS, canvas_of, go_to, open_app, open_list_until_listed, stroke, wait_until_idle
 
@@ -61,7 +64,8 @@ def test_two_replicas_sharing_a_runs_folder_never_train_one_name_twice(tmp_path)
         release.wait(60)
         return data
 
-    a = JobManager(slow_data, runs_dir=tmp_path / "runs", max_running=1, device=torch.device("cpu"))
+    a = JobManager(slow_data, runs_dir=tmp_path / "runs", max_running=1, device=torch.device("cpu"),
+                   train_set_size=len(data.train_images))  # its submit must not wait for the data
     b = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", max_running=1, device=torch.device("cpu"))
     try:
         busy = a.submit(CONFIG, "busy", owner="alice")
@@ -80,6 +84,33 @@ def test_two_replicas_sharing_a_runs_folder_never_train_one_name_twice(tmp_path)
                 manager.submit(CONFIG, name, owner="carol")
     finally:
         release.set()
+        a.stop_all()
+        b.stop_all()
+
+
+def test_a_run_training_on_another_replica_reads_as_running_and_a_dead_replicas_run_as_interrupted(tmp_path):
+    """Run history on replica B lists A's run from the shared runs folder: "running" while A trains it (not
+    "interrupted", as a run no process trains reads); a copy whose trainer is gone (no claim, or a claim nobody
+    holds: a replica that died) reads "interrupted"."""
+    data, runs = synthetic_mnist(), tmp_path / "runs"
+    a = JobManager(lambda dataset: data, runs_dir=runs, max_running=1, device=torch.device("cpu"))
+    b = JobManager(lambda dataset: data, runs_dir=runs, max_running=1, device=torch.device("cpu"))
+    try:
+        job = a.submit(CONFIG.replace(epochs=3), "on-a", owner="alice")
+        assert wait_for(lambda: a.snapshot(job)["step"] >= 3)
+        a.pause(job, "alice")
+        assert wait_for(lambda: a.snapshot(job)["pause_reached"])
+        shutil.copytree(runs / "on-a", runs / "crashed")  # a card that says "running", and no claim
+        shutil.copytree(runs / "on-a", runs / "crashed-held")
+        (runs / ".claims").mkdir(exist_ok=True)
+        (runs / ".claims" / "crashed-held").touch()  # its replica died: the claim is left, its lock is not
+        rows = {row["run"]: row["status"] for row in history_rows(list_runs(runs, include_bundled=False), b.jobs())}
+        assert rows == {"on-a": "running", "crashed": "interrupted", "crashed-held": "interrupted"}
+        a.stop(job, "alice")
+        assert a.wait(job, timeout=60)["status"] == "stopped"
+        rows = {row["run"]: row["status"] for row in history_rows(list_runs(runs, include_bundled=False), b.jobs())}
+        assert rows["on-a"] == "stopped"
+    finally:
         a.stop_all()
         b.stop_all()
 
