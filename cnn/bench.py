@@ -72,9 +72,17 @@ EPOCH_TRAIN_IMAGES, EPOCH_TEST_IMAGES = 60_000, 10_000  # MNIST's sizes
 
 
 def epoch_data(train_images: int = EPOCH_TRAIN_IMAGES, test_images: int = EPOCH_TEST_IMAGES):
-    """In-memory SYNTHETIC data of MNIST's size and type (random uint8 pixels and labels): speed only."""
-    from .data import ImageDataset
+    """MNIST in memory (its first train_images and test_images), or SYNTHETIC data of its size and type (random
+    uint8 pixels and labels, speed only) where MNIST is not on this machine."""
+    from .data import DataError, ImageDataset, load_dataset
 
+    try:
+        data = load_dataset("mnist")
+    except DataError:
+        pass
+    else:
+        return ImageDataset(data.train_images[:train_images], data.train_labels[:train_images],
+                            data.test_images[:test_images], data.test_labels[:test_images], source=data.source)
     generator = torch.Generator().manual_seed(0)
 
     def part(n):
@@ -137,7 +145,8 @@ def epoch_benchmark(rounds: int = 2, train_images: int = EPOCH_TRAIN_IMAGES,
     seconds = measure_alternately({"project": project_epoch(data), "baseline": baseline_epoch(data)},
                                   rounds=rounds, calls_per_round=1, warmup=0)
     project, baseline = statistics.median(seconds["project"]), statistics.median(seconds["baseline"])
-    return {"train_images": train_images, "test_images": test_images, "rounds": rounds,
+    return {"train_images": len(data.train_images), "test_images": len(data.test_images), "rounds": rounds,
+            "data": "MNIST" if "synthetic" not in data.source else "synthetic",
             "project_epoch_s": round(project, 2), "baseline_epoch_s": round(baseline, 2),
             "project_epochs_s": [round(x, 2) for x in seconds["project"]],
             "baseline_epochs_s": [round(x, 2) for x in seconds["baseline"]],
@@ -426,7 +435,8 @@ def format_report(report: dict) -> str:
         f"  project  {report['project_img_s']:>8.0f} img/s   (channels_last, ReLU after pool, fast dropout, TF RMSProp)",
         f"  baseline {report['baseline_img_s']:>8.0f} img/s   (plain eager: NCHW, ReLU before pool, nn.Dropout, torch RMSprop)",
         f"  ratio    {report['ratio']:>8.2f}x",
-        f"One epoch end to end ({report['epoch']['train_images']:,} images, fp32, median of {report['epoch']['rounds']}):",
+        f"One epoch end to end ({report['epoch']['train_images']:,} {report['epoch']['data']} images, fp32, "
+        f"median of {report['epoch']['rounds']}):",
         f"  project  {report['epoch']['project_epoch_s']:>8.2f} s     (train(): ARTICLE, its evaluations, a server run's callbacks)",
         f"  baseline {report['epoch']['baseline_epoch_s']:>8.2f} s     (plain eager loop, then one test pass)",
         f"  epoch_ratio {report['epoch_ratio']:>5.2f}x",

@@ -18,6 +18,7 @@ class TrainConfig:
     schedule: str = "constant"  # "constant" or "onecycle" (warm up, then cosine down to ~0)
     batch_size: int = 128  # images per training step
     epochs: int = 10  # passes over the 60,000 training images
+    epoch_images: int = 0  # images one epoch trains on, a fresh random draw each epoch; 0: the whole training set
     p_keep_conv: float = 0.8  # keep-probability of the dropout after pool1, pool2 and flatten
     p_keep_hidden: float = 0.5  # keep-probability of the dropout after FC 625
     init_std: float = 0.01  # every weight starts ~ N(0, init_std^2), as in the tutorial
@@ -50,6 +51,7 @@ class TrainConfig:
             (_whole(self.epochs, 1, 1000), "epochs must be a whole number from 1 to 1,000"),
             (_whole(self.batch_size, 1, 4096), "the batch size must be a whole number from 1 to 4,096"),
             (_whole(self.seed, 0, 2**31 - 1), "the seed must be a whole number from 0 to 2,147,483,647"),
+            (_whole(self.epoch_images, 0, 10**9), "the images per epoch must be a whole number (0: all of them)"),
             (_whole(self.eval_every, 0, 10**9) and _whole(self.eval_subset, 1, 10**9),
              "the evaluation settings must be whole numbers"),
             (_number(self.learning_rate, 0.0, 10.0) and self.learning_rate > 0, "the learning rate must be above 0 and at most 10"),
@@ -64,6 +66,14 @@ class TrainConfig:
             if not ok:
                 return f"This run cannot start: {sentence}."
         return ""
+
+    def images_per_epoch(self, train_size: int) -> int:
+        """How many of train_size training images one epoch trains on."""
+        return min(self.epoch_images, train_size) if self.epoch_images else train_size
+
+    def steps_per_epoch(self, train_size: int) -> int:
+        """Training steps in one epoch: ceil(images per epoch / batch size)."""
+        return math.ceil(self.images_per_epoch(train_size) / self.batch_size)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some fields changed (the config itself is frozen)."""

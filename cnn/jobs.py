@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import itertools
-import math
 import os
 import threading
 import time
@@ -85,8 +84,8 @@ def release_run_name(runs_dir: Path, name: str) -> None:
 
 
 def run_steps(config: TrainConfig, train_set_size: int = TRAIN_SIZE) -> int:
-    """Training steps a run of config takes: ceil(images / batch) per epoch, times the epochs."""
-    return math.ceil(train_set_size / config.batch_size) * config.epochs
+    """Training steps a run of config takes: ceil(images per epoch / batch) per epoch, times the epochs."""
+    return config.steps_per_epoch(train_set_size) * config.epochs
 
 
 def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE) -> str | None:
@@ -94,8 +93,7 @@ def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRA
     steps = run_steps(config, train_set_size)
     if steps <= max_steps:
         return None
-    per_epoch = math.ceil(train_set_size / config.batch_size)
-    fits = max_steps // per_epoch
+    fits = max_steps // config.steps_per_epoch(train_set_size)
     hint = (f"at batch {config.batch_size}, at most {fits} epoch{'s fit' if fits != 1 else ' fits'}"
             if fits >= 1 else f"at batch {config.batch_size}, not even one epoch fits")
     return (f"This run would take {steps:,} training steps, more than this server's limit of {max_steps:,} "

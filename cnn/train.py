@@ -5,7 +5,6 @@ checks a cooperative TrainControl between steps, so a tqdm bar and a Streamlit c
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -273,7 +272,8 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
     train_images = data.train_images.to(device)
     train_labels = data.train_labels.to(device)
     n_train = len(train_images)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    n_epoch = config.images_per_epoch(n_train)  # FAST's quick pass: a fresh random part of the set each epoch
+    steps_per_epoch = config.steps_per_epoch(n_train)
     steps_total = steps_per_epoch * config.epochs
     if max_steps is not None:
         steps_total = min(steps_total, max_steps)
@@ -298,8 +298,8 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
             callback.on_eval(event, model)
 
     for epoch in range(1, config.epochs + 1):
-        order = torch.randperm(n_train, generator=shuffle).to(device)
-        for start in range(0, n_train, config.batch_size):
+        order = torch.randperm(n_train, generator=shuffle)[:n_epoch].to(device)
+        for start in range(0, n_epoch, config.batch_size):
             wait_while_paused(control, stopwatch)
             if control.stopped or (max_steps is not None and step >= max_steps):
                 break

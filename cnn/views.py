@@ -103,7 +103,9 @@ PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax baseli
 def config_summary(config: dict) -> str:
     """A run's recipe in one line: "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"."""
     preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
-    return (f"{preset}: {plural(config['epochs'], 'epoch')}, batch {config['batch_size']}, "
+    part = config.get("epoch_images", 0)
+    of = f" of {part:,} images" if isinstance(part, int) and part > 0 else ""  # FAST's quick pass
+    return (f"{preset}: {plural(config['epochs'], 'epoch')}{of}, batch {config['batch_size']}, "
             f"learning rate {config['learning_rate']:g}, seed {config['seed']}")
 
 
@@ -237,9 +239,11 @@ def default_watch(jobs: list[dict], owner: str) -> int | None:
     return None
 
 
-def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE) -> int:
-    """Training steps in one epoch: ceil(images / batch size) (938 for FAST's 64, 469 for ARTICLE's 128)."""
-    return math.ceil(train_size / max(int(batch_size), 1))
+def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE, epoch_images: int = 0) -> int:
+    """Training steps in one epoch: ceil(images / batch size) (469 for ARTICLE's 128); epoch_images, when a recipe
+    trains an epoch on part of the set (FAST), caps the images."""
+    images = min(epoch_images, train_size) if isinstance(epoch_images, int) and epoch_images > 0 else train_size
+    return math.ceil(images / max(int(batch_size), 1))
 
 
 def card_steps_per_epoch(card: dict | None, train_size: int = TRAIN_SIZE) -> int:
@@ -251,7 +255,8 @@ def card_steps_per_epoch(card: dict | None, train_size: int = TRAIN_SIZE) -> int
         return steps // epochs
     config = card.get("config") if isinstance(card.get("config"), dict) else {}
     batch = config.get("batch_size")
-    return steps_per_epoch(batch if isinstance(batch, int) and batch >= 1 else 128, train_size)
+    return steps_per_epoch(batch if isinstance(batch, int) and batch >= 1 else 128, train_size,
+                           config.get("epoch_images", 0))
 
 
 def epoch_of(step: int, per_epoch: int) -> float:

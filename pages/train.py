@@ -206,7 +206,7 @@ def live() -> None:
         return
     scale = run_colors(shown_runs(job["name"], overlay_choice()))
     train_size = manager.train_set_size(job["config"].get("dataset", "mnist"))
-    draw_charts(live_charts(job, steps_per_epoch(job["config"]["batch_size"], train_size), scale))
+    draw_charts(live_charts(job, steps_per_epoch(job["config"]["batch_size"], train_size, job["config"].get("epoch_images", 0)), scale))
     note = smoothing_note({job["name"]: job["config"]})
     if note:
         st.caption(note)

@@ -112,3 +112,39 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     assert " in bf16" in capsys.readouterr().out or not native_bf16()
     with pytest.raises(SystemExit):
         main(["train", "--precision", "fp16"])
+
+
+# ---------------------------------------------------------------- an epoch of part of the set (FAST's quick pass)
+
+def test_an_epoch_of_part_of_the_set_trains_on_a_fresh_random_draw_of_that_many_images(tiny_data):
+    """512 synthetic training images, epochs of 96 at batch 32: 3 steps each, each epoch its own 96 images."""
+    config = SMALL.replace(precision="fp32", epochs=2, epoch_images=96, eval_every=0)
+    seen: list[set] = []
+    model = build_model(config, generator=torch.Generator().manual_seed(0))
+    first = next(module for module in model.modules() if isinstance(module, torch.nn.Conv2d))
+    images = {bytes(image.numpy()): i for i, image in enumerate(tiny_data.train_images)}
+
+    def record(module, args):
+        if module.training:  # the images of a training step, read back from the batch the conv received
+            batch = (args[0][:, 0] * 255).round().to(torch.uint8)
+            seen.append({images[bytes(image.numpy())] for image in batch})
+    first.register_forward_pre_hook(record)
+    result = train(config, tiny_data, model=model, device=torch.device("cpu"))
+    assert result.steps == 6 and result.epochs_completed == 2
+    epochs = [set().union(*seen[:3]), set().union(*seen[3:])]
+    assert [len(epoch) for epoch in epochs] == [96, 96]  # no image twice within an epoch
+    assert epochs[0] != epochs[1]  # a fresh draw each epoch
+
+
+def test_the_steps_of_a_part_epoch_are_counted_everywhere_a_run_is_sized():
+    from cnn.jobs import run_steps, steps_refusal
+    from cnn.views import card_steps_per_epoch, config_summary, steps_per_epoch
+
+    config = ARTICLE.replace(epoch_images=40_000, epochs=2)  # 40,000 / 128 = 312.5
+    assert config.steps_per_epoch(60_000) == 313 and run_steps(config, 60_000) == 626
+    assert ARTICLE.steps_per_epoch(60_000) == 469 and config.replace(epoch_images=90_000).steps_per_epoch(60_000) == 469
+    assert steps_per_epoch(128, 60_000, 40_000) == 313 and steps_per_epoch(128, 60_000) == 469
+    assert card_steps_per_epoch({"config": config.to_dict()}, 60_000) == 313
+    assert steps_refusal(config, 626, 60_000) is None and "at most 1 epoch fits" in steps_refusal(config, 625, 60_000)
+    assert config_summary(config.to_dict()) == "ARTICLE: 2 epochs of 40,000 images, batch 128, learning rate 0.001, seed 0"
+    assert "images per epoch must be a whole number" in ARTICLE.replace(epoch_images=-1).problem()
