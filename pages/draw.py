@@ -44,11 +44,14 @@ def show_answer(steps: dict, model, source: str) -> dict:
     probabilities = predict(model, tensor)
     answer = describe(probabilities, spec)
     cols = st.columns(2)  # two, not three: in the canvas's half of a 1024 px projector a third is ~75 px
-    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=112, clamp=True)
+    # The answer first, then the image on its left: a column's place on the page is fixed when it is made, so the
+    # order of the calls changes only what reaches the browser first. The image costs an encoding, a /media file,
+    # a delta and a render; before the words, the student waited for them (scripts/stroke_latency.py).
     if answer["sure"]:  # a digit large; a class name ("Ankle boot") smaller, to fit its ~200 px column
         size = "6rem" if names_are_numbers(spec) else "2rem"
         cols[1].markdown(f"<div style='font-size:{size};line-height:1'>{answer['name']}</div>", unsafe_allow_html=True)
     cols[1].markdown(f"**{answer['text']}**")
+    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=112, clamp=True)
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
@@ -216,7 +219,6 @@ def canvas_panel(model) -> None:
     """The canvas in a fragment: a stroke reruns only this part of the page."""
     if st.session_state.pop("class_panel_stale", False):
         st.rerun(scope="app")
-    st.html(TOOLBAR_ABOVE_CANVAS, unsafe_allow_javascript=True)  # before the canvas, so it runs first
     left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     with left:
         cleared = st.button("Clear")
@@ -289,6 +291,9 @@ require_app_navigation()
 model, card, run, source = resolved_model()  # once per run: it reads the class's settings and the checkpoint
 st.title(model_spec(model).draw_prompt)
 st.caption(model_caption(run, source, card, model_spec(model)))
+# Before the canvas, so it runs first; outside its fragment: a stroke's rerun would send it again and the browser
+# would render it again before the answer, for nothing (the script installs its rule once per page).
+st.html(TOOLBAR_ABOVE_CANVAS, unsafe_allow_javascript=True)
 canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")
