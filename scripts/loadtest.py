@@ -39,7 +39,7 @@ from pathlib import Path
 
 import websockets
 from PIL import Image, ImageDraw
-from playwright.async_api import TimeoutError as PlaywrightTimeout, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout, async_playwright, expect
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -419,8 +419,11 @@ async def run(sessions: int, digits: int, port: int, clients: str, draw_seconds:
             await teacher.goto(url + "/train" + (f"?teacher={school.teacher_token}" if school else ""),
                                timeout=120_000)
             if training:
-                await teacher.get_by_label("Preset").click()
-                await teacher.get_by_text("FAST (Adam, one cycle)").click()
+                await teacher.get_by_role("combobox", name="Preset").click()
+                await teacher.get_by_role("option", name="FAST (Adam, one cycle)", exact=True).click()
+                # Start only once the form holds FAST's recipe: a Start sent before the choice reached the server
+                # trained ARTICLE x 10 in one run of the proxy's load test.
+                await expect(teacher.get_by_label("Epochs").first).to_have_value("1", timeout=120_000)
                 await teacher.get_by_label("Run name").fill("loadtest-training")
                 await teacher.get_by_role("button", name="Start").click()
                 await teacher.get_by_text(re.compile(r"Running: epoch 1")).wait_for(timeout=120_000)
