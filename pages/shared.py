@@ -18,6 +18,7 @@ from cnn.jobs import JobManager
 from cnn.classroom import ClassSettings, read_class_settings
 from cnn.sessions import SessionRegistry, browser_key_from, session_tag
 from cnn.settings import ServerSettings, configure_threads, server_settings
+from pages.media import keep_replaced_media
 
 # The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
 # No page icons: a :material/...: icon makes Streamlit fetch the browser tab's icon from a font server (an error in
@@ -49,6 +50,10 @@ def server_startup() -> ServerSettings:
     log_engine_messages()
     configure_threads(settings)  # training would take every core; one stays for the students' strokes
     teacher_token()  # a bad CNN_TEACHER_TOKEN stops the app with its sentence; a made one is printed now
+    from streamlit import runtime
+
+    if runtime.exists():  # a real server (not a script run by a test harness)
+        keep_replaced_media(runtime.get_instance().media_file_mgr)
     return settings
 
 
