@@ -7,6 +7,7 @@ from each network's stages.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,6 +36,22 @@ FLAT_FEATURES = CONV_CHANNELS[-1] * POOLED_SIZES[-1] ** 2  # 128 * 4 * 4 = 2048
 HIDDEN_UNITS = 625
 
 
+def keep_mask(n: int, p_keep: float, device: torch.device | str = "cpu",
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n,) bool, each True with probability p_keep (to within 2^-15), independently.
+
+    Two values from each 32-bit random number: the CPU's generator draws one number at a time, and torch.rand's
+    one float per value was a tenth of a training step. random_ on int32 fills 31 random bits: as two int16
+    halves, one takes all 65,536 values, the other (its top bit 0) 0..32,767; each is compared with its own
+    threshold.
+    """
+    pairs = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(generator=generator)
+    full, half = round(p_keep * 65536) - 32768, round(p_keep * 32768)
+    thresholds = torch.tensor([full, half] if sys.byteorder == "little" else [half, full], dtype=torch.int16,
+                              device=device)
+    return (pairs.view(torch.int16).view(-1, 2) < thresholds).view(-1)[:n]
+
+
 class Dropout(nn.Module):
     """Dropout that keeps each value with probability p_keep and scales kept ones by 1 / p_keep.
 
@@ -57,15 +74,13 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p_keep >= 1.0:
             return x
+        keep = keep_mask(x.numel(), self.p_keep, x.device, self.generator)
         if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-            # Draw flat (rand_like is slower on channels_last), then give the mask x's strides.
-            mask = torch.rand(x.numel(), device=x.device, generator=self.generator).as_strided(x.shape, x.stride())
+            keep = keep.as_strided(x.shape, x.stride())  # drawn flat, given x's strides (channels_last too)
         else:
-            mask = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=self.generator)
-        mask = mask.lt_(self.p_keep).div_(self.p_keep)
-        # Under bf16 autocast x is bfloat16: a float32 mask would promote the product (and the next layer's input)
-        # back to float32.
-        return x * (mask if mask.dtype == x.dtype else mask.to(x.dtype))
+            keep = keep.view(x.shape)
+        # In x's dtype: under bf16 autocast a float32 mask would promote the product back to float32.
+        return x * keep.to(x.dtype).mul_(1.0 / self.p_keep)
 
     def extra_repr(self) -> str:
         return f"p_keep={self.p_keep}"

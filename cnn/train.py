@@ -203,9 +203,12 @@ def uses_channels_last(model: nn.Module) -> bool:
     return any(stage.kind == "conv" for stage in getattr(model, "stages", ()))
 
 
+EVAL_BATCH = 250  # images per forward when evaluating: the 10,000 test images take ~1.3 s here, ~2.5 s at 1,000
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000, precision: str = "fp32") -> dict:
+             batch_size: int = EVAL_BATCH, precision: str = "fp32") -> dict:
     """Accuracy, per-class accuracy (one per output of the model) and predictions on uint8 images; restores train mode.
 
     precision "bf16" runs the forward in bfloat16 autocast (a bf16 run's quick evaluations); the number a card

@@ -3,6 +3,7 @@ the declared stages (against a forward written out by hand) and has_stage."""
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -120,6 +121,18 @@ def test_dropout_keeps_the_right_fraction_and_rescales():
     assert torch.equal(drop.eval()(x), x)
 
 
+@pytest.mark.parametrize("p_keep", [0.5, 0.75, 0.8, 0.9])
+def test_keep_masks_keep_each_value_with_probability_p_keep(p_keep):
+    from cnn.model import keep_mask
+
+    n = 2_000_001  # odd: the last draw's second value is left out
+    keep = keep_mask(n, p_keep, generator=torch.Generator().manual_seed(0))
+    assert keep.shape == (n,) and keep.dtype == torch.bool
+    for part in (keep[0::2], keep[1::2]):  # each half of the draws on its own (standard error ~0.0004)
+        assert abs(part.float().mean().item() - p_keep) < 0.002
+    assert abs(keep[:-1].view(-1, 2).float().prod(1).mean().item() - p_keep ** 2) < 0.002  # pairs independent
+
+
 def test_softmax_baseline_shape():
     assert SoftmaxRegression()(torch.rand(5, 1, 28, 28)).shape == (5, 10)
     assert count_parameters(SoftmaxRegression()) == 7850
@@ -144,9 +157,16 @@ def test_dropout_draws_its_mask_from_its_own_generator():
     torch.rand(1000)
     second = drop(x)
     assert torch.equal(first, second)
-    # The mask is uniform numbers from that generator, below p_keep, laid out as x is (channels_last).
-    uniform = torch.rand(x.numel(), generator=torch.Generator().manual_seed(7))
-    kept = (uniform < 0.8).reshape(4, 14, 14, 32).permute(0, 3, 1, 2)
+    # The mask comes from that generator's 31-bit numbers, two values each (numpy, by hand): value 2i keeps where
+    # draw i's low 16 bits, shifted by half their range, are below 0.8 * 65,536; value 2i+1 where its high 15 bits
+    # are below 0.8 * 32,768. Laid out as x is (channels_last).
+    draws = torch.empty(x.numel() // 2, dtype=torch.int32).random_(generator=torch.Generator().manual_seed(7))
+    draws = draws.numpy().astype(np.int64)
+    low, high = draws & 0xFFFF, draws >> 16
+    expected = np.empty(x.numel(), dtype=bool)
+    expected[0::2] = (low + 32768) % 65536 < round(0.8 * 65536)
+    expected[1::2] = high < round(0.8 * 32768)
+    kept = torch.from_numpy(expected).reshape(4, 14, 14, 32).permute(0, 3, 1, 2)
     assert torch.equal(first != 0, kept)
     # Without a generator it draws from the global RNG, as before.
     drop.generator = None
