@@ -150,11 +150,23 @@ class NoveltyModel:
     threshold_images: int  # held-out digits the threshold comes from
     seconds: float  # how long fitting took
 
+    def __post_init__(self):
+        # The score of f is  min_k |W f - m_k|^2 - |A f - a|^2
+        #                  = f^T (W^T W - A^T A) f + min_k (|m_k|^2 - 2 (W^T m_k)^T f) - |a|^2 + 2 (A^T a)^T f:
+        # one (D, D) product per image instead of two (a stroke waited ~11 ms for them). Formed in float64.
+        w, a = self.class_whitener.double(), self.all_whitener.double()
+        means, mean = self.class_means.double(), self.all_mean.double()
+        object.__setattr__(self, "_quadratic", (w.T @ w - a.T @ a).float())  # (D, D), symmetric
+        object.__setattr__(self, "_to_means", (means @ w).float())  # (K, D): rows W^T m_k
+        object.__setattr__(self, "_means_squared", (means ** 2).sum(dim=1).float())  # (K,)
+        object.__setattr__(self, "_to_mean", (mean @ a).float())  # (D,): A^T a
+        object.__setattr__(self, "_mean_squared", float((mean ** 2).sum()))
+
     def feature_scores(self, features: torch.Tensor) -> torch.Tensor:
         """(N, D) features -> (N,) relative Mahalanobis scores: higher is less like any digit."""
-        to_class = torch.cdist(features @ self.class_whitener.T, self.class_means).min(dim=1).values ** 2
-        to_all = ((features @ self.all_whitener.T - self.all_mean) ** 2).sum(dim=1)
-        return to_class - to_all
+        quadratic = ((features @ self._quadratic) * features).sum(dim=1)
+        nearest = (self._means_squared - 2 * features @ self._to_means.T).min(dim=1).values
+        return quadratic + nearest + 2 * features @ self._to_mean - self._mean_squared
 
     def scores(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) float32 in [0, 1] -> (N,) scores; model: the checkpoint this was fitted for."""
