@@ -149,7 +149,8 @@ def cmd_train(args) -> int:
         config = preset(args.preset or presets_for(args.network or "cnn")[0])
         changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
                                      "learning_rate": args.lr, "architecture": args.network,
-                                     "dataset": args.dataset, "precision": args.precision}.items() if v is not None}
+                                     "dataset": args.dataset, "precision": args.precision,
+                                     "epoch_images": args.epoch_images}.items() if v is not None}
         config = config.replace(**changes)
         if config.problem():
             raise ValueError(config.problem())
@@ -268,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epoch-images", type=int, default=None,
+                   help="train each epoch on a fresh random draw of this many training images (default: all)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
                    help="default: the preset's (ARTICLE fp32, the reference; FAST bf16 where the CPU runs it natively)")
     p.add_argument("--out", default=None, help="runs/NAME (default runs/[<dataset>-][<network>-]<preset>-seed<seed>)")

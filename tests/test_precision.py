@@ -107,6 +107,9 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     monkeypatch.setattr(cnn.cli, "load_data_with_progress", lambda data_dir, dataset="mnist": tiny_data)
     assert main(["train", "--preset", "article", "--precision", "bf16", "--max-steps", "3", "--out", "p"]) == 0
     card = json.loads((tmp_path / "p" / "model.json").read_text())
+    assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512, batch 64
+    quick = json.loads((tmp_path / "q" / "model.json").read_text())
+    assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
     assert card["config"]["precision"] == "bf16" and card["config"]["name"] == "article"
     assert card["precision"] == ("bf16" if native_bf16() else "fp32")
     assert " in bf16" in capsys.readouterr().out or not native_bf16()
