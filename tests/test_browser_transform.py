@@ -5,7 +5,8 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import NEXT_RUN_ENDED_JS, WATCH_RUNS_JS, open_app, open_experiment, wait_for_images
+from tests.test_browser_app import (NEXT_RUN_ENDED_JS, WATCH_RUNS_JS, draw_and_read, open_app, open_experiment,
+                                    wait_for_images)
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -48,3 +49,18 @@ def test_moving_the_image_with_the_shift_slider_changes_the_answer(projector_pag
     assert box is not None and box["x"] + box["width"] <= 1024  # the curves fit the projector
     assert errors == []
 
+
+def test_a_drawing_sent_with_experiment_on_it_opens_transform_the_image(projector_page: Page, app_url):
+    """Draw's 'Experiment on it' opens Experiments on Transform the image (what the button promises), with the
+    drawing as the image; moving it right changes the answer read for the drawing."""
+    page = projector_page
+    errors = draw_and_read(page, app_url, "7")
+    wait_for_images(page)
+    page.get_by_role("button", name=re.compile(r"^Experiment on it")).click()
+    expect(page.get_by_role("heading", name="Experiments", exact=True)).to_be_visible(timeout=60_000)
+    answer = page.locator(ANSWER)
+    expect(answer.get_by_text(TRANSFORMED)).to_be_visible(timeout=120_000)  # Transform the image is the one shown
+    expect(page.get_by_role("radio", name="Sent from Draw")).to_be_checked()
+    wait_for_images(page)
+    assert "It's a 7" in answer.inner_text()
+    assert errors == []
