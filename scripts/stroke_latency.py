@@ -193,17 +193,10 @@ def settled_canvas(page: Page):
 
 
 def draw(page: Page, points) -> None:
-    """One mouse stroke on the real canvas; returns once its ink is on the canvas's pixels."""
-    canvas = settled_canvas(page)
-    before = canvas.evaluate(INK_JS)
-    box = canvas.bounding_box()
-    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for x, y in xy[1:]:
-        page.mouse.move(x, y, steps=3)
-    page.mouse.up()
-    page.wait_for_function(f"([c, n]) => ({INK_JS})(c) > n", arg=[canvas.element_handle(), before], timeout=60_000)
+    """One mouse stroke on the real canvas (as the browser tests draw it); returns once its ink is on the canvas."""
+    from tests.test_browser_app import stroke
+
+    stroke(page, settled_canvas(page), points)
 
 
 def clear(page: Page) -> None:
