@@ -1,6 +1,11 @@
 """The Train page's Start form state: what a preset or network choice fills in, kept across page switches.
 
 Plain functions over st.session_state (no drawing), so a test can run them in a script of its own.
+
+Known and open: on a loaded machine a value typed into the form can still come back as the preset's (CI runs lost
+a typed epoch count three times, in three tests, in ~1 of 4 full runs; never reproduced here in ~30 tries). A
+callback delivered twice, a choice that arrives without its callback and a write that resets what is being typed
+are each mended below; whatever is left happens between Streamlit's widget state and the live view's timed reruns.
 """
 from __future__ import annotations
 

@@ -200,17 +200,16 @@ def test_a_run_trained_on_one_replica_is_listed_and_made_active_on_the_other(bro
     go_to(student_a, "Train")
     student_a.get_by_role("combobox", name="Preset").click()
     student_a.get_by_role("option", name="Softmax baseline", exact=True).click()
-    epochs = student_a.get_by_label("Epochs").first
     expect(student_a.get_by_role("combobox", name="Network")).to_have_value("Softmax regression", timeout=60_000)
     wait_until_idle(student_a)
-    epochs.fill("1")
-    epochs.press("Enter")
-    wait_until_idle(student_a)
+    # The class's softmax recipe as the form has it (a student's: at most 2 epochs, ~2 s); what is checked here is
+    # where the run is seen, not its length (a CI run lost a typed "1" to the Train form's choice race: see the note
+    # in pages/train_form.py).
     student_a.get_by_label("Run name").fill("trained-on-a")
     student_a.get_by_label("Run name").press("Enter")
     wait_until_idle(student_a)
     student_a.get_by_role("button", name="Start").click()
-    expect(student_a.get_by_text(re.compile(r"Finished: [\d.]+% after 1 epoch, "))).to_be_visible(timeout=180_000)
+    expect(student_a.get_by_text(re.compile(r"Finished: [\d.]+% after \d+ epochs?, "))).to_be_visible(timeout=180_000)
 
     student_b, errors_b = on_replica(browser, school, cookie_b)
     go_to(student_b, "Train")
