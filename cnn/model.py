@@ -47,9 +47,14 @@ def keep_mask(n: int, p_keep: float, device: torch.device | str = "cpu",
     """
     pairs = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(generator=generator)
     full, half = round(p_keep * 65536) - 32768, round(p_keep * 32768)
-    thresholds = torch.tensor([full, half] if sys.byteorder == "little" else [half, full], dtype=torch.int16,
-                              device=device)
-    return (pairs.view(torch.int16).view(-1, 2) < thresholds).view(-1)[:n]
+    first, second = (full, half) if sys.byteorder == "little" else (half, full)
+    halves = pairs.view(torch.int16)
+    keep = torch.empty(2 * len(pairs), dtype=torch.bool, device=device)
+    # Each half compared with its own threshold as a plain strided comparison: one (-1, 2) comparison with a
+    # broadcast pair of thresholds took ~2.5x as long, a third of a dropout layer's time.
+    torch.lt(halves[0::2], first, out=keep[0::2])
+    torch.lt(halves[1::2], second, out=keep[1::2])
+    return keep[:n]
 
 
 class Dropout(nn.Module):
