@@ -12,8 +12,8 @@ from cnn.classset import (ClassSetError, class_set_note, class_set_npz, default_
 from cnn.data import DatasetSpec
 from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_steps, read_canvas, step_captions,
                          stroke_problem)
-from cnn.explain import (METHOD_NAMES, always_an_answer, attribution_methods, describe, explain, model_spec,
-                         names_are_numbers, overlay, predict)
+from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
+                         model_spec, names_are_numbers, overlay, predict)
 from cnn.novelty import no_check_sentence, not_a_digit
 from pages.shared import (PERSIST, checkpoint_for, data_holder, kept, probability_chart, require_app_navigation,
                           resolved_model, send_to_feature_maps, uploaded_digit)
@@ -37,21 +37,18 @@ def show_refusal(problem: str, spec: DatasetSpec) -> None:
     st.caption(always_an_answer(spec))
 
 
-def show_answer(steps: dict, model, source: str) -> dict:
-    """The answer, the probabilities of the model's classes and why; returns describe()'s answer."""
+def show_answer(steps: dict, model, source: str, then=None) -> dict:
+    """The answer, the probabilities of the model's classes and why; returns describe()'s answer.
+
+    then: a function called right after the answer's element is sent (show_reading's draw_input)."""
     spec = model_spec(model)
     tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
     probabilities = predict(model, tensor)
     answer = describe(probabilities, spec)
-    cols = st.columns(2)  # two, not three: in the canvas's half of a 1024 px projector a third is ~75 px
-    # The answer first, then the image on its left: a column's place on the page is fixed when it is made, so the
-    # order of the calls changes only what reaches the browser first. The image costs an encoding, a /media file,
-    # a delta and a render; before the words, the student waited for them (scripts/stroke_latency.py).
-    if answer["sure"]:  # a digit large; a class name ("Ankle boot") smaller, to fit its ~200 px column
-        size = "6rem" if names_are_numbers(spec) else "2rem"
-        cols[1].markdown(f"<div style='font-size:{size};line-height:1'>{answer['name']}</div>", unsafe_allow_html=True)
-    cols[1].markdown(f"**{answer['text']}**")
-    cols[0].image(steps["centred"], caption="what the network sees (28x28)", width=112, clamp=True)
+    # One element, the first this function sends: the student waits for nothing else (scripts/stroke_latency.py).
+    st.markdown(answer_html(steps["centred"], answer, spec), unsafe_allow_html=True)
+    if then is not None:
+        then()
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
@@ -195,20 +192,34 @@ TOOLBAR_ABOVE_CANVAS = """<script>
 </script>"""
 
 
-def show_reading(steps: dict | None, problem: str | None, model, source: str, left, right, hint: str | None) -> None:
+def show_reading(steps: dict | None, problem: str | None, model, source: str, left, right, hint: str | None,
+                 draw_input=None) -> None:
     """An image read or refused: the answer beside the input (right), its preprocessing in the space under it (left),
-    and the actions across the page, where the ten label pills fit in view on a 1024 px projector."""
+    and the actions across the page, where the ten label pills fit in view on a 1024 px projector.
+
+    draw_input: a function that draws the input itself (the canvas and its Clear button) in the left column, called
+    right after the answer's words. A column's place on the page is fixed when it is made, so the order of the calls
+    changes only what reaches the browser first: the browser renders a fragment's messages one by one (~5-10 ms
+    each on a 2-core machine, the canvas's ~20 ms), and every one sent before the answer delayed it
+    (scripts/stroke_latency.py).
+    """
     spec = model_spec(model)
     problem = problem or (refusal(steps, model) if steps is not None else None)
+
+    def input_in_left():
+        if draw_input is not None:
+            with left:
+                draw_input()
+
     with right:
         if problem:
             show_refusal(problem, spec)  # the sentence and no answer: a refused drawing gets no probabilities
+        elif steps is None and hint:
+            st.info(hint)
+        if problem or steps is None:
+            input_in_left()
             return
-        if steps is None:
-            if hint:
-                st.info(hint)
-            return
-        show_answer(steps, model, source)
+        show_answer(steps, model, source, then=input_in_left)  # the input right after the answer's words
     with left:
         preprocessing_steps(steps, source, spec)
     actions(steps["centred"], source, spec)
@@ -216,15 +227,17 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
 
 @st.fragment
 def canvas_panel(model) -> None:
-    """The canvas in a fragment: a stroke reruns only this part of the page."""
+    """The canvas in a fragment: a stroke reruns only this part of the page.
+
+    The drawing the browser just sent is in session state before the canvas is drawn again, so it is read, and
+    answered, first; the canvas follows in its place (show_reading's draw_input)."""
     if st.session_state.pop("class_panel_stale", False):
         st.rerun(scope="app")
     left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
-    with left:
-        cleared = st.button("Clear")
-        if cleared:
-            st.session_state.canvas_clears = st.session_state.get("canvas_clears", 0) + 1
-        value = drawing_canvas(st.session_state.get("canvas_clears", 0))
+    cleared = bool(st.session_state.get("clear_canvas"))  # the button's press, read before the button is drawn
+    if cleared:
+        st.session_state.canvas_clears = st.session_state.get("canvas_clears", 0) + 1
+    value = sent_drawing()
     sent = value.get("data") if isinstance(value, dict) else None
     sent = sent if isinstance(sent, str) else None
     if cleared:  # until the browser sends the emptied canvas, the value is still the old drawing
@@ -232,7 +245,22 @@ def canvas_panel(model) -> None:
     stale = sent is not None and sent == st.session_state.get("canvas_stale")
     spec = model_spec(model)
     steps, problem = (None, None) if stale else read_drawing(value, spec)
-    show_reading(steps, problem, model, "drawing", left, right, hint=canvas_hint(spec))
+
+    def clear_and_canvas():
+        st.button("Clear", key="clear_canvas")
+        drawing_canvas(st.session_state.get("canvas_clears", 0))
+
+    show_reading(steps, problem, model, "drawing", left, right, hint=canvas_hint(spec), draw_input=clear_and_canvas)
+
+
+def sent_drawing():
+    """The canvas's "drawing" value as the browser last sent it (what drawing_canvas returns once it is drawn), or
+    None before the canvas has sent one: the component's state, kept under its key between runs."""
+    state = st.session_state.get("canvas")
+    try:
+        return state.get("drawing") if state is not None else None
+    except (AttributeError, TypeError):  # not the component's state: treated as no drawing
+        return None
 
 
 def upload_panel(model) -> None:

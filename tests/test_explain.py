@@ -216,3 +216,43 @@ def test_networks_without_a_grad_cam_stage_get_the_other_two(network):
         assert attribution(model, x, 3, method).shape == (28, 28)
     with pytest.raises(ValueError, match="choose one of integrated_gradients, occlusion"):
         attribution(model, x, 3, "grad_cam")
+
+
+def _inline_images(html_text: str) -> list[np.ndarray]:
+    """Every <img src="data:image/png;base64,..."> in html_text, decoded by PIL as grey pixels."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    found = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html_text)
+    return [np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("L")) for b64 in found]
+
+
+def test_the_answer_is_one_element_with_the_image_inline_its_name_and_sentence():
+    from cnn.data import FASHION_SPEC
+    from cnn.explain import answer_html
+
+    image = np.random.default_rng(0).integers(0, 256, size=(28, 28), dtype=np.uint8)
+    sure = describe(np.array([0.01] * 7 + [0.91, 0.01, 0.06]))
+    text = answer_html(image, sure)
+    pictures = _inline_images(text)
+    assert len(pictures) == 1 and np.array_equal(pictures[0], np.kron(image, np.ones((4, 4), np.uint8)))
+    assert "http" not in text and "/media/" not in text  # nothing for the browser to fetch
+    assert "what the network sees (28x28)" in text
+    assert "<strong>It's a 7 (91% sure).</strong>" in text and "font-size:6rem;line-height:1'>7</div>" in text
+    unsure = np.zeros(10)
+    unsure[4], unsure[9] = 0.5, 0.45
+    doubtful = answer_html(image, describe(unsure))
+    assert "<strong>Not sure: 4 or 9? (50% vs 45%)</strong>" in doubtful and "line-height:1" not in doubtful  # no big name
+    clothes = answer_html(image, describe(np.array([0.01] * 7 + [0.91, 0.01, 0.06]), FASHION_SPEC), FASHION_SPEC)
+    assert "font-size:2rem;line-height:1'>Sneaker</div>" in clothes and "Read as Sneaker (91% sure)." in clothes
+
+
+def test_the_answers_words_are_escaped():
+    from cnn.explain import answer_html
+
+    forged = {"sure": True, "name": "<script>alert(1)</script>", "text": "It's <b>&"}
+    text = answer_html(np.zeros((28, 28), np.uint8), forged)
+    assert "<script>" not in text and "&lt;script&gt;" in text and "It's &lt;b&gt;&amp;" in text
