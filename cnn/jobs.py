@@ -35,21 +35,49 @@ SESSION_ENDED = "Dropped from the queue: the session that queued it has ended."
 # have their own queue; the claim (an exclusive create, atomic across processes) keeps two of them from training
 # into one folder before either has written its model.json.
 CLAIMS_FOLDER = ".claims"
+MAX_CLAIM_BYTES = 64  # a claim holds the address that queued it (an IPv6 address is at most 45 characters)
 
 
-def claim_run_name(runs_dir: Path, name: str) -> bool:
+def claim_run_name(runs_dir: Path, name: str, address: str | None = None) -> bool:
     """Take name for a run in runs_dir, for every process sharing it; False when another run holds it.
 
-    A runs folder that cannot be written claims nothing (True): the run itself will say why it cannot save.
+    address (the computer that queued it, see claims_of) is written into the claim, so that every replica can
+    count one computer's runs. A runs folder that cannot be written claims nothing (True): the run itself will
+    say why it cannot save.
     """
     try:
         (Path(runs_dir) / CLAIMS_FOLDER).mkdir(parents=True, exist_ok=True)
-        os.close(os.open(Path(runs_dir) / CLAIMS_FOLDER / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        handle = os.open(Path(runs_dir) / CLAIMS_FOLDER / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     except OSError:
         return True
+    try:
+        os.write(handle, (address or "").encode("utf-8", "replace")[:MAX_CLAIM_BYTES])
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
     return True
+
+
+def claims_of(runs_dir: Path, address: str) -> int:
+    """Runs queued or training for address on every replica sharing runs_dir (the claims that name it).
+
+    Each replica has its own queue, so its own count let a student who switches the sticky cookie queue the
+    per-computer cap once per replica. A claim left by a replica that died counts until its file is removed.
+    """
+    wanted, count = address.encode("utf-8", "replace")[:MAX_CLAIM_BYTES], 0
+    try:
+        claims = list((Path(runs_dir) / CLAIMS_FOLDER).iterdir())
+    except OSError:
+        return 0
+    for claim in claims:
+        try:
+            count += claim.read_bytes()[:MAX_CLAIM_BYTES + 1] == wanted
+        except OSError:  # released meanwhile
+            continue
+    return count
 
 
 def hold_run_name(runs_dir: Path, name: str):
@@ -316,10 +344,11 @@ class JobManager:
                 raise ValueError(f"The server's training queue is full ({self.settings.max_queued} runs waiting): "
                                  "wait for a run to finish, then start yours.")
             limit = self.settings.max_runs_per_address
-            if address is not None and sum(job.address == address for job in active) >= limit:
+            if address is not None and max(sum(job.address == address for job in active),
+                                           claims_of(self.runs_dir, address)) >= limit:
                 raise ValueError(f"This computer already has {limit} runs queued or training, the most one computer "
                                  "may have: stop one or wait for it to finish.")
-            if not claim_run_name(self.runs_dir, name):  # queued or training on another replica
+            if not claim_run_name(self.runs_dir, name, address):  # queued or training on another replica
                 raise ValueError(f"A run called {name!r} already exists: choose another name.")
             job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, address=address, config=config,
                       folder=folder)

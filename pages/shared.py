@@ -271,11 +271,20 @@ def browser_key() -> str:
 
 def client_address() -> str | None:
     """The network address this session connects from, for the per-computer run cap (None on the server's own
-    loopback, where the one user is the teacher). Streamlit reads it from the socket, which a client cannot forge."""
+    loopback, where the one user is the teacher). Streamlit reads it from the socket, or (its uvicorn trusts a
+    proxy on 127.0.0.1) from the X-Forwarded-For a proxy there sets: scripts/replicas.py's nginx sets the socket's."""
     try:
-        return st.context.ip_address
+        address, headers = st.context.ip_address, st.context.headers
     except Exception:  # no client context (e.g. a bare run)
         return None
+    if address is None and classroom.forwarded(headers):
+        # A client on the server's machine that came through the proxy: Streamlit says None, which turned the
+        # per-computer cap off for it. The proxy puts the address it saw LAST in X-Forwarded-For (any before it
+        # are the client's own, forgeable); a proxy that sets none: one "computer" for all, the safe side.
+        every = headers.get_all("X-Forwarded-For") if hasattr(headers, "get_all") else [headers.get("X-Forwarded-For")]
+        forwarded_for = ",".join(value or "" for value in every).split(",")[-1].strip()
+        return forwarded_for[:64] or "behind a proxy"
+    return address
 
 
 def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:

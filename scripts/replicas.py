@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -42,7 +43,10 @@ daemon off;
 worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log stderr warn;
-events {{ worker_connections 4096; }}
+# One student's laptop can open tens of thousands of connections (its ephemeral ports): 4,096 let one script fill
+# nginx so that no other student got in. As many as the open-file limit allows (a proxied one takes two files).
+worker_rlimit_nofile {open_files};
+events {{ worker_connections {connections}; }}
 
 http {{
     client_body_temp_path {prefix}/temp/body;
@@ -55,6 +59,12 @@ http {{
     log_format cnn escape=json '{{"time":"$time_iso8601","request":"$request","status":"$status",'
                                '"upstream":"$upstream_addr","cookie":"$cookie_{cookie}","route":"$cnn_route"}}';
     access_log {prefix}/{access_log} cnn;
+
+    # A client that never finishes its headers or body (slowloris) is hung up on, not held for nginx's default 60 s;
+    # an idle keep-alive connection too. An open WebSocket is not affected (proxy_read_timeout below).
+    client_header_timeout 10s;
+    client_body_timeout   10s;
+    keepalive_timeout     15s;
 
     # The WebSocket upgrade for /_stcore/stream: "upgrade" when the browser asks for it, else a plain request.
     map $http_upgrade $connection_upgrade {{
@@ -83,9 +93,15 @@ http {{
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_set_header Host $http_host;  # Streamlit checks a WebSocket's Origin against its Host
-            # The app counts a forwarded request as a student's (cnn/classroom.py PROXY_HEADERS).
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # The app counts a forwarded request as a student's (cnn/classroom.py PROXY_HEADERS). The address is the
+            # socket's alone: a client's own X-Forwarded-For ("10.0.0.9, 10.9.0.1") passed on, the app's uvicorn
+            # (it trusts 127.0.0.1) took its forged last entry for a client on this machine: a new "computer" per
+            # session. Forwarded, X-Forwarded-Host and -Proto from a client are dropped (an empty value sends none).
+            proxy_set_header X-Forwarded-For $remote_addr;
             proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Forwarded "";
+            proxy_set_header X-Forwarded-Host "";
             proxy_read_timeout 1d;  # a student's page stays open for the whole lesson
             proxy_send_timeout 1d;
             proxy_buffering off;    # the live Train page streams
@@ -96,11 +112,21 @@ http {{
 """
 
 
+def connection_room(most: int = 65_536) -> tuple[int, int]:
+    """(open files, connections) for nginx's one worker: up to this process's hard open-file limit (nginx cannot
+    raise its own past it), two files per proxied connection, at most `most` connections (~30 MB at 65,536)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = 2 * most + 100 if hard == resource.RLIM_INFINITY else min(hard, 2 * most + 100)
+    return files, max(1024, min(most, (files - 100) // 2))
+
+
 def nginx_config(prefix: Path, port: int, replica_ports: list[int]) -> str:
     """nginx.conf for replicas on 127.0.0.1:replica_ports behind 127.0.0.1:port; every path under prefix."""
     servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=0;" for p in replica_ports)
+    open_files, connections = connection_room()
     return NGINX_CONF.format(prefix=prefix, port=port, servers=servers, replicas=len(replica_ports),
-                             cookie=COOKIE, access_log=ACCESS_LOG, upload_mb=UPLOAD_MB, body_mb=UPLOAD_MB + 1)
+                             cookie=COOKIE, access_log=ACCESS_LOG, upload_mb=UPLOAD_MB, body_mb=UPLOAD_MB + 1,
+                             open_files=open_files, connections=connections)
 
 
 def nginx_binary() -> str:
