@@ -355,6 +355,19 @@ def test_one_client_opening_thousands_of_connections_or_sending_slow_headers_hol
             return writer
         return await asyncio.gather(*(one() for _ in range(count)))
 
+    async def sessions(count: int) -> list:  # finished WebSocket handshakes: a Streamlit session each, on a replica
+        return await asyncio.gather(*(loadtest.websockets.connect(
+            school.url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"], origin=school.url,
+            additional_headers={"Cookie": f"{COOKIE}={secrets.token_hex(16)}"}) for _ in range(count)))
+
+    opened = school.call(sessions(200))
+    try:
+        school.alive()
+    finally:
+        async def close_all():
+            await asyncio.gather(*(ws.close() for ws in opened))
+
+        school.call(close_all())
     writers = school.call(hold(4500))  # more than the 4,096 connections nginx used to have room for
     try:
         time.sleep(1)  # noqa: the connections are open; an honest student must still get through now
