@@ -53,7 +53,7 @@ def claim_run_name(runs_dir: Path, name: str, address: str | None = None) -> boo
     except OSError:
         return True
     try:
-        os.write(handle, (address or "").encode("utf-8", "replace")[:MAX_CLAIM_BYTES])
+        os.write(handle, (address if isinstance(address, str) else "").encode("utf-8", "replace")[:MAX_CLAIM_BYTES])
     except OSError:
         pass
     finally:
