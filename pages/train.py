@@ -169,19 +169,25 @@ def overlay_choice() -> list[str]:
     return list(st.session_state.get(kept("overlay")) or [])
 
 
+def job_statuses(jobs: list[dict]) -> dict:
+    """{job id: status} of the server's runs: what the history and the model choice were drawn for."""
+    return {job["id"]: job["status"] for job in jobs}
+
+
 @st.fragment(run_every=1.0)
 def live() -> None:
     if form_is_behind():
         st.rerun(scope="app")  # the Start form above refills itself in a full run (apply_lost_choice)
     manager = job_manager()
     jobs = manager.jobs()
+    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)):
+        # A run started or ended since the history and the model choice (outside this fragment) were drawn: a run of
+        # the whole page redraws them. Asked for again on every tick until one has drawn them: a fresh-clone run's
+        # finished run never joined the model choice when the one request, marked as done, was lost.
+        st.rerun(scope="app")
     if not jobs:
         st.info("Nothing is training on this server now. Choose a preset and press Start.")
         return
-    statuses = {job["id"]: job["status"] for job in jobs}
-    if statuses != st.session_state.setdefault("seen_statuses", statuses):
-        st.session_state.seen_statuses = statuses
-        st.rerun(scope="app")  # a run started or ended: the history and the model choice lie outside this fragment
     ids = [job["id"] for job in jobs]
     if st.session_state.get(kept("watch")) not in ids:  # nothing chosen yet, or the run left the list
         st.session_state[kept("watch")] = default_watch(jobs, owner_id())
@@ -326,6 +332,9 @@ require_app_navigation()
 st.title("Train")
 st.caption("Training runs in the background on the server: switch pages and come back, the charts keep growing.")
 start_form()
+# What the history below is drawn for (it reads the server's runs after this: at worst newer, and one more run of
+# the page follows); the live view asks for a run of the whole page whenever the runs' states differ from it.
+st.session_state.history_statuses = job_statuses(job_manager().jobs())
 live()
 # Off until asked for: with its dozen charts always on, a choice of the active model below was sometimes lost (the
 # Fashion-MNIST MLP browser test failed 3 times in 5; 0 in 6 without it).
