@@ -21,8 +21,7 @@ from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_sum
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
                           is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
                           require_app_navigation, set_active_run)
-from pages.train_form import (FORM_MAX_EPOCHS, _name_follows, _network_changed, _preset_changed, form_defaults,
-                              form_is_behind)
+from pages.train_form import FORM_MAX_EPOCHS, form_defaults, form_is_behind, given_run_name
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
 
@@ -40,15 +39,16 @@ def network_label(name: str) -> str:
     return capitalised(NETWORKS[name].title)
 
 
-def model_choice(presets: tuple[str, ...], max_epochs: int) -> tuple[str, str]:
-    """The Dataset and Network choices, each with its line; returns (dataset, network)."""
+def model_choice(presets: tuple[str, ...]) -> tuple[str, str]:
+    """The Dataset and Network choices, each with its line; returns (dataset, network).
+
+    No on_change: form_defaults fills the form for a new choice (see pages/train_form.py for why not a callback)."""
     cols = st.columns(2)
     dataset = cols[0].selectbox("Dataset", tuple(DATASETS), format_func=lambda name: DATASETS[name].title,
-                                key=kept("dataset"), persist_state=PERSIST, on_change=_name_follows)
+                                key=kept("dataset"), persist_state=PERSIST)
     cols[0].caption(dataset_line(dataset))
     network = cols[1].selectbox("Network", classroom.trainable_networks(presets), format_func=network_label,
-                                key=kept("network"), persist_state=PERSIST, on_change=_network_changed,
-                                args=(presets, max_epochs))
+                                key=kept("network"), persist_state=PERSIST)
     cols[1].caption(network_line(network))
     return dataset, network
 
@@ -65,11 +65,10 @@ def start_form() -> None:
     # server's sentence at Start (a lower limit only turned the field red, and Start ran the old value).
     max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or FORM_MAX_EPOCHS
     preset_name = form_defaults(presets, max_epochs)
-    dataset, network = model_choice(presets, max_epochs)
+    dataset, network = model_choice(presets)
     load_data_with_progress(dataset)  # the first use of a dataset prepares it here, with a bar, not inside a run
     # Every preset this session may start is offered; one the network cannot take brings its own network.
-    st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=PERSIST,
-                 on_change=_preset_changed, args=(max_epochs,))
+    st.selectbox("Preset", presets, format_func=PRESET_LABELS.get, key=kept("preset"), persist_state=PERSIST)
     if rules:
         st.caption(rules)
     base = PRESETS[preset_name]
@@ -125,7 +124,7 @@ def start(config, name: str) -> None:
         return
     st.session_state[kept("watch")] = job_id  # the live view follows the run just started
     st.session_state.runs_started = st.session_state.get("runs_started", 0) + 1
-    st.session_state.new_run_name = True
+    given_run_name(st.session_state[kept("run_name")])  # the field moves on to the next default
     st.rerun()  # redraw the form with the next default name, the live view on the new run
 
 
@@ -176,14 +175,12 @@ def job_statuses(jobs: list[dict]) -> dict:
 
 @st.fragment(run_every=1.0)
 def live() -> None:
-    if form_is_behind():
-        st.rerun(scope="app")  # the Start form above refills itself in a full run (apply_lost_choice)
     manager = job_manager()
     jobs = manager.jobs()
-    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)):
+    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)) and not form_is_behind():
         # A run started or ended since the history and the model choice (outside this fragment) were drawn: a run of
-        # the whole page redraws them. Asked for again on every tick until one has drawn them: a fresh-clone run's
-        # finished run never joined the model choice when the one request, marked as done, was lost.
+        # the whole page redraws them. Asked for again on every tick until one has drawn them. Not while the form is
+        # behind its choice: this run's values may be a late echo, and the browser's own full run comes anyway.
         st.rerun(scope="app")
     if not jobs:
         st.info("Nothing is training on this server now. Choose a preset and press Start.")

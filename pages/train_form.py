@@ -2,10 +2,13 @@
 
 Plain functions over st.session_state (no drawing), so a test can run them in a script of its own.
 
-Known and open: on a loaded machine a value typed into the form can still come back as the preset's (CI runs lost
-a typed epoch count three times, in three tests, in ~1 of 4 full runs; never reproduced here in ~30 tries). A
-callback delivered twice, a choice that arrives without its callback and a write that resets what is being typed
-are each mended below; whatever is left happens between Streamlit's widget state and the live view's timed reruns.
+The form is filled at the top of each full run of the page (form_defaults), before its widgets are drawn, never in a
+widget callback. Streamlit runs a changed widget's callback in whatever run first carries the change, and the live
+view's timed fragment runs carry every widget's value: a preset chosen in the moment of a tick had its callback run in
+the fragment run, which wrote the Network, the Epochs and the run name on the server without redrawing them, so the
+browser's next full run sent their old values back as new choices, and their callbacks undid the preset. Reproduced
+under load (a typed run name came back as the default in 1 of 12 runs, the Softmax preset went back to ARTICLE in 1
+of 18); it was the "typed value lost" that CI runs showed in ~1 of 4 full suites.
 """
 from __future__ import annotations
 
@@ -39,20 +42,9 @@ def default_run_name() -> str:
     return f"{stem}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
 
 
-def _name_follows() -> None:
-    """A new default name on the next run, unless the student typed their own.
-
-    Any name this session was given as a default counts as not typed: a browser that sends back the name one run
-    late (a choice made while the page still draws) must not freeze "article-..." under a Fashion-MNIST MLP.
-    """
-    if st.session_state.get(kept("run_name")) in st.session_state.get("run_name_defaults", ()):
-        st.session_state.new_run_name = True
-
-
 def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
-    """A new preset fills the form with its values (epochs within what this session may start), and a new default
-    name unless the student typed one. A preset the network cannot take brings its own network (the softmax
-    baseline: softmax regression)."""
+    """A new preset fills the form with its values (epochs within what this session may start). A preset the network
+    cannot take brings its own network (the softmax baseline: softmax regression)."""
     base = PRESETS.get(st.session_state[kept("preset")])
     if base is None:  # a forged value (a browser can send any string): form_defaults puts an allowed preset back
         return
@@ -60,16 +52,13 @@ def _preset_changed(max_epochs: int = FORM_MAX_EPOCHS) -> None:
     if not isinstance(network, str) or base.name not in presets_for(network):
         network = base.architecture
     if tuple(st.session_state.get("form_applied") or ()) == (network, base.name):
-        # Already filled for this choice: a callback Streamlit delivers a second time (a fresh-clone run's softmax
-        # form went back to 5 epochs after the student typed 1) must not undo what was typed since.
-        return
+        return  # already filled for this choice: what was typed since stays
     for key, name in FORM_FIELDS.items():
         st.session_state[kept(key)] = getattr(base, name)
     st.session_state[kept("epochs")] = min(base.epochs, max_epochs)
     if st.session_state.get(kept("network")) != network:
         st.session_state[kept("network")] = network
     st.session_state.form_applied = (network, base.name)
-    _name_follows()
 
 
 def _network_changed(presets: tuple[str, ...], max_epochs: int = FORM_MAX_EPOCHS) -> None:
@@ -83,14 +72,15 @@ def _network_changed(presets: tuple[str, ...], max_epochs: int = FORM_MAX_EPOCHS
     _preset_changed(max_epochs)
 
 
-def apply_lost_choice(presets: tuple[str, ...], max_epochs: int) -> None:
-    """Fill the form for a network or preset chosen since it was last filled, when the choice's callback did not run.
+def follow_choice(presets: tuple[str, ...], max_epochs: int) -> None:
+    """Fill the form for a Network or Preset chosen since it was last filled (form_applied): a new network brings
+    its default preset, a new preset its values (and its network, where the chosen one cannot take it).
 
-    A choice that reaches the server in the same moment as the live charts' timed rerun can arrive without its
-    on_change (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs): the form then compares what it
-    was last filled for (form_applied, set by the callbacks) with what is chosen, and fills it itself."""
-    now = (st.session_state[kept("network")], st.session_state[kept("preset")])
+    Called by form_defaults at the top of a full run, never from a callback (see this module's docstring)."""
+    now = (st.session_state[kept("network")], st.session_state.get(kept("preset")))
     applied = st.session_state.get("form_applied")
+    if now[1] is None:
+        return  # the first visit: form_defaults gives the network its first preset
     if applied is None or tuple(applied) == now:
         st.session_state.form_applied = now
     elif applied[0] != now[0] and applied[1] == now[1]:
@@ -100,14 +90,38 @@ def apply_lost_choice(presets: tuple[str, ...], max_epochs: int) -> None:
 
 
 def form_is_behind() -> bool:
-    """True when the Preset or Network shown is not the one the form was last filled for.
-
-    A choice can reach the server in one of the live charts' own runs, without its callback (a fresh-clone run
-    came back from Draw to FAST over ARTICLE's 10 epochs, and stayed so): the live view checks every second, and a
-    full run fills the form."""
+    """True when the Preset or Network the session holds is not the one the form was last filled for: a choice
+    whose full run has not come yet, or a late echo of a value the server has just filled in (a request the browser
+    sent before that run's answer reached it). Either way the browser's next request puts it right, so the live
+    view does not ask for a run of the whole page meanwhile: one with the echo would fill the form for it."""
     applied = st.session_state.get("form_applied")
     now = (st.session_state.get(kept("network")), st.session_state.get(kept("preset")))
     return applied is not None and None not in now and tuple(applied) != now
+
+
+def given_run_name(name: str) -> None:
+    """Count name as given by the page (a default, or the name of a run just started): the next full run puts this
+    session's current default in its place. A name the student typed is never replaced."""
+    made = st.session_state.setdefault("run_name_defaults", [])
+    if name not in made:
+        made[:] = (made + [name])[-50:]  # bounded
+
+
+def follow_run_name() -> None:
+    """The run name field holds the current default (run_name_stem of the dataset, network and preset, this
+    session's tag and run count) unless the student typed a name of their own.
+
+    Written only when it differs: a write resets what is being typed. A name the browser sends one run late (a
+    choice made while the page still draws) is still one the page gave, so a Fashion-MNIST MLP never keeps
+    "article-...".
+    """
+    name = st.session_state.get(kept("run_name"))
+    if isinstance(name, str) and name not in st.session_state.get("run_name_defaults", ()):
+        return  # typed
+    fresh = default_run_name()
+    given_run_name(fresh)
+    if name != fresh:
+        st.session_state[kept("run_name")] = fresh
 
 
 def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
@@ -120,24 +134,19 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     """
     if st.session_state.get(kept("dataset")) not in DATASETS:
         st.session_state[kept("dataset")] = "mnist"
-        _name_follows()
     networks = classroom.trainable_networks(presets)
     if st.session_state.get(kept("network")) not in networks:
         st.session_state[kept("network")] = "cnn" if "cnn" in networks else networks[0]
+    follow_choice(presets, max_epochs)  # before the check below: a preset chosen may bring its network
     fitting = classroom.network_presets(st.session_state[kept("network")], presets)
     if st.session_state.get(kept("preset")) not in fitting:
         st.session_state[kept("preset")] = fitting[0]
         _preset_changed(max_epochs)
-    apply_lost_choice(presets, max_epochs)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))
     epochs = min(max(int(st.session_state[kept("epochs")]), 1), FORM_MAX_EPOCHS)
     if st.session_state[kept("epochs")] != epochs:  # written only to correct it: a write resets what is being typed
         st.session_state[kept("epochs")] = epochs
-    if st.session_state.pop("new_run_name", False) or kept("run_name") not in st.session_state:
-        name = st.session_state[kept("run_name")] = default_run_name()
-        made = st.session_state.setdefault("run_name_defaults", [])
-        if name not in made:
-            made[:] = (made + [name])[-50:]  # this session's own defaults, bounded
+    follow_run_name()
     return base.name

@@ -573,7 +573,7 @@ def test_draw_page_label_can_be_changed_taken_back_and_undone(app, tmp_path, mon
 
 
 def _preset_twice_script():
-    """A preset's callback delivered a second time after the student typed: Streamlit can deliver one again."""
+    """The form filled for a preset, then typed into, then asked to fill for the same choice again."""
     import streamlit as st
 
     from pages.shared import kept
@@ -589,10 +589,10 @@ def _preset_twice_script():
     st.write(f"{behind_before} {filled} {st.session_state[kept('epochs')]} {form_is_behind()}")
 
 
-def test_a_preset_callback_delivered_twice_keeps_what_was_typed_and_a_lost_choice_is_seen():
-    """A CI run's softmax form went back to 5 epochs after the student typed 1 and pressed Start: the second
-    delivery of a callback leaves the form alone; and a choice the form was not filled for is noticed (the live
-    view then reruns the page, which fills it)."""
+def test_filling_the_form_twice_for_one_choice_keeps_what_was_typed_and_a_choice_not_yet_filled_is_seen():
+    """A CI run's softmax form went back to 5 epochs after the student typed 1 and pressed Start: filling for the
+    choice the form already holds leaves it alone; and a choice the form was not filled for is noticed (the live
+    view then holds back its own requests for a run of the whole page: pages/train_form.py)."""
     at = AppTest.from_function(_preset_twice_script).run()
     assert not at.exception
     assert at.markdown[0].value == "True ('softmax', 5) 2 False"
@@ -602,12 +602,13 @@ def test_a_preset_callback_delivered_twice_keeps_what_was_typed_and_a_lost_choic
     ({"kept.preset": "fast"}, ("cnn", "fast", 1)),  # FAST's one epoch, not ARTICLE's ten
     ({"kept.network": "lenet"}, ("lenet", "fast", 1)),  # LeNet brings its default preset, FAST
 ])
-def test_a_choice_whose_callback_was_lost_still_fills_the_form(app, lost, expected):
-    """A preset or network chosen in the same moment as the live charts' timed rerun can reach the server without its
-    on_change (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs): the form fills itself for it."""
+def test_a_choice_that_reached_the_server_before_its_own_run_still_fills_the_form(app, lost, expected):
+    """A preset or network chosen in the same moment as the live charts' timed rerun reaches the server in that
+    fragment run, before its own run of the page (a fresh-clone browser run chose FAST and kept ARTICLE's 10 epochs):
+    the next full run fills the form for it. In a browser: tests/test_browser_form_race.py."""
     app.switch_page("pages/train.py").run()
     assert app.number_input(key="kept.epochs").value == 10  # ARTICLE's form
-    for key, value in lost.items():  # set as a widget value is, but no callback runs
+    for key, value in lost.items():  # already in the session when the full run starts
         app.session_state[key] = value
     app.run()
     assert not app.exception

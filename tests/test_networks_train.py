@@ -147,7 +147,7 @@ def train_app(tmp_path, monkeypatch):
 
 
 def set_form(app, **values) -> None:
-    """Set the Train form's kept widgets (one rerun each, so each change's callback runs as in a browser)."""
+    """Set the Train form's kept widgets (one rerun each, as a browser sends each change)."""
     for key, value in values.items():
         widget = app.selectbox(key=f"kept.{key}") if key in ("dataset", "network", "preset") else (
             app.number_input(key=f"kept.{key}"))
