@@ -183,8 +183,8 @@ def test_a_finished_run_can_be_chosen_without_reloading(page: Page, app_url):
     page.get_by_role("option", name="Softmax baseline", exact=True).click()  # not a watched run's recipe line
     expect(page.get_by_label("Epochs").first).to_have_value("5", timeout=60_000)  # the softmax preset's form is in
     wait_until_idle(page)  # the run that filled it has ended
-    # The preset's 5 epochs (~4 s): this test is about the history following a run's end. A typed epoch count can
-    # still be lost to the form's choice race on a loaded machine (CI lost a typed "1" here twice): pages/train_form.py.
+    # The preset's 5 epochs (~4 s): this test is about the history following a run's end. The typed name below is
+    # what CI runs lost when a live tick carried the preset first (pages/train_form.py; tests/test_browser_form_race.py).
     page.get_by_label("Run name").fill("softmax-browser")
     page.get_by_role("button", name="Start").click()
     expect(page.get_by_text(re.compile(r"Finished: [\d.]+% after 5 epochs, "))).to_be_visible(timeout=120_000)

@@ -203,8 +203,8 @@ def test_a_run_trained_on_one_replica_is_listed_and_made_active_on_the_other(bro
     expect(student_a.get_by_role("combobox", name="Network")).to_have_value("Softmax regression", timeout=60_000)
     wait_until_idle(student_a)
     # The class's softmax recipe as the form has it (a student's: at most 2 epochs, ~2 s); what is checked here is
-    # where the run is seen, not its length (a CI run lost a typed "1" to the Train form's choice race: see the note
-    # in pages/train_form.py).
+    # where the run is seen, not its length. CI runs lost the typed name below when a live tick carried the preset
+    # first: pages/train_form.py, tests/test_browser_form_race.py.
     student_a.get_by_label("Run name").fill("trained-on-a")
     student_a.get_by_label("Run name").press("Enter")
     wait_until_idle(student_a)
