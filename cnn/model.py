@@ -76,19 +76,52 @@ class Dropout(nn.Module):
         self.p_keep = p_keep
         self.generator = generator
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p_keep >= 1.0:
-            return x
+    @property
+    def active(self) -> bool:
+        """True when it drops values: in training, with p_keep < 1."""
+        return self.training and self.p_keep < 1.0
+
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
         keep = keep_mask(x.numel(), self.p_keep, x.device, self.generator)
         if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
-            keep = keep.as_strided(x.shape, x.stride())  # drawn flat, given x's strides (channels_last too)
-        else:
-            keep = keep.view(x.shape)
+            return keep.as_strided(x.shape, x.stride())  # drawn flat, given x's strides (channels_last too)
+        return keep.view(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.active:
+            return x
         # In x's dtype: under bf16 autocast a float32 mask would promote the product back to float32.
-        return x * keep.to(x.dtype).mul_(1.0 / self.p_keep)
+        return x * self._mask(x).to(x.dtype).mul_(1.0 / self.p_keep)
+
+    def after_relu(self, x: torch.Tensor) -> torch.Tensor:
+        """self(F.relu(x)), the same numbers and gradients, in fewer passes over memory (_ReluDropout)."""
+        if not self.active:
+            return F.relu(x)
+        return _ReluDropout.apply(x, self._mask(x), 1.0 / self.p_keep)
 
     def extra_repr(self) -> str:
         return f"p_keep={self.p_keep}"
+
+
+class _ReluDropout(torch.autograd.Function):
+    """dropout(relu(x)) as one step: y = where(keep, x, 0), its ReLU and its scale in place.
+
+    Its gradient needs only y: where y > 0 the value was kept and positive, so the gradient is scale times the
+    incoming one; elsewhere 0 (a dropped value, or the ReLU's zero). The separate ReLU and dropout each made and kept a
+    tensor and a float mask, and each passed over the gradient: an eighth of a training step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        y = torch.where(keep, x, 0).relu_().mul_(scale)
+        ctx.save_for_backward(y)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, y, 0).mul_(ctx.scale), None, None
 
 
 def set_dropout_generator(model: nn.Module, generator: torch.Generator | None) -> None:
@@ -296,19 +329,35 @@ class StagedNetwork(nn.Module):
         raise ValueError(f"Unknown stage kind {stage.kind!r} in {stage.name!r}.")
 
     def _run(self, x: torch.Tensor, stages: tuple[Stage, ...]) -> torch.Tensor:
-        """Apply stages in order, except that a ReLU followed by a pool runs as pool then ReLU.
+        """Apply stages in order, except that a ReLU followed by a pool runs as pool then ReLU, and a ReLU followed
+        by a dropout (after its pool and a flatten, if any) runs as one step with it (Dropout.after_relu).
 
         relu(maxpool(x)) == maxpool(relu(x)) exactly (both are monotone), and the ReLU then touches
-        4x fewer numbers; forward_with_activations keeps the article's order to show each step.
+        4x fewer numbers; a ReLU commutes with a flatten, and with a dropout's scaling by 1/p_keep > 0.
+        forward_with_activations keeps the article's order to show each step.
         """
         i = 0
         while i < len(stages):
-            if stages[i].kind == "relu" and i + 1 < len(stages) and stages[i + 1].kind == "pool":
-                x = F.relu(pool_same(x))
-                i += 2
-            else:
+            if stages[i].kind != "relu":
                 x = self._run_stage(stages[i], x)
                 i += 1
+                continue
+            following = [stage.kind for stage in stages[i + 1:i + 4]]
+            if following[:1] == ["pool"]:
+                x = pool_same(x)
+                following, i = following[1:], i + 1
+            # A dropout that follows (after a flatten, as the third block's does) takes the ReLU with it.
+            dropout = next((stages[i + k + 1] for k, kind in enumerate(following[:2]) if kind == "dropout"
+                            and following[:k] in ([], ["flatten"])), None)
+            if dropout is None:
+                x = F.relu(x)
+                i += 1
+                continue
+            if following[0] == "flatten":
+                x = torch.flatten(x, 1)
+                i += 1
+            x = getattr(self, dropout.module).after_relu(x)
+            i += 2
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

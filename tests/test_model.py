@@ -1,5 +1,6 @@
 """cnn.model: shapes, parameter count, TF 'SAME' pooling, ReLU/pool order, captured activations, dropout,
 the declared stages (against a forward written out by hand) and has_stage."""
+import functools
 import re
 from pathlib import Path
 
@@ -172,6 +173,46 @@ def test_dropout_draws_its_mask_from_its_own_generator():
     drop.generator = None
     torch.manual_seed(7)
     assert torch.equal(drop(x), first)
+
+
+def test_a_relu_and_the_dropout_after_it_run_as_one_step_with_the_same_numbers_and_gradient():
+    """Dropout.after_relu(x) is dropout(relu(x)): value and gradient checked in numpy, by hand, from the same mask."""
+    from cnn.model import keep_mask
+
+    x = torch.randn(6, 32, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_()
+    upstream = torch.randn(6, 32, 7, 7)
+    drop = Dropout(0.8, generator=torch.Generator().manual_seed(3)).train()
+    y = drop.after_relu(x)
+    y.backward(upstream)
+    keep = keep_mask(x.numel(), 0.8, generator=torch.Generator().manual_seed(3)).numpy()
+    keep = keep.reshape(6, 7, 7, 32).transpose(0, 3, 1, 2)  # drawn in x's memory order (channels_last)
+    value = x.detach().numpy()
+    assert np.array_equal(y.detach().numpy(), np.where(keep, np.maximum(value, 0), 0) * np.float32(1.25))
+    assert np.array_equal(x.grad.numpy(), np.where(keep & (value > 0), upstream.numpy() * np.float32(1.25), 0))
+    assert y.is_contiguous(memory_format=torch.channels_last)  # the next conv gets the layout it runs fastest in
+    drop.eval()
+    assert torch.equal(drop.after_relu(x), F.relu(x))  # a plain ReLU when it does not drop
+
+
+def test_the_networks_fused_forward_equals_the_stages_run_one_by_one():
+    """forward() runs ReLU+pool and ReLU+dropout as single steps; the stages run one at a time, as declared (each
+    dropout drawing from the same generator in the same order), give the same logits and the same gradients."""
+    from cnn.model import MLP, LeNet5
+
+    for make in (ConvNet, MLP, LeNet5):
+        torch.manual_seed(0)
+        model = make(init_std=0.05).train()
+        x = torch.rand(16, 1, 28, 28)
+        grads = []
+        for run in (model, lambda v: functools.reduce(lambda h, stage: model._run_stage(stage, h), model.stages, v)):
+            set_dropout_generator(model, torch.Generator().manual_seed(9))
+            model.zero_grad()
+            logits = run(x)
+            logits.square().sum().backward()
+            grads.append((logits.detach(), [p.grad.clone() for p in model.parameters()]))
+        (first, first_grads), (second, second_grads) = grads
+        assert torch.allclose(first, second, atol=1e-6), make.__name__
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first_grads, second_grads)), make.__name__
 
 
 def test_weights_come_from_the_given_generator_not_the_global_rng():
