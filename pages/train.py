@@ -177,11 +177,17 @@ def job_statuses(jobs: list[dict]) -> dict:
 def live() -> None:
     manager = job_manager()
     jobs = manager.jobs()
-    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)) and not form_is_behind():
+    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)):
         # A run started or ended since the history and the model choice (outside this fragment) were drawn: a run of
-        # the whole page redraws them. Asked for again on every tick until one has drawn them. Not while the form is
-        # behind its choice: this run's values may be a late echo, and the browser's own full run comes anyway.
-        st.rerun(scope="app")
+        # the whole page redraws them. Asked for again on every tick until one has drawn them. Held for up to two
+        # ticks while the form is behind its choice: this run's values may be a late echo, and the browser's own
+        # full run, or its next tick, puts them right.
+        held = st.session_state.get("history_held", 0)
+        if form_is_behind() and held < 2:
+            st.session_state.history_held = held + 1
+        else:
+            st.session_state.history_held = 0
+            st.rerun(scope="app")
     if not jobs:
         st.info("Nothing is training on this server now. Choose a preset and press Start.")
         return
