@@ -89,6 +89,10 @@ def start_form() -> None:
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
             st.caption(step_cap_caption(base, manager.train_set_size(dataset), manager.settings.max_steps_per_run))
         if st.button("Start", type="primary"):
+            if st.session_state.get("form_replaced"):
+                st.warning("Your teacher has changed what students may start, so the form now shows what you may "
+                           "start. Check it, then press Start again.")
+                return
             try:
                 config = form_config(base, epochs=epochs, batch_size=batch, learning_rate=lr, seed=seed,
                                      p_keep_conv=keep_conv, p_keep_hidden=keep_hidden, architecture=network,

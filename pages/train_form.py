@@ -135,13 +135,17 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     if st.session_state.get(kept("dataset")) not in DATASETS:
         st.session_state[kept("dataset")] = "mnist"
     networks = classroom.trainable_networks(presets)
-    if st.session_state.get(kept("network")) not in networks:
+    shown = (st.session_state.get(kept("network")), st.session_state.get(kept("preset")))
+    if shown[0] not in networks:
         st.session_state[kept("network")] = "cnn" if "cnn" in networks else networks[0]
     follow_choice(presets, max_epochs)  # before the check below: a preset chosen may bring its network
     fitting = classroom.network_presets(st.session_state[kept("network")], presets)
     if st.session_state.get(kept("preset")) not in fitting:
         st.session_state[kept("preset")] = fitting[0]
         _preset_changed(max_epochs)
+    # A network or preset the form showed that this session may no longer start (the teacher changed the class's
+    # rules since the page was drawn): a Start pressed on that form must not start the replacement unseen.
+    st.session_state.form_replaced = None not in shown and (shown[0] not in networks or shown[1] not in presets)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))

@@ -291,6 +291,29 @@ def test_a_students_form_offers_the_networks_the_class_allows(train_app, monkeyp
     assert (job["config"]["architecture"], job["config"]["dataset"], job["preset"]) == ("softmax", "fashion", "softmax")
 
 
+def test_start_pressed_on_a_form_the_class_no_longer_allows_starts_nothing_and_says_why(train_app, monkeypatch):
+    """A student's page still shows An MLP with FAST when the teacher allows only the softmax baseline: the Start
+    pressed on it (the first run of the page since) must not start the softmax run the form is put back to, unseen;
+    the sentence says why, and the next Start starts what the form now shows."""
+    from cnn.classroom import ClassSettings, write_class_settings
+    from pages.shared import job_manager
+
+    monkeypatch.setenv("CNN_TEACHER_TOKEN", "a-class-server-token")  # a class server: this session is a student
+    app = train_app
+    app.switch_page("pages/train.py").run()
+    set_form(app, network="mlp")
+    assert app.selectbox(key="kept.preset").value == "fast"
+    write_class_settings(os.environ["CNN_RUNS_DIR"], ClassSettings(allowed_presets=("softmax",), max_epochs=1))
+    next(b for b in app.button if b.label == "Start").click().run()  # pressed on the MLP + FAST form
+    assert not app.exception
+    assert job_manager().jobs() == []
+    assert any("Your teacher has changed what students may start" in w.value for w in app.warning)
+    assert app.selectbox(key="kept.network").value == "softmax" and app.selectbox(key="kept.preset").value == "softmax"
+    next(b for b in app.button if b.label == "Start").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    assert [job["preset"] for job in job_manager().jobs()] == ["softmax"]
+
+
 def test_the_default_run_name_follows_even_when_the_browser_sends_an_older_default(train_app):
     """A choice made while the page still draws arrives with the name the browser showed one run earlier: that is
     still a name the page gave, not one the student typed, so the next default replaces it."""
