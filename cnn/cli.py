@@ -150,7 +150,9 @@ def cmd_train(args) -> int:
         changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
                                      "learning_rate": args.lr, "architecture": args.network,
                                      "dataset": args.dataset, "precision": args.precision,
-                                     "epoch_images": args.epoch_images}.items() if v is not None}
+                                     "epoch_images": args.epoch_images, "p_keep_conv": args.keep_conv,
+                                     "p_keep_hidden": args.keep_hidden,
+                                     "label_smoothing": args.label_smoothing}.items() if v is not None}
         config = config.replace(**changes)
         if config.problem():
             raise ValueError(config.problem())
@@ -271,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--epoch-images", type=int, default=None,
                    help="train each epoch on a fresh random draw of this many training images (default: all)")
+    p.add_argument("--keep-conv", type=float, default=None,
+                   help="keep-probability of the dropout after each conv block (1: no dropout; default: the preset's)")
+    p.add_argument("--keep-hidden", type=float, default=None,
+                   help="keep-probability of the dropout after the hidden layer (default: the preset's)")
+    p.add_argument("--label-smoothing", type=float, default=None, help="0 to 0.99 (default: the preset's)")
     p.add_argument("--precision", default=None, choices=("fp32", "bf16"),
                    help="default: the preset's (ARTICLE fp32, the reference; FAST bf16 where the CPU runs it natively)")
     p.add_argument("--out", default=None, help="runs/NAME (default runs/[<dataset>-][<network>-]<preset>-seed<seed>)")

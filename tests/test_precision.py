@@ -110,9 +110,16 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512, batch 64
     quick = json.loads((tmp_path / "q" / "model.json").read_text())
     assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
+    assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (0.9, 0.75)  # FAST's own
     assert card["config"]["precision"] == "bf16" and card["config"]["name"] == "article"
     assert card["precision"] == ("bf16" if native_bf16() else "fp32")
     assert " in bf16" in capsys.readouterr().out or not native_bf16()
+    assert main(["train", "--preset", "fast", "--keep-conv", "1", "--keep-hidden", "0.5", "--label-smoothing", "0",
+                 "--max-steps", "1", "--out", "k"]) == 0
+    kept = json.loads((tmp_path / "k" / "model.json").read_text())["config"]
+    assert (kept["p_keep_conv"], kept["p_keep_hidden"], kept["label_smoothing"]) == (1.0, 0.5, 0.0)
+    assert main(["train", "--keep-conv", "0", "--out", "z"]) == 2  # refused with the config's own sentence
+    assert "keep-probabilities must be above 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--precision", "fp16"])
 
