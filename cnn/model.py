@@ -342,22 +342,21 @@ class StagedNetwork(nn.Module):
                 x = self._run_stage(stages[i], x)
                 i += 1
                 continue
-            following = [stage.kind for stage in stages[i + 1:i + 4]]
-            if following[:1] == ["pool"]:
+            after = [stage.kind for stage in stages[i + 1:i + 4]]  # what follows this ReLU
+            pooled = after[:1] == ["pool"]
+            if pooled:
                 x = pool_same(x)
-                following, i = following[1:], i + 1
-            # A dropout that follows (after a flatten, as the third block's does) takes the ReLU with it.
-            dropout = next((stages[i + k + 1] for k, kind in enumerate(following[:2]) if kind == "dropout"
-                            and following[:k] in ([], ["flatten"])), None)
-            if dropout is None:
-                x = F.relu(x)
-                i += 1
+                after = after[1:]
+            flattened = after[:1] == ["flatten"]
+            if (after[1:2] if flattened else after[:1]) != ["dropout"]:
+                x = F.relu(x)  # no dropout to take it: a flatten that follows runs as its own stage
+                i += 1 + pooled
                 continue
-            if following[0] == "flatten":
+            if flattened:
                 x = torch.flatten(x, 1)
-                i += 1
-            x = getattr(self, dropout.module).after_relu(x)
-            i += 2
+            dropout = i + 1 + pooled + flattened  # the dropout's index in stages
+            x = getattr(self, stages[dropout].module).after_relu(x)
+            i = dropout + 1
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
