@@ -76,6 +76,19 @@ def forwarded(headers) -> bool:
     return any(name in names for name in PROXY_HEADERS)
 
 
+def proxied_client(headers) -> str:
+    """The client's address as the proxy in front of the app saw it, for a request forwarded(headers) says came
+    through one: the LAST address in X-Forwarded-For, which that proxy appended (any before it are the client's
+    own, forgeable). "behind a proxy" when the headers name none (one "computer" for every such client: the safe
+    side of a per-computer cap); at most 64 characters."""
+    try:
+        every = headers.get_all("X-Forwarded-For") if hasattr(headers, "get_all") else [headers.get("X-Forwarded-For")]
+        every = [value for value in every if isinstance(value, str)]
+    except Exception:  # an odd header object: one "computer" for all, as with no header
+        every = []
+    return ",".join(every).split(",")[-1].strip()[:64] or "behind a proxy"
+
+
 def token_problem(token: str) -> str:
     """Why a chosen CNN_TEACHER_TOKEN cannot be used ("" when it can)."""
     if len(token) < MIN_TOKEN_LENGTH:

@@ -281,15 +281,8 @@ def client_address() -> str | None:
         address = None
     if address is None and classroom.forwarded(headers):
         # A client on the server's machine that came through the proxy: Streamlit says None, which turned the
-        # per-computer cap off for it. The proxy puts the address it saw LAST in X-Forwarded-For (any before it
-        # are the client's own, forgeable); a proxy that sets none: one "computer" for all, the safe side.
-        try:
-            every = headers.get_all("X-Forwarded-For") if hasattr(headers, "get_all") else [headers.get("X-Forwarded-For")]
-            every = [value for value in every if isinstance(value, str)]
-        except Exception:  # an odd header object: one "computer" for all, as with no header
-            every = []
-        forwarded_for = ",".join(every).split(",")[-1].strip()
-        return forwarded_for[:64] or "behind a proxy"
+        # per-computer cap off for it. The proxy's own record of the client counts instead.
+        return classroom.proxied_client(headers)
     return address
 
 

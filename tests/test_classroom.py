@@ -12,7 +12,7 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from cnn.classroom import (CLASS_SETTINGS_FILE, ClassSettings, class_model_choices, forwarded, is_class_server,
-                           read_class_settings, run_rows, settings_from_form, student_presets, student_refusal,
+                           proxied_client, read_class_settings, run_rows, settings_from_form, student_presets, student_refusal,
                            teacher_link, token_matches, token_problem, write_class_settings)
 from cnn.config import ARTICLE, FAST, SOFTMAX
 from tests.conftest import ROOT
@@ -38,6 +38,21 @@ def test_a_request_through_a_reverse_proxy_counts_as_a_students():
     assert forwarded({"Forwarded": "for=10.0.0.7"})
     assert not forwarded({"Host": "localhost:8501", "User-Agent": "Chromium"}) and not forwarded({})
     assert forwarded(object())  # in doubt: a student
+
+
+def test_a_proxied_client_is_the_address_the_proxy_appended_not_one_the_client_wrote():
+    class Headers(dict):  # tornado's HTTPHeaders: a repeated header is kept once per line
+        def get_all(self, name):
+            return self[name]
+
+    # nginx appends the address it saw; a student can write anything before it.
+    assert proxied_client({"X-Forwarded-For": "10.0.0.7"}) == "10.0.0.7"
+    assert proxied_client({"X-Forwarded-For": "127.0.0.1, 10.9.0.1 , 10.0.0.7 "}) == "10.0.0.7"
+    assert proxied_client(Headers({"X-Forwarded-For": ["1.2.3.4", "10.0.0.8"]})) == "10.0.0.8"
+    # No address at all: every such client is one "computer", never a free pass.
+    for headers in ({}, {"X-Real-IP": "10.0.0.7"}, {"X-Forwarded-For": ""}, {"X-Forwarded-For": 42}, object()):
+        assert proxied_client(headers) == "behind a proxy"
+    assert len(proxied_client({"X-Forwarded-For": "9" * 10_000})) == 64
 
 
 def test_only_the_exact_token_makes_a_teacher():
