@@ -182,6 +182,16 @@ def class_settings_path(runs_dir: Path | str) -> Path:
     return Path(runs_dir) / CLASS_SETTINGS_FILE
 
 
+def settings_stamp(runs_dir: Path | str) -> tuple[int, int, int] | None:
+    """(inode, modification time in ns, size) of the class's settings file, None while there is none: a page
+    compares it between its runs to see that the teacher saved new settings, on any replica, without reading them."""
+    try:
+        found = class_settings_path(runs_dir).stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
 def read_class_settings(runs_dir: Path | str) -> ClassSettings:
     """The class's settings: the defaults when there is no file, or (with a logged sentence) one that is not right."""
     path = class_settings_path(runs_dir)

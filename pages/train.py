@@ -55,6 +55,8 @@ def model_choice(presets: tuple[str, ...]) -> tuple[str, str]:
 
 def start_form() -> None:
     """The Start form, with only what this session may start (a student on a class server: what the class allows)."""
+    # Read before the settings, so that a save in between is seen at the live view's next tick.
+    st.session_state.rules_drawn = classroom.settings_stamp(default_runs_dir())
     teacher, settings = is_teacher(), class_settings()
     presets = tuple(PRESETS) if teacher else classroom.student_presets(settings)
     rules = None if teacher else classroom.class_rules_sentence(settings)
@@ -181,11 +183,14 @@ def job_statuses(jobs: list[dict]) -> dict:
 def live() -> None:
     manager = job_manager()
     jobs = manager.jobs()
-    if job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs)):
-        # A run started or ended since the history and the model choice (outside this fragment) were drawn: a run of
-        # the whole page redraws them. Asked for again on every tick until one has drawn them. Held for up to two
-        # ticks while the form is behind its choice: this run's values may be a late echo, and the browser's own
-        # full run, or its next tick, puts them right.
+    rules = classroom.settings_stamp(default_runs_dir())
+    if (job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs))
+            or rules != st.session_state.get("rules_drawn", rules)):
+        # A run started or ended since the history and the model choice (outside this fragment) were drawn, or the
+        # teacher saved new class settings since the form was: a run of the whole page redraws them, so a student
+        # sees what they may start now without touching the page. Asked for again on every tick until one has
+        # drawn them. Held for up to two ticks while the form is behind its choice: this run's values may be a
+        # late echo, and the browser's own full run, or its next tick, puts them right.
         held = st.session_state.get("history_held", 0)
         if form_is_behind() and held < 2:
             st.session_state.history_held = held + 1

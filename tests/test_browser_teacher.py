@@ -96,3 +96,25 @@ def test_the_teacher_stops_a_students_run_and_the_student_cannot_start_article(b
     expect(sneaky.get_by_role("button", name="Stop")).to_have_count(0)
     expect(sneaky.get_by_role("button", name="Clear the queue")).to_have_count(0)
     assert teacher_errors == [] and student_errors == [] and sneaky_errors == []
+
+
+def test_a_students_train_page_shows_the_rules_the_teacher_just_saved_without_a_touch(browser, class_url):
+    """The teacher raises the class's epochs on the Teacher page; the student, who does nothing, sees the new rule
+    on the Train form (the live view notices the saved settings and redraws the page), then the old one again."""
+    teacher = browser.new_context(viewport=PROJECTOR).new_page()
+    student = browser.new_context(viewport=PROJECTOR).new_page()
+    teacher_errors = open_as(teacher, f"{class_url}/?teacher={TOKEN}")
+    student_errors = open_as(student, class_url)
+    go_to(student, "Train")
+    expect(student.get_by_text(RULES).first).to_be_visible(timeout=60_000)
+    expect(teacher.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_be_visible(timeout=60_000)
+    go_to(teacher, "Teacher")
+    for epochs in (3, 2):  # raised, then put back for the other tests of this server
+        field = teacher.get_by_label("Most epochs per run")
+        expect(field).to_be_visible(timeout=60_000)
+        field.fill(str(epochs))
+        teacher.get_by_role("button", name="Save").click()
+        rule = f"students may start FAST or the softmax baseline, at most {epochs} epochs"
+        expect(teacher.get_by_text(rule).first).to_be_visible(timeout=60_000)  # saved
+        expect(student.get_by_text(rule).first).to_be_visible(timeout=60_000)  # and on the student's untouched page
+    assert teacher_errors == [] and student_errors == []

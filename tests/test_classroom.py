@@ -12,8 +12,9 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from cnn.classroom import (CLASS_SETTINGS_FILE, ClassSettings, class_model_choices, forwarded, is_class_server,
-                           proxied_client, read_class_settings, run_rows, settings_from_form, student_presets, student_refusal,
-                           teacher_link, token_matches, token_problem, write_class_settings)
+                           proxied_client, read_class_settings, run_rows, settings_from_form, settings_stamp,
+                           student_presets, student_refusal, teacher_link, token_matches, token_problem,
+                           write_class_settings)
 from cnn.config import ARTICLE, FAST, SOFTMAX
 from tests.conftest import ROOT
 
@@ -53,6 +54,16 @@ def test_a_proxied_client_is_the_address_the_proxy_appended_not_one_the_client_w
     for headers in ({}, {"X-Real-IP": "10.0.0.7"}, {"X-Forwarded-For": ""}, {"X-Forwarded-For": 42}, object()):
         assert proxied_client(headers) == "behind a proxy"
     assert len(proxied_client({"X-Forwarded-For": "9" * 10_000})) == 64
+
+
+def test_the_settings_stamp_changes_with_every_save_even_of_the_same_size(tmp_path):
+    assert settings_stamp(tmp_path) is None  # no file yet: the defaults
+    write_class_settings(tmp_path, ClassSettings(max_epochs=2))
+    first = settings_stamp(tmp_path)
+    write_class_settings(tmp_path, ClassSettings(max_epochs=3))  # the same number of bytes
+    second = settings_stamp(tmp_path)
+    assert first is not None and second is not None and second != first
+    assert settings_stamp(tmp_path) == second  # read again, unchanged
 
 
 def test_only_the_exact_token_makes_a_teacher():
