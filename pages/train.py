@@ -66,7 +66,7 @@ def start_form() -> None:
     # The Epochs field's limit is the same for everyone: a student who types more than the class allows gets the
     # server's sentence at Start (a lower limit only turned the field red, and Start ran the old value).
     max_epochs = (None if teacher else classroom.student_max_epochs(settings)) or FORM_MAX_EPOCHS
-    preset_name = form_defaults(presets, max_epochs)
+    preset_name, replaced = form_defaults(presets, max_epochs)
     dataset, network = model_choice(presets)
     load_data_with_progress(dataset)  # the first use of a dataset prepares it here, with a bar, not inside a run
     # Every preset this session may start is offered; one the network cannot take brings its own network.
@@ -91,7 +91,7 @@ def start_form() -> None:
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
             st.caption(step_cap_caption(base, manager.train_set_size(dataset), manager.settings.max_steps_per_run))
         if st.button("Start", type="primary"):
-            if st.session_state.get("form_replaced"):
+            if replaced:
                 st.warning("Your teacher has changed what students may start, so the form now shows what you may "
                            "start. Check it, then press Start again.")
                 return

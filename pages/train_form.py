@@ -124,8 +124,9 @@ def follow_run_name() -> None:
         st.session_state[kept("run_name")] = fresh
 
 
-def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
-    """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset name.
+def form_defaults(presets: tuple[str, ...], max_epochs: int) -> tuple[str, bool]:
+    """Give the kept form widgets their defaults before they are drawn (never value=); returns the preset's name, and
+    whether the network or preset the form showed was replaced because this session may no longer start it.
 
     Checked here, whatever the browser sent: a dataset and a network this app has (the network one that an offered
     preset can train), and a preset that can train it. A preset's values start within what this session may start
@@ -145,7 +146,7 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
         _preset_changed(max_epochs)
     # A network or preset the form showed that this session may no longer start (the teacher changed the class's
     # rules since the page was drawn): a Start pressed on that form must not start the replacement unseen.
-    st.session_state.form_replaced = None not in shown and (shown[0] not in networks or shown[1] not in presets)
+    replaced = None not in shown and (shown[0] not in networks or shown[1] not in presets)
     base = PRESETS[st.session_state[kept("preset")]]
     for key, name in FORM_FIELDS.items():
         st.session_state.setdefault(kept(key), getattr(base, name))
@@ -153,4 +154,4 @@ def form_defaults(presets: tuple[str, ...], max_epochs: int) -> str:
     if st.session_state[kept("epochs")] != epochs:  # written only to correct it: a write resets what is being typed
         st.session_state[kept("epochs")] = epochs
     follow_run_name()
-    return base.name
+    return base.name, replaced
