@@ -14,7 +14,7 @@ from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_s
                          stroke_problem)
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
                          model_spec, names_are_numbers, overlay, predict)
-from cnn.novelty import no_check_sentence, not_a_digit
+from cnn.novelty import cached_novelty_model, no_check_sentence, not_a_digit
 from pages.shared import (PERSIST, checkpoint_for, data_holder, kept, probability_chart, require_app_navigation,
                           resolved_model, send_to_feature_maps, uploaded_digit)
 
@@ -30,6 +30,13 @@ def refusal(steps: dict, model) -> str | None:
     The check is fitted once per model in the background (cnn/novelty.py): until it is ready, no refusal.
     """
     return not_a_digit(model, steps["centred"], data_holder(model_spec(model).name).load(), wait=False)
+
+
+def start_refusal_fit(model) -> None:
+    """Start fitting refusal's check for model in the background, unless it is fitted or being fitted (never waits)."""
+    data = data_holder(model_spec(model).name).load()
+    if data is not None:
+        cached_novelty_model(model, data, wait=False)
 
 
 def show_refusal(problem: str, spec: DatasetSpec) -> None:
@@ -326,3 +333,6 @@ canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")
 class_panel(model, run)
+# Last, once the page is drawn: the not-a-digit check is fitted once per model, ~5 s in the background. Started as the
+# page opens, it is ready by the first stroke and does not compete with the first strokes' answers for the CPU.
+start_refusal_fit(model)

@@ -155,6 +155,24 @@ def test_run_name_is_kept_when_another_session_starts_a_run(app):
 
 
 @pytest.mark.mnist
+def test_opening_draw_starts_the_not_a_digit_fit_before_any_stroke(app, monkeypatch):
+    """The check's ~5 s fit starts when the page is drawn, in the background, for the page's model and its data;
+    it used to start at the first stroke, competing with the first answers. (The fit itself: tests/test_novelty.py.)"""
+    import cnn.novelty
+
+    asked = []
+    monkeypatch.setattr(cnn.novelty, "cached_novelty_model",
+                        lambda model, data, wait=True: asked.append((model, data, wait)))
+    app.switch_page("pages/draw.py").run()
+    assert not app.exception
+    assert app.session_state["canvas"]["drawing"]["data"] is None  # the empty canvas: no stroke was sent
+    assert len(asked) == 1
+    model, data, wait = asked[0]
+    assert wait is False  # the page is never held up by the fit
+    assert data.spec.name == "mnist" and len(data.train_images) == 60_000 and model.dataset == "mnist"
+
+
+@pytest.mark.mnist
 def test_the_train_form_keeps_its_choices_across_a_trip_to_draw(app):
     """Streamlit drops an undrawn widget's value: the preset, the form and the overlay must survive a page switch."""
     from pages.shared import job_manager

@@ -53,7 +53,7 @@ def test_forged_8000px_canvas_value_is_refused_before_decoding(attacked_app):
     process, url, log = attacked_app
     honest = attack(url, loadtest.blank_png(280, 280))  # warm up: page, model and attribution loaded once
     assert honest["forged_exceptions"] == [] and any("It's a 7 " in t for t in honest["after"]), honest
-    # The first drawing also starts the not-a-digit check's one fit in the background (~200 MB at its peak):
+    # Opening the Draw page started the not-a-digit check's one fit in the background (~200 MB at its peak):
     # measure the attack after it, not the fit.
     assert wait_for(lambda: "not-a-digit check is ready" in log.read_text(), timeout=600), log.read_text()[-2000:]
     peak_before = memory_kb(process.pid, "VmHWM")
