@@ -20,11 +20,12 @@ import math
 import struct
 import threading
 import warnings
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from scipy import ndimage
 
 from .data import MNIST_SPEC, DatasetSpec
 
@@ -61,6 +62,8 @@ MAX_PIECES = 3  # separate pieces of ink (MNIST's test digits: at most 2)
 MAX_LOOPS = 3  # closed loops (an 8 has two; a few sloppy MNIST digits three)
 MAX_STROKES = 5  # pen strokes: a digit takes 1-3 (a 4, a 5 or a crossed 7 a few more)
 MAX_PEN_PATH = 6.0  # the pen's path as a multiple of the drawing's longer side: a 0 is ~2.7, an 8 ~3.1
+_FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)  # a region's pixels touch by a side
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)  # ... or by a corner
 SHAPE_GRID = 40  # pieces and loops are counted with the ink's box scaled to 40 px: strokes ~4 cells wide
 
 # Photos of paper. The light on a sheet changes slowly (a shadow, a lamp on one side); strokes are thin. So the bare
@@ -624,30 +627,13 @@ def _component_sizes(mask: np.ndarray, diagonal: bool) -> list[int]:
 
 
 def _component_labels(mask: np.ndarray, diagonal: bool) -> tuple[np.ndarray, list[int]]:
-    """(labels (h, w) int32: 0 off the mask, k for the k-th region in row-major order of its first pixel, sizes)."""
-    h, w = mask.shape
-    steps = [(-1, 0), (1, 0), (0, -1), (0, 1)] + ([(-1, -1), (-1, 1), (1, -1), (1, 1)] if diagonal else [])
-    todo = mask.tolist()  # plain lists: ~10x faster than indexing numpy one pixel at a time
-    labels = np.zeros((h, w), dtype=np.int32)
-    sizes = []
-    for start in zip(*np.nonzero(mask)):
-        y, x = int(start[0]), int(start[1])
-        if not todo[y][x]:
-            continue
-        todo[y][x] = False
-        queue, members = deque([(y, x)]), []
-        while queue:
-            y, x = queue.popleft()
-            members.append((y, x))
-            for dy, dx in steps:
-                ny, nx = y + dy, x + dx
-                if 0 <= ny < h and 0 <= nx < w and todo[ny][nx]:
-                    todo[ny][nx] = False
-                    queue.append((ny, nx))
-        sizes.append(len(members))
-        ys, xs = zip(*members)
-        labels[list(ys), list(xs)] = len(sizes)
-    return labels, sizes
+    """(labels (h, w) int32: 0 off the mask, k for the k-th region in row-major order of its first pixel, sizes).
+
+    scipy's labelling, in C: a pure-Python flood fill took 0.5-2.5 ms of each stroke's answer, longer while the
+    server's other threads held the interpreter (tests/test_drawing.py checks it against a flood fill)."""
+    labels, count = ndimage.label(mask, structure=_EIGHT_NEIGHBOURS if diagonal else _FOUR_NEIGHBOURS)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return labels.astype(np.int32, copy=False), sizes.tolist()
 
 
 def _label_boxes(labels: np.ndarray, count: int) -> np.ndarray:
