@@ -83,7 +83,7 @@ def start_form() -> None:
         batch = cols[1].number_input("Batch size", 8, 1024, key=kept("batch"), persist_state=PERSIST)
         lr = cols[2].number_input("Learning rate", 1e-5, 1.0, format="%.4f", key=kept("lr"), persist_state=PERSIST)
         seed = cols[3].number_input("Seed", 0, 10_000, key=kept("seed"), persist_state=PERSIST)
-        cols = st.columns(3)
+        cols = st.columns([1, 1, 1.35])  # at 1024 px: ~30 characters of run name, the sliders' labels on one line
         keeps = keep_sliders(network, cols[:2], base)
         keep_conv, keep_hidden = keeps["p_keep_conv"], keeps["p_keep_hidden"]
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
@@ -255,11 +255,16 @@ def layer_health() -> None:
     draw_charts(outputs, columns=3)
 
 
+HISTORY_COLUMNS = ("run", "accuracy", "epochs", "time", "status", "preset", "network", "dataset")
+
+
 def history() -> None:
     runs = list_runs(default_runs_dir())
     rows = history_rows(runs, job_manager().jobs())
+    # What a class compares first, first: at 1024 px the table's right-hand columns need a sideways scroll.
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
-                 width="stretch")
+                 width="stretch", column_order=HISTORY_COLUMNS,
+                 column_config={name: st.column_config.Column(width="small") for name in HISTORY_COLUMNS[1:]})
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
     st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]
