@@ -33,8 +33,12 @@ def refusal(steps: dict, model) -> str | None:
 
 
 def start_refusal_fit(model) -> None:
-    """Start fitting refusal's check for model in the background, unless it is fitted or being fitted (never waits)."""
-    data = data_holder(model_spec(model).name).load()
+    """Start fitting refusal's check for model in the background, unless it is fitted or being fitted (never waits).
+
+    A dataset that could not be loaded is not tried again here, on every opening of the page (offline, a try can
+    take seconds): a stroke's check tries, as before."""
+    holder = data_holder(model_spec(model).name)
+    data = None if holder.error else holder.load()
     if data is not None:
         cached_novelty_model(model, data, wait=False)
 

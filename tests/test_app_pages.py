@@ -172,6 +172,22 @@ def test_opening_draw_starts_the_not_a_digit_fit_before_any_stroke(app, monkeypa
     assert data.spec.name == "mnist" and len(data.train_images) == 60_000 and model.dataset == "mnist"
 
 
+def test_opening_draw_does_not_try_again_a_dataset_that_failed_to_load(app, monkeypatch):
+    """Offline, a dataset's load can take seconds to fail: the page's opening does not repeat it (a stroke's check
+    still tries). The holder is the page's own: the one cache_resource gives every run in this process."""
+    import cnn.novelty
+    from pages.shared import data_holder
+
+    holder = data_holder("mnist")
+    holder.error = "MNIST could not be found or downloaded."
+    tries, asked = [], []
+    monkeypatch.setattr(holder, "load", lambda progress=None: tries.append(1))
+    monkeypatch.setattr(cnn.novelty, "cached_novelty_model", lambda *args, **kwargs: asked.append(1))
+    app.switch_page("pages/draw.py").run()
+    assert not app.exception
+    assert tries == [] and asked == []
+
+
 @pytest.mark.mnist
 def test_the_train_form_keeps_its_choices_across_a_trip_to_draw(app):
     """Streamlit drops an undrawn widget's value: the preset, the form and the overlay must survive a page switch."""
