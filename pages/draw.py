@@ -15,8 +15,9 @@ from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_s
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
                          model_spec, names_are_numbers, overlay, predict)
 from cnn.novelty import cached_novelty_model, no_check_sentence, not_a_digit
-from pages.shared import (PERSIST, checkpoint_for, data_holder, kept, probability_chart, require_app_navigation,
-                          resolved_model, send_to_feature_maps, uploaded_digit)
+from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, kept, note_class_settings,
+                          probability_chart, require_app_navigation, resolved_model, send_to_feature_maps,
+                          uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -242,7 +243,9 @@ def canvas_panel(model) -> None:
 
     The drawing the browser just sent is in session state before the canvas is drawn again, so it is read, and
     answered, first; the canvas follows in its place (show_reading's draw_input)."""
-    if st.session_state.pop("class_panel_stale", False):
+    # A drawing saved to the class set (the class panel shows it), or new class settings (a class model the teacher
+    # just chose answers this stroke): a run of the whole page.
+    if st.session_state.pop("class_panel_stale", False) or class_settings_changed("draw"):
         st.rerun(scope="app")
     left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     cleared = bool(st.session_state.get("clear_canvas"))  # the button's press, read before the button is drawn
@@ -327,6 +330,7 @@ def model_caption(run: str, source: str, card: dict, spec: DatasetSpec) -> str:
 
 
 require_app_navigation()
+note_class_settings("draw")  # before the class model is read
 model, card, run, source = resolved_model()  # once per run: it reads the class's settings and the checkpoint
 st.title(model_spec(model).draw_prompt)
 st.caption(model_caption(run, source, card, model_spec(model)))

@@ -165,6 +165,31 @@ def class_settings() -> ClassSettings:
     return read_class_settings(default_runs_dir())
 
 
+def toast_after_rerun(message: str) -> None:
+    """Show message as a toast in this session's next run: one shown right before st.rerun() is dropped by Streamlit
+    1.67 now and then (streamlit/streamlit#7740, fixed after 1.67), and the teacher saw no "Saved"."""
+    st.session_state.pending_toast = message
+
+
+def show_pending_toast() -> None:
+    """The toast toast_after_rerun asked for, once."""
+    message = st.session_state.pop("pending_toast", None)
+    if isinstance(message, str):
+        st.toast(message)
+
+
+def note_class_settings(page: str) -> None:
+    """Remember which save of the class's settings page was drawn for (call before reading them)."""
+    st.session_state[f"settings_drawn.{page}"] = classroom.settings_stamp(default_runs_dir())
+
+
+def class_settings_changed(page: str) -> bool:
+    """Whether the teacher saved the class's settings (on any replica) since page was drawn: a fragment of page asks
+    for a run of the whole page, which draws what the settings decide (the rules, the class model)."""
+    now = classroom.settings_stamp(default_runs_dir())
+    return now != st.session_state.get(f"settings_drawn.{page}", now)
+
+
 def my_session_tag() -> str:
     """This session's tag as job views show it ("session 3f2a"), so a student can find their own runs."""
     return session_tag(owner_id())

@@ -13,7 +13,7 @@ from cnn.config import PRESETS
 from cnn.runs import list_runs
 from cnn.views import config_model, model_note, plural, progress_summary, run_choice_labels
 from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
-                          require_app_navigation)
+                          require_app_navigation, show_pending_toast, toast_after_rerun)
 
 THUMBNAILS_SHOWN = 40  # per digit: the class set may hold thousands
 PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax"}  # short: they sit in a 1024 px form
@@ -22,6 +22,7 @@ PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax"}  # s
 @st.fragment(run_every=2.0)
 def runs() -> None:
     """Every run in memory: active ones with Pause/Resume/Stop, ended ones in a table; Clear the queue."""
+    show_pending_toast()  # "Dropped 2 queued runs." after this fragment's own rerun
     manager = job_manager()
     active, ended = classroom.run_rows(manager.jobs(), me=my_session_tag())
     if not active and not ended:
@@ -38,7 +39,7 @@ def runs() -> None:
                         act(manager, job["id"], action)
     if any(job["status"] == "queued" for job in active) and st.button("Clear the queue"):
         dropped = manager.clear_queue()
-        st.toast(f"Dropped {plural(dropped, 'queued run')}.")
+        toast_after_rerun(f"Dropped {plural(dropped, 'queued run')}.")
         st.rerun(scope="fragment")
     if ended:
         st.dataframe(ended, hide_index=True, width="stretch")
@@ -95,7 +96,7 @@ def save(make_settings) -> None:
     except (ValueError, OSError) as exc:
         st.error(str(exc) if isinstance(exc, ValueError) else "The settings could not be saved on the server's disk.")
         return
-    st.toast("Saved: every session uses it from now on.")
+    toast_after_rerun("Saved: every session uses it from now on.")
     st.rerun()
 
 
@@ -142,7 +143,7 @@ def confirm_reset(folder, count: int) -> None:
     if cols[0].button("Yes, delete them all", type="primary", key="teacher-reset-confirm"):
         removed = reset_class_set(folder)
         st.session_state.teacher_confirm_reset = False
-        st.toast(f"Deleted {plural(removed, 'drawing')}.")
+        toast_after_rerun(f"Deleted {plural(removed, 'drawing')}.")
         st.rerun()
     if cols[1].button("Cancel", key="teacher-reset-cancel"):
         st.session_state.teacher_confirm_reset = False
@@ -151,6 +152,7 @@ def confirm_reset(folder, count: int) -> None:
 
 require_app_navigation()
 st.title("Teacher")
+show_pending_toast()
 if not is_teacher():
     st.info("This page is for the teacher. If you need a run stopped or more training, ask your teacher.")
     st.stop()

@@ -18,9 +18,9 @@ from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_sum
                        history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
                        plural, progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
                        smoothing_note, steps_per_epoch)
-from pages.shared import (PERSIST, active_run, browser_key, class_settings, client_address, checkpoint_for,
-                          is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint, owner_id,
-                          require_app_navigation, set_active_run)
+from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
+                          checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
+                          note_class_settings, owner_id, require_app_navigation, set_active_run)
 from pages.train_form import FORM_MAX_EPOCHS, form_defaults, form_is_behind, given_run_name
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
@@ -55,8 +55,7 @@ def model_choice(presets: tuple[str, ...]) -> tuple[str, str]:
 
 def start_form() -> None:
     """The Start form, with only what this session may start (a student on a class server: what the class allows)."""
-    # Read before the settings, so that a save in between is seen at the live view's next tick.
-    st.session_state.rules_drawn = classroom.settings_stamp(default_runs_dir())
+    note_class_settings("train")  # before the settings are read: a save in between is seen at the next tick
     teacher, settings = is_teacher(), class_settings()
     presets = tuple(PRESETS) if teacher else classroom.student_presets(settings)
     rules = None if teacher else classroom.class_rules_sentence(settings)
@@ -183,9 +182,8 @@ def job_statuses(jobs: list[dict]) -> dict:
 def live() -> None:
     manager = job_manager()
     jobs = manager.jobs()
-    rules = classroom.settings_stamp(default_runs_dir())
     if (job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs))
-            or rules != st.session_state.get("rules_drawn", rules)):
+            or class_settings_changed("train")):
         # A run started or ended since the history and the model choice (outside this fragment) were drawn, or the
         # teacher saved new class settings since the form was: a run of the whole page redraws them, so a student
         # sees what they may start now without touching the page. Asked for again on every tick until one has

@@ -4,12 +4,15 @@ Two browser contexts are two computers: the teacher opens the link with the toke
 Every step waits for what it needs, never for a fixed time.
 """
 import re
+import shutil
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.conftest import PROJECTOR, start_app, stop_app
-from tests.test_browser_app import go_to, wait_until_idle, watch_errors
+from cnn.classroom import read_class_settings
+from tests.conftest import PROJECTOR, ROOT, start_app, stop_app, wait_for
+from tests.test_browser_app import (DIGITS, canvas_of, go_to, open_list_until_listed, stroke, wait_until_idle,
+                                    watch_errors)
 
 pytestmark = pytest.mark.browser
 
@@ -18,12 +21,18 @@ RULES = re.compile(r"students may start FAST or the softmax baseline, at most 2 
 
 
 @pytest.fixture(scope="module")
-def class_url(tmp_path_factory):
-    """The app as a class server: a teacher token, one training thread (the run lasts while the teacher acts)."""
-    process, url = start_app(tmp_path_factory.mktemp("class-server"),
-                             env={"CNN_TEACHER_TOKEN": TOKEN, "CNN_TRAIN_THREADS": "1"})
-    yield url
+def class_server(tmp_path_factory):
+    """The app as a class server: a teacher token, one training thread (the run lasts while the teacher acts).
+    Yields its address and its folder (runs/, class/)."""
+    workdir = tmp_path_factory.mktemp("class-server")
+    process, url = start_app(workdir, env={"CNN_TEACHER_TOKEN": TOKEN, "CNN_TRAIN_THREADS": "1"})
+    yield url, workdir
     stop_app(process)
+
+
+@pytest.fixture(scope="module")
+def class_url(class_server):
+    return class_server[0]
 
 
 def open_as(page: Page, url: str) -> list[str]:
@@ -117,4 +126,38 @@ def test_a_students_train_page_shows_the_rules_the_teacher_just_saved_without_a_
         rule = f"students may start FAST or the softmax baseline, at most {epochs} epochs"
         expect(teacher.get_by_text(rule).first).to_be_visible(timeout=60_000)  # saved
         expect(student.get_by_text(rule).first).to_be_visible(timeout=60_000)  # and on the student's untouched page
+    assert teacher_errors == [] and student_errors == []
+
+
+def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chose(browser, class_server):
+    """A student on Draw has read a 1 with the bundled model; the teacher makes a finished run the class model; the
+    student's next stroke is answered by it, and the page says so (a stroke used to keep the old model)."""
+    url, workdir = class_server
+    lesson = workdir / "runs" / "lesson-run"  # a finished run on the server's disk: the bundled model's files
+    lesson.mkdir(parents=True)
+    shutil.copy(ROOT / "models" / "article-cnn.pt", lesson / "model.pt")
+    shutil.copy(ROOT / "models" / "article-cnn.json", lesson / "model.json")
+    teacher = browser.new_context(viewport=PROJECTOR).new_page()
+    student = browser.new_context(viewport=PROJECTOR).new_page()
+    teacher_errors = open_as(teacher, f"{url}/?teacher={TOKEN}")
+    student_errors = open_as(student, url)
+    go_to(student, "Draw")
+    expect(student.get_by_text("Read by the bundled model").first).to_be_visible(timeout=60_000)
+    stroke(student, canvas_of(student), DIGITS["1"][0])
+    expect(student.get_by_text("It's a 1 (")).to_be_visible(timeout=60_000)
+
+    expect(teacher.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_be_visible(timeout=60_000)
+    go_to(teacher, "Teacher")
+    option = teacher.get_by_role("option", name=re.compile("^lesson-run"))
+    # The page's run list redraws every 2 s, and a list opened during a redraw closes: opened until it shows the run.
+    open_list_until_listed(teacher, teacher.get_by_label("Every session that has not chosen its own model uses"), option)
+    option.click()
+    teacher.get_by_role("button", name="Make it the class model").click()
+    # Said to the teacher (a toast made right before the page's rerun was dropped now and then), and saved.
+    expect(teacher.get_by_text("Saved: every session uses it from now on.")).to_be_visible(timeout=60_000)
+    assert wait_for(lambda: read_class_settings(workdir / "runs").class_model == "lesson-run", timeout=60)
+
+    stroke(student, canvas_of(student), [(0.45, 0.30), (0.45, 0.70)])  # a second line beside the 1, on the same page
+    expect(student.get_by_text("Read by the class model (run lesson-run, chosen by your teacher)")).to_be_visible(
+        timeout=60_000)
     assert teacher_errors == [] and student_errors == []
