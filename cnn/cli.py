@@ -105,7 +105,8 @@ class _CliReporter:
             total = min(event.steps_per_epoch, event.steps_total - (event.epoch - 1) * event.steps_per_epoch)
             self.bar = self.tqdm(total=total, desc=f"epoch {event.epoch}", unit="step", leave=False)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}")
+        # Drawn with the bar at tqdm's own pace (10 a second), not at every step: a GPU takes hundreds a second.
+        self.bar.set_postfix(loss=f"{event.loss:.3f}", img_s=f"{event.images_per_second:.0f}", refresh=False)
 
     def on_eval(self, event, model) -> None:
         which = "full test" if event.full else "test subset"

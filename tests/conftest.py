@@ -47,6 +47,17 @@ def synthetic_mnist(n_train: int = 512, n_test: int = 256, seed: int = 0, datase
                         spec=dataset_spec(dataset))
 
 
+# Where the tests of the training paths run: the CPU always, and a CUDA GPU too where the machine has one (the
+# same tests, once per device; on a CPU-only machine they run once, nothing is skipped).
+TRAIN_DEVICES = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
+
+
+@pytest.fixture(params=TRAIN_DEVICES)
+def train_device(request) -> torch.device:
+    """Each device this machine trains on (not `device`: pytest-playwright's fixture of that name is a phone)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture
 def tiny_data() -> ImageDataset:
     return synthetic_mnist()

@@ -18,9 +18,10 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture
-def manager(tmp_path):
+def manager(tmp_path, train_device):
+    """The app's trainer, on each device this machine trains on (a GPU's run is the app's run where there is one)."""
     data = synthetic_mnist()
-    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", max_running=1, device=CPU)
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", max_running=1, device=train_device)
     yield manager
     manager.stop_all()
     assert manager.running_threads() == 0

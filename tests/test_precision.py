@@ -17,8 +17,10 @@ from cnn.train import evaluate, train
 SMALL = FAST.replace(batch_size=32, epochs=1, eval_every=4, eval_subset=64)
 
 
-def native_bf16() -> bool:
-    """Asked of oneDNN directly, not of the code under test."""
+def native_bf16(device: torch.device = torch.device("cpu")) -> bool:
+    """Asked of oneDNN (a CPU) or CUDA directly, not of the code under test."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -38,26 +40,27 @@ def test_article_stays_the_float32_reference_and_fast_asks_for_bf16():
     assert ARTICLE.replace(precision="bf16").problem() == ""
 
 
-def test_a_bf16_run_trains_in_bfloat16_where_native_and_its_accuracy_is_measured_in_float32(tiny_data):
+def test_a_bf16_run_trains_in_bfloat16_where_native_and_its_accuracy_is_measured_in_float32(tiny_data, train_device):
     config = SMALL
     model = build_model(config, generator=torch.Generator().manual_seed(0))
     seen = watch_convolutions(model)
-    result = train(config, tiny_data, model=model, device=torch.device("cpu"))
-    expected = torch.bfloat16 if native_bf16() else torch.float32
-    assert result.precision == ("bf16" if native_bf16() else "fp32")
-    assert {dtype for training, dtype in seen if training} == {expected}  # every training step
+    result = train(config, tiny_data, model=model, device=train_device)
+    native = native_bf16(train_device)
+    assert result.precision == ("bf16" if native else "fp32")
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16 if native else torch.float32}
     assert (False, torch.float32) in seen  # the epoch's full test: the card's number is float32's
     # ... and equals an evaluation made afterwards, in float32, by hand
     with torch.no_grad():
-        predicted = result.model(tiny_data.test_images.float().div(255).unsqueeze(1)).argmax(1)
+        images = tiny_data.test_images.float().div(255).unsqueeze(1).to(train_device)
+        predicted = result.model(images).argmax(1).cpu()
     assert result.test_accuracy == pytest.approx(float((predicted == tiny_data.test_labels).float().mean()))
     assert result.test_accuracy > 0.9  # the synthetic classes are easy, in bf16 too
 
 
-def test_a_float32_run_never_leaves_float32(tiny_data):
+def test_a_float32_run_never_leaves_float32(tiny_data, train_device):
     model = build_model(SMALL, generator=torch.Generator().manual_seed(0))
     seen = watch_convolutions(model)
-    result = train(SMALL.replace(precision="fp32"), tiny_data, model=model, device=torch.device("cpu"))
+    result = train(SMALL.replace(precision="fp32"), tiny_data, model=model, device=train_device)
     assert result.precision == "fp32" and {dtype for _, dtype in seen} == {torch.float32}
 
 
