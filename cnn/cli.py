@@ -138,6 +138,25 @@ def default_run_name(config) -> str:
     return f"{run_name_stem(config.name, config.architecture, config.dataset)}-seed{config.seed}"
 
 
+TRAIN_FLAGS = {"batch_size": "--batch-size", "learning_rate": "--lr", "p_keep_conv": "--keep-conv",
+               "p_keep_hidden": "--keep-hidden"}  # train's flags, by the TrainConfig field each sets
+
+
+def gpu_advice(config, device) -> str | None:
+    """A sentence for a FAST run on a CUDA GPU that is not on the GPU's recipe (config.FAST_ON_GPU); None elsewhere."""
+    import torch
+
+    from .config import FAST_ON_GPU
+
+    if torch.device(device).type != "cuda" or config.name != "fast":
+        return None
+    if all(getattr(config, field) == value for field, value in FAST_ON_GPU.items()):
+        return None
+    flags = " ".join(f"{TRAIN_FLAGS[field]} {value:g}" for field, value in FAST_ON_GPU.items())
+    return (f"On a GPU, FAST's batches of {config.batch_size} keep it waiting on Python: {flags} trained to "
+            f"99.1-99.2% in about 1.2 s on an H100 (README, \"On a CUDA GPU\").")
+
+
 def cmd_train(args) -> int:
     from .checkpoint import default_runs_dir, save_checkpoint
     from .config import preset, presets_for
@@ -172,6 +191,9 @@ def cmd_train(args) -> int:
     print(f"Training {network_spec(config.architecture).title} on {data.spec.title} with the {config.name} recipe, "
           f"on {device} in {precision}{fallback} for {config.epochs} epoch(s), batch {config.batch_size}, "
           f"seed {config.seed}; writing {folder}")
+    advice = gpu_advice(config, device)
+    if advice:
+        print(advice)
     recorder = RunRecorder(folder, config, data_source=data.source, device=str(device))
     reporter = _CliReporter()
     control = TrainControl()

@@ -161,3 +161,25 @@ def test_the_steps_of_a_part_epoch_are_counted_everywhere_a_run_is_sized():
     assert steps_refusal(config, 626, 60_000) is None and "at most 1 epoch fits" in steps_refusal(config, 625, 60_000)
     assert config_summary(config.to_dict()) == "ARTICLE: 2 epochs of 40,000 images, batch 128, learning rate 0.001, seed 0"
     assert "images per epoch must be a whole number" in ARTICLE.replace(epoch_images=-1).problem()
+
+
+def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recipe(monkeypatch, tmp_path, capsys,
+                                                                                    tiny_data):
+    import cnn.cli
+    from cnn.cli import gpu_advice
+
+    cuda = torch.device("cuda")  # a device object, not a GPU: gpu_advice only reads its type
+    assert gpu_advice(FAST, torch.device("cpu")) is None and gpu_advice(ARTICLE, cuda) is None
+    advice = gpu_advice(FAST, cuda)
+    assert advice.startswith("On a GPU, FAST's batches of 64")
+    flags = "--batch-size 256 --lr 0.01 --keep-conv 1 --keep-hidden 1"  # the README's GPU command
+    assert flags in advice
+    gpu_recipe = FAST.replace(batch_size=256, learning_rate=0.01, p_keep_conv=1.0, p_keep_hidden=1.0)
+    assert gpu_advice(gpu_recipe, cuda) is None  # already on it
+    # The suggested flags are the CLI's own, and give that recipe.
+    monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(cnn.cli, "load_data_with_progress", lambda data_dir, dataset="mnist": tiny_data)
+    assert main(["train", "--preset", "fast", *flags.split(), "--max-steps", "1", "--out", "g"]) == 0
+    config = TrainConfig.from_dict(json.loads((tmp_path / "g" / "model.json").read_text())["config"])
+    assert config == gpu_recipe
+    assert "On a GPU" not in capsys.readouterr().out  # this machine's CPU run gets no GPU advice
