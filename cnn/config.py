@@ -135,7 +135,7 @@ FAST = TrainConfig(
     precision="bf16",
 )
 
-# FAST on a CUDA GPU: there its step is the host launching ~110 small kernels (~5 ms at batch 64, ~0.6 ms of it on
+# FAST on a CUDA GPU: there its step is the host launching ~120 small kernels (~5 ms at batch 64, ~0.6 ms of it on
 # the GPU), so fewer, larger steps, and no dropout in its one pass: 99.14%, 99.24%, 99.21% in 1.2-1.3 s of training
 # on an H100 (seeds 0-2; README "On a CUDA GPU"). The CLI suggests it on a GPU; FAST itself stays the CPU's recipe.
 FAST_ON_GPU = {"batch_size": 256, "learning_rate": 0.01, "p_keep_conv": 1.0, "p_keep_hidden": 1.0}
