@@ -138,8 +138,12 @@ def default_run_name(config) -> str:
     return f"{run_name_stem(config.name, config.architecture, config.dataset)}-seed{config.seed}"
 
 
-TRAIN_FLAGS = {"batch_size": "--batch-size", "learning_rate": "--lr", "p_keep_conv": "--keep-conv",
-               "p_keep_hidden": "--keep-hidden"}  # train's flags, by the TrainConfig field each sets
+# train's flags that change the preset's recipe, by the TrainConfig field each sets (argparse's dest: the flag's name
+# with "_" for "-"): cmd_train reads them, and gpu_advice writes its command with them.
+CONFIG_FLAGS = {"epochs": "--epochs", "seed": "--seed", "batch_size": "--batch-size", "learning_rate": "--lr",
+                "architecture": "--network", "dataset": "--dataset", "precision": "--precision",
+                "epoch_images": "--epoch-images", "p_keep_conv": "--keep-conv", "p_keep_hidden": "--keep-hidden",
+                "label_smoothing": "--label-smoothing"}
 
 
 def gpu_advice(config, device) -> str | None:
@@ -152,7 +156,7 @@ def gpu_advice(config, device) -> str | None:
         return None
     if all(getattr(config, field) == value for field, value in FAST_ON_GPU.items()):
         return None
-    flags = " ".join(f"{TRAIN_FLAGS[field]} {value:g}" for field, value in FAST_ON_GPU.items())
+    flags = " ".join(f"{CONFIG_FLAGS[field]} {value:g}" for field, value in FAST_ON_GPU.items())
     return (f"On a GPU, FAST's batches of {config.batch_size} keep it waiting on Python: {flags} trained to "
             f"99.1-99.2% in about 1.2 s on an H100 (README, \"On a CUDA GPU\").")
 
@@ -167,12 +171,8 @@ def cmd_train(args) -> int:
 
     try:
         config = preset(args.preset or presets_for(args.network or "cnn")[0])
-        changes = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "batch_size": args.batch_size,
-                                     "learning_rate": args.lr, "architecture": args.network,
-                                     "dataset": args.dataset, "precision": args.precision,
-                                     "epoch_images": args.epoch_images, "p_keep_conv": args.keep_conv,
-                                     "p_keep_hidden": args.keep_hidden,
-                                     "label_smoothing": args.label_smoothing}.items() if v is not None}
+        given = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in CONFIG_FLAGS.items()}
+        changes = {field: value for field, value in given.items() if value is not None}
         config = config.replace(**changes)
         if config.problem():
             raise ValueError(config.problem())
