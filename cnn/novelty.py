@@ -107,12 +107,15 @@ def digit_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     forward_with_activations, not a hook: one shared model serves many sessions at once (see explain.grad_cam).
     The model must be in eval mode (dropout off), as every model the app loads is.
     """
-    stages = getattr(model, "stages", ())
-    if not stages:
+    if not getattr(model, "stages", ()):
         return None
     with torch.inference_mode():
-        acts = model.forward_with_activations(x)
-    layer = feature_layer(stages, {name: value[0].numel() for name, value in acts.items()})
+        return _features(model, model.forward_with_activations(x))
+
+
+def _features(model: nn.Module, acts: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """digit_features from forward_with_activations' activations of model."""
+    layer = feature_layer(model.stages, {name: value[0].numel() for name, value in acts.items()})
     return None if layer is None else acts[layer].flatten(1).float()
 
 
@@ -179,6 +182,10 @@ class NoveltyModel:
     def accepts(self, model: nn.Module, x: torch.Tensor) -> bool:
         """Whether a (1, 1, 28, 28) image is as digit-like as ACCEPTED_QUANTILE of real held-out digits."""
         return self.score(model, x) <= self.threshold
+
+    def accepts_features(self, features: torch.Tensor) -> bool:
+        """accepts, for one image's (1, D) features."""
+        return float(self.feature_scores(features)[0]) <= self.threshold
 
 
 def fit_features(features: torch.Tensor, labels: torch.Tensor, held_out: torch.Tensor) -> NoveltyModel:
@@ -285,13 +292,26 @@ def not_a_digit(model: nn.Module, image: np.ndarray, data, wait: bool = True) ->
     the network) is unlike any image of its dataset (not_a_digit_sentence of the model's dataset); None when it is
     alike, or when nothing can tell: no data (None), a model without a hidden layer (the softmax baseline), or
     (wait=False) a fit not ready yet. data: the model's dataset (ValueError for another, see check_dataset)."""
+    return checked_prediction(model, image, data, wait)[1]
+
+
+def checked_prediction(model: nn.Module, image: np.ndarray, data, wait: bool = True) -> tuple[np.ndarray, str | None]:
+    """(the model's probabilities for a (28, 28) uint8 image, as a (classes,) float array; not_a_digit's sentence or
+    None), from one forward pass.
+
+    The Draw page needs both for every stroke: from two passes, the answer waited ~1.5 ms more alone, and 3-4 ms
+    on a 2-core server whose other core draws the page (scripts/stroke_latency.py).
+    """
     image = np.asarray(image)
     if image.shape != (FIELD, FIELD):
         raise ValueError(f"expected a {FIELD}x{FIELD} image, got {image.shape}")
-    if data is None:
-        return None
-    fitted = cached_novelty_model(model, data, wait=wait)
-    if fitted is None:
-        return None
     x = torch.from_numpy(image.astype(np.float32) / 255.0).view(1, 1, FIELD, FIELD)
-    return None if fitted.accepts(model, x) else not_a_digit_sentence(model_spec(model))
+    fitted = None if data is None else cached_novelty_model(model, data, wait=wait)
+    with torch.inference_mode():
+        acts = model.forward_with_activations(x)
+    probabilities = acts["probabilities"][0].float().numpy()
+    if fitted is None:
+        return probabilities, None
+    if fitted.accepts_features(_features(model, acts)):
+        return probabilities, None
+    return probabilities, not_a_digit_sentence(model_spec(model))

@@ -13,8 +13,8 @@ from cnn.data import DatasetSpec
 from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_steps, read_canvas, step_captions,
                          stroke_problem)
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
-                         model_spec, names_are_numbers, overlay, predict)
-from cnn.novelty import cached_novelty_model, no_check_sentence, not_a_digit
+                         model_spec, names_are_numbers, overlay)
+from cnn.novelty import cached_novelty_model, checked_prediction, no_check_sentence
 from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, kept, note_class_settings,
                           probability_chart, require_app_navigation, resolved_model, send_to_feature_maps,
                           uploaded_digit)
@@ -24,13 +24,14 @@ STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
 STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~120 px each in its half of a 1024 px page
 
 
-def refusal(steps: dict, model) -> str | None:
-    """Why this image is unlike any of the model's dataset, as a sentence, or None: the network's own features
-    against its training images'.
+def read_image(steps: dict, model) -> tuple[np.ndarray, str | None]:
+    """(the model's probabilities, why the image is unlike any of its dataset as a sentence, or None), from one forward
+    pass: the network's own features against its training images'.
 
     The check is fitted once per model in the background (cnn/novelty.py): until it is ready, no refusal.
     """
-    return not_a_digit(model, steps["centred"], data_holder(model_spec(model).name).load(), wait=False)
+    data = data_holder(model_spec(model).name).load()
+    return checked_prediction(model, steps["centred"], data, wait=False)
 
 
 def start_refusal_fit(model) -> None:
@@ -49,13 +50,11 @@ def show_refusal(problem: str, spec: DatasetSpec) -> None:
     st.caption(always_an_answer(spec))
 
 
-def show_answer(steps: dict, model, source: str, then=None) -> dict:
-    """The answer, the probabilities of the model's classes and why; returns describe()'s answer.
+def show_answer(steps: dict, probabilities: np.ndarray, model, source: str, then=None) -> dict:
+    """The answer, the probabilities of the model's classes (read_image's) and why; returns describe()'s answer.
 
     then: a function called right after the answer's element is sent (show_reading's draw_input)."""
     spec = model_spec(model)
-    tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
-    probabilities = predict(model, tensor)
     answer = describe(probabilities, spec)
     # One element, the first this function sends: the student waits for nothing else (scripts/stroke_latency.py).
     st.markdown(answer_html(steps["centred"], answer, spec), unsafe_allow_html=True)
@@ -67,6 +66,7 @@ def show_answer(steps: dict, model, source: str, then=None) -> dict:
     unchecked = no_check_sentence(model)
     if unchecked:  # the softmax baseline: say outright that nothing checks the drawing first
         st.caption(unchecked)
+    tensor = torch.from_numpy(steps["centred"].astype(np.float32)[None, None] / 255.0)
     shown = explain(model, tensor, answer["digit"], method_choice(model, source))
     if shown["empty"]:
         st.info(shown["empty"])  # a blank overlay would look like "nothing mattered"
@@ -216,7 +216,9 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
     (scripts/stroke_latency.py).
     """
     spec = model_spec(model)
-    problem = problem or (refusal(steps, model) if steps is not None else None)
+    probabilities = None
+    if steps is not None and not problem:
+        probabilities, problem = read_image(steps, model)
 
     def input_in_left():
         if draw_input is not None:
@@ -231,7 +233,7 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
         if problem or steps is None:
             input_in_left()
             return
-        show_answer(steps, model, source, then=input_in_left)  # the input right after the answer's words
+        show_answer(steps, probabilities, model, source, then=input_in_left)  # the input right after the answer's words
     with left:
         preprocessing_steps(steps, source, spec)
     actions(steps["centred"], source, spec)

@@ -14,7 +14,8 @@ import torch
 import cnn
 from cnn.drawing import drawing_problem, preprocess_steps, stroke_problem
 from cnn.model import ConvNet, SoftmaxRegression
-from cnn.novelty import (ACCEPTED_QUANTILE, SHRINKAGE, THRESHOLD_DIGITS, cached_novelty_model, digit_features,
+from cnn.novelty import (ACCEPTED_QUANTILE, SHRINKAGE, THRESHOLD_DIGITS, cached_novelty_model, checked_prediction,
+                         digit_features,
                          fit_features, no_check_sentence, not_a_digit, not_a_digit_sentence, novelty_layer,
                          novelty_model)
 from tests.conftest import synthetic_mnist, wait_for
@@ -281,6 +282,26 @@ def test_pen_drawn_digits_are_not_refused(bundled, real_mnist):
     problems = {name: refusal(canvas_rgba(pen(strokes)), _fabric(*strokes), bundled, real_mnist)
                 for name, strokes in PEN_DIGITS.items()}
     assert problems == {name: None for name in PEN_DIGITS}
+
+
+@pytest.mark.mnist
+def test_one_forward_pass_gives_the_answer_and_the_check_of_two(bundled, real_mnist):
+    """checked_prediction, the Draw page's one pass per stroke: the softmax of the model's plain forward, exactly, and
+    the refusal that the check's own score against its threshold gives, for real digits and drawn non-digits."""
+    images = [image.numpy() for image in real_mnist.test_images[:20]]
+    images += [preprocess_steps(canvas_rgba(pen(strokes)))["centred"] for strokes in NOT_DIGITS.values()]
+    fitted = cached_novelty_model(bundled, real_mnist)
+    refused = 0
+    for image in images:
+        x = torch.from_numpy(image.astype(np.float32) / 255.0)[None, None]
+        probabilities, sentence = checked_prediction(bundled, image, real_mnist)
+        with torch.inference_mode():
+            np.testing.assert_array_equal(probabilities, torch.softmax(bundled(x), dim=1)[0].numpy())
+        expected = not_a_digit_sentence() if fitted.score(bundled, x) > fitted.threshold else None
+        assert sentence == expected
+        refused += expected is not None
+    assert 0 < refused < len(images)  # both outcomes were compared
+    assert checked_prediction(bundled, images[0], None)[1] is None  # no data: an answer, nothing to check against
 
 
 @pytest.mark.fashion
