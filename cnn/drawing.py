@@ -142,6 +142,12 @@ def to_grey(rgba: np.ndarray) -> np.ndarray:
     image = np.asarray(rgba)
     if image.ndim == 2:
         return image.astype(np.uint8)
+    level = image[..., 0]
+    if (image.dtype == np.uint8 and (image.shape[-1] == 3 or (image[..., 3] == 255).all())
+            and (image[..., 1] == level).all() and (image[..., 2] == level).all()):
+        # Grey and opaque, as the canvas's white ink on black always is: the weighted sum of three equal levels is
+        # that level. ~0.1 ms instead of ~0.6 ms for the canvas's 280x280, and 1-2 ms while a browser shares the CPU.
+        return level.astype(np.uint8)
     rgb = image[..., :3].astype(np.float32)
     grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     if image.shape[-1] == 4:

@@ -11,7 +11,7 @@ from cnn.classset import (ClassSetError, class_set_note, class_set_npz, default_
                           label_drawing, scored_class_set, undo_last_save)
 from cnn.data import DatasetSpec
 from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_steps, read_canvas, step_captions,
-                         stroke_problem)
+                         stroke_problem, to_grey)
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
                          model_spec, names_are_numbers, overlay)
 from cnn.novelty import cached_novelty_model, checked_prediction, no_check_sentence
@@ -175,8 +175,9 @@ def read_drawing(value, spec: DatasetSpec) -> tuple[dict | None, str | None]:
         return None, str(exc)
     if rgba is None:
         return None, None
-    problem = drawing_problem(rgba, spec) or stroke_problem(value.get("raw") if isinstance(value, dict) else None, spec)
-    return (None, problem) if problem else (preprocess_steps(rgba, spec), None)
+    grey = to_grey(rgba)  # once: both take a grey image as it is
+    problem = drawing_problem(grey, spec) or stroke_problem(value.get("raw") if isinstance(value, dict) else None, spec)
+    return (None, problem) if problem else (preprocess_steps(grey, spec), None)
 
 
 # The canvas component keeps its toolbar (undo, redo, reset) transparent yet clickable over the top-right 30 px

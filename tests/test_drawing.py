@@ -13,7 +13,7 @@ from cnn.drawing import (FIT_STEP_CAPTIONS, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS,
                          UploadError, canvas_hint, canvas_png, centre_of_mass, drawing_problem, even_paper, keep_digit,
                          no_ink_in_photo, otsu_threshold, paper_level, photo_steps, png_size, preprocess_drawing,
                          preprocess_steps, read_canvas, read_upload, read_upload_grey, read_upload_steps,
-                         step_captions, stroke_problem)
+                         step_captions, stroke_problem, to_grey)
 
 
 def canvas(size=280):
@@ -531,3 +531,32 @@ def test_regions_are_labelled_as_a_flood_fill_labels_them(diagonal):
     corner = np.array([[True, False], [False, True]])
     assert _component_labels(corner, diagonal)[1] == ([2] if diagonal else [1, 1])
     assert _component_labels(np.zeros((3, 3), dtype=bool), diagonal)[1] == []
+
+
+def _weighted_grey(image: np.ndarray) -> np.ndarray:
+    """The ITU-R 601 weighted sum, times alpha, rounded: written out in float64, apart from to_grey."""
+    rgb = image[..., :3].astype(np.float64)
+    grey = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    if image.shape[-1] == 4:
+        grey = grey * image[..., 3] / 255.0
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_to_grey_gives_the_weighted_sum_for_grey_coloured_and_transparent_pixels(channels):
+    """Every level as the canvas sends it (grey and opaque: to_grey's shortcut), then the same image with one pixel
+    that is not: coloured (only green differs, or only blue), or half transparent (the weighted sum for every pixel)."""
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    image = np.dstack([levels] * 3 + ([np.full_like(levels, 255)] if channels == 4 else []))
+    np.testing.assert_array_equal(to_grey(image), levels)
+    np.testing.assert_array_equal(to_grey(image), _weighted_grey(image))
+    # (row, column, channels, value, the weighted sum by hand)
+    odd = [(0, 1, slice(0, 3), (90, 200, 90), 155), (0, 2, slice(0, 3), (100, 100, 250), 117)]  # 154.57, 117.1
+    if channels == 4:
+        odd.append((5, 5, 3, 128, 43))  # level 85, half transparent: 42.67
+    for row, column, channel, value, by_hand in odd:
+        changed = image.copy()
+        changed[row, column, channel] = value
+        expected = _weighted_grey(changed)
+        assert expected[row, column] == by_hand
+        np.testing.assert_array_equal(to_grey(changed), expected)
