@@ -2,6 +2,8 @@
 model read it, live, and why."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 import torch
@@ -21,6 +23,7 @@ from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
+ANSWER_FRAME_S = 1 / 60  # the rest of a stroke's reading waits one frame (show_answer)
 STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~120 px each in its half of a 1024 px page
 
 
@@ -60,6 +63,11 @@ def show_answer(steps: dict, probabilities: np.ndarray, model, source: str, then
     st.markdown(answer_html(steps["centred"], answer, spec), unsafe_allow_html=True)
     if then is not None:
         then()
+    # One display frame before the rest (the chart, the explanation, the preprocessing, the buttons: ~25 messages).
+    # Sent at once, they reached a busy browser with the answer, and it drew them all in one render before the
+    # answer showed. scripts/stroke_latency.py on this 2-core machine, runs alternated: p50 257-284 ms without the
+    # pause, 248-256 ms with it (two frames: no better). The rest of the page comes one frame later.
+    time.sleep(ANSWER_FRAME_S)
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
