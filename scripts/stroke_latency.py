@@ -239,7 +239,14 @@ def start_training(browser, url: str, preset: str) -> None:
     page.get_by_label("Preset").click()
     page.get_by_text(preset).click()
     page.get_by_label("Run name").fill("latency-training")
-    page.get_by_role("button", name="Start").click()
+    page.get_by_label("Run name").press("Enter")
+    # Each change reruns the page, and while a rerun redraws the form its old Start can still be on the page beside
+    # the new one (a click then found two): the click waits for one Start and an idle app.
+    start = page.get_by_role("button", name="Start", exact=True)
+    expect(start).to_have_count(1, timeout=60_000)
+    page.locator(IDLE).wait_for(timeout=60_000)
+    expect(start).to_have_count(1, timeout=60_000)
+    start.click()
     expect(page.get_by_text(re.compile(r"Running: epoch 1"))).to_be_visible(timeout=120_000)
     page.goto(url + "/", timeout=120_000)  # the training goes on on the server; the teacher's tab moves on
     return page
