@@ -1,10 +1,13 @@
 """cnn.jobs: start, pause, resume, stop mid-epoch, the queue and a class server's caps, failures (SYNTHETIC data)."""
+import os
+import sys
 import threading
 
 import pytest
 import torch
 
 from cnn.config import ARTICLE
+from cnn import jobs
 from cnn.jobs import SESSION_ENDED, Job, JobListener, JobManager, ThinnedHistory
 from cnn.runs import list_runs
 from cnn.train import StepEvent
@@ -413,3 +416,28 @@ def test_job_views_say_which_session_started_a_run_without_its_owner_id(manager)
     assert all(tag.startswith("session ") and len(tag) == len("session 3f2a") for tag in tags)
     assert tags[0] != tags[1] and "a" * 8 not in tags[0]
     assert tags[0] == manager.snapshot(ids[0])["started_by"]  # the same session keeps its tag
+
+
+def test_trainings_run_ten_nice_levels_below_the_server(tmp_path, monkeypatch):
+    """On Linux each training thread, a queued one started from the last training's thread too, runs at the server's
+    nice value + 10, so that a busy CPU serves the students' strokes first; the server's own threads keep theirs.
+    Elsewhere a nice value is the whole process's, and nothing changes."""
+    seen = []
+    real_train = jobs.train
+
+    def recording_train(*args, **kwargs):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # on Linux, the calling thread's own
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "train", recording_train)
+    data = synthetic_mnist()
+    manager = JobManager(lambda dataset: data, runs_dir=tmp_path / "runs", max_running=1, device=CPU)
+    first = manager.submit(CONFIG.replace(epochs=1), "first", owner="alice")
+    second = manager.submit(CONFIG.replace(epochs=1), "second", owner="bob")  # queued, started by first's thread
+    assert [manager.wait(job, timeout=120)["status"] for job in (first, second)] == ["finished", "finished"]
+    server = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    lowered = min(19, server + 10) if sys.platform.startswith("linux") else server
+    assert seen == [lowered, lowered]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == server  # this thread, which started both, is untouched
+    manager.stop_all()
+
