@@ -179,12 +179,8 @@ class NoveltyModel:
         """(1, 1, 28, 28) float32 in [0, 1] -> its score."""
         return float(self.scores(model, x)[0])
 
-    def accepts(self, model: nn.Module, x: torch.Tensor) -> bool:
-        """Whether a (1, 1, 28, 28) image is as digit-like as ACCEPTED_QUANTILE of real held-out digits."""
-        return self.score(model, x) <= self.threshold
-
     def accepts_features(self, features: torch.Tensor) -> bool:
-        """accepts, for one image's (1, D) features."""
+        """Whether one image, by its (1, D) features, is as digit-like as ACCEPTED_QUANTILE of real held-out digits."""
         return float(self.feature_scores(features)[0]) <= self.threshold
 
 

@@ -243,7 +243,6 @@ def start_training(browser, url: str, preset: str) -> None:
     # Each change reruns the page, and while a rerun redraws the form its old Start can still be on the page beside
     # the new one (a click then found two): the click waits for one Start and an idle app.
     start = page.get_by_role("button", name="Start", exact=True)
-    expect(start).to_have_count(1, timeout=60_000)
     page.locator(IDLE).wait_for(timeout=60_000)
     expect(start).to_have_count(1, timeout=60_000)
     start.click()
