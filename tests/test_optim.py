@@ -69,3 +69,29 @@ def test_epsilon_sits_inside_the_square_root():
         for got, inside_value, outside_value in zip(w.detach().tolist(), expected, outside):
             assert got == pytest.approx(inside_value, abs=1e-6)
             assert abs(got - outside_value) > 1e-3  # the epsilon-outside formula is not what it computes
+
+
+def test_fast_adam_is_fused_on_the_cpu_and_takes_adams_steps_with_the_schedules_lr_and_beta1():
+    """make_optimizer's Adam runs as one fused kernel on the CPU (the speed), and its updates are still Adam's, written
+    out by hand here with the learning rate and beta1 that the one-cycle schedule set before each step."""
+    model = torch.nn.Linear(3, 2, bias=False)
+    torch.nn.init.constant_(model.weight, 0.5)
+    optimizer, scheduler = make_optimizer(model, FAST, 10)
+    assert optimizer.defaults["fused"] is True
+    eps = optimizer.defaults["eps"]
+    w = [0.5] * 6
+    m, v = [0.0] * 6, [0.0] * 6
+    for t in range(1, 5):
+        grads = [0.3 * t, -1.0, 1e-3, 2.0 / t, -0.25, 0.0]
+        model.weight.grad = torch.tensor(grads).view(2, 3)
+        lr = optimizer.param_groups[0]["lr"]
+        beta1, beta2 = optimizer.param_groups[0]["betas"]
+        optimizer.step()
+        scheduler.step()
+        for i, g in enumerate(grads):
+            m[i] = beta1 * m[i] + (1 - beta1) * g
+            v[i] = beta2 * v[i] + (1 - beta2) * g * g
+            m_hat, v_hat = m[i] / (1 - beta1 ** t), v[i] / (1 - beta2 ** t)
+            w[i] -= lr * m_hat / (math.sqrt(v_hat) + eps)
+        assert model.weight.detach().view(-1).tolist() == pytest.approx(w, abs=1e-6)
+    assert optimizer.param_groups[0]["betas"][0] != pytest.approx(beta1)  # the schedule did move beta1
