@@ -322,10 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_bench)
 
     args = parser.parse_args(argv)
-    from .settings import configure_threads, server_settings
+    from .settings import cli_threads, configure_threads, server_settings
 
     try:
-        configure_threads(server_settings())  # CNN_TRAIN_THREADS applies to the CLI as to the app
+        # Every core unless CNN_TRAIN_THREADS says otherwise (the app keeps one for the strokes); the other CNN_*
+        # variables are checked here too, so a bad one is a sentence before any work.
+        configure_threads(server_settings(), cli_threads())
     except ValueError as exc:  # a bad CNN_* variable: its sentence, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

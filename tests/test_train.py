@@ -1,4 +1,5 @@
 """cnn.train: the loop learns, is seeded, honours stop and pause, and fires its callbacks (SYNTHETIC data)."""
+import os
 import threading
 
 import numpy as np
@@ -332,6 +333,22 @@ def test_the_cli_sets_the_threads_from_the_environment(monkeypatch, capsys):
         monkeypatch.setenv("CNN_TRAIN_THREADS", "lots")
         assert main(["info"]) == 2
         assert "CNN_TRAIN_THREADS must be a whole number of at least 1" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_cli_takes_every_core_unless_the_environment_says_otherwise(monkeypatch):
+    """The app keeps a core for the students' strokes; a command-line training serves no one and takes them all."""
+    threads = torch.get_num_threads()
+    monkeypatch.delenv("CNN_TRAIN_THREADS", raising=False)
+    try:
+        torch.set_num_threads(1)
+        assert main(["info", "--json"]) == 0
+        assert torch.get_num_threads() == os.cpu_count()
+        monkeypatch.setenv("CNN_TRAIN_THREADS", " ")  # blank is unset, as for every CNN_* variable
+        torch.set_num_threads(1)
+        assert main(["info", "--json"]) == 0
+        assert torch.get_num_threads() == os.cpu_count()
     finally:
         torch.set_num_threads(threads)
 
