@@ -101,7 +101,7 @@ PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax baseli
 
 
 def config_summary(config: dict) -> str:
-    """A run's recipe in one line: "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"."""
+    """A run's recipe in one line: "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"."""
     preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
     part = config.get("epoch_images", 0)
     of = f" of {part:,} images" if isinstance(part, int) and part > 0 else ""  # FAST's quick pass
@@ -260,7 +260,7 @@ def card_steps_per_epoch(card: dict | None, train_size: int = TRAIN_SIZE) -> int
 
 
 def epoch_of(step: int, per_epoch: int) -> float:
-    """A step as a fractional epoch: step 938 is epoch 1.0 of FAST (batch 64) but 2.0 of ARTICLE (batch 128)."""
+    """A step as a fractional epoch: step 938 is epoch 2.0 of ARTICLE (batch 128) but 1.0 of a batch-64 run."""
     return step / max(per_epoch, 1)
 
 

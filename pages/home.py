@@ -16,9 +16,9 @@ GLOSSARY = {
     "Fully connected": "Every output unit weighs every input number: FC 625 combines all features, FC 10 gives one score per digit.",
     "Softmax": "Turns the ten scores into probabilities that add up to 1.",
     "Epoch": "One pass over all 60,000 training images. ARTICLE trains for 10 epochs, FAST for 1.",
-    "Batch": "The handful of images (64 or 128) the network looks at before it changes its weights once.",
-    "Step": "One change of the weights, after one batch. An epoch is 60,000 / batch size steps: 938 for FAST's "
-            "batches of 64, 469 for ARTICLE's 128. That is why the Train page compares runs by epoch, not by step.",
+    "Batch": "The handful of images (128 for ARTICLE and FAST) the network looks at before it changes its weights once.",
+    "Step": "One change of the weights, after one batch. An epoch is 60,000 / batch size steps: 469 for batches of "
+            "128, 938 for batches of 64. That is why the Train page compares runs by epoch, not by step.",
     "Learning rate": "How big each step is. Too big and the network jumps past good weights; too small and it "
                      "learns very slowly.",
     "Loss": "A score of how wrong the network is on a batch: minus the log of the probability it gave the right "

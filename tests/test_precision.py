@@ -110,17 +110,17 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     monkeypatch.setattr(cnn.cli, "load_data_with_progress", lambda data_dir, dataset="mnist": tiny_data)
     assert main(["train", "--preset", "article", "--precision", "bf16", "--max-steps", "3", "--out", "p"]) == 0
     card = json.loads((tmp_path / "p" / "model.json").read_text())
-    assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512, batch 64
+    assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512: one step
     quick = json.loads((tmp_path / "q" / "model.json").read_text())
     assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
-    assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (0.9, 0.75)  # FAST's own
+    assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (1.0, 1.0)  # FAST's own: no dropout
     assert card["config"]["precision"] == "bf16" and card["config"]["name"] == "article"
     assert card["precision"] == ("bf16" if native_bf16() else "fp32")
     assert " in bf16" in capsys.readouterr().out or not native_bf16()
-    assert main(["train", "--preset", "fast", "--keep-conv", "1", "--keep-hidden", "0.5", "--label-smoothing", "0",
+    assert main(["train", "--preset", "fast", "--keep-conv", "0.8", "--keep-hidden", "0.5", "--label-smoothing", "0",
                  "--max-steps", "1", "--out", "k"]) == 0
     kept = json.loads((tmp_path / "k" / "model.json").read_text())["config"]
-    assert (kept["p_keep_conv"], kept["p_keep_hidden"], kept["label_smoothing"]) == (1.0, 0.5, 0.0)
+    assert (kept["p_keep_conv"], kept["p_keep_hidden"], kept["label_smoothing"]) == (0.8, 0.5, 0.0)
     assert main(["train", "--keep-conv", "0", "--out", "z"]) == 2  # refused with the config's own sentence
     assert "keep-probabilities must be above 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
@@ -171,7 +171,7 @@ def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recip
     cuda = torch.device("cuda")  # a device object, not a GPU: gpu_advice only reads its type
     assert gpu_advice(FAST, torch.device("cpu")) is None and gpu_advice(ARTICLE, cuda) is None
     advice = gpu_advice(FAST, cuda)
-    assert advice.startswith("On a GPU, FAST's batches of 64")
+    assert advice.startswith("On a GPU, FAST's batches of 128")
     flags = "--batch-size 256 --lr 0.01 --keep-conv 1 --keep-hidden 1"  # the README's GPU command
     assert flags in advice
     gpu_recipe = FAST.replace(batch_size=256, learning_rate=0.01, p_keep_conv=1.0, p_keep_hidden=1.0)

@@ -163,7 +163,7 @@ def test_the_smoothed_loss_floor_is_the_lowest_cross_entropy_torch_computes():
 def test_a_runs_recipe_in_one_line():
     from cnn.config import FAST
 
-    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch, batch 64, learning rate 0.003, seed 0"
+    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"
     assert config_summary(FAST.replace(epochs=2, name="article").to_dict()).startswith("ARTICLE: 2 epochs, ")
 
 
