@@ -11,7 +11,7 @@ GLOSSARY = {
     "Feature map": "The output of one filter over the whole image: bright where the filter's pattern (an edge, a curve) is present.",
     "ReLU": "max(0, x): negative responses become zero, so only evidence for a pattern passes on.",
     "Max-pooling": "Keeps the largest value of each 2x2 block: the map halves in size and small shifts of the digit matter less.",
-    "Dropout": "While training, each value is zeroed at random (20% after the conv layers, 50% after FC 625), so the network cannot lean on any single feature. Off when predicting.",
+    "Dropout": "While training, each value is zeroed at random (20% after the conv layers, 50% after FC 625, in ARTICLE), so the network cannot lean on any single feature. Off when predicting. FAST's single epoch does without it.",
     "Flatten": "The 128 maps of 4x4 are laid out as one list of 2,048 numbers.",
     "Fully connected": "Every output unit weighs every input number: FC 625 combines all features, FC 10 gives one score per digit.",
     "Softmax": "Turns the ten scores into probabilities that add up to 1.",
