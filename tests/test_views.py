@@ -188,6 +188,32 @@ def test_every_train_chart_names_its_scales_domains_so_vega_never_computes_an_em
     assert extent([{"v": None}], "v") is None
 
 
+def test_an_accuracy_axis_with_one_point_stays_between_0_and_100_percent():
+    """A run's first test is one point: its axis spans a point either side of it, never 47.8-147.8% (seen at 1024 px
+    in a browser walk). The same for a run's first step's batch accuracy and an overlay of one finished epoch."""
+    from cnn.views import extent, live_charts, overlay_charts, run_colors
+
+    def y_domains(spec):
+        encodings = [layer["encoding"] for layer in spec.get("layer", [])] or [spec["encoding"]]
+        return [encoding["y"]["scale"]["domain"] for encoding in encodings]
+
+    job = {"name": "r", "config": {"eval_every": 100}, "steps": [
+        {"step": 1, "loss": 2.3, "batch_accuracy": 1.0, "images_per_second": 900.0}],
+        "evals": [{"step": 100, "accuracy": 0.978, "full": False, "n": 1000}]}
+    charts = {c["title"]: c["spec"] for c in live_charts(job, 469, run_colors(["r"])) if "spec" in c}
+    for low, high in y_domains(charts["test accuracy"]):
+        assert (low, high) == pytest.approx((0.968, 0.988))
+    for low, high in y_domains(charts["batch accuracy (smoothed)"]):
+        assert 0.0 <= low < high <= 1.0
+    curves = {"r": ([], [{"step": 469, "accuracy": 0.9931, "full": True, "n": 10000}], 469)}
+    full = next(c["spec"] for c in overlay_charts(curves, run_colors(["r"])) if "spec" in c)
+    for low, high in y_domains(full):
+        assert low == pytest.approx(0.9831) and high == 1.0
+    assert extent([{"a": 1.0}], "a", limits=(0.0, 1.0)) == pytest.approx([0.99, 1.0])
+    assert extent([{"a": 0.0}], "a", limits=(0.0, 1.0)) == pytest.approx([0.0, 0.01])
+    assert extent([{"v": 2.0}], "v") == [1.5, 2.5]  # an unbounded quantity keeps its +-0.5
+
+
 # ---------------------------------------------------------------- which network, which dataset (issue 12)
 
 def test_a_run_that_is_not_the_articles_cnn_on_mnist_says_what_it_is_in_every_label():
