@@ -238,16 +238,16 @@ _EXPLANATIONS = {
     "conv1": "32 learned 3x3 filters slide over the image; each gives a feature map that is large where its pattern (an edge, a corner) appears.",
     "relu1": "ReLU keeps positive responses and sets negative ones to zero, so a map only says where a pattern is present.",
     "pool1": "2x2 max-pooling keeps the strongest response in each 2x2 block, halving the size (28 -> 14) and tolerating small shifts.",
-    "dropout1": "During training, dropout zeroes each value with probability 1 - p_keep_conv (0.2), so the network cannot rely on any single feature.",
+    "dropout1": "During training, dropout zeroes each value with probability 1 - p_keep_conv ({drop_conv}), so the network cannot rely on any single feature.",
     "conv2": "64 filters, each 3x3 over all 32 maps below, combine edges into larger parts such as curves and corners.",
     "relu2": "ReLU again: negative evidence is cut to zero.",
     "pool2": "Max-pooling halves the size again, 14 -> 7; each value now sees a 10x10 patch of the input (its receptive field).",
-    "dropout2": "Dropout again, keeping each value with probability 0.8 during training.",
+    "dropout2": "Dropout again, keeping each value with probability {keep_conv} during training.",
     "conv3": "128 filters, each 3x3 over the 64 maps below, detect large parts: {parts}.",
     "relu3": "ReLU again.",
     "pool3": "Max-pooling 7 -> 4 with TensorFlow 'SAME' padding: the odd last row and column are pooled on their own.",
-    "flatten": "The 128 maps of 4x4 are laid out as one vector of 2,048 numbers (then dropout, keep 0.8).",
-    "fc": "A fully connected layer: each of 625 units weighs all 2,048 features; ReLU follows (then dropout, keep 0.5).",
+    "flatten": "The 128 maps of 4x4 are laid out as one vector of 2,048 numbers ({then_dropout_conv}).",
+    "fc": "A fully connected layer: each of 625 units weighs all 2,048 features; ReLU follows ({then_dropout_hidden}).",
     "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities and training minimises their cross-entropy with the true label.",
 }
 
@@ -259,8 +259,8 @@ _SOFTMAX_EXPLANATIONS = {
 
 _MLP_EXPLANATIONS = {
     "input": _INPUT,
-    "flatten": "The pixels are laid out as one vector of {pixels} numbers (then dropout, keep 0.8): like the softmax, the MLP never sees which pixels are neighbours.",
-    "fc": "625 hidden units, each weighing all {pixels} pixels, then ReLU (then dropout, keep 0.5): the article's FC 625, fed raw pixels instead of convolution features. An edge moved by 2 pixels lands on other weights.",
+    "flatten": "The pixels are laid out as one vector of {pixels} numbers ({then_dropout_input}): like the softmax, the MLP never sees which pixels are neighbours.",
+    "fc": "625 hidden units, each weighing all {pixels} pixels, then ReLU ({then_dropout_hidden}): the article's FC 625, fed raw pixels instead of convolution features. An edge moved by 2 pixels lands on other weights.",
     "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
 }
 
@@ -283,7 +283,7 @@ _ONE_CONV_EXPLANATIONS = {
     "conv1": "The article's conv1: 32 learned 3x3 filters; each gives a feature map that is large where its pattern (an edge, a corner) appears.",
     "relu1": "ReLU keeps positive responses and sets negative ones to zero.",
     "pool1": "2x2 max-pooling: 28 -> 14. This is the only pooling: each value sees just a 4x4 patch of the input.",
-    "flatten": "The 32 maps of 14x14 are laid out as one vector of 6,272 numbers (then dropout, keep 0.8): conv2 and conv3 are gone.",
+    "flatten": "The 32 maps of 14x14 are laid out as one vector of 6,272 numbers ({then_dropout_conv}): conv2 and conv3 are gone.",
     "fc": "The article's FC 625, now weighing 6,272 features: 3.9 million weights, 2.9 times the whole article network, to do the combining that conv2 and conv3 did.",
     "logits": "A fully connected layer to {num_classes} scores, one per {class_word}; softmax turns them into probabilities.",
 }
@@ -588,6 +588,31 @@ def dataset_words(model: nn.Module) -> dict:
             "pixels": f"{data.side * data.side:,}", "parts": data.parts}
 
 
+DROPOUT_OFF = "Dropout, off in this model: it was trained with keep-probability 1, so every value passed through."
+
+
+def dropout_words(model: StagedNetwork) -> dict:
+    """What layer_table's sentences say of model's dropouts, from its own keep-probabilities (a checkpoint's model
+    has those it was trained with): for each Dropout a dropout stage names ("dropout_conv": "conv"), keep_conv "0.8",
+    drop_conv "0.2" and then_dropout_conv "then dropout, keep 0.8", or "no dropout" words for a keep of 1."""
+    words = {}
+    for stage in model.stages:
+        if stage.kind == "dropout" and stage.module:
+            keep, key = getattr(model, stage.module).p_keep, stage.module.removeprefix("dropout_")
+            words[f"keep_{key}"], words[f"drop_{key}"] = f"{keep:g}", f"{1 - keep:.2g}"
+            words[f"then_dropout_{key}"] = (f"then dropout, keep {keep:g}" if keep < 1
+                                            else "no dropout: trained with keep 1")
+    return words
+
+
+def _explanation(model: StagedNetwork, name: str, words: dict) -> str:
+    """layer_table's sentence for the row name: DROPOUT_OFF for a dropout that keeps everything."""
+    stage = next((stage for stage in model.stages if stage.name == name), None)
+    if stage is not None and stage.kind == "dropout" and getattr(model, stage.module).p_keep >= 1:
+        return DROPOUT_OFF
+    return model.explanations[name].format(**words)
+
+
 def receptive_fields(model: StagedNetwork) -> dict[str, int]:
     """{stage name: side of the input patch one of its values sees} for the stages before flatten, from the stages:
     a kxk convolution widens it by (k - 1) x the stride so far, a 2x2 pool by 1 x it, then doubles the stride.
@@ -609,11 +634,12 @@ def receptive_fields(model: StagedNetwork) -> dict[str, int]:
 
 def layer_table(model: StagedNetwork | None = None) -> list[dict]:
     """Per declared stage that is a row: name, output shape (C, H, W) or (features,), parameter count, a one-sentence
-    explanation and the side of the input patch one of its values sees (receptive_field; the whole image after
-    flatten), after a first row for the input. None: the article's network."""
+    explanation (in the words of its dataset and its own keep-probabilities) and the side of the input patch one of
+    its values sees (receptive_field; the whole image after flatten), after a first row for the input. None: the
+    article's network."""
     model = model if model is not None else ConvNet()
     device = next(model.parameters()).device
-    words = dataset_words(model)
+    words = {**dataset_words(model), **dropout_words(model)}
     x = torch.zeros(1, 1, words["side"], words["side"], device=device)
     rows = [("input", tuple(x.shape[1:]), 0)]
     with torch.no_grad():
@@ -625,7 +651,7 @@ def layer_table(model: StagedNetwork | None = None) -> list[dict]:
                 rows.append((stage.name, tuple(x.shape[1:]), params))
     fields = receptive_fields(model)
     return [
-        {"name": name, "shape": list(shape), "params": params, "explanation": model.explanations[name].format(**words),
+        {"name": name, "shape": list(shape), "params": params, "explanation": _explanation(model, name, words),
          "receptive_field": 1 if name == "input" else fields.get(name, words["side"])}  # after flatten: everything
         for name, shape, params in rows
     ]

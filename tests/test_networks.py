@@ -115,6 +115,24 @@ def test_every_network_explains_every_row_in_its_datasets_words(network, dataset
     assert spec.title and spec.summary and spec.lesson.endswith(".")
 
 
+def test_layer_table_says_the_dropout_the_model_was_trained_with(tmp_path):
+    """A FAST model (keep 1) read back from its checkpoint is not described as dropping 20% and 50% of its values."""
+    rows = {r["name"]: r["explanation"] for r in layer_table(build_model(ARTICLE.replace(p_keep_conv=0.7,
+                                                                                         p_keep_hidden=0.4)))}
+    assert "probability 1 - p_keep_conv (0.3)" in rows["dropout1"] and "probability 0.7 during" in rows["dropout2"]
+    assert rows["flatten"].endswith("(then dropout, keep 0.7).") and rows["fc"].endswith("(then dropout, keep 0.4).")
+    model = build_model(FAST)
+    path = save_checkpoint(tmp_path / "fast.pt", model, make_card(FAST, model))
+    loaded, _ = load_checkpoint(path)
+    rows = {r["name"]: r["explanation"] for r in layer_table(loaded)}
+    assert rows["dropout1"].startswith("Dropout, off in this model") and rows["dropout2"] == rows["dropout1"]
+    assert rows["flatten"].endswith("(no dropout: trained with keep 1).") and "zeroes" not in " ".join(rows.values())
+    assert "keep 0." not in " ".join(rows.values())
+    mlp = {r["name"]: r["explanation"] for r in layer_table(build_model(ARTICLE.replace(
+        architecture="mlp", p_keep_conv=0.9, p_keep_hidden=1.0)))}
+    assert "(then dropout, keep 0.9)" in mlp["flatten"] and "(no dropout: trained with keep 1)" in mlp["fc"]
+
+
 def test_layer_tables_follow_the_declared_stages():
     tables = {name: [(r["name"], r["shape"]) for r in layer_table(build_model(ARTICLE.replace(architecture=name)))]
               for name in ("mlp", "lenet", "one-conv")}
