@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Every core unless CNN_TRAIN_THREADS says otherwise (the app keeps one for the strokes); the other CNN_*
         # variables are checked here too, so a bad one is a sentence before any work.
-        configure_threads(server_settings(), cli_threads())
+        settings = server_settings()
+        configure_threads(settings, cli_threads(settings))
     except ValueError as exc:  # a bad CNN_* variable: its sentence, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

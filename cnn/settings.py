@@ -42,15 +42,15 @@ def server_settings(environ: dict | None = None) -> ServerSettings:
     return ServerSettings(**values)
 
 
-def cli_threads(environ: dict | None = None) -> int:
-    """The CLI's CPU threads: CNN_TRAIN_THREADS when it is set, else every core.
+def cli_threads(settings: ServerSettings, environ: dict | None = None) -> int:
+    """The CLI's CPU threads: settings.train_threads when CNN_TRAIN_THREADS is set in environ, else every core.
 
-    The app keeps a core free for the students' strokes (ServerSettings.train_threads); a training from the command
-    line serves no one, and on this 2-core machine one thread made FAST's 30,000-image run take 15.2-16.8 s against
-    8.8-11.3 s with two (alternated). A bad value is server_settings' ValueError."""
+    settings: server_settings(environ), already read (and checked) by the caller. The app keeps a core free for the
+    students' strokes (ServerSettings.train_threads); a training from the command line serves no one, and on this
+    2-core machine one thread made FAST's 30,000-image run take 15.2-16.8 s against 8.8-11.3 s with two (alternated)."""
     environ = os.environ if environ is None else environ
     if (environ.get(ENVIRONMENT["train_threads"]) or "").strip():
-        return server_settings(environ).train_threads
+        return settings.train_threads
     return max(1, os.cpu_count() or 1)
 
 
