@@ -262,7 +262,8 @@ def history() -> None:
     # What a class compares first, first: at 1024 px the table's right-hand columns need a sideways scroll.
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
                  width="stretch", column_order=HISTORY_COLUMNS,
-                 column_config={name: st.column_config.Column(width="small") for name in HISTORY_COLUMNS[1:]})
+                 column_config={name: st.column_config.Column(width="medium" if name == "network" else "small")
+                                for name in HISTORY_COLUMNS[1:]})  # "the article's first block alone" whole
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
     st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]
