@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import checkpoint_dataset
+from .config import TrainConfig
 from .data import DATASETS, TRAIN_SIZE
 from .model import NETWORKS
 from .runs import RunInfo, read_metrics
@@ -499,6 +500,16 @@ def smoothed_loss_floor(smoothing: float, classes: int = 10) -> float:
     return -(right * math.log(right) + ((classes - 1) * other * math.log(other) if other > 0 else 0.0))
 
 
+def trains_with_dropout(config: dict) -> bool:
+    """Whether a run of config (a TrainConfig's dict) zeroes values while it trains: its network has a dropout stage
+    and a keep-probability below 1 (a key the dict lacks has TrainConfig's default)."""
+    spec = NETWORKS.get(config_model(config)[0])
+    if spec is None or not any(stage.kind == "dropout" for stage in spec.make.stages):
+        return False
+    keeps = [config.get(key, getattr(TrainConfig, key)) for key in ("p_keep_conv", "p_keep_hidden")]
+    return any(isinstance(keep, (int, float)) and keep < 1 for keep in keeps)
+
+
 def smoothing_note(configs: dict[str, dict]) -> str | None:
     """Why a label-smoothed run's loss levels off well above 0, for the runs shown ({run: config dict}); None
     when none of them smooths its labels."""
@@ -515,8 +526,10 @@ def smoothing_note(configs: dict[str, dict]) -> str | None:
     return (f"Why the loss of {names} levels off near {smoothed_loss_floor(value):.2f} and not 0: it trains with "
             f"label smoothing {value:g}. Its answer key says \"{100 * right:.0f}% the right {word}, {100 * other:.0f}% "
             f"each other {word}\" instead of \"100% the right {word}\", so even a perfect network scores a loss of "
-            f"{smoothed_loss_floor(value):.2f} against it (and one that is 100% sure scores more). Dropout during "
-            "training keeps it a little higher still. The test accuracy is what to watch.")
+            f"{smoothed_loss_floor(value):.2f} against it (and one that is 100% sure scores more). "
+            + ("Dropout during training keeps it a little higher still. "
+               if any(trains_with_dropout(configs[name]) for name in smoothed) else "")
+            + "The test accuracy is what to watch.")
 
 
 def markdown_table(rows: list[dict]) -> str:

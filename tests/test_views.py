@@ -252,6 +252,19 @@ def test_the_history_table_names_each_runs_network_and_dataset(tmp_path):
                     "mlp": ("an MLP", "Fashion-MNIST"), "broken": ("?", "?")}
 
 
+def test_the_smoothing_note_blames_dropout_only_for_runs_that_drop():
+    from cnn.config import FAST
+
+    dropout = "Dropout during training keeps it a little higher still."
+    assert dropout not in smoothing_note({"fast": FAST.to_dict()})  # FAST keeps every value (keep 1)
+    assert dropout in smoothing_note({"fast": FAST.replace(p_keep_hidden=0.5).to_dict()})
+    assert dropout in smoothing_note({"old": {"label_smoothing": 0.1}})  # a config from before keeps: 0.8 and 0.5
+    lenet = {"label_smoothing": 0.1, "architecture": "lenet", "p_keep_conv": 0.8, "p_keep_hidden": 0.5}
+    assert dropout not in smoothing_note({"lenet": lenet})  # a network without dropout drops nothing
+    both = smoothing_note({"fast": FAST.to_dict(), "mlp": {"label_smoothing": 0.1, "architecture": "mlp"}})
+    assert dropout in both and both.endswith("The test accuracy is what to watch.")
+
+
 def test_the_smoothing_note_speaks_of_classes_for_fashion_and_digits_for_mnist():
     fashion = smoothing_note({"f": {"label_smoothing": 0.1, "dataset": "fashion"}})
     assert "the right class" in fashion and "digit" not in fashion
