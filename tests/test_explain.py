@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from captum.attr import LayerAttribution, LayerGradCam
 
 from cnn.explain import (ATTRIBUTION_METHODS, EMPTY_BELOW, always_an_answer, attribution, attribution_methods,
@@ -18,15 +19,38 @@ def test_describe_sure_and_unsure():
     assert not answer["sure"] and answer["text"].startswith("Not sure: 4 or 9?")
 
 
-def test_grad_cam_equals_captum_layer_grad_cam():
+def captum_grad_cam(model, x, target, layer, rectified=True):
+    """captum's Grad-CAM on layer before it is summed over maps (weight x map), the maps' negative values cut
+    (rectified: the ReLU's output, as grad_cam weighs them) or not; summed, ReLU'd, upsampled to 28x28, scaled to 1.
+    Also returns the signed sum before its ReLU."""
+    per_map = LayerGradCam(model, layer).attribute(x, target=target, attr_dim_summation=False).detach()
+    if rectified:  # weight x map is 0 where the map is <= 0; where it is > 0, the map is its own ReLU
+        per_map = per_map * (_layer_output(model, layer, x) > 0)
+    signed = per_map.sum(1, keepdim=True)
+    cam = LayerAttribution.interpolate(F.relu(signed), (28, 28), interpolate_mode="bilinear")[0, 0]
+    return (cam / cam.max()).numpy() if float(cam.max()) > 0 else cam.numpy(), signed
+
+
+def _layer_output(model, layer, x):
+    """What layer gives in model's forward for x (its maps before the ReLU), caught with a forward hook."""
+    seen = []
+    handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    return seen[0]
+
+
+def test_grad_cam_weighs_the_rectified_maps_with_captums_weights():
     torch.manual_seed(0)
     model = ConvNet(init_std=0.1).eval()
     x = torch.rand(1, 1, 28, 28)
-    mine = grad_cam(model, x, 3)
-    reference = LayerGradCam(model, model.conv3).attribute(x, target=3, relu_attributions=True)
-    reference = LayerAttribution.interpolate(reference, (28, 28), interpolate_mode="bilinear")[0, 0].detach()
-    reference = (reference / reference.max()).numpy()
-    assert np.allclose(mine, reference, atol=1e-5)
+    target = int(predict(model, x).argmax())
+    mine = grad_cam(model, x, target)
+    reference, _ = captum_grad_cam(model, x, target, model.conv3)
+    assert not is_empty(mine) and np.allclose(mine, reference, atol=1e-5)
+    before_relu, _ = captum_grad_cam(model, x, target, model.conv3, rectified=False)  # the maps before the ReLU
+    assert not np.allclose(mine, before_relu, atol=1e-2)  # a different picture: the ReLU is not a no-op here
 
 
 @pytest.mark.parametrize("method", list(ATTRIBUTION_METHODS))
@@ -53,8 +77,8 @@ def test_the_softmax_model_is_offered_no_grad_cam():
 
 
 def test_grad_cam_is_empty_exactly_when_captum_finds_almost_nothing_positive():
-    """Against captum's Grad-CAM before its ReLU: where its positive peak is under EMPTY_BELOW of its largest value
-    (all negative: nothing speaks for the digit), the map is reported empty; elsewhere it is drawn."""
+    """Against captum's Grad-CAM (on the rectified maps) before its ReLU: where its positive peak is under EMPTY_BELOW
+    of its largest value (all negative: nothing speaks for the digit), the map is reported empty; elsewhere drawn."""
     torch.manual_seed(0)
     model = ConvNet(init_std=0.1).eval()
     generator = torch.Generator().manual_seed(1)
@@ -62,7 +86,7 @@ def test_grad_cam_is_empty_exactly_when_captum_finds_almost_nothing_positive():
     for _ in range(3):
         x = torch.rand(1, 1, 28, 28, generator=generator)
         for target in range(10):
-            signed = LayerGradCam(model, model.conv3).attribute(x, target=target, relu_attributions=False).detach()
+            _, signed = captum_grad_cam(model, x, target, model.conv3)
             expected_empty = float(signed.max()) <= EMPTY_BELOW * float(signed.abs().max())
             heat = grad_cam(model, x, target)
             assert is_empty(heat) == expected_empty, target
@@ -198,10 +222,9 @@ def test_grad_cam_on_every_network_that_declares_a_stage(network, stage, cells):
     x = torch.rand(1, 1, 28, 28)
     target = int(predict(model, x).argmax())  # the answer's class: its evidence is positive somewhere
     mine = grad_cam(model, x, target)
-    reference = LayerGradCam(model, getattr(model, stage)).attribute(x, target=target, relu_attributions=True)
-    reference = LayerAttribution.interpolate(reference, (28, 28), interpolate_mode="bilinear")[0, 0].detach()
-    assert not is_empty(mine) and float(reference.max()) > 0
-    assert np.allclose(mine, (reference / reference.max()).numpy(), atol=1e-5)
+    reference, signed = captum_grad_cam(model, x, target, getattr(model, stage))
+    assert not is_empty(mine) and float(signed.max()) > 0
+    assert np.allclose(mine, reference, atol=1e-5)
     shown = explain(model, x, target, "grad_cam")
     assert f"{stage}'s maps are {cells}" in shown["caption"] and f"{stage}'s {cells} cells" in shown["note"]
 
