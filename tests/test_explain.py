@@ -279,3 +279,16 @@ def test_the_answers_words_are_escaped():
     forged = {"sure": True, "name": "<script>alert(1)</script>", "text": "It's <b>&"}
     text = answer_html(np.zeros((28, 28), np.uint8), forged)
     assert "<script>" not in text and "&lt;script&gt;" in text and "It's &lt;b&gt;&amp;" in text
+
+
+def test_grad_cam_draws_a_map_for_nearly_every_real_digit_the_bundled_model_reads(real_mnist):
+    """The real model on real digits: on conv3's maps before the ReLU, Grad-CAM was empty for 74 of the first 300
+    test digits (and for 292 of a FAST model's); on the rectified maps, for 4."""
+    import cnn
+
+    model, _ = cnn.load_model()
+    images = real_mnist.test_images[:100].float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        answers = model(images).argmax(1)
+    empty = sum(is_empty(grad_cam(model, images[i:i + 1], int(answers[i]))) for i in range(len(images)))
+    assert empty <= 5
