@@ -254,19 +254,18 @@ def canvas_panel(model) -> None:
 
     The drawing the browser just sent is in session state before the canvas is drawn again, so it is read, and
     answered, first; the canvas follows in its place (show_reading's draw_input)."""
-    # A drawing saved to the class set (the class panel shows it), or new class settings (a class model the teacher
-    # just chose answers this stroke): a run of the whole page.
-    if st.session_state.pop("class_panel_stale", False) or class_settings_changed("draw"):
-        st.rerun(scope="app")
-    left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     cleared = bool(st.session_state.get("clear_canvas"))  # the button's press, read before the button is drawn
-    if cleared:
-        st.session_state.canvas_clears = st.session_state.get("canvas_clears", 0) + 1
     value = sent_drawing()
     sent = value.get("data") if isinstance(value, dict) else None
     sent = sent if isinstance(sent, str) else None
-    if cleared:  # until the browser sends the emptied canvas, the value is still the old drawing
-        st.session_state.canvas_stale = sent
+    if cleared:  # kept before a rerun of the whole page below, whose run no longer sees the press
+        st.session_state.canvas_clears = st.session_state.get("canvas_clears", 0) + 1
+        st.session_state.canvas_stale = sent  # until the browser sends a new drawing, the value is the old one
+    # A drawing saved to the class set (the class panel shows it), or new class settings (a class model the teacher
+    # just chose answers this stroke, and a Clear pressed since clears): a run of the whole page.
+    if st.session_state.pop("class_panel_stale", False) or class_settings_changed("draw"):
+        st.rerun(scope="app")
+    left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
     stale = sent is not None and sent == st.session_state.get("canvas_stale")
     spec = model_spec(model)
     steps, problem = (None, None) if stale else read_drawing(value, spec)

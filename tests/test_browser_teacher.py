@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from cnn.classroom import read_class_settings
-from tests.conftest import PROJECTOR, ROOT, start_app, stop_app, wait_for
+from tests.conftest import PROJECTOR, ROOT, start_app, stop_app, wait_for, wait_for_no_ink
 from tests.test_browser_app import (DIGITS, canvas_of, go_to, open_list_until_listed, stroke, wait_until_idle,
                                     watch_errors)
 
@@ -160,4 +160,17 @@ def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chos
     stroke(student, canvas_of(student), [(0.45, 0.30), (0.45, 0.70)])  # a second line beside the 1, on the same page
     expect(student.get_by_text("Read by the class model (run lesson-run, chosen by your teacher)")).to_be_visible(
         timeout=60_000)
+
+    # Back to the bundled model. The student's first Clear since then empties the canvas (the page's run for the new
+    # settings used to take the press: the old drawing stayed, read by the new model, until a second Clear).
+    option = teacher.get_by_role("option", name="bundled", exact=True)
+    open_list_until_listed(teacher, teacher.get_by_label("Every session that has not chosen its own model uses"), option)
+    option.click()
+    teacher.get_by_role("button", name="Make it the class model").click()
+    assert wait_for(lambda: read_class_settings(workdir / "runs").class_model == "bundled", timeout=60)
+    student.get_by_role("button", name="Clear").click()
+    expect(student.get_by_text("Read by the bundled model").first).to_be_visible(timeout=60_000)
+    expect(student.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
+    expect(student.get_by_text("It's a ")).to_have_count(0, timeout=60_000)
+    wait_for_no_ink(student, canvas_of(student))
     assert teacher_errors == [] and student_errors == []
