@@ -233,8 +233,9 @@ def _probabilities(model: nn.Module, images: np.ndarray) -> np.ndarray:
 
 
 def fool_sentence(spec, original: int, answer: int, target: int | None, epsilon: float) -> str:
-    """What happened, facts only: "Changed by at most 0.100 (25 of 255 grey levels) per pixel, the 3 now reads as
-    8.". What to do next is advice()'s: it needs the smallest epsilon, which this attack does not know."""
+    """What happened, facts only: "Changed by at most 0.100 (25 of 255 grey levels) per pixel, it now reads as 8
+    instead of 3.". The network's answers, never what the picture is: a test image it misreads may be "fooled" into
+    its true class. What to do next is advice()'s: it needs the smallest epsilon, which this attack does not know."""
     name = spec.class_name
     size = f"at most {epsilon:.3f} ({grey_levels(epsilon)} of {GREY_LEVELS} grey levels) per pixel"
     if target is not None and original == target:
@@ -242,12 +243,13 @@ def fool_sentence(spec, original: int, answer: int, target: int | None, epsilon:
     if epsilon == 0:
         return f"With epsilon 0 nothing changes: the network reads {name(original)}."
     if target is not None and answer == target:
-        return f"Changed by {size}, the {name(original)} now reads as {name(answer)}: the target is reached."
+        return (f"Changed by {size}, it now reads as {name(answer)} instead of {name(original)}: the target is "
+                "reached.")
     if answer != original:
         if target is None:
-            return f"Changed by {size}, the {name(original)} now reads as {name(answer)}."
-        return (f"Changed by {size}, the {name(original)} now reads as {name(answer)}, not yet the target "
-                f"{name(target)}.")
+            return f"Changed by {size}, it now reads as {name(answer)} instead of {name(original)}."
+        return (f"Changed by {size}, it now reads as {name(answer)} instead of {name(original)}, not yet the "
+                f"target {name(target)}.")
     if target is None:
         return f"Changed by {size}, it still reads {name(original)}."
     return f"Changed by {size}, it still reads {name(original)}, not {name(target)}."

@@ -234,7 +234,7 @@ def told(original: int, answer: int, target, epsilon: float, smallest) -> str:
     ((2, 2, None, 0.1, 0.29), ["still reads 2.", "Raise epsilon to 0.290 to change the answer."], ["FGSM step"]),
     ((7, 7, None, 0.0, 0.135), ["With epsilon 0 nothing changes", "Raise epsilon to 0.135"], []),
     ((3, 3, 8, 0.05, 0.12), ["still reads 3, not 8.", "Raise epsilon to 0.120 to make it read 8."], []),
-    ((3, 5, 8, 0.1, 0.2), ["now reads as 5, not yet the target 8.", "Raise epsilon to 0.200"], []),
+    ((3, 5, 8, 0.1, 0.2), ["now reads as 5 instead of 3, not yet the target 8.", "Raise epsilon to 0.200"], []),
     # Above the smallest but not flipped (an attack's answer need not keep): go back, never "raise".
     ((9, 9, None, 0.3, 0.135), ["still reads 9.", "go back to 0.135"], ["raise epsilon"]),
     ((3, 5, 8, 0.5, 0.2), ["not yet the target 8", "go back to 0.200"], ["raise epsilon"]),
@@ -242,8 +242,9 @@ def told(original: int, answer: int, target, epsilon: float, smallest) -> str:
     ((3, 3, 8, 0.5, None), ["No epsilon up to 0.5 makes it read 8 in 20 steps: choose another target."],
      ["raise epsilon"]),
     # It worked, or there is nothing to do: no advice.
-    ((3, 8, 8, 0.3, 0.12), ["now reads as 8: the target is reached."], ["raise epsilon", "go back", "choose"]),
-    ((7, 3, None, 0.3, 0.29), ["the 7 now reads as 3."], ["raise epsilon", "go back", "try"]),
+    ((3, 8, 8, 0.3, 0.12), ["now reads as 8 instead of 3: the target is reached."], ["raise epsilon", "go back", "choose"]),
+    # The answers only: the picture may be a 3 the network misread as a 7, "fooled" into the truth.
+    ((7, 3, None, 0.3, 0.29), ["it now reads as 3 instead of 7."], ["the 7", "raise epsilon", "go back", "try"]),
     ((3, 3, 3, 0.1, 0.0), ["reads 3 already: choose another target."], ["raise epsilon", "go back"]),
 ])
 def test_the_sentence_and_its_advice_follow_the_smallest_epsilon(facts, has, lacks):
