@@ -288,6 +288,7 @@ class JobListener(Callback):
         with self.manager._lock:
             self.job.epochs.append({"epoch": event.epoch, "step": event.step, "test_accuracy": event.test_accuracy})
             self.job.test_accuracy = event.test_accuracy
+            self.job.elapsed_seconds = event.elapsed_seconds  # its evaluation on the whole test set counted
 
 
 class JobManager:
@@ -567,6 +568,8 @@ class JobManager:
         finally:
             with self._lock:
                 job.status, job.error, job.ended = status, error, time.time()
+                if result is not None:  # the run's time as its card says it (the pages show both)
+                    job.elapsed_seconds = result.wall_seconds
                 release_run_name(self.runs_dir, job.name)
                 if held is not None:
                     held.close()

@@ -40,6 +40,27 @@ def test_start_runs_to_the_end_and_saves(manager, tmp_path):
     assert runs["one"].status == "finished" and runs["one"].checkpoint is not None
 
 
+def test_a_finished_runs_time_is_its_cards(manager, tmp_path, monkeypatch):
+    """The Train page (the job) and Home and Compare (the card) showed 37 s and 41 s for one run: the job's time
+    stopped at its last step, before the evaluation on the whole test set (slowed here to 0.5 s)."""
+    import time
+
+    from cnn import train as training
+
+    evaluate = training.evaluate
+
+    def slow_evaluate(model, images, labels, **kwargs):
+        if "precision" not in kwargs:  # the epoch's evaluation on the whole test set (quick ones name a precision)
+            time.sleep(0.5)
+        return evaluate(model, images, labels, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", slow_evaluate)
+    job = manager.wait(manager.submit(CONFIG.replace(epochs=1), "timed", owner="alice"), timeout=60)
+    card = {run.name: run for run in list_runs(tmp_path / "runs", include_bundled=False)}["timed"].card
+    assert job["status"] == "finished" and card["wall_seconds"] >= 0.5
+    assert job["elapsed_seconds"] == pytest.approx(card["wall_seconds"], abs=0.051)
+
+
 def test_pause_holds_resume_continues_and_stop_ends_at_the_next_step(manager):
     job_id = manager.submit(CONFIG, "pausing", owner="alice")
     assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 3)
