@@ -150,11 +150,18 @@ def confirm_reset(folder, count: int) -> None:
         st.rerun()
 
 
+# Nothing secret: how a teacher gets in, for the one who finds this page locked (the walk looked for a way in).
+TEACHER_HOW = ("Teacher? Open this app's address with `?teacher=` and your token after it: the token set in "
+               "CNN_TEACHER_TOKEN, or the one the server printed when it started. It lasts until this tab is reloaded "
+               "or closed.")
+
+
 require_app_navigation()
 st.title("Teacher")
 show_pending_toast()
 if not is_teacher():
     st.info("This page is for the teacher. If you need a run stopped or more training, ask your teacher.")
+    st.caption(TEACHER_HOW)
     st.stop()
 st.caption("Runs of every session (a session is one browser tab: no names, no addresses), what students may start, "
            "the class model and the class's handwriting.")

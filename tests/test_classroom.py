@@ -279,6 +279,9 @@ def test_a_student_opening_the_teacher_page_gets_a_sentence_only(class_server):
     student.switch_page("pages/teacher.py").run()
     assert not student.exception
     assert [i.value for i in student.info][0].startswith("This page is for the teacher.")
+    how = [c.value for c in student.caption]  # how the teacher gets in, without the token
+    assert any("`?teacher=`" in text and "CNN_TEACHER_TOKEN" in text for text in how)
+    assert all(TOKEN not in text for text in how)
     assert not student.button and not student.radio and not student.dataframe
 
     teacher = session({"teacher": TOKEN})
