@@ -254,6 +254,9 @@ def layer_health() -> None:
 
 
 HISTORY_COLUMNS = ("run", "accuracy", "epochs", "time", "status", "preset", "network", "dataset")
+# Pixels for the longest words a column holds, whole: "no epoch yet", "the article's first block alone",
+# "Fashion-MNIST" (the walk saw "no epoch ye", "the article's", "Fashion-MN"); the rest fit "small".
+HISTORY_WIDTHS = {"accuracy": 100, "network": 230, "dataset": 115}
 
 
 def history() -> None:
@@ -262,8 +265,9 @@ def history() -> None:
     # What a class compares first, first: at 1024 px the table's right-hand columns need a sideways scroll.
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
                  width="stretch", column_order=HISTORY_COLUMNS,
-                 column_config={name: st.column_config.Column(width="medium" if name == "network" else "small")
-                                for name in HISTORY_COLUMNS[1:]})  # "the article's first block alone" whole
+                 column_config={"run": st.column_config.Column(pinned=True),  # stays in view when scrolled sideways
+                                **{name: st.column_config.Column(width=HISTORY_WIDTHS.get(name, "small"))
+                                   for name in HISTORY_COLUMNS[1:]}})
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.
     st.session_state[kept("overlay")] = [name for name in overlay_choice() if name in names]
