@@ -414,15 +414,17 @@ def _epoch_x(values: list[dict]) -> dict:
 
 def line_chart(values: list[dict], y: str, title: str, scale: dict, *, y_title: str | None = None,
                legend: bool = False, height: int = 220, points: bool = False, zero: bool = True,
-               limits: tuple[float, float] | None = None) -> dict:
-    """A Vega-Lite line chart of values over the epoch axis, coloured by run (limits: the y axis's bounds)."""
+               limits: tuple[float, float] | None = None, percent: bool = False) -> dict:
+    """A Vega-Lite line chart of values over the epoch axis, coloured by run (limits: the y axis's bounds; percent:
+    values in [0, 1] written as percentages, as the test accuracy's are)."""
+    y_axis = {"axis": {"format": ".0%"}} if percent else {}
     return {"data": {"values": values}, "mark": {"type": "line", "point": points},
             "encoding": {"x": _epoch_x(values),
                          "y": {"field": y, "type": "quantitative", "title": y_title or y,
-                               "scale": _scale(values, y, limits=limits, zero=zero)},
+                               "scale": _scale(values, y, limits=limits, zero=zero), **y_axis},
                          "color": _color(scale, legend),
                          "tooltip": [{"field": "run", "type": "nominal"}, {"field": "step", "type": "quantitative"},
-                                     {"field": y, "type": "quantitative", "format": ".4"}]},
+                                     {"field": y, "type": "quantitative", "format": ".1%" if percent else ".4"}]},
             "title": title, "height": height, "config": READABLE}
 
 
@@ -438,7 +440,8 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
     items = [chart_or_sentence(f"{metric} (smoothed)", [r for r in rows if r["metric"] == metric],
                                lambda values, m=metric: line_chart(
                                    values, "value", f"{m} (smoothed)", scale, y_title=m,
-                                   limits=ACCURACY_LIMITS if m == "batch accuracy" else None),
+                                   limits=ACCURACY_LIMITS if m == "batch accuracy" else None,
+                                   percent=m == "batch accuracy"),
                                waiting)
              for metric in ("training loss", "batch accuracy")]
     evals = eval_rows(job.get("evals") or [], job["name"], per_epoch)

@@ -205,6 +205,10 @@ def test_an_accuracy_axis_with_one_point_stays_between_0_and_100_percent():
         assert (low, high) == pytest.approx((0.968, 0.988))
     for low, high in y_domains(charts["batch accuracy (smoothed)"]):
         assert 0.0 <= low < high <= 1.0
+    # Both accuracies in percent (the walk saw 0-1 beside 97-99%); the loss keeps its plain numbers.
+    assert charts["batch accuracy (smoothed)"]["encoding"]["y"]["axis"]["format"].endswith("%")
+    assert charts["test accuracy"]["layer"][0]["encoding"]["y"]["axis"]["format"].endswith("%")
+    assert "axis" not in charts["training loss (smoothed)"]["encoding"]["y"]
     curves = {"r": ([], [{"step": 469, "accuracy": 0.9931, "full": True, "n": 10000}], 469)}
     full = next(c["spec"] for c in overlay_charts(curves, run_colors(["r"])) if "spec" in c)
     for low, high in y_domains(full):
