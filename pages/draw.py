@@ -17,9 +17,9 @@ from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_s
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
                          model_spec, names_are_numbers, overlay)
 from cnn.novelty import cached_novelty_model, checked_prediction, no_check_sentence
-from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, kept, note_class_settings,
-                          probability_chart, require_app_navigation, resolved_model, send_to_feature_maps,
-                          uploaded_digit)
+from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, is_teacher, kept,
+                          note_class_settings, probability_chart, require_app_navigation, resolved_model,
+                          send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -333,7 +333,7 @@ def model_caption(run: str, source: str, card: dict, spec: DatasetSpec) -> str:
     elif run.startswith("bundled"):
         name = f"the bundled {spec.title} model (the article's network)"
     elif source == "the class model":
-        name = f"the class model (run {run}, chosen by your teacher)"
+        name = f"the class model (run {run}, chosen by {'you' if is_teacher() else 'your teacher'})"
     else:
         name = f"your run {run}"
     return f"Read by {name}: {100 * (card.get('accuracy') or 0):.2f}% right on {test_images}."

@@ -3,7 +3,7 @@ import streamlit as st
 
 from cnn.model import layer_table
 from cnn.views import active_model_words, card_model, format_seconds, markdown_table, percent, plural, shape_story
-from pages.shared import load_data_with_progress, require_app_navigation, resolved_model
+from pages.shared import is_teacher, load_data_with_progress, require_app_navigation, resolved_model
 
 GLOSSARY = {
     "Convolution": "A small grid of weights (a 3x3 filter) slides over the image; at each position it multiplies the nine pixels under it by its nine weights and adds them up. The result, one number per position, is a feature map.",
@@ -34,7 +34,8 @@ GLOSSARY = {
 def model_facts(card: dict, run: str, source: str, words: dict) -> None:
     """The model the pages use: its name and what it is in words (it may be long), then short numbers for a projector."""
     name = "the bundled ARTICLE model, shipped with the app" if run == "bundled" else f"**{run}**"
-    whose = {"your choice": ", your own choice", "the class model": ", the class model your teacher chose"}
+    whose = {"your choice": ", your own choice",
+             "the class model": ", the class model you chose" if is_teacher() else ", the class model your teacher chose"}
     st.markdown(f"Active model: {name}{whose.get(source, '')}: {words['subject']}. Choose another on the Train page.")
     accuracy, epochs = card.get("accuracy"), card.get("epochs")
     left, middle, right = st.columns(3)

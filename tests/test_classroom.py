@@ -326,6 +326,21 @@ st.write(f"{run}|{active_model_source()}")
     assert not fresh.exception and fresh.markdown[0].value == "bundled|the bundled model"
 
 
+def test_home_and_draw_tell_the_teacher_the_class_model_is_their_own_choice(class_server):
+    from tests.test_app_pages import save_run
+
+    save_run(class_server, "class-run", config=FAST)
+    write_class_settings(class_server, ClassSettings(class_model="class-run"))
+    for who, words, caption in ((session(), "the class model your teacher chose", "chosen by your teacher"),
+                                (session({"teacher": TOKEN}), "the class model you chose", "chosen by you")):
+        who.switch_page("pages/home.py").run()
+        assert not who.exception
+        assert any(m.value.startswith(f"Active model: **class-run**, {words}:") for m in who.markdown)
+        who.switch_page("pages/draw.py").run()
+        assert not who.exception
+        assert any(f"Read by the class model (run class-run, {caption})" in c.value for c in who.caption)
+
+
 def test_the_teacher_deletes_one_class_drawing_and_resets_the_set_after_confirming(class_server):
     import numpy as np
 
