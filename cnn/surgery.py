@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -163,8 +164,10 @@ def parse_row(text, side: int, row: int) -> list[float]:
         raise ValueError(f"Row {row} is not {side} numbers: type them apart, like \"-1 0 1\".")
     words = text.replace(",", " ").replace(";", " ").split()
     if len(words) != side:
+        # "1,5 0 -1": a decimal comma, read as a separator (a comma between two digits, no space after it)
+        comma = " Write decimals with a point: 1.5, not 1,5." if re.search(r"\d,\d", text) else ""
         raise ValueError(f"Row {row} needs {side} numbers, found {len(words)}: type them apart, like "
-                         f"\"{'  '.join(['0'] * side)}\".")
+                         f"\"{'  '.join(['0'] * side)}\".{comma}")
     values = []
     for word in words:
         try:

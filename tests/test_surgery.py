@@ -274,6 +274,7 @@ def test_good_rows_parse(text, values):
 
 @pytest.mark.parametrize("text, says", [
     ("1 2", "Row 2 needs 3 numbers, found 2"), ("1 2 3 4", "Row 2 needs 3 numbers, found 4"),
+    ("1,5 0 -1", "found 4: type them apart, like \"0  0  0\". Write decimals with a point: 1.5, not 1,5."),
     ("", "Row 2 needs 3 numbers, found 0"), ("1 two 3", "Row 2: 'two' is not a number."),
     ("1 nan 3", "Row 2: 'nan' is not a number the network can use"), ("inf 0 0", "Row 2: 'inf' is not a number"),
     ("1 11 0", "Row 2: 11 is too large; a kernel's numbers must be between -10 and 10"),
