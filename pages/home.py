@@ -64,7 +64,7 @@ def page() -> None:
     st.subheader(f"The active network, layer by layer: {words['subject']}")
     table = layer_table(model)
     st.caption(shape_story(table) + " \"Sees\": the patch of the input one value depends on (its receptive field).")
-    rows = [{"layer": r["name"], "output shape": " x ".join(map(str, r["shape"])),
+    rows = [{"layer": r["name"], "output shape": "\u00a0x\u00a0".join(map(str, r["shape"])),  # never "64 x 7 x / 7"
              "sees": f"{r['receptive_field']}x{r['receptive_field']}",  # the input patch one value depends on
              "weights": r["params"], "what it does": r["explanation"]} for r in table]
     st.markdown(markdown_table(rows))  # a plain table: its explanations wrap, where a data grid cut them

@@ -135,4 +135,9 @@ def test_home_numbers_and_layer_table_are_whole_on_a_projector(projector_page: P
     # The longest explanation is whole: its cell is as tall as the wrapped text needs.
     cell = table.locator("td").filter(has_text="softmax turns them into probabilities")
     assert cell.evaluate("td => td.scrollHeight <= td.clientHeight + 1 && td.innerText.includes('true label')")
+    # Each output shape on one line (the walk saw "64 x 7 x" above "7").
+    lines = table.locator("td").filter(has_text=re.compile(r"^\d+(\s+x\s+\d+)*$")).evaluate_all(
+        "cells => cells.map(c => { const r = document.createRange(); r.selectNodeContents(c);"
+        " return new Set([...r.getClientRects()].map(b => Math.round(b.top))).size; })")
+    assert len(lines) >= 10 and set(lines) == {1}, lines
     assert errors == []
