@@ -51,6 +51,15 @@ def accuracy_text(accuracy: float | None) -> str:
     return percent(accuracy) if isinstance(accuracy, (int, float)) else "no epoch yet"
 
 
+def watch_only_sentence(job: dict) -> str:
+    """What a session that neither started job nor teaches can do with it: watch it, and, while it is live, ask;
+    an ended run has nothing to pause or stop."""
+    who = job.get("started_by") or "another session"
+    if job.get("status") in ("running", "paused", "queued"):
+        return f"Started by {who}: you can watch it; only that session or the teacher can pause or stop it."
+    return f"Started by {who}."
+
+
 def queue_words(place: int | None) -> str:
     """A queued run's place: "#1 in line" ("in line" when the place is not known)."""
     return f"#{place} in line" if place else "in line"

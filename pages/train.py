@@ -17,7 +17,7 @@ from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch,
                        history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
                        plural, progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
-                       smoothing_note, steps_per_epoch)
+                       smoothing_note, steps_per_epoch, watch_only_sentence)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
                           note_class_settings, owner_id, require_app_navigation, set_active_run)
@@ -137,8 +137,7 @@ def controls(job: dict) -> None:
     """Pause/Resume and Stop for the run's own session, and for the teacher on every run."""
     teacher, mine = is_teacher(), job["owner"] == owner_id()
     if not mine and not teacher:
-        st.caption(f"Started by {job.get('started_by', 'another session')}: you can watch it; only that session or "
-                   "the teacher can pause or stop it.")
+        st.caption(watch_only_sentence(job))
         return
     if not mine and job["status"] in ("running", "paused", "queued"):
         st.caption(f"Started by {job.get('started_by', 'another session')}: as the teacher you can pause or stop it.")

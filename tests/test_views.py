@@ -296,3 +296,14 @@ def test_the_experiments_subject_names_the_network_its_dataset_whose_it_is_and_t
         "Your experiments work on a copy of the article's CNN on MNIST (the class model).")
     assert experiment_subject("mlp", "fashion", "your choice", 2) == (
         "Your experiments work on a copy of an MLP on Fashion-MNIST (your choice), as it was after epoch 2.")
+
+
+def test_a_watcher_is_told_about_pausing_only_while_the_run_is_live():
+    from cnn.views import watch_only_sentence
+
+    live = "Started by session 49e5: you can watch it; only that session or the teacher can pause or stop it."
+    for status in ("running", "paused", "queued"):
+        assert watch_only_sentence({"status": status, "started_by": "session 49e5"}) == live
+    for status in ("finished", "stopped", "failed"):  # the walk saw the pause sentence under a finished run
+        assert watch_only_sentence({"status": status, "started_by": "session 49e5"}) == "Started by session 49e5."
+    assert watch_only_sentence({"status": "finished"}) == "Started by another session."
