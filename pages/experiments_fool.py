@@ -99,7 +99,9 @@ def show_result(seen: Looking, result: Fooling, found: float | None) -> None:
     spec = seen.spec
     # One picture, stretched to the main area (~560 px on a projector), shrunk to a phone's width: three columns
     # would stack there.
-    st.image(side_by_side(result), width="stretch", caption=picture_caption(result))
+    # What the picture is (a test image's label), beside what the network reads: a misread image may be "fooled"
+    # into its true class (the walk saw "it now reads as 4 instead of 6" under a 4 and could not tell).
+    st.image(side_by_side(result), width="stretch", caption=f"The original: {seen.label}. {picture_caption(result)}")
     charts = st.columns(2)
     for column, title, answer, probabilities in (
             (charts[0], "The original reads", result.original_answer, result.original_probabilities),

@@ -434,6 +434,9 @@ def test_a_targeted_attack_on_the_page_makes_the_digit_read_as_the_target(experi
     assert not app.exception
     assert readings(app)[1].startswith(f"The changed image reads **{target}**")
     assert any("the target is reached" in s.value for s in app.success)
+    # What the picture is, beside what the network reads: a misread test image can be "fooled" into its label.
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert any(c.startswith(f"The original: test image #0 (label {label}). Left: the original.") for c in captions), captions
 
 
 @pytest.mark.mnist
