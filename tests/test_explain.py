@@ -281,6 +281,7 @@ def test_the_answers_words_are_escaped():
     assert "<script>" not in text and "&lt;script&gt;" in text and "It's &lt;b&gt;&amp;" in text
 
 
+@pytest.mark.mnist
 def test_grad_cam_draws_a_map_for_nearly_every_real_digit_the_bundled_model_reads(real_mnist):
     """The real model on real digits: on conv3's maps before the ReLU, Grad-CAM was empty for 74 of the first 300
     test digits (and for 292 of a FAST model's); on the rectified maps, for 4."""
