@@ -34,8 +34,8 @@ GLOSSARY = {
 def model_facts(card: dict, run: str, source: str, words: dict) -> None:
     """The model the pages use: its name and what it is in words (it may be long), then short numbers for a projector."""
     name = "the bundled ARTICLE model, shipped with the app" if run == "bundled" else f"**{run}**"
-    whose = {"your choice": ", your own choice",
-             "the class model": ", the class model you chose" if is_teacher() else ", the class model your teacher chose"}
+    chooser = "you" if is_teacher() else "your teacher"
+    whose = {"your choice": ", your own choice", "the class model": f", the class model {chooser} chose"}
     st.markdown(f"Active model: {name}{whose.get(source, '')}: {words['subject']}. Choose another on the Train page.")
     accuracy, epochs = card.get("accuracy"), card.get("epochs")
     left, middle, right = st.columns(3)

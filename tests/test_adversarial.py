@@ -242,7 +242,8 @@ def told(original: int, answer: int, target, epsilon: float, smallest) -> str:
     ((3, 3, 8, 0.5, None), ["No epsilon up to 0.5 makes it read 8 in 20 steps: choose another target."],
      ["raise epsilon"]),
     # It worked, or there is nothing to do: no advice.
-    ((3, 8, 8, 0.3, 0.12), ["now reads as 8 instead of 3: the target is reached."], ["raise epsilon", "go back", "choose"]),
+    ((3, 8, 8, 0.3, 0.12), ["now reads as 8 instead of 3: the target is reached."],
+     ["raise epsilon", "go back", "choose"]),
     # The answers only: the picture may be a 3 the network misread as a 7, "fooled" into the truth.
     ((7, 3, None, 0.3, 0.29), ["it now reads as 3 instead of 7."], ["the 7", "raise epsilon", "go back", "try"]),
     ((3, 3, 3, 0.1, 0.0), ["reads 3 already: choose another target."], ["raise epsilon", "go back"]),
@@ -436,7 +437,8 @@ def test_a_targeted_attack_on_the_page_makes_the_digit_read_as_the_target(experi
     assert any("the target is reached" in s.value for s in app.success)
     # What the picture is, beside what the network reads: a misread test image can be "fooled" into its label.
     captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
-    assert any(c.startswith(f"The original: test image #0 (label {label}). Left: the original.") for c in captions), captions
+    original = f"The original: test image #0 (label {label}). Left: the original."
+    assert any(c.startswith(original) for c in captions), captions
 
 
 @pytest.mark.mnist
