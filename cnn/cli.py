@@ -218,8 +218,12 @@ def cmd_train(args) -> int:
     card = recorder.finish(result, "stopped" if result.stopped else "finished")
     for problem in recorder.save_errors:
         print(f"warning: {problem}", file=sys.stderr)
-    print(f"Done: {result.steps} steps, {result.epochs_completed} full epoch(s), {result.wall_seconds:.1f} s of training; "
-          f"test accuracy {100 * card.get('accuracy', float('nan')):.2f}% (10,000 images). Checkpoint: {folder / MODEL_FILE}")
+    part = config.images_per_epoch(len(data.train_images))
+    epochs = (f"{result.epochs_completed} full epoch(s)" if part == len(data.train_images)
+              else f"{result.epochs_completed} epoch(s) of {part:,} images")  # FAST's: a random part of the set
+    print(f"Done: {result.steps} steps, {epochs}, {result.wall_seconds:.1f} s of training; test accuracy "
+          f"{100 * card.get('accuracy', float('nan')):.2f}% ({len(data.test_images):,} images). "
+          f"Checkpoint: {folder / MODEL_FILE}")
     return 0
 
 

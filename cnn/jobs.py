@@ -129,6 +129,15 @@ def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRA
             f"steps per run: choose fewer epochs or a larger batch ({hint}).")
 
 
+def step_cap_sentence(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE) -> str:
+    """The server's step cap in the Train form's words: how many epochs of config's recipe fit under it."""
+    fits = max_steps // config.steps_per_epoch(train_set_size)
+    images = config.images_per_epoch(train_set_size)  # FAST's epoch is a random part of the set
+    return (f"This server trains at most {max_steps:,} steps per run (epochs x {images:,} images / batch size): "
+            f"at batch {config.batch_size} that is up to {fits:,} epoch{'' if fits == 1 else 's'}; "
+            "a larger batch allows more.")
+
+
 def failure_sentence(exc: BaseException) -> str:
     """What a failed run shows: our own sentence, never a library's message or a server path.
 

@@ -11,12 +11,12 @@ from cnn.config import PRESETS, form_config
 from cnn.data import DATASETS
 from cnn.features import history_folder, kernel_grid
 from cnn.health import health_items, health_sentence
-from cnn.jobs import run_steps
+from cnn.jobs import step_cap_sentence
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch,
                        history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
-                       plural, progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
+                       progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
                        smoothing_note, steps_per_epoch, watch_only_sentence)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
@@ -24,14 +24,6 @@ from pages.shared import (PERSIST, active_run, browser_key, class_settings, clas
 from pages.train_form import FORM_MAX_EPOCHS, form_defaults, form_is_behind, given_run_name
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
-
-
-def step_cap_caption(base, train_size: int, cap: int) -> str:
-    """The server's step cap in the form's words: what fits at the preset's batch size."""
-    per_epoch = run_steps(base.replace(epochs=1), train_size)
-    return (f"This server trains at most {cap:,} steps per run (epochs x {train_size:,} images / batch size): "
-            f"at batch {base.batch_size} that is up to {plural(cap // per_epoch, 'epoch')}; "
-            "a larger batch allows more.")
 
 
 def network_label(name: str) -> str:
@@ -88,7 +80,7 @@ def start_form() -> None:
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
         if teacher:  # a student's limit is the class's rule, said above; the server's step cap is the teacher's
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
-            st.caption(step_cap_caption(base, manager.train_set_size(dataset), manager.settings.max_steps_per_run))
+            st.caption(step_cap_sentence(base, manager.settings.max_steps_per_run, manager.train_set_size(dataset)))
         if st.button("Start", type="primary"):
             if replaced:
                 st.warning("Your teacher has changed what students may start, so the form now shows what you may "

@@ -111,12 +111,14 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     assert main(["train", "--preset", "article", "--precision", "bf16", "--max-steps", "3", "--out", "p"]) == 0
     card = json.loads((tmp_path / "p" / "model.json").read_text())
     assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512: one step
+    printed = capsys.readouterr().out
+    assert "Done: 1 steps, 1 epoch(s) of 64 images, " in printed  # not "1 full epoch"
     quick = json.loads((tmp_path / "q" / "model.json").read_text())
     assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
     assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (1.0, 1.0)  # FAST's own: no dropout
     assert card["config"]["precision"] == "bf16" and card["config"]["name"] == "article"
     assert card["precision"] == ("bf16" if native_bf16() else "fp32")
-    assert " in bf16" in capsys.readouterr().out or not native_bf16()
+    assert " in bf16" in printed or not native_bf16()
     assert main(["train", "--preset", "fast", "--keep-conv", "0.8", "--keep-hidden", "0.5", "--label-smoothing", "0",
                  "--max-steps", "1", "--out", "k"]) == 0
     kept = json.loads((tmp_path / "k" / "model.json").read_text())["config"]
@@ -150,7 +152,7 @@ def test_an_epoch_of_part_of_the_set_trains_on_a_fresh_random_draw_of_that_many_
 
 
 def test_the_steps_of_a_part_epoch_are_counted_everywhere_a_run_is_sized():
-    from cnn.jobs import run_steps, steps_refusal
+    from cnn.jobs import run_steps, step_cap_sentence, steps_refusal
     from cnn.views import card_steps_per_epoch, config_summary, steps_per_epoch
 
     config = ARTICLE.replace(epoch_images=40_000, epochs=2)  # 40,000 / 128 = 312.5
@@ -161,6 +163,12 @@ def test_the_steps_of_a_part_epoch_are_counted_everywhere_a_run_is_sized():
     assert steps_refusal(config, 626, 60_000) is None and "at most 1 epoch fits" in steps_refusal(config, 625, 60_000)
     assert config_summary(config.to_dict()) == "ARTICLE: 2 epochs of 40,000 images, batch 128, learning rate 0.001, seed 0"
     assert "images per epoch must be a whole number" in ARTICLE.replace(epoch_images=-1).problem()
+    # The Train form's caption of the server's cap counts the part too: 1,000 // 313 = 3 epochs, not 1,000 // 469 = 2.
+    assert step_cap_sentence(config, 1_000, 60_000) == (
+        "This server trains at most 1,000 steps per run (epochs x 40,000 images / batch size): at batch 128 that is "
+        "up to 3 epochs; a larger batch allows more.")
+    assert "(epochs x 60,000 images / batch size): at batch 128 that is up to 1 epoch;" in \
+        step_cap_sentence(ARTICLE, 469, 60_000)
 
 
 def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recipe(monkeypatch, tmp_path, capsys,
