@@ -19,7 +19,7 @@ from .checkpoint import BUNDLED_MODELS, run_name_problem
 from .config import PRESETS, TrainConfig, presets_for
 from .model import NETWORKS
 from .storage import atomic_write
-from .views import accuracy_text, config_model, dataset_title, network_title, plural
+from .views import ACTIVE_STATES, accuracy_text, config_model, dataset_title, network_title, plural
 
 LOG = logging.getLogger(__name__)
 
@@ -290,7 +290,6 @@ TRAINING_LABELS = {
     "any": "Anything within the server's limits",
     "none": "No training: only the teacher starts runs",
 }
-ACTIVE = ("queued", "running", "paused")
 
 
 def run_actions(status: str) -> tuple[str, ...]:
@@ -313,10 +312,10 @@ def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[
         return {"network": network_title(network), "dataset": dataset_title(dataset)}
 
     active = [dict(job, actions=run_actions(job["status"]), started_by=by(job))
-              for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE]
+              for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE_STATES]
     ended = [{"run": job["name"], **trained(job), "started by": by(job), "status": job["status"],
               "accuracy": accuracy_text(job["test_accuracy"]), "note": job["error"] or ""}
-             for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE]
+             for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE_STATES]
     return active, ended
 
 

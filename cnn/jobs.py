@@ -27,8 +27,8 @@ from .runs import RunRecorder
 from .sessions import session_tag
 from .settings import ServerSettings
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainControl, pick_device, train
+from .views import ACTIVE_STATES
 
-ACTIVE_STATES = ("queued", "running", "paused")
 ENDED_STATES = ("finished", "stopped", "failed")
 MAX_STEP_POINTS = 2_000  # step points a job keeps for the live charts; a longer run is thinned evenly
 SESSION_ENDED = "Dropped from the queue: the session that queued it has ended."

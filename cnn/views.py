@@ -12,6 +12,8 @@ from .data import DATASETS, TRAIN_SIZE
 from .model import NETWORKS
 from .runs import RunInfo, read_metrics
 
+ACTIVE_STATES = ("queued", "running", "paused")  # a run that has not ended: the job manager's and the pages' word
+
 
 def smooth(values: list[float], weight: float = 0.9) -> list[float]:
     """Exponential moving average with TensorBoard's debiasing, so the first points are not dragged to 0."""
@@ -55,7 +57,7 @@ def watch_only_sentence(job: dict) -> str:
     """What a session that neither started job nor teaches can do with it: watch it, and, while it is live, ask;
     an ended run has nothing to pause or stop."""
     who = job.get("started_by") or "another session"
-    if job.get("status") in ("running", "paused", "queued"):
+    if job.get("status") in ACTIVE_STATES:
         return f"Started by {who}: you can watch it; only that session or the teacher can pause or stop it."
     return f"Started by {who}."
 

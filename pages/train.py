@@ -14,10 +14,10 @@ from cnn.health import health_items, health_sentence
 from cnn.jobs import step_cap_sentence
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots
-from cnn.views import (capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line, default_watch,
-                       history_rows, job_label, live_charts, model_words, network_line, network_title, overlay_charts,
-                       progress_summary, run_choice_labels, run_colors, run_curves, run_subject, shown_runs,
-                       smoothing_note, steps_per_epoch, watch_only_sentence)
+from cnn.views import (ACTIVE_STATES, capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line,
+                       default_watch, history_rows, job_label, live_charts, model_words, network_line, network_title,
+                       overlay_charts, progress_summary, run_choice_labels, run_colors, run_curves, run_subject,
+                       shown_runs, smoothing_note, steps_per_epoch, watch_only_sentence)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
                           note_class_settings, owner_id, require_app_navigation, set_active_run)
@@ -131,7 +131,7 @@ def controls(job: dict) -> None:
     if not mine and not teacher:
         st.caption(watch_only_sentence(job))
         return
-    if not mine and job["status"] in ("running", "paused", "queued"):
+    if not mine and job["status"] in ACTIVE_STATES:
         st.caption(f"Started by {job.get('started_by', 'another session')}: as the teacher you can pause or stop it.")
     manager, cols = job_manager(), st.columns(3)
     command = None
@@ -139,7 +139,7 @@ def controls(job: dict) -> None:
         command = manager.pause
     if job["status"] == "paused" and cols[0].button("Resume", key=f"resume{job['id']}"):
         command = manager.resume
-    if job["status"] in ("running", "paused", "queued") and cols[1].button("Stop", key=f"stop{job['id']}"):
+    if job["status"] in ACTIVE_STATES and cols[1].button("Stop", key=f"stop{job['id']}"):
         command = manager.stop
     if command is not None:
         try:
