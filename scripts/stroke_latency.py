@@ -232,12 +232,18 @@ def measure_strokes(page: Page, strokes: int) -> list[dict]:
     return samples_from(page.evaluate(TAKE_JS))
 
 
-def start_training(browser, url: str, preset: str) -> None:
-    """Start a training run from the Train page, as scripts/loadtest.py's teacher does, and leave it running."""
+def start_training(browser, url: str, preset: str, epochs: int) -> None:
+    """Start a training run of epochs from the Train page, as scripts/loadtest.py's teacher does, and leave it
+    running (FAST's one epoch of 30,000 images ends before 25 strokes do: the strokes after it would be quiet)."""
     page = browser.new_context().new_page()
     page.goto(url + "/train", timeout=120_000)
     page.get_by_label("Preset").click()
     page.get_by_text(preset).click()
+    # The preset's own epochs reach the form on the rerun its choice starts: fill ours once that rerun is over (the
+    # "Running: epoch 1 of N" below checks that ours were the ones that ran).
+    expect(page.get_by_label("Preset")).to_have_value(preset, timeout=60_000)
+    page.locator(IDLE).wait_for(timeout=60_000)
+    page.get_by_label("Epochs").first.fill(str(epochs))
     page.get_by_label("Run name").fill("latency-training")
     page.get_by_label("Run name").press("Enter")
     # Each change reruns the page, and while a rerun redraws the form its old Start can still be on the page beside
@@ -246,7 +252,7 @@ def start_training(browser, url: str, preset: str) -> None:
     page.locator(IDLE).wait_for(timeout=60_000)
     expect(start).to_have_count(1, timeout=60_000)
     start.click()
-    expect(page.get_by_text(re.compile(r"Running: epoch 1"))).to_be_visible(timeout=120_000)
+    expect(page.get_by_text(re.compile(rf"Running: epoch 1 of {epochs}\b"))).to_be_visible(timeout=120_000)
     page.goto(url + "/", timeout=120_000)  # the training goes on on the server; the teacher's tab moves on
     return page
 
@@ -296,7 +302,7 @@ def run(args) -> dict:
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=list(CHROMIUM_ARGS))
-            teacher = start_training(browser, url, args.preset) if args.training else None
+            teacher = start_training(browser, url, args.preset, args.training_epochs) if args.training else None
             if args.students:
                 students = Students(url, args.students, args.draw_seconds)
                 students.start()
@@ -330,6 +336,8 @@ def main() -> int:
     parser.add_argument("--url", help="measure a running app instead of starting one")
     parser.add_argument("--training", action="store_true", help="start a training run from the Train page first")
     parser.add_argument("--preset", default="FAST (Adam, one cycle)", help="the Train page's preset for --training")
+    parser.add_argument("--training-epochs", type=int, default=4,
+                        help="its epochs: enough to outlast the strokes (the report's 'training' says where it was)")
     parser.add_argument("--students", type=int, default=0, help="light WebSocket students drawing meanwhile")
     parser.add_argument("--draw-seconds", type=float, default=2.0, help="each student's seconds per digit")
     parser.add_argument("--json", action="store_true")
