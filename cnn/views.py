@@ -113,7 +113,7 @@ PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax baseli
 
 
 def config_summary(config: dict) -> str:
-    """A run's recipe in one line: "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"."""
+    """A run's recipe in one line: "FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006, seed 0"."""
     preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
     part = config.get("epoch_images", 0)
     of = f" of {part:,} images" if isinstance(part, int) and part > 0 else ""  # FAST's quick pass
@@ -208,15 +208,70 @@ def shape_story(rows: list[dict]) -> str:
     return f"Shapes are channels x height x width. Sizes shrink {' -> '.join(sides)}{grows}."
 
 
-def active_model_words(network: str, dataset: str) -> dict[str, str]:
+def card_epoch_images(card: dict) -> int:
+    """The images one epoch of a card's run trained on: its recipe's epoch_images (FAST's part of the set); 0: all
+    of them."""
+    part = (card.get("config") or {}).get("epoch_images", 0)
+    return part if isinstance(part, int) and not isinstance(part, bool) and part > 0 else 0
+
+
+def active_model_words(network: str, dataset: str, epoch_images: int = 0) -> dict[str, str]:
     """What Home says about the active model: its subject ("the article's CNN on Fashion-MNIST"), what its accuracy
-    counts, and the Draw link's words, all in its dataset's words."""
+    counts, what an epoch of its training was (epoch_images: card_epoch_images), and the Draw link's words, all in
+    its dataset's words."""
     spec = DATASETS.get(dataset) or DATASETS[ARTICLE_DATASET]
+    epoch = (f"An epoch of this model's training was one pass over a fresh random {epoch_images:,} of the "
+             f"{spec.train_size:,} training images." if 0 < epoch_images < spec.train_size
+             else f"An epoch is one pass over the {spec.train_size:,} training images.")
     return {"subject": model_words(network, dataset),
             "accuracy_help": (f"The share of the {spec.test_size:,} {spec.title} test images read right; the network "
                               "never trained on them."),
-            "epoch_help": f"An epoch is one pass over the {spec.train_size:,} training images.",
+            "epoch_help": epoch,
             "draw_link": f"{spec.draw_prompt} and see it read, live"}
+
+
+def glossary() -> dict[str, str]:
+    """Home's "Words you will meet": each term in a sentence or two, the presets' numbers read from the presets."""
+    from .config import ARTICLE, FAST
+
+    mnist = DATASETS[ARTICLE_DATASET]
+    return {
+        "Convolution": "A small grid of weights (a 3x3 filter) slides over the image; at each position it multiplies "
+                       "the nine pixels under it by its nine weights and adds them up. The result, one number per "
+                       "position, is a feature map.",
+        "Receptive field": "The patch of the input image that one value can see. It grows layer by layer: 3x3 after "
+                           "conv1, 10x10 after pool2, 22x22 after pool3.",
+        "Feature map": "The output of one filter over the whole image: bright where the filter's pattern (an edge, a "
+                       "curve) is present.",
+        "ReLU": "max(0, x): negative responses become zero, so only evidence for a pattern passes on.",
+        "Max-pooling": "Keeps the largest value of each 2x2 block: the map halves in size and small shifts of the "
+                       "digit matter less.",
+        "Dropout": (f"While training, each value is zeroed at random ({1 - ARTICLE.p_keep_conv:.0%} after the conv "
+                    f"layers, {1 - ARTICLE.p_keep_hidden:.0%} after FC 625, in ARTICLE), so the network cannot lean on "
+                    "any single feature. Off when predicting. FAST's short run does without it."),
+        "Flatten": "The 128 maps of 4x4 are laid out as one list of 2,048 numbers.",
+        "Fully connected": "Every output unit weighs every input number: FC 625 combines all features, FC 10 gives "
+                           "one score per digit.",
+        "Softmax": "Turns the ten scores into probabilities that add up to 1.",
+        "Epoch": (f"One pass over the training images: all {mnist.train_size:,} of MNIST's for ARTICLE, which trains "
+                  f"for {ARTICLE.epochs}; FAST's one epoch takes a fresh random "
+                  f"{FAST.images_per_epoch(mnist.train_size):,} of them, to be quick."),
+        "Batch": (f"The handful of images ({ARTICLE.batch_size} for ARTICLE, {FAST.batch_size} for FAST) the network "
+                  "looks at before it changes its weights once."),
+        "Step": (f"One change of the weights, after one batch. An epoch is its images / batch size steps: "
+                 f"{ARTICLE.steps_per_epoch(mnist.train_size):,} for ARTICLE, "
+                 f"{FAST.steps_per_epoch(mnist.train_size):,} for FAST. Another batch size takes another number of steps: that is why the Train page compares runs "
+                 "by epoch, not by step."),
+        "Learning rate": "How big each step is. Too big and the network jumps past good weights; too small and it "
+                         "learns very slowly.",
+        "Loss": "A score of how wrong the network is on a batch: minus the log of the probability it gave the right "
+                "digit (cross-entropy). 0 means sure and right; training pushes it down.",
+        "Label smoothing": ("Training against a softer answer key: 91% \"it's a 7\" and 1% for each other digit, "
+                            "instead of 100% \"7\". It stops the network from becoming over-sure. Its loss can then "
+                            "never reach 0 (about 0.5 is the best possible), so FAST's loss levels off there."),
+        "RMSProp": "The optimizer: each weight's step is its gradient divided by a running average of recent "
+                   "gradient sizes, so every weight learns at a sensible pace.",
+    }
 
 
 def labelled(name: str, note: str) -> str:

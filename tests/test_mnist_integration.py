@@ -54,3 +54,17 @@ def test_public_api_contract():
     with torch.inference_mode():
         logits = model(x)
     assert logits.shape == (4, 10) and logits.dtype == torch.float32 and not model.training
+
+
+def test_the_fast_preset_reaches_99_percent_on_the_full_test_set(real_mnist):
+    """The issue's FAST: one pass over a random 30,000 of the 60,000 images; the card's number is the float32 full test
+    (in bf16 where the CPU has it, float32 elsewhere: seeds 0-2 gave 99.13-99.15% and 99.11-99.17% here)."""
+    from cnn.config import FAST
+    from cnn.train import train
+
+    result = train(FAST, real_mnist)
+    assert (FAST.images_per_epoch(60_000), FAST.batch_size) == (30_000, 64)
+    assert (result.steps, result.epochs_completed) == (469, 1)  # ceil(30,000 / 64), not 60,000's 938
+    final = result.history[-1]
+    assert final["full"] and final["n"] == 10_000
+    assert result.test_accuracy >= 0.990

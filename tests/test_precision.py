@@ -179,10 +179,10 @@ def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recip
     cuda = torch.device("cuda")  # a device object, not a GPU: gpu_advice only reads its type
     assert gpu_advice(FAST, torch.device("cpu")) is None and gpu_advice(ARTICLE, cuda) is None
     advice = gpu_advice(FAST, cuda)
-    assert advice.startswith("On a GPU, FAST's batches of 128")
-    flags = "--batch-size 256 --lr 0.01 --keep-conv 1 --keep-hidden 1"  # the README's GPU command
+    assert advice.startswith("On a GPU, FAST's batches of 64")
+    flags = "--batch-size 256 --lr 0.01 --epoch-images 0 --keep-conv 1 --keep-hidden 1"  # the README's GPU command
     assert flags in advice
-    gpu_recipe = FAST.replace(batch_size=256, learning_rate=0.01, p_keep_conv=1.0, p_keep_hidden=1.0)
+    gpu_recipe = FAST.replace(batch_size=256, learning_rate=0.01, epoch_images=0, p_keep_conv=1.0, p_keep_hidden=1.0)
     assert gpu_advice(gpu_recipe, cuda) is None  # already on it
     # The suggested flags are the CLI's own, and give that recipe.
     monkeypatch.setenv("CNN_RUNS_DIR", str(tmp_path))

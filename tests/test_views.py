@@ -163,8 +163,11 @@ def test_the_smoothed_loss_floor_is_the_lowest_cross_entropy_torch_computes():
 def test_a_runs_recipe_in_one_line():
     from cnn.config import FAST
 
-    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"
-    assert config_summary(FAST.replace(epochs=2, name="article").to_dict()).startswith("ARTICLE: 2 epochs, ")
+    assert config_summary(FAST.replace(epoch_images=0, batch_size=128, learning_rate=0.01).to_dict()) == \
+        "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"
+    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006, seed 0"
+    whole_set = FAST.replace(epochs=2, epoch_images=0, name="article")
+    assert config_summary(whole_set.to_dict()).startswith("ARTICLE: 2 epochs, ")
 
 
 def test_every_train_chart_names_its_scales_domains_so_vega_never_computes_an_empty_extent():
@@ -307,3 +310,36 @@ def test_a_watcher_is_told_about_pausing_only_while_the_run_is_live():
     for status in ("finished", "stopped", "failed"):  # the walk saw the pause sentence under a finished run
         assert watch_only_sentence({"status": status, "started_by": "session 49e5"}) == "Started by session 49e5."
     assert watch_only_sentence({"status": "finished"}) == "Started by another session."
+
+
+def test_homes_words_read_the_presets_numbers(monkeypatch):
+    import cnn.config
+    from cnn.views import glossary
+
+    words = glossary()
+    assert "all 60,000 of MNIST's for ARTICLE, which trains for 10;" in words["Epoch"]
+    assert "a fresh random 30,000 of them" in words["Epoch"]  # FAST's epoch: half the set
+    assert "(128 for ARTICLE, 64 for FAST)" in words["Batch"]
+    assert "469 for ARTICLE, 469 for FAST." in words["Step"]  # ceil(60,000 / 128), ceil(30,000 / 64)
+    assert "(20% after the conv layers, 50% after FC 625, in ARTICLE)" in words["Dropout"]
+    # A preset that changes changes the words (they were written out by hand and went stale once).
+    monkeypatch.setattr(cnn.config, "FAST", cnn.config.FAST.replace(batch_size=32, epoch_images=12_000))
+    words = glossary()
+    assert "(128 for ARTICLE, 32 for FAST)" in words["Batch"] and "a fresh random 12,000 of them" in words["Epoch"]
+    assert "469 for ARTICLE, 375 for FAST." in words["Step"]
+
+
+def test_homes_epoch_help_says_what_an_epoch_of_the_active_models_run_was():
+    from cnn.config import ARTICLE, FAST
+    from cnn.views import active_model_words, card_epoch_images
+
+    fast_card = {"config": FAST.to_dict()}
+    assert card_epoch_images(fast_card) == 30_000 and card_epoch_images({"config": ARTICLE.to_dict()}) == 0
+    assert active_model_words("cnn", "mnist", card_epoch_images(fast_card))["epoch_help"] == (
+        "An epoch of this model's training was one pass over a fresh random 30,000 of the 60,000 training images.")
+    assert active_model_words("cnn", "mnist")["epoch_help"] == "An epoch is one pass over the 60,000 training images."
+    assert active_model_words("cnn", "mnist", 90_000)["epoch_help"] == (  # more than the set: all of it
+        "An epoch is one pass over the 60,000 training images.")
+    for forged in (True, "30000", -5, 2.5, None):  # a card is a file on disk: anything may be in it
+        assert card_epoch_images({"config": {"epoch_images": forged}}) == 0
+    assert card_epoch_images({}) == 0 and card_epoch_images({"config": None}) == 0
