@@ -67,6 +67,11 @@ def queue_words(place: int | None) -> str:
     return f"#{place} in line" if place else "in line"
 
 
+# Steps before the live line guesses the time left: the first steps start oneDNN's kernels (at step 2 of a ~20 s
+# FAST run in the app the guess was "about 3 min 30 s left"; a second later, 28 s).
+ESTIMATE_AFTER_STEPS = 10
+
+
 def status_sentence(job: dict) -> str:
     """The live panel's one line for a job view (see cnn.jobs.Job.view), e.g. "Finished: 99.09% after 1 epoch, 37 s".
 
@@ -85,7 +90,7 @@ def status_sentence(job: dict) -> str:
                 "the first step comes soon.")
     if status in ("running", "paused"):
         text = f"{status.capitalize()}: epoch {max(job.get('epoch', 0), 1)} of {planned}, {where}, {took} of training"
-        if step and total > step and job.get("elapsed_seconds"):
+        if step >= ESTIMATE_AFTER_STEPS and total > step and job.get("elapsed_seconds"):
             left = job["elapsed_seconds"] / step * (total - step)  # the pace of training so far, pauses left out
             text += f", about {format_seconds(left)} left" + (" once resumed" if status == "paused" else "")
         return text

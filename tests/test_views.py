@@ -86,6 +86,10 @@ def test_time_left_comes_from_the_training_pace_and_a_paused_run_says_once_resum
     assert running == "Running: epoch 1 of 2, step 100 of 1,000, 10 s of training, about 1 min 30 s left"
     paused = status_sentence(job("paused", step=100, total=1000, seconds=10.0, planned=2))
     assert paused.startswith("Paused: ") and paused.endswith("about 1 min 30 s left once resumed")
+    # The first steps are slow (oneDNN starts its kernels): no guess from them.
+    early = status_sentence(job("running", step=2, total=469, seconds=1.0, planned=1))
+    assert early == "Running: epoch 1 of 1, step 2 of 469, 1 s of training"
+    assert status_sentence(job("running", step=10, total=469, seconds=1.0, planned=1)).endswith("about 46 s left")
 
 
 def test_the_epoch_axis_lines_up_runs_of_different_batch_sizes():
