@@ -265,8 +265,8 @@ def glossary() -> dict[str, str]:
                   "looks at before it changes its weights once."),
         "Step": (f"One change of the weights, after one batch. An epoch is its images / batch size steps: "
                  f"{ARTICLE.steps_per_epoch(mnist.train_size):,} for ARTICLE, "
-                 f"{FAST.steps_per_epoch(mnist.train_size):,} for FAST. Another batch size takes another number of steps: that is why the Train page compares runs "
-                 "by epoch, not by step."),
+                 f"{FAST.steps_per_epoch(mnist.train_size):,} for FAST. Another batch size takes another number of "
+                 "steps: that is why the Train page compares runs by epoch, not by step."),
         "Learning rate": "How big each step is. Too big and the network jumps past good weights; too small and it "
                          "learns very slowly.",
         "Loss": "A score of how wrong the network is on a batch: minus the log of the probability it gave the right "
