@@ -103,7 +103,7 @@ TOKEN = "a-long-teacher-token"
 CLASS_RULES = "On this class server students may start FAST or the softmax baseline, at most 2 epochs"
 STUDENTS_TEACHER_PAGE = "This page is for the teacher."
 WRONG_LINK = "That teacher link is not right: this page works as a student's."
-RECIPE = re.compile(r"(\w[\w ]*): (\d+) epochs?, batch (\d+), learning rate (\S+), seed \d+")  # cnn.views.config_summary
+RECIPE = re.compile(r"(\w[\w ]*): (\d+) epochs?(?: of [\d,]+ images)?, batch (\d+), learning rate (\S+), seed \d+")  # cnn.views.config_summary
 
 
 class Session:

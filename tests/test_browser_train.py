@@ -47,7 +47,8 @@ def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(proje
     watched = page.get_by_role("combobox", name="Watch run")
     expect(watched).to_have_value(re.compile(r"^projector-fast \("), timeout=60_000)
     # The run's own recipe, read from the server's job: FAST, not the ARTICLE x 10 a lost choice used to start.
-    expect(page.get_by_text("FAST: 1 epoch, batch 128, learning rate 0.01")).to_be_visible(timeout=60_000)
+    recipe = page.get_by_text("FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006")
+    expect(recipe).to_be_visible(timeout=60_000)
     page.get_by_role("button", name="Stop").click()  # the shared test server's training slot is free again
     expect(page.get_by_text(re.compile(r"^Stopped "))).to_be_visible(timeout=60_000)
     wait_until_idle(page)
