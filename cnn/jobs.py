@@ -4,9 +4,11 @@ Worker threads never touch Streamlit: they write plain data under a lock, and pa
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fcntl
 import itertools
+import math
 import os
 import sys
 import threading
@@ -30,6 +32,7 @@ from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainControl, pic
 from .views import ACTIVE_STATES
 
 ENDED_STATES = ("finished", "stopped", "failed")
+PACE_STEPS = 50  # the window of steps the time-left guess takes its pace from
 MAX_STEP_POINTS = 2_000  # step points a job keeps for the live charts; a longer run is thinned evenly
 SESSION_ENDED = "Dropped from the queue: the session that queued it has ended."
 # runs/.claims/<name>: a name taken by a queued or training run. Replicas of the app sharing one runs folder each
@@ -129,8 +132,20 @@ def steps_refusal(config: TrainConfig, max_steps: int, train_set_size: int = TRA
             f"steps per run: choose fewer epochs or a larger batch ({hint}).")
 
 
-def step_cap_sentence(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE) -> str:
-    """The server's step cap in the Train form's words: how many epochs of config's recipe fit under it."""
+def seconds_per_step(pace) -> float | None:
+    """The recent pace of a run from its (step, elapsed seconds) window; None until it has two points apart."""
+    if len(pace) < 2 or pace[-1][0] <= pace[0][0]:
+        return None
+    return (pace[-1][1] - pace[0][1]) / (pace[-1][0] - pace[0][0])
+
+
+def step_cap_sentence(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE,
+                      batch_size=None) -> str:
+    """The server's step cap in the Train form's words: how many epochs of config's recipe fit under it, at
+    batch_size when the form's field holds a whole number the form takes (else the recipe's own)."""
+    if isinstance(batch_size, (int, float)) and not isinstance(batch_size, bool) and math.isfinite(batch_size) \
+            and float(batch_size).is_integer() and 1 <= batch_size <= 4096:
+        config = config.replace(batch_size=int(batch_size))
     fits = max_steps // config.steps_per_epoch(train_set_size)
     images = config.images_per_epoch(train_set_size)  # FAST's epoch is a random part of the set
     return (f"This server trains at most {max_steps:,} steps per run (epochs x {images:,} images / batch size): "
@@ -240,8 +255,12 @@ class Job:
     filters: list = field(default_factory=list)  # conv1 weights (32, 3, 3) as nested lists of floats
     step: int = 0
     steps_total: int = 0
+    steps_per_epoch: int = 0
     epoch: int = 0
     elapsed_seconds: float = 0.0
+    # (step, elapsed seconds) of the last PACE_STEPS steps: the live line's time-left guess reads the recent pace,
+    # not the average since the start, which the first steps (oneDNN starting its kernels) slow down
+    pace: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PACE_STEPS), repr=False)
     test_accuracy: float | None = None
     save_errors: list[str] = field(default_factory=list)
     stopped_by_teacher: bool = False  # the teacher stopped another session's run: the run says so when it ends
@@ -260,7 +279,9 @@ class Job:
             "config": self.config.to_dict(), "folder": str(self.folder), "status": self.status,
             "error": self.error, "created": self.created, "started": self.started, "ended": self.ended,
             "epochs": list(self.epochs), "step": self.step, "steps_total": self.steps_total,
+            "steps_per_epoch": self.steps_per_epoch,
             "epoch": self.epoch, "elapsed_seconds": self.elapsed_seconds, "test_accuracy": self.test_accuracy,
+            "seconds_per_step": seconds_per_step(self.pace),
             "save_errors": list(self.save_errors), "pause_reached": self.control.waiting,
         }
         if history:
@@ -281,8 +302,9 @@ class JobListener(Callback):
                                    "batch_accuracy": event.batch_accuracy,
                                    "images_per_second": event.images_per_second})
             self.job.step, self.job.epoch = event.step, event.epoch
-            self.job.steps_total = event.steps_total
+            self.job.steps_total, self.job.steps_per_epoch = event.steps_total, event.steps_per_epoch
             self.job.elapsed_seconds = event.elapsed_seconds
+            self.job.pace.append((event.step, event.elapsed_seconds))
 
     def on_eval(self, event: EvalEvent, model) -> None:
         weights = model.conv1.weight.detach().cpu()[:, 0].tolist() if has_stage(model, "conv1") else None

@@ -89,9 +89,16 @@ def status_sentence(job: dict) -> str:
         return (f"{status.capitalize()}: starting (drawing the random weights, shuffling the images); "
                 "the first step comes soon.")
     if status in ("running", "paused"):
-        text = f"{status.capitalize()}: epoch {max(job.get('epoch', 0), 1)} of {planned}, {where}, {took} of training"
-        if step >= ESTIMATE_AFTER_STEPS and total > step and job.get("elapsed_seconds"):
-            left = job["elapsed_seconds"] / step * (total - step)  # the pace of training so far, pauses left out
+        epoch = max(job.get("epoch", 0), 1)
+        text = f"{status.capitalize()}: epoch {epoch} of {planned}, {where}, {took} of training"
+        per_epoch = job.get("steps_per_epoch") or 0
+        if per_epoch and step == epoch * per_epoch and done < epoch:  # the epoch's last step is done, its test not
+            spec = DATASETS.get(job["config"].get("dataset")) or DATASETS[ARTICLE_DATASET]
+            return text + f"; now testing it on the {spec.test_size:,} test images"
+        # The recent pace (cnn.jobs.seconds_per_step), else the average so far; pauses left out either way.
+        pace = job.get("seconds_per_step") or (job.get("elapsed_seconds") or 0) / max(step, 1)
+        if step >= ESTIMATE_AFTER_STEPS and total > step and pace > 0:
+            left = pace * (total - step)
             text += f", about {format_seconds(left)} left" + (" once resumed" if status == "paused" else "")
         return text
     if status == "finished":

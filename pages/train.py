@@ -80,7 +80,8 @@ def start_form() -> None:
         name = cols[2].text_input("Run name", key=kept("run_name"), persist_state=PERSIST)
         if teacher:  # a student's limit is the class's rule, said above; the server's step cap is the teacher's
             # The cap in the preset's words; a run over it gets the server's refusal sentence at Start.
-            st.caption(step_cap_sentence(base, manager.settings.max_steps_per_run, manager.train_set_size(dataset)))
+            st.caption(step_cap_sentence(base, manager.settings.max_steps_per_run, manager.train_set_size(dataset),
+                                         batch_size=batch))
         if st.button("Start", type="primary"):
             if replaced:
                 st.warning("Your teacher has changed what students may start, so the form now shows what you may "

@@ -462,3 +462,25 @@ def test_trainings_run_ten_nice_levels_below_the_server(tmp_path, monkeypatch):
     assert os.getpriority(os.PRIO_PROCESS, 0) == server  # this thread, which started both, is untouched
     manager.stop_all()
 
+
+
+def test_the_time_left_guess_reads_the_recent_pace_not_the_slow_first_steps(tmp_path):
+    manager = JobManager(lambda dataset: synthetic_mnist(), runs_dir=tmp_path / "runs", device=CPU)
+    job = Job(id=1, name="pace", owner="alice", config=CONFIG, folder=tmp_path / "runs" / "pace")
+    listener = JobListener(manager, job)
+    assert job.view()["seconds_per_step"] is None  # nothing to go on yet
+    elapsed = 1.5  # the first step starts oneDNN's kernels: 1.5 s, then 0.04 s a step
+    for step in range(1, 15):
+        listener.on_step(StepEvent(step=step, epoch=1, steps_per_epoch=469, steps_total=469, loss=1.0,
+                                   batch_accuracy=0.5, images_per_second=100.0, learning_rate=0.001,
+                                   elapsed_seconds=elapsed))
+        elapsed += 0.04
+    view = job.view()
+    assert view["seconds_per_step"] == pytest.approx(0.04)  # steps 1-14: 13 gaps of 0.04 s
+    assert view["steps_per_epoch"] == 469
+    for step in range(15, 100):  # the window keeps the last PACE_STEPS steps only
+        listener.on_step(StepEvent(step=step, epoch=1, steps_per_epoch=469, steps_total=469, loss=1.0,
+                                   batch_accuracy=0.5, images_per_second=100.0, learning_rate=0.001,
+                                   elapsed_seconds=elapsed + (step - 15) * 0.1))
+    assert job.view()["seconds_per_step"] == pytest.approx(0.1)
+    assert jobs.seconds_per_step([(3, 1.0)]) is None and jobs.seconds_per_step([(3, 1.0), (3, 2.0)]) is None

@@ -169,6 +169,10 @@ def test_the_steps_of_a_part_epoch_are_counted_everywhere_a_run_is_sized():
         "up to 3 epochs; a larger batch allows more.")
     assert "(epochs x 60,000 images / batch size): at batch 128 that is up to 1 epoch;" in \
         step_cap_sentence(ARTICLE, 469, 60_000)
+    # The form's batch, not the preset's (the walk typed 1,024 and read "at batch 64"): ceil(40,000 / 1,024) = 40 steps.
+    assert "at batch 1024 that is up to 25 epochs;" in step_cap_sentence(config, 1_000, 60_000, batch_size=1024.0)
+    for forged in ("1024", 2.5, True, float("nan"), 0, 5_000, None):  # the form refuses these at Start
+        assert "at batch 128 that is up to 3 epochs;" in step_cap_sentence(config, 1_000, 60_000, batch_size=forged)
 
 
 def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recipe(monkeypatch, tmp_path, capsys,

@@ -90,6 +90,25 @@ def test_time_left_comes_from_the_training_pace_and_a_paused_run_says_once_resum
     early = status_sentence(job("running", step=2, total=469, seconds=1.0, planned=1))
     assert early == "Running: epoch 1 of 1, step 2 of 469, 1 s of training"
     assert status_sentence(job("running", step=10, total=469, seconds=1.0, planned=1)).endswith("about 46 s left")
+    # The recent pace, when the job has one, over the average that the slow first steps drag down (the walk saw
+    # "about 1 min 05 s left" at step 14 of a run that took ~20 s): 0.04 s a step x 455 steps left.
+    recent = dict(job("running", step=14, total=469, seconds=2.0, planned=1), seconds_per_step=0.04)
+    assert recent["elapsed_seconds"] / 14 * 455 > 60 and status_sentence(recent).endswith("about 18 s left")
+
+
+def test_between_an_epochs_last_step_and_its_test_the_line_says_it_is_testing():
+    # The walk saw "step 469 of 469, 20 s of training" for ~3 s and nothing about the test under way.
+    last = dict(job("running", step=469, total=938, seconds=20.0, planned=2), steps_per_epoch=469)
+    assert status_sentence(last) == ("Running: epoch 1 of 2, step 469 of 938, 20 s of training; now testing it on "
+                                     "the 10,000 test images")
+    fashion = dict(job("running", step=938, total=938, seconds=40.0, planned=2, dataset="fashion", epochs_done=[0.8]),
+                   steps_per_epoch=469, epoch=2)
+    assert status_sentence(fashion).endswith("now testing it on the 10,000 test images")
+    tested = dict(job("running", step=469, total=938, seconds=21.0, planned=2, epochs_done=[0.97]),
+                  steps_per_epoch=469, epoch=1)
+    assert "testing" not in status_sentence(tested)  # its test is in: the next step is on its way
+    capped = dict(job("running", step=50, total=100, seconds=5.0, planned=2), steps_per_epoch=469)
+    assert "testing" not in status_sentence(capped)  # a server's step cap is not an epoch's end
 
 
 def test_the_epoch_axis_lines_up_runs_of_different_batch_sizes():
