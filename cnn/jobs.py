@@ -8,7 +8,6 @@ import collections
 import dataclasses
 import fcntl
 import itertools
-import math
 import os
 import sys
 import threading
@@ -22,14 +21,14 @@ import torch
 
 from .checkpoint import default_runs_dir, run_dir
 from .classroom import TEACHER_CLEARED, TEACHER_STOPPED, read_class_settings, student_refusal
-from .config import TrainConfig
+from .config import TrainConfig, form_config
 from .data import TRAIN_SIZE, ImageDataset, dataset_spec
 from .model import has_stage
 from .runs import RunRecorder
 from .sessions import session_tag
 from .settings import ServerSettings
 from .train import Callback, EpochEvent, EvalEvent, StepEvent, TrainControl, pick_device, train
-from .views import ACTIVE_STATES
+from .views import ACTIVE_STATES, plural
 
 ENDED_STATES = ("finished", "stopped", "failed")
 PACE_STEPS = 50  # the window of steps the time-left guess takes its pace from
@@ -142,15 +141,16 @@ def seconds_per_step(pace) -> float | None:
 def step_cap_sentence(config: TrainConfig, max_steps: int, train_set_size: int = TRAIN_SIZE,
                       batch_size=None) -> str:
     """The server's step cap in the Train form's words: how many epochs of config's recipe fit under it, at
-    batch_size when the form's field holds a whole number the form takes (else the recipe's own)."""
-    if isinstance(batch_size, (int, float)) and not isinstance(batch_size, bool) and math.isfinite(batch_size) \
-            and float(batch_size).is_integer() and 1 <= batch_size <= 4096:
-        config = config.replace(batch_size=int(batch_size))
+    batch_size when the form would take that value at Start (form_config's rules), else at the recipe's own."""
+    if batch_size is not None:
+        try:
+            config = form_config(config, batch_size=batch_size)
+        except (ValueError, TypeError):  # what Start would refuse: the caption keeps the recipe's batch
+            pass
     fits = max_steps // config.steps_per_epoch(train_set_size)
     images = config.images_per_epoch(train_set_size)  # FAST's epoch is a random part of the set
     return (f"This server trains at most {max_steps:,} steps per run (epochs x {images:,} images / batch size): "
-            f"at batch {config.batch_size} that is up to {fits:,} epoch{'' if fits == 1 else 's'}; "
-            "a larger batch allows more.")
+            f"at batch {config.batch_size} that is up to {plural(fits, 'epoch')}; a larger batch allows more.")
 
 
 def failure_sentence(exc: BaseException) -> str:
