@@ -10,6 +10,8 @@ st.set_page_config(page_title="CNN classroom", page_icon=Image.fromarray(app_ico
 try:
     server_startup()  # once per server: read the CNN_* caps, set torch's threads (before any page trains or predicts)
 except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a traceback
+    # The app's own pages, hidden: with no st.navigation call Streamlit would list every file in pages/ as a menu.
+    st.navigation(app_pages(), position="hidden")
     st.error(f"The class server is not set up right: {exc}")
     st.stop()
 

@@ -34,3 +34,21 @@ def test_a_cold_first_request_to_draw_shows_the_draw_page_with_the_apps_navigati
     expect(page).to_have_url(cold_app_url + "/draw")
     expect(page.get_by_test_id("stException")).to_have_count(0)
     assert errors == []
+
+
+def test_a_server_with_a_short_teacher_token_shows_its_sentence_and_no_menu_of_files(page: Page, tmp_path):
+    process, url = start_app(tmp_path, env={"CNN_TEACHER_TOKEN": "1234"})
+    try:
+        errors = watch_errors(page)
+        page.goto(url)
+        expect(page.get_by_test_id("stAlertContentError")).to_have_text(
+            "The class server is not set up right: CNN_TEACHER_TOKEN must be at least 12 characters long "
+            "(a short one can be guessed).", timeout=120_000)
+        # Without the app's navigation Streamlit listed the files of pages/ (shared, train_form, ...) in the sidebar.
+        # The menu arrives with the session, before the script's first element: by now it would be drawn.
+        expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
+        expect(page.get_by_text("train form")).to_have_count(0)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+        assert errors == []
+    finally:
+        stop_app(process)
