@@ -23,7 +23,7 @@ from .model import NETWORKS, count_parameters
 from .runs import RunInfo, read_card
 from .storage import read_json_record, write_json_record
 from .train import evaluate
-from .views import PALETTE, accuracy_text, capitalised, card_model, format_seconds, network_title, plural
+from .views import PALETTE, accuracy_text, capitalised, card_model, card_preset, format_seconds, network_title, plural
 
 SHIFTS = tuple(range(0, 7))  # pixels: 0 (the test images as they are) to 6, a quarter of a 28-pixel image
 SHIFT_IMAGES = 1000  # the first 1,000 test images: 7 shifts x 4 directions x 1,000 forwards per model
@@ -205,7 +205,7 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
         rows.append({
             "run": run.name, "label": labels[run.name], "network": _network_title(run.card),
             "dataset": spec.title,
-            "recipe": str(run.card.get("preset") or "")[:20],  # the preset it was trained with: article, fast, ...
+            "recipe": card_preset(run.card),  # the preset it was trained with: article, fast, "fast, changed", ...
             "epochs": epochs if isinstance(epochs, int) else None,
             "accuracy": accuracy,
             "parameters": count_parameters(run.model),
@@ -217,6 +217,12 @@ def comparison_rows(runs: list[ComparedRun], test_data=None) -> list[dict]:
 
 
 RECIPE_WORDS = {"article": "ARTICLE", "fast": "FAST", "softmax": "softmax baseline"}  # the Train page's names
+
+
+def recipe_words(label: str) -> str:
+    """A card_preset label in the Train page's names: "fast, changed" -> "FAST, changed"; "-" for none known."""
+    name, _, changed = str(label).partition(", ")
+    return RECIPE_WORDS[name] + (", changed" if changed else "") if name in RECIPE_WORDS else "-"
 
 
 def offered_once(chosen: object, offered: dict) -> list[str]:
@@ -234,7 +240,7 @@ def shown_name(key: str) -> str:
 
 def table_rows(rows: list[dict]) -> list[dict]:
     """comparison_rows as the page's table shows them: words and formatted numbers, one row per run."""
-    return [{"network": row["label"], "run": shown_name(row["run"]), "recipe": RECIPE_WORDS.get(row["recipe"], "-"),
+    return [{"network": row["label"], "run": shown_name(row["run"]), "recipe": recipe_words(row["recipe"]),
              "epochs": row["epochs"] if row["epochs"] is not None else "-",
              "accuracy": accuracy_text(row["accuracy"]), "weights": f"{row['parameters']:,}",
              "time": format_seconds(row["seconds"])} for row in rows]  # short headers: 7 columns at 1024 px

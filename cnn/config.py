@@ -178,3 +178,26 @@ def preset(name: str) -> TrainConfig:
         return PRESETS[name.lower()]
     except KeyError:
         raise ValueError(f"Unknown preset {name!r}: choose one of {', '.join(PRESETS)}.") from None
+
+
+# What a run may differ in and still be its preset's recipe: what it learns and on which network, how long, its seed,
+# and how often the live chart is measured.
+NOT_THE_RECIPE = frozenset({"name", "architecture", "dataset", "epochs", "seed", "eval_every", "eval_subset"})
+
+
+def preset_label(config: dict | None) -> str:
+    """The preset a run's config started from, as a run list says it: "fast", or "fast, changed" when its recipe
+    differs from that preset's today (a batch or learning rate set in the form, or a run of an older FAST). Epochs,
+    seed, network and dataset are not counted; FAST on a GPU (FAST_ON_GPU) is FAST. "?" for a config with no name."""
+    config = config if isinstance(config, dict) else {}
+    name = config.get("name")
+    if not isinstance(name, str) or not name:
+        return "?"
+    base = PRESETS.get(name)
+    if base is None:
+        return name[:20]
+    defaults = TrainConfig().to_dict()  # a card older than a field trained with the field's default
+    recipe = {key: config.get(key, defaults[key]) for key in defaults if key not in NOT_THE_RECIPE}
+    same = [{key: value for key, value in candidate.to_dict().items() if key not in NOT_THE_RECIPE}
+            for candidate in (base, base.replace(**FAST_ON_GPU)) if candidate is base or name == "fast"]
+    return name if recipe in same else f"{name}, changed"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import checkpoint_dataset
-from .config import TrainConfig
+from .config import TrainConfig, preset_label
 from .data import DATASETS, TRAIN_SIZE
 from .model import NETWORKS
 from .runs import RunInfo, read_metrics
@@ -398,6 +398,14 @@ def run_curves(folder: Path) -> tuple[list[dict], list[dict]]:
     return steps, evals
 
 
+def card_preset(card: dict | None) -> str:
+    """preset_label of a checkpoint card's config; a card without one says only the preset's name it recorded."""
+    card = card if isinstance(card, dict) else {}
+    if isinstance(card.get("config"), dict):
+        return preset_label(card["config"])
+    return str(card.get("preset") or "?")[:20]
+
+
 def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
     """One row per run (live jobs first, then runs on disk, the bundled model last) for the history table."""
     from .jobs import trained_elsewhere  # cnn.jobs imports much of the engine; only this function needs it
@@ -407,7 +415,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         seen.add(job["name"])
         network, dataset = config_model(job.get("config"))
         rows.append({"run": job["name"], "network": network_title(network), "dataset": dataset_title(dataset),
-                     "preset": job["preset"], "status": job["status"],
+                     "preset": preset_label(job.get("config")), "status": job["status"],
                      "accuracy": accuracy_text(job["test_accuracy"]), "epochs": len(job["epochs"]),
                      "time": format_seconds(job["elapsed_seconds"]) if job["started"] else "-",
                      "has_model": bool(job["epochs"])})
@@ -422,7 +430,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         known = run.card is not None  # an unreadable run says nothing of what it was
         rows.append({"run": run.name, "network": network_title(network) if known else "?",
                      "dataset": dataset_title(dataset) if known else "?",
-                     "preset": card.get("preset", "?"), "status": status,
+                     "preset": card_preset(card), "status": status,
                      "accuracy": accuracy_text(card.get("accuracy")), "epochs": card.get("epochs") or 0,
                      "time": format_seconds(card.get("wall_seconds")),
                      "has_model": run.checkpoint is not None and run.card is not None})

@@ -9,7 +9,7 @@ import streamlit as st
 from cnn import classroom
 from cnn.checkpoint import default_runs_dir
 from cnn.classset import ClassSetError, default_class_dir, load_class_set, remove_sample, reset_class_set
-from cnn.config import PRESETS
+from cnn.config import PRESETS, preset_label
 from cnn.runs import list_runs
 from cnn.views import config_model, model_note, plural, progress_summary, run_choice_labels
 from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
@@ -30,7 +30,7 @@ def runs() -> None:
     for job in active:
         with st.container(border=True):
             note = model_note(*config_model(job["config"]))  # a run that is not the article's CNN on MNIST
-            st.markdown(f"**{job['name']}** ({job['preset']}{', ' + note if note else ''}), "
+            st.markdown(f"**{job['name']}** ({preset_label(job['config'])}{', ' + note if note else ''}), "
                         f"started by {job['started_by']}")
             st.caption(progress_summary(job)["text"])
             with st.container(horizontal=True):

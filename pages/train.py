@@ -249,6 +249,8 @@ HISTORY_COLUMNS = ("run", "accuracy", "epochs", "time", "status", "preset", "net
 # Pixels for the longest words a column holds, whole: "no epoch yet", "the article's first block alone",
 # "Fashion-MNIST" (the walk saw "no epoch ye", "the article's", "Fashion-MN"); the rest fit "small".
 HISTORY_WIDTHS = {"accuracy": 100, "network": 230, "dataset": 115}
+HISTORY_HELP = {"preset": "The preset the run started from. \"changed\": its batch, learning rate or another setting "
+                          "is not the preset's today (epochs, seed, network and dataset do not count)."}
 
 
 def history() -> None:
@@ -258,7 +260,8 @@ def history() -> None:
     st.dataframe([{k: v for k, v in r.items() if k != "has_model"} for r in rows], hide_index=True,
                  width="stretch", column_order=HISTORY_COLUMNS,
                  column_config={"run": st.column_config.Column(pinned=True),  # stays in view when scrolled sideways
-                                **{name: st.column_config.Column(width=HISTORY_WIDTHS.get(name, "small"))
+                                **{name: st.column_config.Column(width=HISTORY_WIDTHS.get(name, "small"),
+                                                                 help=HISTORY_HELP.get(name))
                                    for name in HISTORY_COLUMNS[1:]}})
     names = [r["run"] for r in rows]
     # Kept across pages; a run no longer listed is dropped from the choice before the widget is drawn.

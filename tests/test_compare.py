@@ -223,8 +223,18 @@ def test_comparison_rows_name_networks_count_parameters_and_use_the_datasets_cla
     table = compare.table_rows(rows)
     assert table[0] == {"network": "softmax regression", "run": "soft", "recipe": "softmax baseline", "epochs": 1,
                         "accuracy": "80.00%", "weights": "7,850", "time": "12 s"}
+    assert table[1]["recipe"] == "ARTICLE"  # another network and dataset are not a change of recipe
     chart = compare.per_class_values(rows)
     assert len(chart) == 20 and {"network": "an MLP", "class": "Trouser", "accuracy": 0.1} in chart
+
+
+def test_the_recipe_column_says_when_a_run_changed_its_presets_recipe(tmp_path):
+    from cnn.config import FAST
+
+    runs = [compared(tmp_path, "today", FAST.replace(epochs=2, seed=3)),
+            compared(tmp_path, "old-fast", FAST.replace(batch_size=128, learning_rate=0.01, epoch_images=0))]
+    table = compare.table_rows(compare.comparison_rows(runs))
+    assert [row["recipe"] for row in table] == ["FAST", "FAST, changed"]
 
 
 def test_comparison_rows_refuse_runs_of_different_datasets_with_a_sentence(tmp_path):

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from cnn.config import ARTICLE, FAST, PRESETS, SOFTMAX, form_config
+from cnn.config import ARTICLE, FAST, FAST_ON_GPU, PRESETS, SOFTMAX, form_config, preset_label
 
 
 def test_every_preset_can_be_trained():
@@ -40,3 +40,22 @@ def test_form_values_become_a_config_and_forged_ones_a_sentence():
                    {"seed": "0; rm -rf /"}):
         with pytest.raises(ValueError, match="^This run cannot start: "):
             form_config(SOFTMAX, **forged)
+
+
+def test_a_runs_preset_label_says_changed_only_when_its_recipe_is_not_the_presets():
+    assert preset_label(FAST.to_dict()) == "fast"
+    # What it learns, on which network, for how long and from which seed is not the recipe.
+    assert preset_label(FAST.replace(architecture="lenet", dataset="fashion", epochs=3, seed=7).to_dict()) == "fast"
+    assert preset_label(FAST.replace(**FAST_ON_GPU).to_dict()) == "fast"  # what FAST is on a GPU
+    assert preset_label(ARTICLE.replace(**FAST_ON_GPU).to_dict()) == "article, changed"  # only FAST has a GPU form
+    assert preset_label(FAST.replace(batch_size=128).to_dict()) == "fast, changed"
+    assert preset_label(FAST.replace(precision="fp32").to_dict()) == "fast, changed"
+    # FAST before 2026-11-27: batch 128, lr 0.01, all 60,000 images (the bundled Fashion model's is older still).
+    old_fast = {**FAST.to_dict(), "batch_size": 128, "learning_rate": 0.01}
+    del old_fast["epoch_images"]  # a card from before the field: it trained on the whole set
+    assert preset_label(old_fast) == "fast, changed"
+    assert preset_label(ARTICLE.to_dict()) == "article" and preset_label(SOFTMAX.to_dict()) == "softmax"
+    article_card = {k: v for k, v in ARTICLE.to_dict().items() if k not in ("epoch_images", "precision")}
+    assert preset_label(article_card) == "article"  # older cards lack newer fields, whose defaults are ARTICLE's
+    assert preset_label({"name": "mine", "batch_size": 3}) == "mine"  # no such preset: its name
+    assert preset_label(None) == preset_label({}) == preset_label({"name": 5}) == "?"

@@ -282,6 +282,23 @@ def test_the_history_table_names_each_runs_network_and_dataset(tmp_path):
                     "mlp": ("an MLP", "Fashion-MNIST"), "broken": ("?", "?")}
 
 
+def test_the_history_says_which_runs_changed_their_presets_recipe(tmp_path):
+    from cnn.config import FAST
+    from cnn.runs import RunInfo
+    from cnn.views import history_rows
+
+    live = dict(job("running", name="live"), preset="fast")
+    live["config"] = FAST.replace(learning_rate=0.01).to_dict()  # a learning rate typed into the form
+    old = {**FAST.to_dict(), "batch_size": 128}
+    disk = [RunInfo("old", tmp_path / "old", tmp_path / "old" / "model.pt", {"preset": "fast", "config": old}),
+            RunInfo("same", tmp_path / "same", tmp_path / "same" / "model.pt",
+                    {"preset": "fast", "config": FAST.replace(seed=2).to_dict()}),
+            RunInfo("bare", tmp_path / "bare", tmp_path / "bare" / "model.pt", {"preset": "article"}),
+            RunInfo("broken", tmp_path / "broken", None, None, "Run 'broken' cannot be shown.")]
+    rows = {row["run"]: row["preset"] for row in history_rows(disk, [live])}
+    assert rows == {"live": "fast, changed", "old": "fast, changed", "same": "fast", "bare": "article", "broken": "?"}
+
+
 def test_the_smoothing_note_blames_dropout_only_for_runs_that_drop():
     from cnn.config import FAST
 
