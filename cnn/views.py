@@ -373,9 +373,10 @@ def live_step_rows(steps: list[dict], run: str, points: int = 500, per_epoch: in
 
 
 def eval_rows(evals: list[dict], run: str, per_epoch: int | None = None) -> list[dict]:
-    """Rows (run, step, epoch, test set, accuracy) for the test-accuracy chart: subset points and full-test points."""
+    """Rows (run, step, epoch, test set, full, n, accuracy) for the test-accuracy chart: subset and full-test points."""
     return [{"run": run, "step": e["step"], "epoch": epoch_of(e["step"], per_epoch) if per_epoch else None,
-             "test set": "full 10,000" if e["full"] else f"subset {e['n']:,}", "accuracy": e["accuracy"]}
+             "test set": f"full {e['n']:,}" if e["full"] else f"subset {e['n']:,}", "full": bool(e["full"]),
+             "n": e["n"], "accuracy": e["accuracy"]}
             for e in evals]
 
 
@@ -552,11 +553,22 @@ def accuracy_chart(values: list[dict], scale: dict, height: int = 220) -> dict:
             "tooltip": [{"field": "test set", "type": "nominal"}, {"field": "step", "type": "quantitative"},
                         {"field": "accuracy", "type": "quantitative", "format": ".2%"}]}
     return {"data": {"values": values}, "height": height,
-            "title": {"text": "test accuracy", "subtitle": "line: 1,000 images, dots: all 10,000"}, "config": READABLE,
+            "title": {"text": "test accuracy", "subtitle": accuracy_subtitle(values)}, "config": READABLE,
             "layer": [{"mark": {"type": "line", "point": {"size": 20}},
-                       "transform": [{"filter": "datum['test set'] !== 'full 10,000'"}], "encoding": base},
+                       "transform": [{"filter": "!datum.full"}], "encoding": base},
                       {"mark": {"type": "point", "filled": True, "size": 90},
-                       "transform": [{"filter": "datum['test set'] === 'full 10,000'"}], "encoding": base}]}
+                       "transform": [{"filter": "datum.full"}], "encoding": base}]}
+
+
+def accuracy_subtitle(values: list[dict]) -> str:
+    """What the test-accuracy chart draws, from its rows: "line: 1,000 images, dots: all 10,000", or only the part
+    it has (a run shorter than eval_every has no quick tests; a run still in its first epoch no full one)."""
+    def size(full: bool) -> int | None:
+        return next((row["n"] for row in values if row["full"] == full), None)
+
+    quick, full = size(False), size(True)
+    parts = ([f"line: {quick:,} images"] if quick else []) + ([f"dots: all {full:,}"] if full else [])
+    return ", ".join(parts)
 
 
 def overlay_charts(curves: dict[str, tuple[list[dict], list[dict], int]], scale: dict) -> list[dict]:

@@ -122,6 +122,21 @@ def test_the_epoch_axis_lines_up_runs_of_different_batch_sizes():
     assert evals[0]["epoch"] == 1.0 and evals[0]["test set"] == "full 10,000"
 
 
+def test_the_test_accuracy_charts_subtitle_names_only_what_it_draws():
+    def subtitle(evals):
+        watched = dict(job("finished", step=60, total=60, planned=1), evals=evals)
+        chart = next(item for item in live_charts(watched, 60, run_colors(["run"])) if item["title"] == "test accuracy")
+        return chart["spec"]["title"]["subtitle"]
+
+    quick = {"step": 50, "epoch": 1, "accuracy": 0.9, "n": 1000, "full": False}
+    full = {"step": 60, "epoch": 1, "accuracy": 0.95, "n": 10000, "full": True}
+    assert subtitle([quick, full]) == "line: 1,000 images, dots: all 10,000"
+    # A run shorter than eval_every has its one full test and no line: the walk saw "line: 1,000 images" on it.
+    assert subtitle([full]) == "dots: all 10,000"
+    assert subtitle([quick]) == "line: 1,000 images"  # still in its first epoch
+    assert subtitle([dict(quick, n=256), dict(full, n=2000)]) == "line: 256 images, dots: all 2,000"  # another set
+
+
 def _colour_scales(spec: dict) -> list[dict]:
     layers = spec.get("layer", [spec])
     return [layer["encoding"]["color"] for layer in layers]
