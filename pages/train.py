@@ -134,13 +134,14 @@ def controls(job: dict) -> None:
         return
     if not mine and job["status"] in ACTIVE_STATES:
         st.caption(f"Started by {job.get('started_by', 'another session')}: as the teacher you can pause or stop it.")
-    manager, cols = job_manager(), st.columns(3)
-    command = None
-    if job["status"] == "running" and cols[0].button("Pause", key=f"pause{job['id']}"):
+    manager, command = job_manager(), None
+    # Side by side at the left: in the middle, Stop sat under the hover toolbar of the chart below it (walk).
+    row = st.container(horizontal=True)
+    if job["status"] == "running" and row.button("Pause", key=f"pause{job['id']}"):
         command = manager.pause
-    if job["status"] == "paused" and cols[0].button("Resume", key=f"resume{job['id']}"):
+    if job["status"] == "paused" and row.button("Resume", key=f"resume{job['id']}"):
         command = manager.resume
-    if job["status"] in ACTIVE_STATES and cols[1].button("Stop", key=f"stop{job['id']}"):
+    if job["status"] in ACTIVE_STATES and row.button("Stop", key=f"stop{job['id']}"):
         command = manager.stop
     if command is not None:
         try:

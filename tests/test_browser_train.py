@@ -17,6 +17,18 @@ OVERFLOWING_JS = """els => els.flatMap(el => [el, ...el.querySelectorAll('*')])
   .filter(e => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0).map(e => e.innerText || e.tagName)"""
 
 
+# True once an element's box has stayed put for 10 animation frames in a row (polled every frame).
+STEADY_JS = """el => { const box = JSON.stringify(el.getBoundingClientRect());
+  el._steadyFrames = el._lastBox === box ? (el._steadyFrames || 0) + 1 : 0; el._lastBox = box;
+  return el._steadyFrames >= 10; }"""
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    """Whether two bounding boxes (Playwright's x, y, width, height) share any area."""
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
 def choose(page: Page, label: str, option: str) -> None:
     page.get_by_role("combobox", name=label).click()
     page.get_by_role("option", name=option, exact=True).click()
@@ -49,7 +61,20 @@ def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(proje
     # The run's own recipe, read from the server's job: FAST, not the ARTICLE x 10 a lost choice used to start.
     recipe = page.get_by_text("FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006")
     expect(recipe).to_be_visible(timeout=60_000)
-    page.get_by_role("button", name="Stop").click()  # the shared test server's training slot is free again
+    # Paused, so the run waits with its charts drawn: a chart's hover toolbar must not cover Stop (it covered it
+    # when Stop sat mid-page above the left chart's top-right corner).
+    expect(page.get_by_test_id("stVegaLiteChart").first).to_be_visible(timeout=60_000)  # after the first step
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_be_visible(timeout=60_000)
+    stop = page.get_by_role("button", name="Stop")
+    for chart in page.get_by_test_id("stVegaLiteChart").all()[:2]:  # the top row, just below the buttons
+        chart.hover()
+        toolbar = page.locator("[data-testid=stElementContainer]:hover [data-testid=stElementToolbar]")
+        expect(toolbar).to_be_visible(timeout=60_000)
+        page.wait_for_function(STEADY_JS, arg=toolbar.element_handle(), polling="raf")  # it slides in
+        for button in toolbar.get_by_test_id("stElementToolbarButton").all():
+            assert not overlaps(button.bounding_box(), stop.bounding_box())
+    stop.click()  # the shared test server's training slot is free again
     expect(page.get_by_text(re.compile(r"^Stopped "))).to_be_visible(timeout=60_000)
     wait_until_idle(page)
     expect(page.get_by_test_id("stException")).to_have_count(0)
