@@ -124,11 +124,17 @@ def progress_summary(job: dict) -> dict:
 PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax baseline"}
 
 
+def epoch_part(value) -> int:
+    """An epoch_images value as a config or card holds it: a whole number > 0 (an epoch on part of the set, FAST's
+    30,000), else 0 (all of it; also for a missing, forged or mistyped value)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 def config_summary(config: dict) -> str:
     """A run's recipe in one line: "FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006, seed 0"."""
     preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
-    part = config.get("epoch_images", 0)
-    of = f" of {part:,} images" if isinstance(part, int) and part > 0 else ""  # FAST's quick pass
+    part = epoch_part(config.get("epoch_images"))
+    of = f" of {part:,} images" if part else ""  # FAST's quick pass
     return (f"{preset}: {plural(config['epochs'], 'epoch')}{of}, batch {config['batch_size']}, "
             f"learning rate {config['learning_rate']:g}, seed {config['seed']}")
 
@@ -223,8 +229,7 @@ def shape_story(rows: list[dict]) -> str:
 def card_epoch_images(card: dict) -> int:
     """The images one epoch of a card's run trained on: its recipe's epoch_images (FAST's part of the set); 0: all
     of them."""
-    part = (card.get("config") or {}).get("epoch_images", 0)
-    return part if isinstance(part, int) and not isinstance(part, bool) and part > 0 else 0
+    return epoch_part((card.get("config") or {}).get("epoch_images"))
 
 
 def active_model_words(network: str, dataset: str, epoch_images: int = 0) -> dict[str, str]:
@@ -321,7 +326,7 @@ def default_watch(jobs: list[dict], owner: str) -> int | None:
 def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE, epoch_images: int = 0) -> int:
     """Training steps in one epoch: ceil(images / batch size) (469 for ARTICLE's 128); epoch_images, when a recipe
     trains an epoch on part of the set (FAST), caps the images."""
-    images = min(epoch_images, train_size) if isinstance(epoch_images, int) and epoch_images > 0 else train_size
+    images = min(epoch_part(epoch_images), train_size) or train_size
     return math.ceil(images / max(int(batch_size), 1))
 
 
