@@ -95,6 +95,8 @@ def status_sentence(job: dict) -> str:
         if per_epoch and step == epoch * per_epoch and done < epoch:  # the epoch's last step is done, its test not
             spec = DATASETS.get(job["config"].get("dataset")) or DATASETS[ARTICLE_DATASET]
             return text + f"; now testing it on the {spec.test_size:,} test images"
+        if done >= planned and total and step >= total:  # every epoch tested: the run writes its model, then ends
+            return text + "; saving the model"
         # The recent pace (cnn.jobs.seconds_per_step), else the average so far; pauses left out either way.
         pace = job.get("seconds_per_step") or (job.get("elapsed_seconds") or 0) / max(step, 1)
         if step >= ESTIMATE_AFTER_STEPS and total > step and pace > 0:

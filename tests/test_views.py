@@ -111,6 +111,18 @@ def test_between_an_epochs_last_step_and_its_test_the_line_says_it_is_testing():
     assert "testing" not in status_sentence(capped)  # a server's step cap is not an epoch's end
 
 
+def test_after_the_last_epochs_test_the_line_says_the_model_is_being_saved():
+    # The walk saw "(running)" and "step 469 of 469" for a few seconds after the last test, as if nothing happened.
+    saving = dict(job("running", step=469, total=469, seconds=20.0, planned=1, epochs_done=[0.991]),
+                  steps_per_epoch=469, epoch=1)
+    assert status_sentence(saving) == "Running: epoch 1 of 1, step 469 of 469, 20 s of training; saving the model"
+    middle = dict(job("running", step=469, total=938, seconds=21.0, planned=2, epochs_done=[0.97]),
+                  steps_per_epoch=469, epoch=1)
+    assert "saving" not in status_sentence(middle)  # an epoch's model is saved too, but the run goes on
+    capped = dict(job("running", step=100, total=100, seconds=5.0, planned=2), steps_per_epoch=469)
+    assert "saving" not in status_sentence(capped)  # stopped at a cap before its epochs: no test, no "saving"
+
+
 def test_the_epoch_axis_lines_up_runs_of_different_batch_sizes():
     fast, article = steps_per_epoch(64), steps_per_epoch(128)
     assert (fast, article) == (938, 469)  # ceil(60,000 / 64), ceil(60,000 / 128)
