@@ -248,8 +248,8 @@ def layer_health() -> None:
 
 HISTORY_COLUMNS = ("run", "accuracy", "epochs", "time", "status", "preset", "network", "dataset")
 # Pixels for the longest words a column holds, whole: "no epoch yet", "the article's first block alone",
-# "Fashion-MNIST" (the walk saw "no epoch ye", "the article's", "Fashion-MN"); the rest fit "small".
-HISTORY_WIDTHS = {"accuracy": 100, "network": 230, "dataset": 115}
+# "Fashion-MNIST", "fast, changed" (the walk saw "no epoch ye", "the article's", "Fashion-MN"); the rest fit "small".
+HISTORY_WIDTHS = {"accuracy": 100, "preset": 115, "network": 230, "dataset": 115}
 HISTORY_HELP = {"preset": "The preset the run started from. \"changed\": its batch, learning rate or another setting "
                           "is not the preset's today (epochs, seed, network and dataset do not count)."}
 
