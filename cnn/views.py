@@ -540,10 +540,10 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
              for metric in ("training loss", "batch accuracy")]
     evals = eval_rows(job.get("evals") or [], job["name"], per_epoch)
     every = job["config"].get("eval_every") or 0
-    items.append(chart_or_sentence(
-        "test accuracy", evals, lambda values: accuracy_chart(values, scale),
-        f"No test yet: the first comes at step {every:,}." if every else "No test yet: the first comes at the end of "
-        "the first epoch."))
+    first = f"step {every:,}" if every else "the end of the first epoch"
+    no_test = (f"No test yet: the first comes at {first}." if job.get("status", "running") in ACTIVE_STATES
+               else f"No test: the run ended before its first, due at {first}.")
+    items.append(chart_or_sentence("test accuracy", evals, lambda values: accuracy_chart(values, scale), no_test))
     items.append(chart_or_sentence(
         "images per second", [r for r in rows if r["metric"] == "images/s"],
         lambda values: line_chart(values, "value", "images per second", scale, y_title="images/s"), waiting))

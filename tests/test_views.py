@@ -149,6 +149,19 @@ def test_the_test_accuracy_charts_subtitle_names_only_what_it_draws():
     assert subtitle([dict(quick, n=256), dict(full, n=2000)]) == "line: 256 images, dots: all 2,000"  # another set
 
 
+def test_a_run_that_ended_before_its_first_test_does_not_promise_one():
+    def sentence(status, **config):
+        watched = dict(job(status, step=28, total=469, planned=1, **config), steps=steps(28))
+        chart = next(item for item in live_charts(watched, 469, run_colors(["run"])) if item["title"] == "test accuracy")
+        return chart["sentence"]
+
+    assert sentence("running") == "No test yet: the first comes at step 100."
+    assert sentence("paused") == "No test yet: the first comes at step 100."
+    # The walk stopped a run at step 28 and read "the first comes at step 100", as if one were still coming.
+    assert sentence("stopped") == "No test: the run ended before its first, due at step 100."
+    assert sentence("failed", eval_every=0) == "No test: the run ended before its first, due at the end of the first epoch."
+
+
 def _colour_scales(spec: dict) -> list[dict]:
     layers = spec.get("layer", [spec])
     return [layer["encoding"]["color"] for layer in layers]
