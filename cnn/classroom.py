@@ -298,14 +298,14 @@ def run_actions(status: str) -> tuple[str, ...]:
 
 
 def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[dict]]:
-    """(active, ended): the job views the Teacher page lists, each with who started it ("session 3f2a", or "you"
-    for the session tag me).
+    """(active, ended): the job views the Teacher page lists, each with who started it ("session 3f2a", "the
+    teacher" for another teacher's session, or "you" for the session tag me).
 
     active: queued, running and paused runs, oldest first (the queue's order), with the buttons each one gets;
     ended: {"run", "network", "dataset", "started by", "status", "accuracy", "note"} rows of text, newest first.
     """
     def by(job: dict) -> str:
-        return "you" if me is not None and job["started_by"] == me else job["started_by"]
+        return "you" if me is not None and job.get("session", job["started_by"]) == me else job["started_by"]
 
     def trained(job: dict) -> dict:
         network, dataset = config_model(job.get("config"))

@@ -264,6 +264,7 @@ class Job:
     test_accuracy: float | None = None
     save_errors: list[str] = field(default_factory=list)
     stopped_by_teacher: bool = False  # the teacher stopped another session's run: the run says so when it ends
+    by_teacher: bool = False  # started from the teacher's session: students read "Started by the teacher"
     control: TrainControl = field(default_factory=TrainControl, repr=False)
     health: "HealthMonitor | None" = field(default=None, repr=False)  # layer health, written under the manager's lock
 
@@ -274,7 +275,8 @@ class Job:
         a listing of every job, polled every second by every session, does not need them.
         """
         view = {
-            "id": self.id, "name": self.name, "owner": self.owner, "started_by": session_tag(self.owner),
+            "id": self.id, "name": self.name, "owner": self.owner, "session": session_tag(self.owner),
+            "started_by": "the teacher" if self.by_teacher else session_tag(self.owner), "by_teacher": self.by_teacher,
             "preset": self.config.name,
             "config": self.config.to_dict(), "folder": str(self.folder), "status": self.status,
             "error": self.error, "created": self.created, "started": self.started, "ended": self.ended,
@@ -406,7 +408,7 @@ class JobManager:
             if not claim_run_name(self.runs_dir, name, address):  # queued or training on another replica
                 raise ValueError(f"A run called {name!r} already exists: choose another name.")
             job = Job(id=next(self._ids), name=name, owner=owner, browser=browser, address=address, config=config,
-                      folder=folder)
+                      folder=folder, by_teacher=teacher)
             self._jobs[job.id] = job
         self._start_queued()
         return job.id

@@ -58,6 +58,8 @@ def watch_only_sentence(job: dict) -> str:
     an ended run has nothing to pause or stop."""
     who = job.get("started_by") or "another session"
     if job.get("status") in ACTIVE_STATES:
+        if job.get("by_teacher"):
+            return "Started by the teacher: you can watch it; only the teacher can pause or stop it."
         return f"Started by {who}: you can watch it; only that session or the teacher can pause or stop it."
     return f"Started by {who}."
 

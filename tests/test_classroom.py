@@ -208,6 +208,10 @@ def test_run_rows_split_active_and_ended_with_the_teachers_buttons():
     assert [(j["id"], j["actions"]) for j in active] == [(1, ("Pause", "Stop")), (2, ("Resume", "Stop")),
                                                         (4, ("Stop",))]
     assert [j["started_by"] for j in active] == ["session 0001", "you", "session 0004"]  # the teacher's own: "you"
+    teachers = {"id": 6, "name": "run-6", "status": "running", "started_by": "the teacher", "session": "session 0006",
+                "test_accuracy": None, "error": ""}
+    assert run_rows([teachers], me="session 0006")[0][0]["started_by"] == "you"  # by its session's tag
+    assert run_rows([teachers], me="session 0002")[0][0]["started_by"] == "the teacher"  # a second teacher's tab
     # Text a table shows as it is: no "None" for a run stopped before its first epoch.
     # Each ended run says what it trained (a job view from before issue 12 has no config: the article's CNN on MNIST).
     assert ended == [{"run": "run-5", "network": "an MLP", "dataset": "Fashion-MNIST", "started by": "session 0005",

@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from cnn.config import ARTICLE
+from cnn.config import ARTICLE, FAST
 from cnn import jobs
 from cnn.jobs import SESSION_ENDED, Job, JobListener, JobManager, ThinnedHistory
 from cnn.runs import list_runs
@@ -431,12 +431,26 @@ def test_clear_queue_drops_only_the_queued_runs(manager):
     assert manager.clear_queue() == 0
 
 
+STUDENTS = FAST.replace(batch_size=16)  # what a class server lets a student start (one FAST epoch of the tiny set)
+
+
 def test_job_views_say_which_session_started_a_run_without_its_owner_id(manager):
-    ids = [manager.submit(CONFIG.replace(epochs=1), f"run-{owner}", owner=owner) for owner in ("a" * 32, "b" * 32)]
+    ids = [manager.submit(STUDENTS, f"run-{owner}", owner=owner, teacher=False) for owner in ("a" * 32, "b" * 32)]
     tags = [manager.snapshot(job_id)["started_by"] for job_id in ids]
     assert all(tag.startswith("session ") and len(tag) == len("session 3f2a") for tag in tags)
     assert tags[0] != tags[1] and "a" * 8 not in tags[0]
     assert tags[0] == manager.snapshot(ids[0])["started_by"]  # the same session keeps its tag
+    assert [manager.snapshot(job_id)["session"] for job_id in ids] == tags
+
+
+def test_a_run_the_teacher_started_says_so_and_keeps_its_sessions_tag(manager):
+    student = manager.submit(STUDENTS, "students", owner="s" * 32, teacher=False)
+    teacher = manager.submit(CONFIG.replace(epochs=1), "teachers", owner="t" * 32, teacher=True)
+    views = {job_id: manager.snapshot(job_id) for job_id in (student, teacher)}
+    # The walk's student read "Started by session 108a" under the teacher's run, with nothing saying whose it was.
+    assert views[teacher]["started_by"] == "the teacher" and views[teacher]["by_teacher"] is True
+    assert views[teacher]["session"].startswith("session ")  # the Teacher page still says "you" by it
+    assert views[student]["started_by"] == views[student]["session"] and views[student]["by_teacher"] is False
 
 
 def test_trainings_run_ten_nice_levels_below_the_server(tmp_path, monkeypatch):

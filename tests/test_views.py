@@ -390,6 +390,10 @@ def test_a_watcher_is_told_about_pausing_only_while_the_run_is_live():
     for status in ("finished", "stopped", "failed"):  # the walk saw the pause sentence under a finished run
         assert watch_only_sentence({"status": status, "started_by": "session 49e5"}) == "Started by session 49e5."
     assert watch_only_sentence({"status": "finished"}) == "Started by another session."
+    teachers = {"status": "running", "started_by": "the teacher", "by_teacher": True}
+    assert watch_only_sentence(teachers) == \
+        "Started by the teacher: you can watch it; only the teacher can pause or stop it."
+    assert watch_only_sentence(dict(teachers, status="finished")) == "Started by the teacher."
 
 
 def test_homes_words_read_the_presets_numbers(monkeypatch):
