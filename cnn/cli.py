@@ -168,6 +168,7 @@ def cmd_train(args) -> int:
     from .runs import MODEL_FILE, RunRecorder
     from .model import network_spec
     from .train import TrainControl, pick_device, run_precision, train
+    from .views import plural
 
     try:
         config = preset(args.preset or presets_for(args.network or "cnn")[0])
@@ -189,7 +190,7 @@ def cmd_train(args) -> int:
     precision = run_precision(config, device)
     fallback = " (bf16 is not native here)" if precision != config.precision else ""
     print(f"Training {network_spec(config.architecture).title} on {data.spec.title} with the {config.name} recipe, "
-          f"on {device} in {precision}{fallback} for {config.epochs} epoch(s), batch {config.batch_size}, "
+          f"on {device} in {precision}{fallback} for {plural(config.epochs, 'epoch')}, batch {config.batch_size}, "
           f"seed {config.seed}; writing {folder}")
     advice = gpu_advice(config, device)
     if advice:
@@ -219,9 +220,9 @@ def cmd_train(args) -> int:
     for problem in recorder.save_errors:
         print(f"warning: {problem}", file=sys.stderr)
     part = config.images_per_epoch(len(data.train_images))
-    epochs = (f"{result.epochs_completed} full epoch(s)" if part == len(data.train_images)
-              else f"{result.epochs_completed} epoch(s) of {part:,} images")  # FAST's: a random part of the set
-    print(f"Done: {result.steps} steps, {epochs}, {result.wall_seconds:.1f} s of training; test accuracy "
+    epochs = (plural(result.epochs_completed, "full epoch") if part == len(data.train_images)
+              else f"{plural(result.epochs_completed, 'epoch')} of {part:,} images")  # FAST's: a random part of the set
+    print(f"Done: {plural(result.steps, 'step')}, {epochs}, {result.wall_seconds:.1f} s of training; test accuracy "
           f"{100 * card.get('accuracy', float('nan')):.2f}% ({len(data.test_images):,} images). "
           f"Checkpoint: {folder / MODEL_FILE}")
     return 0

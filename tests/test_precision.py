@@ -112,7 +112,11 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     card = json.loads((tmp_path / "p" / "model.json").read_text())
     assert main(["train", "--preset", "fast", "--epoch-images", "64", "--out", "q"]) == 0  # 64 of 512: one step
     printed = capsys.readouterr().out
-    assert "Done: 1 steps, 1 epoch(s) of 64 images, " in printed  # not "1 full epoch"
+    assert "Done: 1 step, 1 epoch of 64 images, " in printed  # not "1 full epoch"
+    assert main(["train", "--preset", "fast", "--epoch-images", "0", "--epochs", "2", "--max-steps", "40",
+                 "--out", "r"]) == 0  # all 512 tiny images at FAST's batch 64: 8 steps an epoch
+    printed = capsys.readouterr().out
+    assert "for 2 epochs, batch 64" in printed and "Done: 16 steps, 2 full epochs, " in printed
     quick = json.loads((tmp_path / "q" / "model.json").read_text())
     assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
     assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (1.0, 1.0)  # FAST's own: no dropout
