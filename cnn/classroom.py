@@ -314,7 +314,7 @@ def run_rows(jobs: list[dict], me: str | None = None) -> tuple[list[dict], list[
     active = [dict(job, actions=run_actions(job["status"]), started_by=by(job))
               for job in sorted(jobs, key=lambda job: job["id"]) if job["status"] in ACTIVE_STATES]
     ended = [{"run": job["name"], **trained(job), "started by": by(job), "status": job["status"],
-              "accuracy": accuracy_text(job["test_accuracy"]), "note": job["error"] or ""}
+              "accuracy": accuracy_text(job["test_accuracy"], job["status"]), "note": job["error"] or ""}
              for job in sorted(jobs, key=lambda job: job["id"], reverse=True) if job["status"] not in ACTIVE_STATES]
     return active, ended
 

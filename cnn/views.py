@@ -48,9 +48,12 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
 
-def accuracy_text(accuracy: float | None) -> str:
-    """A run's test accuracy for a table: "99.09%", or what stands for none ("no epoch yet")."""
-    return percent(accuracy) if isinstance(accuracy, (int, float)) else "no epoch yet"
+def accuracy_text(accuracy: float | None, status: str | None = None) -> str:
+    """A run's test accuracy for a table: "99.09%", or what stands for none: "no epoch yet" for a run that may still
+    finish one, "no epoch" for one that ended (status stopped, failed, interrupted) before its first."""
+    if isinstance(accuracy, (int, float)):
+        return percent(accuracy)
+    return "no epoch yet" if status is None or status in ACTIVE_STATES else "no epoch"
 
 
 def watch_only_sentence(job: dict) -> str:
@@ -426,7 +429,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         network, dataset = config_model(job.get("config"))
         rows.append({"run": job["name"], "network": network_title(network), "dataset": dataset_title(dataset),
                      "preset": preset_label(job.get("config")), "status": job["status"],
-                     "accuracy": accuracy_text(job["test_accuracy"]), "epochs": len(job["epochs"]),
+                     "accuracy": accuracy_text(job["test_accuracy"], job["status"]), "epochs": len(job["epochs"]),
                      "time": format_seconds(job["elapsed_seconds"]) if job["started"] else "-",
                      "has_model": bool(job["epochs"])})
     for run in runs:
@@ -441,7 +444,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         rows.append({"run": run.name, "network": network_title(network) if known else "?",
                      "dataset": dataset_title(dataset) if known else "?",
                      "preset": card_preset(card), "status": status,
-                     "accuracy": accuracy_text(card.get("accuracy")), "epochs": card.get("epochs") or 0,
+                     "accuracy": accuracy_text(card.get("accuracy"), status), "epochs": card.get("epochs") or 0,
                      "time": format_seconds(card.get("wall_seconds")),
                      "has_model": run.checkpoint is not None and run.card is not None})
     return rows
@@ -532,7 +535,9 @@ def chart_or_sentence(title: str, values: list[dict], make, sentence: str) -> di
 def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
     """The watched run's four charts (loss, batch accuracy, test accuracy, images/s), as chart_or_sentence items."""
     rows = live_step_rows(job.get("steps") or [], job["name"], per_epoch=per_epoch)
-    waiting = "No training step yet: the chart starts with the first step."
+    ended = job.get("status", "running") not in ACTIVE_STATES
+    waiting = ("No training step: the run ended before its first." if ended
+               else "No training step yet: the chart starts with the first step.")
     items = [chart_or_sentence(f"{metric} (smoothed)", [r for r in rows if r["metric"] == metric],
                                lambda values, m=metric: line_chart(
                                    values, "value", f"{m} (smoothed)", scale, y_title=m,
@@ -543,8 +548,8 @@ def live_charts(job: dict, per_epoch: int, scale: dict) -> list[dict]:
     evals = eval_rows(job.get("evals") or [], job["name"], per_epoch)
     every = job["config"].get("eval_every") or 0
     first = f"step {every:,}" if every else "the end of the first epoch"
-    no_test = (f"No test yet: the first comes at {first}." if job.get("status", "running") in ACTIVE_STATES
-               else f"No test: the run ended before its first, due at {first}.")
+    no_test = (f"No test: the run ended before its first, due at {first}." if ended
+               else f"No test yet: the first comes at {first}.")
     items.append(chart_or_sentence("test accuracy", evals, lambda values: accuracy_chart(values, scale), no_test))
     items.append(chart_or_sentence(
         "images per second", [r for r in rows if r["metric"] == "images/s"],

@@ -12,7 +12,6 @@ of 18); it was the "typed value lost" that CI runs showed in ~1 of 4 full suites
 """
 from __future__ import annotations
 
-import secrets
 
 import streamlit as st
 
@@ -21,7 +20,7 @@ from cnn.config import PRESETS, presets_for
 from cnn.data import DATASETS
 from cnn.model import NETWORKS
 from cnn.runs import run_name_stem
-from pages.shared import kept
+from pages.shared import kept, my_session_tag
 
 
 FORM_MAX_EPOCHS = 50  # the Epochs field's limit; the class's rules and the server's step cap are checked at Start
@@ -32,12 +31,12 @@ FORM_FIELDS = {"epochs": "epochs", "batch": "batch_size", "lr": "learning_rate",
 
 
 def default_run_name() -> str:
-    """A fresh name for this session's next run: what it trains (run_name_stem: "fast", "fashion-mlp-fast"), a tag
-    of this session, how many it started (+1).
+    """A fresh name for this session's next run: what it trains (run_name_stem: "fast", "fashion-mlp-fast"), this
+    session's tag (the 4 hex digits the Teacher page shows as "session 3f2a"), how many it started (+1).
 
     Computed from this session alone, so another session starting a run changes nothing here.
     """
-    tag = st.session_state.setdefault("run_tag", secrets.token_hex(2))
+    tag = my_session_tag().split()[-1]  # the walk's teacher read "fast-5baf-1 ... started by session 1c5d"
     stem = run_name_stem(*(st.session_state[kept(k)] for k in ("preset", "network", "dataset")))
     return f"{stem}-{tag}-{st.session_state.get('runs_started', 0) + 1}"
 

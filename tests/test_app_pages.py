@@ -138,6 +138,20 @@ def test_train_page_starts_a_run_in_the_background(app):
 
 
 @pytest.mark.mnist
+def test_a_default_run_name_carries_the_session_tag_the_teacher_page_shows(app):
+    from cnn.sessions import session_tag
+    from pages.shared import job_manager
+
+    app.switch_page("pages/train.py").run()
+    tag = session_tag(app.session_state["owner"])  # "session 3f2a", by the Teacher page's run and in job views
+    assert re.fullmatch(r"session [0-9a-f]{4}", tag)
+    assert app.text_input(key="kept.run_name").value == f"article-{tag.split()[-1]}-1"
+    app.button[0].click().run()  # Start
+    started = next(job for job in job_manager().jobs() if job["name"] == f"article-{tag.split()[-1]}-1")
+    assert started["session"] == tag
+    assert app.text_input(key="kept.run_name").value == f"article-{tag.split()[-1]}-2"  # the next default
+
+
 def test_run_name_is_kept_when_another_session_starts_a_run(app):
     from cnn.config import SOFTMAX
     from pages.shared import job_manager

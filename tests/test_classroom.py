@@ -217,7 +217,7 @@ def test_run_rows_split_active_and_ended_with_the_teachers_buttons():
     assert ended == [{"run": "run-5", "network": "an MLP", "dataset": "Fashion-MNIST", "started by": "session 0005",
                       "status": "finished", "accuracy": "99.09%", "note": ""},
                      {"run": "run-3", "network": "the article's CNN", "dataset": "MNIST", "started by": "session 0003",
-                      "status": "stopped", "accuracy": "no epoch yet", "note": "Stopped by the teacher."}]
+                      "status": "stopped", "accuracy": "no epoch", "note": "Stopped by the teacher."}]
 
 
 def test_class_model_choices_are_ended_runs_with_a_model(tmp_path):

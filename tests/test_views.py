@@ -149,6 +149,21 @@ def test_the_test_accuracy_charts_subtitle_names_only_what_it_draws():
     assert subtitle([dict(quick, n=256), dict(full, n=2000)]) == "line: 256 images, dots: all 2,000"  # another set
 
 
+def test_a_run_that_ended_before_its_first_step_or_epoch_does_not_promise_one():
+    from cnn.views import accuracy_text
+
+    stopped = dict(job("stopped", step=0, total=0, planned=1), steps=[])
+    sentences = [item["sentence"] for item in live_charts(stopped, 469, run_colors(["run"])) if "sentence" in item]
+    # The walk read "No training step yet" three times under a run stopped at step 0.
+    assert sentences.count("No training step: the run ended before its first.") == 3
+    assert not any("yet" in sentence for sentence in sentences)
+    running = dict(job("running", step=0, total=0, planned=1), steps=[])
+    assert all("yet" in item["sentence"] for item in live_charts(running, 469, run_colors(["run"])))
+    assert [accuracy_text(None, status) for status in ("running", "queued", "stopped", "failed", "interrupted")] == \
+        ["no epoch yet", "no epoch yet", "no epoch", "no epoch", "no epoch"]
+    assert accuracy_text(0.99094, "stopped") == "99.09%" and accuracy_text(None) == "no epoch yet"
+
+
 def test_a_run_that_ended_before_its_first_test_does_not_promise_one():
     def sentence(status, **config):
         watched = dict(job(status, step=28, total=469, planned=1, **config), steps=steps(28))
