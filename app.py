@@ -1,11 +1,22 @@
 """The CNN classroom: the Streamlit entry point. It sets up the server once and routes; pages live in pages/."""
-import streamlit as st
-from PIL import Image
+import sys
 
-from cnn.views import app_icon
-from pages.shared import app_pages, claim_teacher, server_startup
+import streamlit as st
+
+starting = None
+if "torch" not in sys.modules:  # this server's first run: PyTorch and the engine take ~5 s to load, once
+    st.set_page_config(page_title="CNN classroom", layout="wide")
+    starting = st.empty()  # a fresh server's first visitor saw a white page for 6-7 s
+    starting.info("Starting the CNN classroom: loading PyTorch and the network, a few seconds, once per server.")
+
+from PIL import Image  # noqa: E402 (after the sentence above, on purpose)
+
+from cnn.views import app_icon  # noqa: E402
+from pages.shared import app_pages, claim_teacher, server_startup  # noqa: E402
 
 st.set_page_config(page_title="CNN classroom", page_icon=Image.fromarray(app_icon()), layout="wide")  # drawn here: nothing fetched
+if starting is not None:
+    starting.empty()  # loaded
 
 try:
     server_startup()  # once per server: read the CNN_* caps, set torch's threads (before any page trains or predicts)

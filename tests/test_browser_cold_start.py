@@ -1,4 +1,5 @@
-"""A freshly started server whose first page request is /draw shows the Draw page with the app's own navigation.
+"""A freshly started server: its first visitor reads that it is starting, then sees the app's own menu and never a
+menu of the files in pages/; a first request for /draw shows the Draw page with the app's own navigation.
 
 Streamlit treats a folder named pages/ as old-style pages until app.py has called st.navigation once; a first
 request for a page's URL after a restart used to run the page alone, with the file names as the menu. The shared
@@ -24,10 +25,13 @@ def cold_app_url(tmp_path):
 
 # Records the text of every menu link the page ever shows, from before its first script: Streamlit's own menu of
 # the files in pages/ showed for ~4 s on a fresh server, until app.py's st.navigation replaced it.
-MENU_SEEN_JS = """window.menuSeen = new Set();
-new MutationObserver(() => document.querySelectorAll('[data-testid=stSidebarNavLink]')
-  .forEach(link => window.menuSeen.add(link.innerText.trim())))
-  .observe(document, {subtree: true, childList: true, characterData: true});"""
+# It also records the alerts the page showed (a fresh server's first run says it is starting while PyTorch loads).
+MENU_SEEN_JS = """window.menuSeen = new Set(); window.alertsSeen = new Set();
+new MutationObserver(() => {
+  document.querySelectorAll('[data-testid=stSidebarNavLink]').forEach(link => window.menuSeen.add(link.innerText.trim()));
+  document.querySelectorAll('[data-testid=stAlert]').forEach(alert => window.alertsSeen.add(alert.innerText.trim()));
+}).observe(document, {subtree: true, childList: true, characterData: true});"""
+STARTING = "Starting the CNN classroom: loading PyTorch and the network, a few seconds, once per server."
 
 
 def menu_seen(page: Page) -> set[str]:
@@ -46,6 +50,19 @@ def test_a_cold_first_request_to_draw_shows_the_draw_page_with_the_apps_navigati
     expect(labels).to_have_text([*PAGES, "Teacher"], timeout=60_000)
     assert menu_seen(page) == {*PAGES, "Teacher"}  # never "shared", "train form", ... not even at first
     expect(page).to_have_url(cold_app_url + "/draw")
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    assert errors == []
+
+
+def test_a_fresh_servers_first_visitor_reads_that_it_is_starting_then_the_home_page(page: Page, cold_app_url):
+    """The first run imports PyTorch and the engine (~5 s here): the walk saw a white page for 6-7 s."""
+    errors = watch_errors(page)
+    page.add_init_script(MENU_SEEN_JS)
+    page.goto(cold_app_url)
+    expect(page.get_by_role("heading", name="The CNN classroom")).to_be_visible(timeout=120_000)
+    assert STARTING in page.evaluate("[...window.alertsSeen]")  # shown while it loaded
+    expect(page.get_by_text(STARTING)).to_have_count(0)  # and gone once it has
+    assert menu_seen(page) == {*PAGES, "Teacher"}
     expect(page.get_by_test_id("stException")).to_have_count(0)
     assert errors == []
 
