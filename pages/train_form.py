@@ -12,7 +12,6 @@ of 18); it was the "typed value lost" that CI runs showed in ~1 of 4 full suites
 """
 from __future__ import annotations
 
-
 import streamlit as st
 
 from cnn import classroom
