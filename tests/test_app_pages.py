@@ -152,6 +152,7 @@ def test_a_default_run_name_carries_the_session_tag_the_teacher_page_shows(app):
     assert app.text_input(key="kept.run_name").value == f"article-{tag.split()[-1]}-2"  # the next default
 
 
+@pytest.mark.mnist
 def test_run_name_is_kept_when_another_session_starts_a_run(app):
     from cnn.config import SOFTMAX
     from pages.shared import job_manager
