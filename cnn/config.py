@@ -198,6 +198,7 @@ def preset_label(config: dict | None) -> str:
         return name[:20]
     defaults = TrainConfig().to_dict()  # a card older than a field trained with the field's default
     recipe = {key: config.get(key, defaults[key]) for key in defaults if key not in NOT_THE_RECIPE}
+    candidates = [base, base.replace(**FAST_ON_GPU)] if name == "fast" else [base]
     same = [{key: value for key, value in candidate.to_dict().items() if key not in NOT_THE_RECIPE}
-            for candidate in (base, base.replace(**FAST_ON_GPU)) if candidate is base or name == "fast"]
+            for candidate in candidates]
     return name if recipe in same else f"{name}, changed"
