@@ -455,8 +455,9 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
 # Vega's own "tableau10": one colour per run, in the order of the runs shown, the same in every chart.
 PALETTE = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b", "#9d755d", "#ff9da6",
            "#bab0ac")
-# Axis words readable on a projector (Vega's default is 10 px).
-READABLE = {"axis": {"labelFontSize": 13, "titleFontSize": 13}, "title": {"fontSize": 15},
+# Axis words and subtitles readable on a projector (Vega's defaults are 10-11 px; the walk found the test-accuracy
+# subtitle, what its line and dots are, too small to read).
+READABLE = {"axis": {"labelFontSize": 13, "titleFontSize": 13}, "title": {"fontSize": 15, "subtitleFontSize": 13},
             "legend": {"labelFontSize": 13, "titleFontSize": 13}}
 EPOCH_AXIS = "epoch (steps / steps per epoch)"
 EPOCH_X = {"field": "epoch", "type": "quantitative", "title": EPOCH_AXIS, "axis": {"format": "~g"}}

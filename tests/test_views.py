@@ -149,6 +149,20 @@ def test_the_test_accuracy_charts_subtitle_names_only_what_it_draws():
     assert subtitle([dict(quick, n=256), dict(full, n=2000)]) == "line: 256 images, dots: all 2,000"  # another set
 
 
+
+def test_every_live_chart_with_a_subtitle_draws_it_as_large_as_its_axis_words():
+    """Vega draws a subtitle at 11 px unless told: on a projector the walk could not read the test-accuracy one."""
+    evals = [{"step": 50, "epoch": 1, "accuracy": 0.9, "n": 1000, "full": False}]
+    watched = dict(job("running", step=60, total=600, planned=1), evals=evals,
+                   steps=[{"step": i, "loss": 1.0, "batch_accuracy": 0.5, "images_per_second": 900.0} for i in range(1, 61)])
+    charts = [item["spec"] for item in live_charts(watched, 600, run_colors(["run"])) if "spec" in item]
+    with_subtitle = [spec for spec in charts if isinstance(spec.get("title"), dict) and spec["title"].get("subtitle")]
+    assert with_subtitle  # the test-accuracy chart's
+    for spec in with_subtitle:
+        config = spec["config"]
+        assert config["title"].get("subtitleFontSize", 11) >= config["axis"]["labelFontSize"] >= 13
+
+
 def test_a_run_that_ended_before_its_first_step_or_epoch_does_not_promise_one():
     from cnn.views import accuracy_text
 
