@@ -27,6 +27,6 @@ except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a
     st.stop()
 
 claim_teacher()  # ?teacher=TOKEN makes this session the teacher's; the token leaves the address bar
-st.session_state.routed_by_app = True  # pages check it: see pages/shared.py require_app_navigation
+st.session_state.routed_by_app = True  # pages check it first: pages/routing.py require_app_navigation
 st.set_option("client.showSidebarNavigation", True)  # the app's own menu (see .streamlit/config.toml)
 st.navigation(app_pages()).run()

@@ -1,6 +1,10 @@
 """Compare: finished runs side by side, and why convolution helps: accuracy on test images moved by 0-6 pixels."""
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import streamlit as st
 
 from cnn import compare
@@ -9,7 +13,7 @@ from cnn.data import DATASETS
 from cnn.runs import list_runs
 from cnn.views import READABLE, extent, markdown_table
 from pages.shared import (PERSIST, cached_checkpoint, chart_spec, checkpoint_problem, field, kept,
-                          load_data_with_progress, loaded_checkpoint, require_app_navigation)
+                          load_data_with_progress, loaded_checkpoint)
 
 SHIFT_CAPTION = (f"Each of the first {compare.SHIFT_IMAGES:,} test images is moved right, left, down and up by 0 to "
                  f"{compare.SHIFTS[-1]} pixels (what comes in at the border is black); a point is the accuracy "
@@ -140,7 +144,6 @@ def show(dataset: str, chosen: list[compare.Candidate]) -> None:
         st.caption("These runs' cards hold no per-class accuracy.")
 
 
-require_app_navigation()
 st.title("Compare")
 st.caption("The same data through different networks, side by side: softmax regression and an MLP see pixels, the "
            "convolutional networks see patterns. Move the test images a few pixels to see what convolution and "

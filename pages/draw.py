@@ -2,6 +2,10 @@
 model read it, live, and why."""
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import time
 
 import numpy as np
@@ -18,7 +22,7 @@ from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attributio
                          model_spec, names_are_numbers, overlay)
 from cnn.novelty import cached_novelty_model, checked_prediction, no_check_sentence
 from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, is_teacher, kept,
-                          note_class_settings, probability_chart, require_app_navigation, resolved_model,
+                          note_class_settings, probability_chart, resolved_model,
                           send_to_feature_maps, uploaded_digit)
 
 CANVAS = 280
@@ -339,7 +343,6 @@ def model_caption(run: str, source: str, card: dict, spec: DatasetSpec) -> str:
     return f"Read by {name}: {100 * (card.get('accuracy') or 0):.2f}% right on {test_images}."
 
 
-require_app_navigation()
 note_class_settings("draw")  # before the class model is read
 model, card, run, source = resolved_model()  # once per run: it reads the class's settings and the checkpoint
 st.title(model_spec(model).draw_prompt)

@@ -5,12 +5,16 @@ the network (adversarial examples). The model and the image are chosen as on Fea
 """
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import streamlit as st
 
 from cnn.views import card_model, experiment_subject
 from pages import experiments_fool, experiments_surgery, experiments_transform
 from pages.picking import looking
-from pages.shared import PERSIST, kept, require_app_navigation, resolved_model
+from pages.shared import PERSIST, kept, resolved_model
 
 VIEWS = {"surgery": "Filter surgery", "transform": "Transform the image", "fool": "Fool the network"}
 SHOW = {"surgery": experiments_surgery.show, "transform": experiments_transform.show, "fool": experiments_fool.show}
@@ -40,5 +44,4 @@ def page() -> None:
     SHOW[view](seen)
 
 
-require_app_navigation()
 page()

@@ -5,6 +5,10 @@ on the model's dataset, with its class names.
 """
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import functools
 
 import numpy as np
@@ -20,7 +24,7 @@ from cnn.runs import read_filter_snapshots
 from cnn.views import plural
 from pages.picking import (clamped, kept_choice, kept_number, kept_select_slider, looking, show_test_image,
                            test_predictions)
-from pages.shared import PERSIST, data_holder, field, kept, probability_chart, require_app_navigation
+from pages.shared import PERSIST, data_holder, field, kept, probability_chart
 
 
 MAX_THUMBNAILS = 20  # images of one confusion cell shown at once
@@ -286,5 +290,4 @@ def page() -> None:
     show_confusion(model, spec, seen.kept_at, seen.version)
 
 
-require_app_navigation()
 page()

@@ -1,10 +1,14 @@
 """Home: what the app teaches, the network layer by layer, and the active model."""
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import streamlit as st
 
 from cnn.model import layer_table
 from cnn.views import (active_model_words, card_model, card_epoch_images, format_seconds, glossary, markdown_table,
                        percent, plural, shape_story)
-from pages.shared import is_teacher, load_data_with_progress, require_app_navigation, resolved_model
+from pages.shared import is_teacher, load_data_with_progress, resolved_model
 
 def model_facts(card: dict, run: str, source: str, words: dict) -> None:
     """The model the pages use: its name and what it is in words (it may be long), then short numbers for a projector."""
@@ -51,5 +55,4 @@ def page() -> None:
     load_data_with_progress(model.dataset)
 
 
-require_app_navigation()
 page()

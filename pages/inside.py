@@ -4,11 +4,15 @@ and the image, as Feature maps does (they share the choice), then shows the view
 """
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import streamlit as st
 
 from pages import inside_glance, inside_map, inside_wants
 from pages.picking import kept_choice, looking
-from pages.shared import PERSIST, require_app_navigation
+from pages.shared import PERSIST
 
 # Only the chosen view runs: a unit's visualisation or a projection costs seconds the others need not wait for.
 VIEWS = {"glance": "The network at a glance", "wants": "What a unit wants to see", "map": "The hidden layer's map"}
@@ -26,5 +30,4 @@ def page() -> None:
     SHOW[view if view in SHOW else views[0]](seen)
 
 
-require_app_navigation()
 page()

@@ -19,25 +19,12 @@ from cnn.classroom import ClassSettings, read_class_settings
 from cnn.sessions import SessionRegistry, browser_key_from, session_tag
 from cnn.settings import ServerSettings, configure_threads, server_settings
 from pages.media import keep_replaced_media
-
-# The app's pages, in menu order: app.py routes them, require_app_navigation() names them on a cold request.
-# No page icons: a :material/...: icon makes Streamlit fetch the browser tab's icon from a font server (an error in
-# an offline classroom), and an emoji shows as an empty box where the machine has no emoji font (Debian's Chromium
-# without fonts-noto-color-emoji). The tab keeps app.py's icon, drawn by the app.
-PAGE_FILES = (("pages/home.py", "Home"), ("pages/train.py", "Train"), ("pages/draw.py", "Draw"),
-              ("pages/features.py", "Feature maps"), ("pages/inside.py", "Inside the network"),
-              ("pages/experiments.py", "Experiments"), ("pages/compare.py", "Compare"))
-# The teacher's page is always routed (a student who opens /teacher gets our sentence, not Streamlit's "page not
-# found"), but listed in the menu only for the teacher.
-TEACHER_PAGE = ("pages/teacher.py", "Teacher")
+from pages.routing import page_list
 
 
 def app_pages() -> list:
-    """The st.Page list of the app (Home first and default; the Teacher page in the menu for the teacher only)."""
-    pages = [st.Page(path, title=title, default=index == 0) for index, (path, title) in enumerate(PAGE_FILES)]
-    path, title = TEACHER_PAGE
-    pages.append(st.Page(path, title=title, visibility="visible" if is_teacher() else "hidden"))
-    return pages
+    """The st.Page list of the app for this session (pages/routing.py's, the Teacher page listed for the teacher)."""
+    return page_list(is_teacher())
 
 
 @st.cache_resource
@@ -427,21 +414,6 @@ PERSIST = "session"
 def kept(name: str) -> str:
     """The widget key for a choice that survives page switches (pass persist_state=PERSIST with it)."""
     return KEPT + name
-
-
-def require_app_navigation() -> None:
-    """Send a visitor who opened a page's URL before app.py ever ran back through app.py.
-
-    Streamlit treats a folder named pages/ as old-style pages until some run calls st.navigation
-    (its documented switch: "the pages/ directory is ignored" from then on); a first request for
-    /draw after a restart would run the page alone, with file names as menu and no app set-up.
-    So a page that finds it was not routed by app.py calls st.navigation itself, with the app's own
-    pages, and reruns: now app.py runs, routes, and shows the page that was asked for. Public API
-    only (no PagesManager); tests/test_app_pages.py checks a cold request for /draw.
-    """
-    if not st.session_state.get("routed_by_app"):
-        st.navigation(app_pages(), position="hidden")
-        st.rerun()
 
 
 def uploaded_digit(label: str, key: str | None = None, spec=None) -> tuple[dict, str] | None:

@@ -4,6 +4,10 @@ Listed in the menu for the teacher only; a student who opens /teacher gets a sen
 """
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import streamlit as st
 
 from cnn import classroom
@@ -13,7 +17,7 @@ from cnn.config import PRESETS, preset_label
 from cnn.runs import list_runs
 from cnn.views import config_model, model_note, plural, progress_summary, run_choice_labels
 from pages.shared import (class_settings, is_teacher, job_manager, loaded_checkpoint, my_session_tag, owner_id,
-                          require_app_navigation, show_pending_toast, toast_after_rerun)
+                          show_pending_toast, toast_after_rerun)
 
 THUMBNAILS_SHOWN = 40  # per digit: the class set may hold thousands
 PRESET_NAMES = {"article": "ARTICLE", "fast": "FAST", "softmax": "Softmax"}  # short: they sit in a 1024 px form
@@ -156,7 +160,6 @@ TEACHER_HOW = ("Teacher? Open this app's address with `?teacher=` and your token
                "or closed.")
 
 
-require_app_navigation()
 st.title("Teacher")
 show_pending_toast()
 if not is_teacher():

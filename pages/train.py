@@ -1,6 +1,10 @@
 """Train: start a run in the background, watch it live, compare runs, pick the active model."""
 from __future__ import annotations
 
+from pages.routing import require_app_navigation
+
+require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
+
 import json
 
 import streamlit as st
@@ -20,7 +24,7 @@ from cnn.views import (ACTIVE_STATES, capitalised, card_model, card_steps_per_ep
                        shown_runs, smoothing_note, steps_per_epoch, watch_only_sentence)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
-                          note_class_settings, owner_id, require_app_navigation, set_active_run)
+                          note_class_settings, owner_id, set_active_run)
 from pages.train_form import FORM_MAX_EPOCHS, form_defaults, form_is_behind, given_run_name
 
 PRESET_LABELS = {"article": "ARTICLE (the tutorial)", "fast": "FAST (Adam, one cycle)", "softmax": "Softmax baseline"}
@@ -344,7 +348,6 @@ def filter_replay(run: str) -> None:
              width="content")  # its own 306 px, never wider than the column: 420 px made a phone's page 436 px wide
 
 
-require_app_navigation()
 st.title("Train")
 st.caption("Training runs in the background on the server: switch pages and come back, the charts keep growing.")
 start_form()

@@ -6,6 +6,8 @@ import ast
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -355,6 +357,25 @@ def test_a_cold_first_request_for_a_page_goes_through_app_py(app):
     assert not app.exception
     assert app.session_state["routed_by_app"] is True  # app.py ran: only it sets this
     assert [t.value for t in app.title] == ["Draw a digit"]  # and it showed the page that was asked for
+
+
+def test_every_page_reroutes_a_cold_request_before_it_imports_pytorch():
+    """A cold request for /draw ran the page's imports (PyTorch, ~5 s) before it was rerouted through app.py, which
+    says that the server is starting: the visitor saw a white page meanwhile (walk). Each routed page now calls
+    pages.routing's guard first, and that module loads nothing heavy."""
+    from pages.routing import PAGE_FILES, TEACHER_PAGE
+
+    for path, _title in (*PAGE_FILES, TEACHER_PAGE):
+        body = ast.parse((ROOT / path).read_text()).body
+        first = next(i for i, node in enumerate(body) if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                     and getattr(node.value.func, "id", None) == "require_app_navigation")
+        before = {node.module for node in body[:first] if isinstance(node, ast.ImportFrom)}
+        before |= {alias.name for node in body[:first] if isinstance(node, ast.Import) for alias in node.names}
+        assert before <= {"__future__", "pages.routing"}, (path, before)
+    loaded = subprocess.run([sys.executable, "-c", "import sys, pages.routing; print(sorted(m for m in sys.modules "
+                             "if m.split('.')[0] in ('torch', 'cnn', 'numpy', 'PIL', 'matplotlib')))"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
 
 
 def imported_modules(path) -> set[str]:

@@ -1,5 +1,6 @@
 """A freshly started server: its first visitor reads that it is starting, then sees the app's own menu and never a
-menu of the files in pages/; a first request for /draw shows the Draw page with the app's own navigation.
+menu of the files in pages/; a first request for /draw says the same, then shows the Draw page with the app's own
+navigation.
 
 Streamlit treats a folder named pages/ as old-style pages until app.py has called st.navigation once; a first
 request for a page's URL after a restart used to run the page alone, with the file names as the menu. The shared
@@ -44,6 +45,9 @@ def test_a_cold_first_request_to_draw_shows_the_draw_page_with_the_apps_navigati
     page.goto(cold_app_url + "/draw")
     expect(page.get_by_role("heading", name="Draw a digit", exact=True)).to_be_visible(timeout=120_000)
     expect(page.get_by_text("Draw a digit in the black square")).to_be_visible(timeout=60_000)
+    # Rerouted before the page's own imports: app.py said that the server was starting (a white page before).
+    assert STARTING in page.evaluate("[...window.alertsSeen]")
+    expect(page.get_by_text(STARTING)).to_have_count(0)
     # The menu is app.py's: its titles, in its order (an old-style menu lists the files: app, home, ...). On a
     # server bound to loopback with no token the one user is the teacher, so the Teacher page is listed last.
     labels = page.get_by_test_id("stSidebarNav").get_by_test_id("stSidebarNavLink").get_by_test_id("stMarkdownContainer")
