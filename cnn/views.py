@@ -330,6 +330,37 @@ def default_watch(jobs: list[dict], owner: str) -> int | None:
     return None
 
 
+def leading_job(jobs: list[dict], owner: str) -> int | None:
+    """The run a session's live view moves to by itself: its own newest run that has not ended, else the teacher's
+    newest that has not ended, else None. jobs: newest first, as JobManager.jobs().
+
+    Another student's new run is never one: a class watching the teacher's run does not jump to it."""
+    for wanted in (lambda j: j["owner"] == owner, lambda j: j.get("by_teacher")):
+        for job in jobs:
+            if wanted(job) and job["status"] in ACTIVE_STATES:
+                return job["id"]
+    return None
+
+
+def watched_job(jobs: list[dict], owner: str, current: int | None, chosen: bool) -> int | None:
+    """The run a session's live view shows now.
+
+    current: the run it showed; chosen: whether the session picked it from the list itself. A chosen run stays while
+    it is listed. Otherwise the view moves to leading_job when that run was queued after the one shown (job ids
+    grow), so a student who never chose sees the teacher's next run as soon as it is queued (it used to stay on
+    the teacher's finished one). A session with nothing listed to stay on gets leading_job, else default_watch.
+    """
+    listed = current in [job["id"] for job in jobs]
+    if listed and chosen:
+        return current
+    lead = leading_job(jobs, owner)
+    if not listed:
+        return lead if lead is not None else default_watch(jobs, owner)
+    # Only to a run queued after the one shown: a student whose own run just ended (or was stopped by the teacher)
+    # reads how it ended, and does not jump back to an older run of the teacher's.
+    return lead if lead is not None and lead > current else current
+
+
 def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE, epoch_images: int = 0) -> int:
     """Training steps in one epoch: ceil(images / batch size) (469 for ARTICLE's 128); epoch_images, when a recipe
     trains an epoch on part of the set (FAST), caps the images."""

@@ -19,9 +19,9 @@ from cnn.jobs import step_cap_sentence
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (ACTIVE_STATES, capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line,
-                       default_watch, history_rows, job_label, live_charts, model_words, network_line, network_title,
+                       history_rows, job_label, live_charts, model_words, network_line, network_title,
                        overlay_charts, progress_summary, run_choice_labels, run_colors, run_curves, run_subject,
-                       shown_runs, smoothing_note, steps_per_epoch, watch_only_sentence)
+                       shown_runs, smoothing_note, steps_per_epoch, watch_only_sentence, watched_job)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
                           note_class_settings, owner_id, set_active_run)
@@ -125,6 +125,7 @@ def start(config, name: str) -> None:
         st.error(str(exc))
         return
     st.session_state[kept("watch")] = job_id  # the live view follows the run just started
+    st.session_state.watch_chosen = False  # and then whatever watched_job follows
     st.session_state.runs_started = st.session_state.get("runs_started", 0) + 1
     given_run_name(st.session_state[kept("run_name")])  # the field moves on to the next default
     st.rerun()  # redraw the form with the next default name, the live view on the new run
@@ -175,6 +176,11 @@ def job_statuses(jobs: list[dict]) -> dict:
     return {job["id"]: job["status"] for job in jobs}
 
 
+def chose_watch() -> None:
+    """The Watch run box's callback: the session picked a run itself, and the view stays on it (watched_job)."""
+    st.session_state.watch_chosen = True
+
+
 @st.fragment(run_every=1.0)
 def live() -> None:
     manager = job_manager()
@@ -196,10 +202,14 @@ def live() -> None:
         st.info("Nothing is training on this server now. Choose a preset and press Start.")
         return
     ids = [job["id"] for job in jobs]
-    if st.session_state.get(kept("watch")) not in ids:  # nothing chosen yet, or the run left the list
-        st.session_state[kept("watch")] = default_watch(jobs, owner_id())
+    current = st.session_state.get(kept("watch"))
+    watch = watched_job(jobs, owner_id(), current, st.session_state.get("watch_chosen", False))
+    st.session_state.watch_chosen = st.session_state.get("watch_chosen", False) and watch == current
+    if watch != current:  # nothing chosen, or the chosen run left the list: follow the teacher's or one's own
+        st.session_state[kept("watch")] = watch
     labels = {job["id"]: job_label(job) for job in jobs}
-    choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=PERSIST)
+    choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=PERSIST,
+                          on_change=chose_watch)
     job = manager.snapshot(choice)  # only the watched run's history is copied
     if job is None:
         return

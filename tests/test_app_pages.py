@@ -172,6 +172,35 @@ def test_run_name_is_kept_when_another_session_starts_a_run(app):
 
 
 @pytest.mark.mnist
+def test_the_live_view_follows_the_teachers_new_run_until_the_session_picks_one(app):
+    """A class watching the teacher's run: each new run the teacher starts takes over the view, another student's
+    does not, and a run the session picked from the list itself stays (walk: the view stayed on a finished run)."""
+    from cnn.config import FAST
+    from pages.shared import job_manager
+
+    manager = job_manager()
+    fast = FAST.replace(epochs=2)  # what a student may start; ~25 s a run here, and one trains at a time
+    app.switch_page("pages/train.py").run()
+    first = manager.submit(fast, "a-student-run", "student-1", teacher=False)
+    app.run()
+    watch = app.selectbox(key="kept.watch")
+    assert watch.value == first  # nothing of its own or the teacher's: the only run there is
+    teachers = manager.submit(fast, "teachers-run", "teacher-tab", teacher=True)
+    app.run()
+    assert app.selectbox(key="kept.watch").value == teachers
+    manager.submit(fast, "another-student-run", "student-2", teacher=False)
+    app.run()
+    assert app.selectbox(key="kept.watch").value == teachers  # another student's new run does not take the view
+    app.selectbox(key="kept.watch").set_value(first).run()  # the session picks a run itself
+    assert not app.exception
+    newer = manager.submit(fast, "teachers-next-run", "teacher-tab", teacher=True)
+    assert {job["id"]: job["status"] for job in manager.jobs()}[newer] in ("queued", "running")
+    app.run()
+    assert app.selectbox(key="kept.watch").value == first  # the pick holds
+    assert not app.exception and not app.error
+
+
+@pytest.mark.mnist
 def test_opening_draw_starts_the_not_a_digit_fit_before_any_stroke(app, monkeypatch):
     """The check's ~5 s fit starts when the page is drawn, in the background, for the page's model and its data;
     it used to start at the first stroke, competing with the first answers. (The fit itself: tests/test_novelty.py.)"""

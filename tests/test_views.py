@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, live_charts, live_step_rows,
-                       overlay_charts, progress_summary, run_colors, shown_runs, smoothed_loss_floor, smoothing_note,
-                       status_sentence, step_rows, steps_per_epoch)
+from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, leading_job, live_charts,
+                       live_step_rows, overlay_charts, progress_summary, run_colors, shown_runs, smoothed_loss_floor,
+                       smoothing_note, status_sentence, step_rows, steps_per_epoch, watched_job)
 
 
 def steps(n: int) -> list[dict]:
@@ -149,7 +149,6 @@ def test_the_test_accuracy_charts_subtitle_names_only_what_it_draws():
     assert subtitle([dict(quick, n=256), dict(full, n=2000)]) == "line: 256 images, dots: all 2,000"  # another set
 
 
-
 def test_every_live_chart_with_a_subtitle_draws_it_as_large_as_its_axis_words():
     """Vega draws a subtitle at 11 px unless told: on a projector the walk could not read the test-accuracy one."""
     evals = [{"step": 50, "epoch": 1, "accuracy": 0.9, "n": 1000, "full": False}]
@@ -233,6 +232,27 @@ def test_watch_defaults_to_my_newest_run_then_a_running_one_then_the_newest_fini
     assert default_watch([others_stopped, finished], "me") == 4
     assert default_watch([others_stopped], "me") == 9  # nothing else to show
     assert default_watch([], "me") is None
+
+
+def test_a_view_nobody_chose_follows_the_sessions_own_or_the_teachers_newest_live_run():
+    teachers_old = {**job("finished", owner="teacher", job_id=4, step=469), "by_teacher": True}
+    teachers_new = {**job("queued", owner="teacher", job_id=6), "by_teacher": True}
+    students = job("running", owner="other", job_id=7, step=20)
+    mine_done = job("finished", owner="me", job_id=2, step=469)
+    mine_live = job("running", owner="me", job_id=8, step=5)
+    jobs = [students, teachers_new, teachers_old]
+    assert watched_job(jobs, "me", 4, chosen=False) == 6  # the teacher started a new run: the view moves to it
+    assert watched_job(jobs, "me", 4, chosen=True) == 4  # picked from the list: it stays
+    assert watched_job([students, teachers_old], "me", 4, chosen=False) == 4  # another student's run: no move
+    assert leading_job([students, teachers_old], "me") is None
+    assert watched_job([mine_live, *jobs], "me", 6, chosen=False) == 8  # one's own live run comes first
+    assert watched_job([students, teachers_new, mine_done], "me", 2, chosen=False) == 6
+    # One's own run just ended (the teacher stopped it): the view stays on it, not on an older teacher's run.
+    mine_stopped = job("stopped", owner="me", job_id=9, step=40)
+    assert watched_job([mine_stopped, students, teachers_new], "me", 9, chosen=False) == 9
+    assert watched_job([students, teachers_old], "me", 99, chosen=True) == 7  # the pick left the list: default_watch
+    assert watched_job([students, teachers_old], "me", None, chosen=False) == 7  # nothing shown yet: default_watch
+    assert watched_job([], "me", 4, chosen=True) is None
 
 
 def test_the_smoothed_loss_floor_is_the_lowest_cross_entropy_torch_computes():
