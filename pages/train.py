@@ -205,9 +205,13 @@ def live() -> None:
     current = st.session_state.get(kept("watch"))
     watch = watched_job(jobs, owner_id(), current, st.session_state.get("watch_chosen", False))
     st.session_state.watch_chosen = st.session_state.get("watch_chosen", False) and watch == current
-    if watch != current:  # nothing chosen, or the chosen run left the list: follow the teacher's or one's own
-        st.session_state[kept("watch")] = watch
     labels = {job["id"]: job_label(job) for job in jobs}
+    # The box's value is its label, which says the run's status: "(running)", then "(stopped)". A browser still
+    # holding the old label among new options picked the first run listed by itself, a classmate's newer run (walk).
+    # Set again whenever the label changes, the new label comes with the new options.
+    if watch != current or labels.get(watch) != st.session_state.get("watch_label"):
+        st.session_state[kept("watch")] = watch
+    st.session_state.watch_label = labels.get(watch)
     choice = st.selectbox("Watch run", ids, format_func=labels.get, key=kept("watch"), persist_state=PERSIST,
                           on_change=chose_watch)
     job = manager.snapshot(choice)  # only the watched run's history is copied

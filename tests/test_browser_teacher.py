@@ -175,3 +175,66 @@ def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chos
     expect(student.get_by_text("It's a ")).to_have_count(0, timeout=60_000)
     wait_for_no_ink(student, canvas_of(student))
     assert teacher_errors == [] and student_errors == []
+
+
+def start_fast(page: Page, name: str, epochs: int) -> None:
+    """Start FAST for epochs from the Train page, each field applied before the next (a field filled while the
+    preset's rerun was under way went back to the preset's value)."""
+    assert choose_preset(page, re.compile("FAST"))
+    field = page.get_by_label("Epochs").first
+    expect(field).to_have_value("1", timeout=60_000)  # FAST's form is in
+    for widget, value in ((field, str(epochs)), (page.get_by_label("Run name"), name)):
+        widget.fill(value)
+        widget.press("Enter")
+        expect(page.get_by_text("Press Enter to apply")).to_have_count(0, timeout=60_000)  # it reached the server
+        wait_until_idle(page)
+        expect(widget).to_have_value(value)
+    page.get_by_role("button", name="Start").click()
+
+
+# Every value the student's Watch run box ever shows, sampled on every animation frame from the page's start.
+WATCH_VALUES_JS = """window.watchValues = new Set();
+const sample = () => {
+  const box = [...document.querySelectorAll('[role=combobox]')].find(el => el.getAttribute('aria-label') === 'Watch run'
+    || (el.labels && [...el.labels].some(label => label.innerText.trim() === 'Watch run')));
+  if (box) window.watchValues.add(box.value || box.innerText);
+  requestAnimationFrame(sample);
+};
+requestAnimationFrame(sample);"""
+
+
+def test_a_student_watching_the_teachers_run_stays_on_it_when_it_ends_and_a_classmates_run_starts(browser, class_url):
+    """The box's value is its label, which changes with the run's status. When the teacher's run stopped and a
+    classmate's queued run started, the student's box moved to the classmate's run, the first listed, by itself
+    (walk). It stays on the teacher's run, which now reads "(stopped)"."""
+    teacher = browser.new_context(viewport=PROJECTOR).new_page()
+    watcher = browser.new_context(viewport=PROJECTOR).new_page()
+    classmate = browser.new_context(viewport=PROJECTOR).new_page()
+    watcher.add_init_script(WATCH_VALUES_JS)
+    errors = [open_as(teacher, f"{class_url}/?teacher={TOKEN}"), open_as(watcher, class_url), open_as(classmate, class_url)]
+    expect(teacher.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_be_visible(timeout=60_000)
+    go_to(teacher, "Train")
+    wait_until_idle(teacher)
+    start_fast(teacher, "teacher-demo", 10)  # it trains until the teacher stops it
+    expect(teacher.get_by_text(re.compile(r"Running: epoch 1 of 10, step [1-9]"))).to_be_visible(timeout=120_000)
+
+    go_to(watcher, "Train")  # a student who touches nothing: the view follows the teacher's run
+    watched = watcher.get_by_role("combobox", name="Watch run")
+    expect(watched).to_have_value("teacher-demo (running)", timeout=60_000)
+
+    go_to(classmate, "Train")
+    wait_until_idle(classmate)
+    start_fast(classmate, "classmate-run", 1)
+    expect(classmate.get_by_text(re.compile(r"Queued: #1 in line"))).to_be_visible(timeout=60_000)
+
+    wait_until_idle(teacher)
+    teacher.get_by_role("button", name="Stop").click()  # the classmate's run starts in its place
+    expect(teacher.get_by_text(re.compile(r"Stopped (after|before) "))).to_be_visible(timeout=60_000)
+    expect(watched).to_have_value("teacher-demo (stopped)", timeout=60_000)
+    # The classmate's run trains to its end meanwhile: the watcher's page runs every second all along.
+    expect(classmate.get_by_text(re.compile(r"Finished: [\d.]+% after 1 epoch"))).to_be_visible(timeout=180_000)
+    expect(watched).to_have_value("teacher-demo (stopped)")
+    seen = watcher.evaluate("[...window.watchValues]")
+    assert "teacher-demo (running)" in seen and not [value for value in seen if "classmate-run" in value], seen
+    assert errors == [[], [], []]
+
