@@ -206,9 +206,9 @@ def live() -> None:
     watch = watched_job(jobs, owner_id(), current, st.session_state.get("watch_chosen", False))
     st.session_state.watch_chosen = st.session_state.get("watch_chosen", False) and watch == current
     labels = {job["id"]: job_label(job) for job in jobs}
-    # The box's value is its label, which says the run's status: "(running)", then "(stopped)". A browser still
-    # holding the old label among new options picked the first run listed by itself, a classmate's newer run (walk).
-    # Set again whenever the label changes, the new label comes with the new options.
+    # The box's value is its label, which says the run's status: "(running)", then "(finished)". A browser keeps the
+    # old label and sends it with its next tick: no option has it, so the page fell back to its default, another
+    # run (walk; tests/test_browser_watch.py). Set again whenever the label changes, the new label goes to the box.
     if watch != current or labels.get(watch) != st.session_state.get("watch_label"):
         st.session_state[kept("watch")] = watch
     st.session_state.watch_label = labels.get(watch)

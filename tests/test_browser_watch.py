@@ -1,0 +1,90 @@
+"""Browser test: a student's Watch run box stays on the run it shows when that run ends and another starts.
+
+The box's value is its label, and the label says the run's status: "fast-3f2a-1 (running)", then "(finished)". The
+browser sent the old label with its next live tick; the server found no such option and the page fell back to its
+default, the run now training, a classmate's second run (a walk at the projector found it). pages/train.py sets the
+value again when the label changes. The test failed without that: 'fast-b79e-2 (running)' in place of
+'fast-b79e-1 (finished)'.
+
+A class server of its own: a teacher token, so neither student is the teacher, whose runs a view follows; one
+training thread, so the classmate's second run waits in line and starts when the first ends. Nothing is typed but an
+Epochs field, committed before Start: a run name typed during a live tick is what an earlier version lost. The runs
+are told apart by the names the page gave them.
+"""
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.conftest import PROJECTOR, start_app, stop_app
+from tests.test_browser_app import go_to, wait_for_next_run, wait_for_step_above, wait_until_idle
+from tests.test_browser_teacher import choose_preset, open_as
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def class_url(tmp_path_factory):
+    process, url = start_app(tmp_path_factory.mktemp("watch-server"),
+                             env={"CNN_TEACHER_TOKEN": "browser-watch-teacher-token", "CNN_TRAIN_THREADS": "1"})
+    yield url
+    stop_app(process)
+
+
+def watch_box(page: Page):
+    return page.get_by_role("combobox", name="Watch run")
+
+
+def watched_label(page: Page, status: str, timeout: float = 120_000) -> str:
+    """Wait until the Watch run box shows a run with this status ("running", "queued, #1 in line", ...); its label."""
+    expect(watch_box(page)).to_have_value(re.compile(rf" \({re.escape(status)}[,)]"), timeout=timeout)
+    return watch_box(page).input_value()
+
+
+def start_with_the_form_as_it_is(page: Page) -> None:
+    wait_until_idle(page)
+    page.get_by_role("button", name="Start").click()
+
+
+def test_a_students_watch_box_stays_on_the_classmates_run_it_showed_when_that_run_ends(browser, class_url):
+    """A student with no run of their own watches a classmate's run; the classmate has a second run waiting. When the
+    first ends, the box says so and stays on it: the bug moved it to the second ("... (running)") by itself."""
+    student = browser.new_context(viewport=PROJECTOR).new_page()
+    classmate = browser.new_context(viewport=PROJECTOR).new_page()
+    student_errors = open_as(student, class_url)
+    classmate_errors = open_as(classmate, class_url)
+
+    # The classmate: FAST for 2 epochs (~25 s alone here), long enough for a second Start to queue behind it.
+    go_to(classmate, "Train")
+    wait_until_idle(classmate)
+    assert choose_preset(classmate, re.compile("FAST"))
+    wait_until_idle(classmate)
+    epochs = classmate.get_by_label("Epochs").first
+    epochs.fill("2")
+    epochs.press("Tab")  # sent now, in a run of its own, not with the click
+    wait_until_idle(classmate)
+    expect(epochs).to_have_value("2")
+    start_with_the_form_as_it_is(classmate)
+    first = watched_label(classmate, "running").rsplit(" (", 1)[0]
+
+    # The student opens Train and is shown the run that trains; the classmate's second run waits, listed first.
+    go_to(student, "Train")
+    expect(watch_box(student)).to_have_value(f"{first} (running)", timeout=60_000)
+    start_with_the_form_as_it_is(classmate)
+    second = watched_label(classmate, "queued").rsplit(" (", 1)[0]
+    assert second != first
+
+    # The first run ends by itself: its label changes on the student's page while the options change too. The box
+    # must say so, on that run.
+    student.wait_for_function("([box, running]) => box.value !== running",
+                              arg=[watch_box(student).element_handle(), f"{first} (running)"], timeout=180_000)
+    assert watch_box(student).input_value() == f"{first} (finished)"
+
+    # The second run trains; the student's page goes on ticking and stays where it was.
+    expect(watch_box(classmate)).to_have_value(f"{second} (running)", timeout=120_000)
+    wait_for_step_above(classmate, 0)
+    for _ in range(3):
+        wait_for_next_run(student)
+    assert watch_box(student).input_value() == f"{first} (finished)"
+    expect(student.get_by_text(re.compile(r"Finished: [\d.]+% after 2 epochs")).first).to_be_visible()
+    assert student_errors == [] and classmate_errors == []
