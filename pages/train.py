@@ -207,7 +207,7 @@ def live() -> None:
     st.session_state.watch_chosen = st.session_state.get("watch_chosen", False) and watch == current
     labels = {job["id"]: job_label(job) for job in jobs}
     # The box's value is its label, which says the run's status: "(running)", then "(finished)". A browser keeps the
-    # old label and sends it with its next tick: no option has it, so the page fell back to its default, another
+    # old label and sends it with its next tick: no option has it, so the box fell back to its first option, another
     # run (walk; tests/test_browser_watch.py). Set again whenever the label changes, the new label goes to the box.
     if watch != current or labels.get(watch) != st.session_state.get("watch_label"):
         st.session_state[kept("watch")] = watch

@@ -1,8 +1,8 @@
 """Browser test: a student's Watch run box stays on the run it shows when that run ends and another starts.
 
 The box's value is its label, and the label says the run's status: "fast-3f2a-1 (running)", then "(finished)". The
-browser sent the old label with its next live tick; the server found no such option and the page fell back to its
-default, the run now training, a classmate's second run (a walk at the projector found it). pages/train.py sets the
+browser sent the old label with its next live tick; no option had it, and the box fell back to its first option,
+the newest run: a classmate's second run (a walk at the projector found it). pages/train.py sets the
 value again when the label changes. The test failed without that: 'fast-b79e-2 (running)' in place of
 'fast-b79e-1 (finished)'.
 
