@@ -241,9 +241,15 @@ def shown_name(key: str) -> str:
 def table_rows(rows: list[dict]) -> list[dict]:
     """comparison_rows as the page's table shows them: words and formatted numbers, one row per run."""
     return [{"network": row["label"], "run": shown_name(row["run"]), "recipe": recipe_words(row["recipe"]),
-             "epochs": row["epochs"] if row["epochs"] is not None else "-",
-             "accuracy": accuracy_text(row["accuracy"]), "weights": f"{row['parameters']:,}",
-             "time": format_seconds(row["seconds"])} for row in rows]  # short headers: 7 columns at 1024 px
+             "trained": trained_words(row["epochs"], row["seconds"]), "accuracy": accuracy_text(row["accuracy"]),
+             "weights": f"{row['parameters']:,}"} for row in rows]  # short headers: 6 columns fit 1024 px (7 did not)
+
+
+def trained_words(epochs: int | None, seconds: float | None) -> str:
+    """The table's "trained" cell: "1 epoch, 45 s", "3 epochs" (a card with no time), "-" for neither."""
+    parts = ([plural(epochs, "epoch")] if epochs is not None else []) + (
+        [format_seconds(seconds)] if seconds is not None and math.isfinite(seconds) else [])
+    return ", ".join(parts) or "-"
 
 
 def per_class_values(rows: list[dict]) -> list[dict]:

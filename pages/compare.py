@@ -130,7 +130,8 @@ def show(dataset: str, chosen: list[compare.Candidate]) -> None:
         return
     labels = [row["label"] for row in rows]
     st.markdown(markdown_table(compare.table_rows(rows)))
-    st.caption("Accuracy: on all the test images. Time: the training time each run's card recorded, on the machine that trained it.")
+    st.caption("Trained: the epochs, and the training time each run's card recorded, on the machine that trained it. "
+               "Accuracy: on all the test images.")
     curves = curves_of(runs, checkpoints, data)
     st.vega_lite_chart(spec=shift_chart(compare.shift_values(curves, compare.run_labels(runs)),
                                         compare.color_scale(labels)), width="stretch")

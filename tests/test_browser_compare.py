@@ -42,6 +42,9 @@ def test_compare_shows_the_bundled_networks_table_and_shift_curves_on_a_projecto
 
     wait_until_idle(page)
     assert page.get_by_test_id("stSidebar").bounding_box()["width"] > 150  # the sidebar is open
+    # The table fits its column: 7 columns made it 5 px wider, and the column scrolled sideways under it.
+    over = table.evaluate("t => t.getBoundingClientRect().right - t.parentElement.getBoundingClientRect().right")
+    assert over <= 0.5, f"the table is {over:.0f} px wider than its column: it scrolls sideways"
     widest = page.evaluate(WIDEST_JS)
     assert widest <= PROJECTOR["width"], f"the page is {widest} px wide at {PROJECTOR['width']} px: it scrolls sideways"
     expect(page.get_by_test_id("stException")).to_have_count(0)

@@ -221,8 +221,9 @@ def test_comparison_rows_name_networks_count_parameters_and_use_the_datasets_cla
                                        "Sneaker", "Bag", "Ankle boot"]
     assert soft["per_class"]["Ankle boot"] == 0.9
     table = compare.table_rows(rows)
-    assert table[0] == {"network": "softmax regression", "run": "soft", "recipe": "softmax baseline", "epochs": 1,
-                        "accuracy": "80.00%", "weights": "7,850", "time": "12 s"}
+    assert table[0] == {"network": "softmax regression", "run": "soft", "recipe": "softmax baseline",
+                        "trained": "1 epoch, 12 s", "accuracy": "80.00%", "weights": "7,850"}
+    assert table[1]["trained"] == "1 epoch"  # its card has no time: nothing made up
     assert table[1]["recipe"] == "ARTICLE"  # another network and dataset are not a change of recipe
     chart = compare.per_class_values(rows)
     assert len(chart) == 20 and {"network": "an MLP", "class": "Trouser", "accuracy": 0.1} in chart
@@ -379,8 +380,9 @@ def test_the_page_offers_a_finished_run_and_drops_forged_choices(app, tmp_path):
     assert not app.exception and not app.error
     table = next(m.value for m in app.markdown if m.value.startswith("| network"))
     _, cnn_card = load_checkpoint(compare.BUNDLED_COMPARISON["cnn-1epoch"][1])
-    assert f"| the article's CNN | cnn-1epoch | ARTICLE | 1 | {100 * cnn_card['accuracy']:.2f}% | 1,378,698 |" in table
-    assert "| softmax regression | my-softmax | softmax baseline | 1 | 90.00% | 7,850 | 3 s |" in table
+    assert (f"| the article's CNN | cnn-1epoch | ARTICLE | 1 epoch, {cnn_card['wall_seconds']:.0f} s "
+            f"| {100 * cnn_card['accuracy']:.2f}% | 1,378,698 |") in table
+    assert "| softmax regression | my-softmax | softmax baseline | 1 epoch, 3 s | 90.00% | 7,850 |" in table
     # The new run's curve was measured on this view and kept beside its checkpoint for the next one.
     assert (tmp_path / "runs" / "my-softmax" / "model.shift.json").is_file()
     assert any(m.value.startswith("Moved by 4 pixels,") for m in app.markdown)
