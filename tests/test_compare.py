@@ -394,3 +394,10 @@ def test_a_forged_choice_keeps_each_offered_run_once():
     forged = ["mine"] * 50 + ["../x", 7, None, "compare:mlp-1epoch", "mine", "compare:../../x"]
     assert compare.offered_once(forged, offered) == ["mine", "compare:mlp-1epoch"]
     assert compare.offered_once("mine", offered) == [] and compare.offered_once(None, offered) == []
+
+
+def test_the_trained_cell_says_only_what_the_card_holds():
+    assert compare.trained_words(2, 95.4) == "2 epochs, 1 min 35 s"
+    assert compare.trained_words(1, None) == "1 epoch"
+    assert compare.trained_words(None, 12.0) == "12 s"
+    assert compare.trained_words(None, float("nan")) == "-"
