@@ -29,7 +29,10 @@ CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
 ANSWER_FRAME_S = 1 / 60  # the rest of a stroke's reading waits one frame (show_answer)
 CLASS_CHECK_S = 3.0  # how often an untouched Draw page looks for new class settings: one stat of a file, 7 us
-STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~120 px each in its half of a 1024 px page
+STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~130 px each in its column of a 1024 px page
+# The canvas's column and the answer's: at 1024x768 with the sidebar open the main block is 564 px, and two equal
+# columns gave 266 px each, which hid the right 14 px of the 280 px square (walk). 0.54 gives the canvas 287 px.
+READING_COLUMNS = (0.54, 0.46)
 
 
 def read_image(steps: dict, model) -> tuple[np.ndarray, str | None]:
@@ -270,7 +273,7 @@ def canvas_panel(model) -> None:
     # just chose answers this stroke, and a Clear pressed since clears): a run of the whole page.
     if st.session_state.pop("class_panel_stale", False) or class_settings_changed("draw"):
         st.rerun(scope="app")
-    left, right = st.columns(2, gap="medium")  # half the page: the 280 px canvas fits even on a 1024 px projector
+    left, right = st.columns(READING_COLUMNS, gap="medium")
     stale = sent is not None and sent == st.session_state.get("canvas_stale")
     spec = model_spec(model)
     steps, problem = (None, None) if stale else read_drawing(value, spec)
@@ -302,7 +305,7 @@ def sent_drawing():
 
 
 def upload_panel(model) -> None:
-    left, right = st.columns(2, gap="medium")
+    left, right = st.columns(READING_COLUMNS, gap="medium")
     with left:
         spec = model_spec(model)
         thing = "one digit" if names_are_numbers(spec) else spec.item

@@ -21,6 +21,10 @@ BROKEN_WORDS_JS = r"""el => { const broken = [];
       if (tops.size > 1) broken.push(m[0]);
     } }
   return broken; }"""
+# The right edge of the page column an element is in (the canvas lives in its component's shadow root).
+COLUMN_RIGHT_JS = """el => { let e = el;
+  while (e && !(e.getAttribute && e.getAttribute('data-testid') === 'stColumn')) e = e.parentElement || e.getRootNode().host;
+  return e ? e.getBoundingClientRect().right : null; }"""
 
 
 def draw_a_one(page: Page, app_url: str) -> list[str]:
@@ -38,6 +42,11 @@ def test_all_ten_labels_and_readable_steps_are_in_view_on_a_projector(projector_
     sidebar = page.get_by_test_id("stSidebar")
     expect(sidebar).to_be_visible()
     assert sidebar.bounding_box()["width"] > 150  # the sidebar is open, taking its share of the 1024 px
+    # The whole black square is in view: its column clips what passes its edge (half the page hid 14 px of it).
+    canvas = canvas_of(page)
+    box, column_right = canvas.bounding_box(), canvas.evaluate(COLUMN_RIGHT_JS)
+    assert column_right is not None and box["x"] + box["width"] <= column_right + 0.5, \
+        f"the canvas ends at x={box['x'] + box['width']:.0f} px and its column at {column_right:.0f} px"
     labels = page.get_by_role("radiogroup", name="Teach us your handwriting")
     expect(labels).to_be_visible(timeout=60_000)
     labels.scroll_into_view_if_needed()
