@@ -28,7 +28,6 @@ from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
 ANSWER_FRAME_S = 1 / 60  # the rest of a stroke's reading waits one frame (show_answer)
-CLASS_CHECK_S = 3.0  # how often an untouched Draw page looks for new class settings: one stat of a file, 7 us
 STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~130 px each in its column of a 1024 px page
 # The canvas's column and the answer's: at 1024x768 with the sidebar open the main block is 564 px, and two equal
 # columns gave 266 px each, which hid the right 14 px of the 280 px square (walk). 0.54 gives the canvas 287 px.
@@ -285,15 +284,6 @@ def canvas_panel(model) -> None:
     show_reading(steps, problem, model, "drawing", left, right, hint=canvas_hint(spec), draw_input=clear_and_canvas)
 
 
-@st.fragment(run_every=CLASS_CHECK_S)
-def follow_class_settings() -> None:
-    """An untouched page follows the teacher: new class settings (a class model just chosen) redraw the whole page,
-    and the drawing on it is read by the model the class uses now, without a stroke (a walk found the old model's
-    answer on the projector until the next stroke). Draws nothing."""
-    if class_settings_changed("draw"):
-        st.rerun(scope="app")
-
-
 def sent_drawing():
     """The canvas's "drawing" value as the browser last sent it (what drawing_canvas returns once it is drawn), or
     None before the canvas has sent one: the component's state, kept under its key between runs."""
@@ -367,7 +357,6 @@ canvas_panel(model)
 upload_panel(model)
 st.subheader("The class's handwriting")
 class_panel(model, run)
-follow_class_settings()  # at the foot: its empty place in the page shifts nothing
 # Last, once the page is drawn: the not-a-digit check is fitted once per model, ~5 s in the background. Started as the
 # page opens, it is ready by the first stroke and does not compete with the first strokes' answers for the CPU.
 start_refusal_fit(model)
