@@ -361,6 +361,26 @@ def watched_job(jobs: list[dict], owner: str, current: int | None, chosen: bool)
     return lead if lead is not None and lead > current else current
 
 
+WATCH_ECHO_SECONDS = 5.0  # how long after a Start the box's old run counts as an echo: a live tick comes each second,
+# and a busy server runs it after the Start's own rerun
+
+
+def started_watch(old: int | None, new: int, now: float) -> dict | None:
+    """What a Start remembers when it moves a session's Watch run box from the run it showed (old) to the new one;
+    None when the box showed nothing else. now: a monotonic clock's reading."""
+    return {"old": old, "new": new, "at": now} if old is not None and old != new else None
+
+
+def watch_echo(started: dict | None, picked: int | None, now: float) -> bool:
+    """Whether a Watch run "pick" is a stale echo of the run a Start just replaced rather than the session's choice.
+
+    A live tick the browser sent before it saw the new run carries the old run back; Streamlit takes it for a pick
+    and calls the box's on_change, and the view stayed pinned there (a student's second Start, 2 of ~14 runs of
+    tests/test_browser_watch.py's first form). started: started_watch's record, used for one pick only."""
+    return (started is not None and picked == started["old"]
+            and 0 <= now - started["at"] < WATCH_ECHO_SECONDS)
+
+
 def steps_per_epoch(batch_size: int, train_size: int = TRAIN_SIZE, epoch_images: int = 0) -> int:
     """Training steps in one epoch: ceil(images / batch size) (469 for ARTICLE's 128); epoch_images, when a recipe
     trains an epoch on part of the set (FAST), caps the images."""

@@ -6,6 +6,7 @@ from pages.routing import require_app_navigation
 require_app_navigation()  # first: a cold request for this page's URL reroutes before PyTorch loads
 
 import json
+import time
 
 import streamlit as st
 
@@ -21,7 +22,8 @@ from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (ACTIVE_STATES, capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line,
                        history_rows, job_label, live_charts, model_words, network_line, network_title,
                        overlay_charts, progress_summary, run_choice_labels, run_colors, run_curves, run_subject,
-                       shown_runs, smoothing_note, steps_per_epoch, watch_only_sentence, watched_job)
+                       shown_runs, smoothing_note, started_watch, steps_per_epoch, watch_echo, watch_only_sentence,
+                       watched_job)
 from pages.shared import (PERSIST, active_run, browser_key, class_settings, class_settings_changed, client_address,
                           checkpoint_for, is_teacher, job_manager, kept, load_data_with_progress, loaded_checkpoint,
                           note_class_settings, owner_id, set_active_run)
@@ -124,6 +126,7 @@ def start(config, name: str) -> None:
     except ValueError as exc:
         st.error(str(exc))
         return
+    st.session_state.watch_started = started_watch(st.session_state.get(kept("watch")), job_id, time.monotonic())
     st.session_state[kept("watch")] = job_id  # the live view follows the run just started
     st.session_state.watch_chosen = False  # and then whatever watched_job follows
     st.session_state.runs_started = st.session_state.get("runs_started", 0) + 1
@@ -177,7 +180,12 @@ def job_statuses(jobs: list[dict]) -> dict:
 
 
 def chose_watch() -> None:
-    """The Watch run box's callback: the session picked a run itself, and the view stays on it (watched_job)."""
+    """The Watch run box's callback: the session picked a run itself, and the view stays on it (watched_job), unless
+    the "pick" is a late tick's echo of the run a Start just moved the box from (watch_echo): then back to the new."""
+    started = st.session_state.pop("watch_started", None)  # one echo at most
+    if watch_echo(started, st.session_state.get(kept("watch")), time.monotonic()):
+        st.session_state[kept("watch")] = started["new"]
+        return
     st.session_state.watch_chosen = True
 
 

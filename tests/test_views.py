@@ -5,7 +5,8 @@ import pytest
 
 from cnn.views import (config_summary, default_watch, epoch_of, eval_rows, job_label, leading_job, live_charts,
                        live_step_rows, overlay_charts, progress_summary, run_colors, shown_runs, smoothed_loss_floor,
-                       smoothing_note, status_sentence, step_rows, steps_per_epoch, watched_job)
+                       smoothing_note, started_watch, status_sentence, step_rows, steps_per_epoch, watch_echo,
+                       watched_job)
 
 
 def steps(n: int) -> list[dict]:
@@ -476,3 +477,15 @@ def test_homes_epoch_help_says_what_an_epoch_of_the_active_models_run_was():
     for forged in (True, "30000", -5, 2.5, None):  # a card is a file on disk: anything may be in it
         assert card_epoch_images({"config": {"epoch_images": forged}}) == 0
     assert card_epoch_images({}) == 0 and card_epoch_images({"config": None}) == 0
+
+
+def test_only_the_replaced_run_coming_back_within_seconds_of_a_start_is_an_echo():
+    started = started_watch(old=3, new=5, now=100.0)  # Start moved the box from run 3 to run 5
+    assert watch_echo(started, 3, now=100.4)  # run 3 back 0.4 s later: a tick sent before the browser saw run 5
+    assert watch_echo(started, 3, now=104.9)  # a busy server runs the tick after the Start's own rerun
+    assert not watch_echo(started, 3, now=105.0)  # five seconds on: the student picked it
+    assert not watch_echo(started, 4, now=100.4)  # another run: a pick
+    assert not watch_echo(started, 3, now=99.0)  # a clock behind the Start's (not monotonic): a pick
+    assert not watch_echo(None, 3, now=100.4)  # no Start moved the box
+    assert started_watch(old=None, new=5, now=100.0) is None  # the box showed nothing before
+    assert started_watch(old=5, new=5, now=100.0) is None
