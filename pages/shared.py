@@ -299,12 +299,17 @@ def client_address() -> str | None:
 
 
 def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
-    """The dataset, showing a progress bar the first time; shows the clear sentence and returns None on failure."""
+    """The dataset, showing a progress bar the first time; shows the clear sentence and returns None on failure.
+
+    The bar has its place on every run, empty once the data is there. A bar drawn in one run and not in the next moved
+    every element after it up by one, and the browser drew those widgets anew: a value being typed in one was lost
+    (test_browser_train: a batch size typed just after Fashion-MNIST's first load came back as 128, 1 run in 3)."""
     holder = data_holder(dataset_spec(dataset).name)
+    place = st.empty()
     if holder.data is None and not holder.error:
-        bar = st.progress(0.0, text=f"Preparing {holder.spec.title} (first use only)...")
+        bar = place.progress(0.0, text=f"Preparing {holder.spec.title} (first use only)...")
         holder.load(progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
-        bar.empty()
+        place.empty()
     if holder.data is None:
         st.error(f"{holder.spec.title} is not available: {holder.error}")
     return holder.data

@@ -200,6 +200,33 @@ def test_the_live_view_follows_the_teachers_new_run_until_the_session_picks_one(
     assert not app.exception and not app.error
 
 
+def element_path(node, key: str, path: tuple = ()) -> tuple | None:
+    """Where the widget with this key sits in AppTest's element tree: its index in each block down to it."""
+    for index, child in getattr(node, "children", {}).items():
+        if getattr(child, "key", None) == key:
+            return path + (index,)
+        found = element_path(child, key, path + (index,))
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.mark.mnist
+def test_the_train_forms_widgets_keep_their_place_when_the_data_has_loaded(app):
+    """The first run of a page that loads a dataset draws its progress bar; the next has the data. The form's
+    widgets must sit at the same place in both: a bar in one run and not the next moved them, the browser drew them
+    anew, and a batch size typed meanwhile was lost (test_browser_train, 1 run in 3 when Fashion-MNIST loaded)."""
+    from pages.shared import data_holder
+
+    assert data_holder("mnist").data is None  # a fresh server's holder (the fixture cleared Streamlit's cache)
+    app.switch_page("pages/train.py").run()
+    first = element_path(app.main, "kept.batch")
+    assert data_holder("mnist").data is not None  # the first run loaded it, with its bar
+    app.run()
+    assert first is not None and element_path(app.main, "kept.batch") == first
+    assert not app.exception and not app.error
+
+
 def test_a_late_tick_carrying_the_old_run_does_not_pin_the_view_after_a_second_start(app):
     """A student's second Start moves the Watch run box to the new run; a live tick the browser sent before it saw
     that carries the first run back as if picked, and the view stayed pinned on the first run (2 of ~14 runs of a
