@@ -46,6 +46,21 @@ def start_with_the_form_as_it_is(page: Page) -> None:
     page.get_by_role("button", name="Start").click()
 
 
+def start_fast_for_two_epochs(page: Page) -> None:
+    """From the Train page: FAST for 2 epochs (~25 s alone here), long enough for another Start to queue behind it.
+    Epochs is committed with Tab, in a run of its own, before Start."""
+    go_to(page, "Train")
+    wait_until_idle(page)
+    assert choose_preset(page, re.compile("FAST"))
+    wait_until_idle(page)
+    epochs = page.get_by_label("Epochs").first
+    epochs.fill("2")
+    epochs.press("Tab")
+    wait_until_idle(page)
+    expect(epochs).to_have_value("2")
+    start_with_the_form_as_it_is(page)
+
+
 def test_a_students_watch_box_stays_on_the_classmates_run_it_showed_when_that_run_ends(browser, class_url):
     """A student with no run of their own watches a classmate's run while another classmate's run waits. When the
     first ends, the box says so and stays on it: the bug moved it to the second ("... (running)") by itself."""
@@ -56,17 +71,7 @@ def test_a_students_watch_box_stays_on_the_classmates_run_it_showed_when_that_ru
     classmate_errors = open_as(classmate, class_url)
     other_errors = open_as(other, class_url)
 
-    # The classmate: FAST for 2 epochs (~25 s alone here), long enough for another Start to queue behind it.
-    go_to(classmate, "Train")
-    wait_until_idle(classmate)
-    assert choose_preset(classmate, re.compile("FAST"))
-    wait_until_idle(classmate)
-    epochs = classmate.get_by_label("Epochs").first
-    epochs.fill("2")
-    epochs.press("Tab")  # sent now, in a run of its own, not with the click
-    wait_until_idle(classmate)
-    expect(epochs).to_have_value("2")
-    start_with_the_form_as_it_is(classmate)
+    start_fast_for_two_epochs(classmate)
     first = watched_label(classmate, "running").rsplit(" (", 1)[0]
 
     # The student opens Train and is shown the run that trains. A second classmate's run waits, listed first (started
@@ -106,16 +111,7 @@ def test_a_second_start_moves_the_box_to_the_new_run_and_it_stays_there(browser,
     try:
         page = browser.new_context(viewport=PROJECTOR).new_page()
         errors = open_as(page, url)
-        go_to(page, "Train")
-        wait_until_idle(page)
-        assert choose_preset(page, re.compile("FAST"))
-        wait_until_idle(page)
-        epochs = page.get_by_label("Epochs").first
-        epochs.fill("2")
-        epochs.press("Tab")
-        wait_until_idle(page)
-        expect(epochs).to_have_value("2")
-        start_with_the_form_as_it_is(page)
+        start_fast_for_two_epochs(page)
         first = watched_label(page, "running").rsplit(" (", 1)[0]
         start_with_the_form_as_it_is(page)
         second = watched_label(page, "queued").rsplit(" (", 1)[0]
