@@ -319,7 +319,8 @@ class JobListener(Callback):
 
     def on_epoch_end(self, event: EpochEvent, model) -> None:
         with self.manager._lock:
-            self.job.epochs.append({"epoch": event.epoch, "step": event.step, "test_accuracy": event.test_accuracy})
+            self.job.epochs.append({"epoch": event.epoch, "step": event.step, "test_accuracy": event.test_accuracy,
+                                    "elapsed_seconds": event.elapsed_seconds})
             self.job.test_accuracy = event.test_accuracy
             self.job.elapsed_seconds = event.elapsed_seconds  # its evaluation on the whole test set counted
 

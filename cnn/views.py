@@ -470,6 +470,24 @@ def card_preset(card: dict | None) -> str:
     return str(card.get("preset") or "?")[:20]
 
 
+def history_state(jobs: list[dict]) -> dict:
+    """{job id: (status, epochs completed)}: what the history table's rows of live runs say. The Train page draws the
+    table again (a run of the whole page) when this changes: when a run starts or ends, and when an epoch ends."""
+    return {job["id"]: (job["status"], len(job["epochs"])) for job in jobs}
+
+
+def history_time(job: dict) -> str:
+    """A live run's training time for the history table, as of what its row shows: a run that has not ended counts
+    to its last completed epoch (the row's accuracy and epochs are that epoch's, and the table is drawn again only
+    when an epoch ends; a count from when it was drawn stood still at "1 s" in the walk); "-" before the first."""
+    if not job["started"]:
+        return "-"
+    if job["status"] in ACTIVE_STATES:
+        last = job["epochs"][-1] if job["epochs"] else {}
+        return format_seconds(last.get("elapsed_seconds"))
+    return format_seconds(job["elapsed_seconds"])
+
+
 def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
     """One row per run (live jobs first, then runs on disk, the bundled model last) for the history table."""
     from .jobs import trained_elsewhere  # cnn.jobs imports much of the engine; only this function needs it
@@ -481,8 +499,7 @@ def history_rows(runs: list[RunInfo], jobs: list[dict]) -> list[dict]:
         rows.append({"run": job["name"], "network": network_title(network), "dataset": dataset_title(dataset),
                      "preset": preset_label(job.get("config")), "status": job["status"],
                      "accuracy": accuracy_text(job["test_accuracy"], job["status"]), "epochs": len(job["epochs"]),
-                     "time": format_seconds(job["elapsed_seconds"]) if job["started"] else "-",
-                     "has_model": bool(job["epochs"])})
+                     "time": history_time(job), "has_model": bool(job["epochs"])})
     for run in runs:
         if run.name in seen:
             continue

@@ -20,7 +20,7 @@ from cnn.jobs import step_cap_sentence
 from cnn.model import NETWORKS, keep_probabilities
 from cnn.runs import list_runs, read_filter_snapshots
 from cnn.views import (ACTIVE_STATES, capitalised, card_model, card_steps_per_epoch, config_summary, dataset_line,
-                       history_rows, job_label, live_charts, model_words, network_line, network_title,
+                       history_rows, history_state, job_label, live_charts, model_words, network_line, network_title,
                        overlay_charts, progress_summary, run_choice_labels, run_colors, run_curves, run_subject,
                        shown_runs, smoothing_note, started_watch, steps_per_epoch, watch_echo, watch_only_sentence,
                        watched_job)
@@ -174,11 +174,6 @@ def overlay_choice() -> list[str]:
     return list(st.session_state.get(kept("overlay")) or [])
 
 
-def job_statuses(jobs: list[dict]) -> dict:
-    """{job id: status} of the server's runs: what the history and the model choice were drawn for."""
-    return {job["id"]: job["status"] for job in jobs}
-
-
 def chose_watch() -> None:
     """The Watch run box's callback: the session picked a run itself, and the view stays on it (watched_job), unless
     the "pick" is a late tick's echo of the run a Start just moved the box from (watch_echo): then back to the new."""
@@ -193,13 +188,14 @@ def chose_watch() -> None:
 def live() -> None:
     manager = job_manager()
     jobs = manager.jobs()
-    if (job_statuses(jobs) != st.session_state.get("history_statuses", job_statuses(jobs))
+    if (history_state(jobs) != st.session_state.get("history_state", history_state(jobs))
             or class_settings_changed("train")):
-        # A run started or ended since the history and the model choice (outside this fragment) were drawn, or the
-        # teacher saved new class settings since the form was: a run of the whole page redraws them, so a student
-        # sees what they may start now without touching the page. Asked for again on every tick until one has
-        # drawn them. Held for up to two ticks while the form is behind its choice: this run's values may be a
-        # late echo, and the browser's own full run, or its next tick, puts them right.
+        # A run started or ended, or finished an epoch, since the history and the model choice (outside this
+        # fragment) were drawn, or the teacher saved new class settings since the form was: a run of the whole page
+        # redraws them, so a student sees what they may start now (and each run's epochs so far) without touching
+        # the page. Asked for again on every tick until one has drawn them. Held for up to two ticks while the form
+        # is behind its choice: this run's values may be a late echo, and the browser's own full run, or its next
+        # tick, puts them right.
         held = st.session_state.get("history_held", 0)
         if form_is_behind() and held < 2:
             st.session_state.history_held = held + 1
@@ -375,7 +371,7 @@ st.caption("Training runs in the background on the server: switch pages and come
 start_form()
 # What the history below is drawn for (it reads the server's runs after this: at worst newer, and one more run of
 # the page follows); the live view asks for a run of the whole page whenever the runs' states differ from it.
-st.session_state.history_statuses = job_statuses(job_manager().jobs())
+st.session_state.history_state = history_state(job_manager().jobs())
 live()
 # Off until asked for: with its dozen charts always on, a choice of the active model below was sometimes lost (the
 # Fashion-MNIST MLP browser test failed 3 times in 5; 0 in 6 without it).

@@ -61,6 +61,21 @@ def test_a_finished_runs_time_is_its_cards(manager, tmp_path, monkeypatch):
     assert job["elapsed_seconds"] == pytest.approx(card["wall_seconds"], abs=0.051)
 
 
+def test_each_epoch_of_a_live_run_keeps_the_time_its_checkpoint_card_records(manager, tmp_path):
+    """The Run history shows a live run's time as of its last completed epoch (cnn.views.history_time): the time the
+    epoch's checkpoint card on disk says, not a count from whenever the table was drawn."""
+    job_id = manager.submit(CONFIG, "timed-epochs", owner="alice")
+    assert wait_for(lambda: len(manager.snapshot(job_id)["epochs"]) >= 1, timeout=60)
+    manager.pause(job_id, "alice")
+    assert wait_for(lambda: manager.snapshot(job_id)["pause_reached"])
+    job = manager.snapshot(job_id)
+    card = {run.name: run for run in list_runs(tmp_path / "runs", include_bundled=False)}["timed-epochs"].card
+    epoch = job["epochs"][card["epochs"] - 1]  # the checkpoint on disk is that of the last epoch it finished
+    assert epoch["elapsed_seconds"] == pytest.approx(card["wall_seconds"], abs=0.051)
+    assert 0 < job["epochs"][-1]["elapsed_seconds"] <= job["elapsed_seconds"]
+    manager.stop(job_id, "alice")
+
+
 def test_pause_holds_resume_continues_and_stop_ends_at_the_next_step(manager):
     job_id = manager.submit(CONFIG, "pausing", owner="alice")
     assert wait_for(lambda: manager.snapshot(job_id)["step"] >= 3)

@@ -372,6 +372,43 @@ def test_the_history_table_names_each_runs_network_and_dataset(tmp_path):
                     "mlp": ("an MLP", "Fashion-MNIST"), "broken": ("?", "?")}
 
 
+def test_a_live_runs_history_time_is_its_last_completed_epochs():
+    """The walk: a training run's time in the Run history stood at "1 s" (the table is drawn again only when a run's
+    state changes). A live row now says its last completed epoch's time, like its accuracy and epochs."""
+    from cnn.views import history_rows
+
+    def live(status, name, epoch_seconds=(), **kwargs):
+        view = job(status, name=name, epochs_done=[0.97 + 0.001 * i for i in range(len(epoch_seconds))], **kwargs)
+        for epoch, seconds in zip(view["epochs"], epoch_seconds):
+            epoch["elapsed_seconds"] = seconds
+        return view
+
+    jobs = [live("running", "two-epochs", (41.6, 83.2), seconds=101.0),
+            live("running", "first-epoch", seconds=12.0),
+            live("paused", "paused", (41.6,), seconds=60.0),
+            live("queued", "queued", started=False, seconds=0.0),
+            live("finished", "finished", (41.6, 95.4), seconds=95.4),
+            live("stopped", "stopped", (41.6,), seconds=70.2)]
+    rows = {row["run"]: (row["time"], row["epochs"], row["accuracy"]) for row in history_rows([], jobs)}
+    assert rows == {"two-epochs": ("1 min 23 s", 2, "97.10%"), "first-epoch": ("-", 0, "no epoch yet"),
+                    "paused": ("42 s", 1, "97.00%"), "queued": ("-", 0, "no epoch yet"),
+                    "finished": ("1 min 35 s", 2, "97.10%"), "stopped": ("1 min 10 s", 1, "97.00%")}
+
+
+def test_the_history_is_drawn_again_when_a_run_changes_state_or_ends_an_epoch_not_at_every_step():
+    from cnn.views import history_state
+
+    before = [job("running", epochs_done=[0.97], step=500, seconds=40.0), job("queued", job_id=2, started=False)]
+    later_step = [job("running", epochs_done=[0.97], step=700, seconds=55.0), job("queued", job_id=2, started=False)]
+    next_epoch = [job("running", epochs_done=[0.97, 0.98], step=938, seconds=75.0),
+                  job("queued", job_id=2, started=False)]
+    started = [job("running", epochs_done=[0.97], step=700, seconds=55.0), job("running", job_id=2)]
+    assert history_state(later_step) == history_state(before)
+    assert history_state(next_epoch) != history_state(before)
+    assert history_state(started) != history_state(later_step)
+    assert history_state(before[:1]) != history_state(before)  # a run dropped from the list
+
+
 def test_the_history_says_which_runs_changed_their_presets_recipe(tmp_path):
     from cnn.config import FAST
     from cnn.runs import RunInfo
