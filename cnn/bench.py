@@ -113,9 +113,9 @@ def project_epoch(data, config=None) -> Callable[[], None]:
     return epoch
 
 
-def baseline_epoch(data, batch: int = BATCH) -> Callable[[], None]:
-    """One epoch of the plain eager loop on the same data: BaselineNet (NCHW, nn.Dropout), torch's RMSprop, the
-    images made float once beforehand (not timed), a shuffled index per epoch, then one pass over the test set."""
+def plain_epoch(data, batch: int = BATCH) -> Callable[[], None]:
+    """One epoch of the plain eager loop on data: BaselineNet (NCHW, nn.Dropout), torch's RMSprop, the images made
+    float once beforehand (not timed), a shuffled index per epoch, then one pass over the test set."""
     train_x = data.train_images.unsqueeze(1).float().div(255)  # (N, 1, 28, 28)
     test_x = data.test_images.unsqueeze(1).float().div(255)
 
@@ -137,13 +137,88 @@ def baseline_epoch(data, batch: int = BATCH) -> Callable[[], None]:
     return epoch
 
 
+class PlainLoopProcess:
+    """plain_epoch in a Python process of its own, as a plain script runs it: with the C library's own allocator
+    settings, which train() changes for the whole process it runs in (cnn.train.keep_freed_memory). Started once with
+    the data and the thread count (not timed); each call runs one epoch there and returns when it is done."""
+
+    def __init__(self, data, batch: int = BATCH):
+        import os
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+
+        self._folder = tempfile.TemporaryDirectory(prefix="cnn-bench-")
+        path = Path(self._folder.name) / "data.npz"
+        np.savez(path, train_images=data.train_images.numpy(), train_labels=data.train_labels.numpy(),
+                 test_images=data.test_images.numpy(), test_labels=data.test_labels.numpy())
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from cnn.bench import plain_loop_worker; plain_loop_worker()", str(path),
+             str(batch), str(torch.get_num_threads())], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env)
+        self._answer()  # its data loaded
+
+    def _answer(self) -> None:
+        if self._process.stdout.readline().strip() != "done":
+            self.close()
+            raise RuntimeError("The plain loop's process ended before its epoch did (its error is above).")
+
+    def __call__(self) -> None:
+        self._process.stdin.write("epoch\n")
+        self._process.stdin.flush()
+        self._answer()
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.stdin.close()  # the worker ends at the end of its input
+            self._process.wait(timeout=60)
+        self._folder.cleanup()
+
+
+def plain_loop_worker() -> None:
+    """PlainLoopProcess's side: argv data.npz, batch, threads; "done" once loaded, then once after each epoch asked
+    for on stdin."""
+    import sys
+
+    import numpy as np
+
+    from .data import ImageDataset
+
+    path, batch, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    torch.set_num_threads(threads)
+    with np.load(path) as arrays:
+        data = ImageDataset(*(torch.from_numpy(arrays[name]) for name in
+                              ("train_images", "train_labels", "test_images", "test_labels")), source="bench")
+    epoch = plain_epoch(data, batch)
+    print("done", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "epoch":
+            break
+        epoch()
+        print("done", flush=True)
+
+
+def baseline_epoch(data) -> PlainLoopProcess:
+    """One epoch of the plain eager loop on data, in a process of its own (PlainLoopProcess); close() it after."""
+    return PlainLoopProcess(data)
+
+
 def epoch_benchmark(rounds: int = 2, train_images: int = EPOCH_TRAIN_IMAGES,
                     test_images: int = EPOCH_TEST_IMAGES) -> dict:
-    """Seconds for one epoch, end to end, of train() (ARTICLE, fp32) and of the plain eager loop, alternating; the
-    ratio of their medians (epoch_ratio: > 1 means the project's epoch is faster)."""
+    """Seconds for one epoch, end to end, of train() (ARTICLE, fp32) and of the plain eager loop (in a plain process
+    of its own, PlainLoopProcess), alternating; the ratio of their medians (epoch_ratio: > 1 means the project's epoch
+    is faster)."""
     data = epoch_data(train_images, test_images)
-    seconds = measure_alternately({"project": project_epoch(data), "baseline": baseline_epoch(data)},
-                                  rounds=rounds, calls_per_round=1, warmup=0)
+    ours, plain = project_epoch(data), baseline_epoch(data)
+    try:
+        seconds = measure_alternately({"project": ours, "baseline": plain}, rounds=rounds, calls_per_round=1, warmup=0)
+    finally:
+        plain.close()
     project, baseline = statistics.median(seconds["project"]), statistics.median(seconds["baseline"])
     return {"train_images": len(data.train_images), "test_images": len(data.test_images), "rounds": rounds,
             "data": "MNIST" if "synthetic" not in data.source else "synthetic",

@@ -169,6 +169,37 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)  # one dict per evaluation
 
 
+# glibc's mallopt parameters, and the values keep_freed_memory sets: its largest mmap threshold (blocks up to 32 MB
+# come from the heap and are reused), and a trim threshold that keeps up to 256 MB of freed heap for the next step.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+KEPT_BLOCK_BYTES, KEPT_FREE_BYTES = 32 * 1024 * 1024, 256 * 1024 * 1024
+_freed_memory_kept: bool | None = None
+
+
+def keep_freed_memory() -> bool:
+    """Ask the C library to keep freed blocks of up to 32 MB for reuse (process-wide, once); whether it took.
+
+    Every ARTICLE step allocates and frees the same maps (conv1's output alone is 12.8 MB at batch 128). With
+    glibc's defaults many of them are mapped afresh from the system and zeroed page by page when first written:
+    3,700-8,400 page faults a step here, and 52-65 ms a step against 49-52 ms without them (alternating processes,
+    README "Speed"); the test set's 10,000 images took 1.8-1.9 s against 1.2-1.3 s. The memory a run uses at its
+    peak is the same (max RSS 865 MB against 867 MB); freed blocks wait for the next step instead of going back to
+    the system. Elsewhere (macOS, a C library without mallopt) nothing changes and it returns False.
+    """
+    global _freed_memory_kept
+    if _freed_memory_kept is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _freed_memory_kept = bool(libc.mallopt(M_MMAP_THRESHOLD, KEPT_BLOCK_BYTES)
+                                      and libc.mallopt(M_TRIM_THRESHOLD, KEPT_FREE_BYTES))
+        except (OSError, AttributeError):  # no C library by that name, or one without mallopt
+            _freed_memory_kept = False
+    return _freed_memory_kept
+
+
 def pick_device() -> torch.device:
     """A CUDA GPU when one is present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -252,6 +283,7 @@ def train(config: TrainConfig, data: ImageDataset, callbacks: list[Callback] | t
     if data.spec.name != config.dataset:
         raise ValueError(f"This run is set up for {config.dataset!r} but was given {data.spec.title}.")
     control = control or TrainControl()
+    keep_freed_memory()
     device = torch.device(device or pick_device())
     init_generator = torch.Generator().manual_seed(config.seed)  # weights are drawn on the CPU, then moved
     # Dropout draws where the activations live; on the CPU it goes on from the init's stream.

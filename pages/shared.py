@@ -18,6 +18,7 @@ from cnn.jobs import JobManager
 from cnn.classroom import ClassSettings, read_class_settings
 from cnn.sessions import SessionRegistry, browser_key_from, session_tag
 from cnn.settings import ServerSettings, configure_threads, server_settings
+from cnn.train import keep_freed_memory
 from pages.media import keep_replaced_media
 from pages.routing import page_list
 
@@ -36,6 +37,7 @@ def server_startup() -> ServerSettings:
     settings = server_settings()
     log_engine_messages()
     configure_threads(settings)  # training would take every core; one stays for the students' strokes
+    keep_freed_memory()  # a page's pass over the test set, not only a training, reuses its freed blocks
     teacher_token()  # a bad CNN_TEACHER_TOKEN stops the app with its sentence; a made one is printed now
     from streamlit import runtime
 

@@ -142,9 +142,21 @@ def test_run_benchmarks_turns_step_times_into_img_s_and_ratio(monkeypatch):
     made = []
     monkeypatch.setattr(bench, "project_epoch", lambda data: made.append(len(data.train_images)) or (
         lambda: clock.spend(12.0)))
-    monkeypatch.setattr(bench, "baseline_epoch", lambda data: made.append(len(data.test_images)) or (
-        lambda: clock.spend(15.0)))
+    closed = []
+
+    class Baseline:  # as PlainLoopProcess: a call is one epoch; closed when the benchmark is done with it
+        def __init__(self, data):
+            made.append(len(data.test_images))
+
+        def __call__(self):
+            clock.spend(15.0)
+
+        def close(self):
+            closed.append(True)
+
+    monkeypatch.setattr(bench, "baseline_epoch", Baseline)
     report = bench.run_benchmarks(rounds=3, steps_per_round=2, latency_repeats=1, epoch_rounds=3)
+    assert closed == [True]
     assert report["batch"] == 128
     assert report["project_img_s"] == pytest.approx(1280.0) and report["baseline_img_s"] == pytest.approx(800.0)
     assert report["ratio"] == pytest.approx(1.6) and report["step_ratio"] == pytest.approx(1.6)
