@@ -13,7 +13,7 @@ from cnn.data import DATASETS
 from cnn.runs import list_runs
 from cnn.views import READABLE, extent, markdown_table
 from pages.shared import (PERSIST, cached_checkpoint, chart_spec, checkpoint_problem, field, kept,
-                          load_data_with_progress, loaded_checkpoint)
+                          load_data_with_progress, loaded_checkpoint, progress_place)
 
 SHIFT_CAPTION = (f"Each of the first {compare.SHIFT_IMAGES:,} test images is moved right, left, down and up by 0 to "
                  f"{compare.SHIFTS[-1]} pixels (what comes in at the border is black); a point is the accuracy "
@@ -57,16 +57,16 @@ def load(candidate: compare.Candidate, dataset: str):
 
 def curves_of(runs: list[compare.ComparedRun], checkpoints: dict, data) -> dict[str, list[dict]]:
     """Each run's shift curve: kept ones read back, new ones measured once with a progress bar."""
-    curves = {}
+    curves, place = {}, progress_place()
     for run in runs:
         curve = compare.read_curve(checkpoints[run.name], run.card)
         if curve is None:
             name = compare.shown_name(run.name)
-            bar = st.progress(0.0, text=f"Measuring {name} on shifted images (once per model)...")
-            curve = compare.measured_curve(checkpoints[run.name], run.model, run.card, data.test_images,
-                                           data.test_labels,
-                                           progress=lambda f, m, name=name: bar.progress(f, text=f"{name}: {m}"))
-            bar.empty()
+            place.progress(0.0, text=f"Measuring {name} on shifted images (once per model)...")
+            curve = compare.measured_curve(
+                checkpoints[run.name], run.model, run.card, data.test_images, data.test_labels,
+                progress=lambda f, m, name=name: place.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
+            place.empty()
         curves[run.name] = curve
     return curves
 

@@ -19,7 +19,7 @@ from cnn.surgery import (CLASSIC_KERNELS, ROW_CHARACTERS, ablatable_layers, abla
                          sweep_rows, sweep_sentence)
 from pages.inside_wants import NotYet
 from pages.picking import Looking, clamped, kept_choice, kept_following, kept_number, taking_turns, test_inputs
-from pages.shared import PERSIST, chart_spec, field, kept, load_data_with_progress, probability_chart
+from pages.shared import PERSIST, chart_spec, field, kept, load_data_with_progress, probability_chart, progress_place
 
 SWEEP_IMAGES = 2000  # the sweep's test images: a few seconds for conv1's 32 filters
 SHOWN_BARS = 128  # a sweep of a larger layer (FC 625) shows the removals that hurt most
@@ -251,6 +251,7 @@ def show_sweep(seen: Looking, layers: dict, data) -> None:
     stage = st.selectbox("Layer", names, key=kept_choice("surgery_sweep_layer", names, names[0]), persist_state=PERSIST)
     stage = stage if stage in layers else names[0]
     count = min(SWEEP_IMAGES, len(data.test_labels))
+    place = progress_place()
     try:
         accuracies, original = remembered_sweep(seen.version, stage)
     except NotYet:
@@ -258,7 +259,7 @@ def show_sweep(seen: Looking, layers: dict, data) -> None:
         if not st.button(f"Remove each of the {words} in turn", key="surgery_sweep"):
             st.caption(f"The accuracy on the first {count:,} test images with each one removed alone, once per model.")
             return
-        accuracies, original = run_sweep(seen, stage, data, count)
+        accuracies, original = run_sweep(seen, stage, data, count, place)
     rows = sweep_rows(accuracies, original)
     st.vega_lite_chart(spec=sweep_chart(rows, original, stage, part_word(seen.model, stage)), width="stretch")
     more = f" (the {SHOWN_BARS} that hurt most of {len(rows)})" if len(rows) > SHOWN_BARS else ""
@@ -268,19 +269,19 @@ def show_sweep(seen: Looking, layers: dict, data) -> None:
     st.write(sweep_sentence(rows, stage, original, part_word(seen.model, stage)))
 
 
-def run_sweep(seen: Looking, stage: str, data, count: int) -> tuple:
-    with taking_turns(surgery_lock(), WAITING):
+def run_sweep(seen: Looking, stage: str, data, count: int, place) -> tuple:
+    with taking_turns(surgery_lock(), WAITING, place):
         try:
             return remembered_sweep(seen.version, stage)
         except NotYet:
             pass
         images, labels = test_inputs(seen.spec.name, data.test_images)[:count], data.test_labels[:count]
-        bar = st.progress(0.0, text=f"Removing each filter of {stage} in turn...")
-        accuracies = ablation_sweep(seen.model, images, labels, stage, progress=lambda done: bar.progress(
+        place.progress(0.0, text=f"Removing each filter of {stage} in turn...")
+        accuracies = ablation_sweep(seen.model, images, labels, stage, progress=lambda done: place.progress(
             min(max(done, 0.0), 1.0), text=f"Removing each filter of {stage} in turn: {done:.0%}"))
         original = quick_accuracy(seen.model, images, labels)
         kept_sweep = remembered_sweep(seen.version, stage, (accuracies, original))  # before anything can interrupt
-        bar.empty()
+        place.empty()
     return kept_sweep
 
 

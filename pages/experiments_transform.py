@@ -23,7 +23,7 @@ from cnn.features import enlarge
 from cnn.transforms import CURVE_VALUES, TRANSFORM_RANGES
 from pages.picking import Looking, kept_choice, taking_turns, test_inputs
 from pages.shared import PERSIST, cached_checkpoint, chart_spec, field, kept, load_data_with_progress, \
-    probability_chart
+    probability_chart, progress_place
 
 # (slider name, its kind in TRANSFORM_RANGES, its label, its help); the box's three sliders follow them.
 SLIDERS = (("dx", "shift", "Right (px)", "Negative: left."), ("dy", "shift", "Down (px)", "Negative: up."),
@@ -148,18 +148,18 @@ def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
     if data is None:
         return [], {}
     images, labels = test_inputs(seen.spec.name, data.test_images), data.test_labels
-    runs, curves = [], {}
+    runs, curves, place = [], {}, progress_place()
     for name, path in transforms.curve_networks(seen.checkpoint, seen.spec.name, ACTIVE):
         model, card = (seen.model, cached_checkpoint(path)[1]) if name == ACTIVE else cached_checkpoint(path)
         runs.append(ComparedRun(name, model, card))
         curves[name] = transforms.read_robustness(path, card, min(transforms.ROBUSTNESS_IMAGES, len(images)))
         if curves[name] is None:
-            with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
-                bar = st.progress(0.0, text=f"Measuring {name} on moved and turned test images (once per model)...")
+            with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn...", place):
+                place.progress(0.0, text=f"Measuring {name} on moved and turned test images (once per model)...")
                 curves[name] = transforms.measured_robustness(
                     path, model, card, images, labels,
-                    progress=lambda f, m, name=name: bar.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
-                bar.empty()
+                    progress=lambda f, m, name=name: place.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
+                place.empty()
     return runs, curves
 
 
@@ -225,11 +225,11 @@ def measured_class_curves(seen: Looking, folder: Path) -> ClassCurves:
     """The class set's curves for the active model: measured once, then again only when drawings were added or removed
     AND a minute has passed (every saved drawing changes the set: a class drawing while others look here must not
     keep the server measuring)."""
-    key, version = (seen.version, str(folder)), class_set_version(folder)
+    key, version, place = (seen.version, str(folder)), class_set_version(folder), progress_place()
     found, kept_curves = _class_curves().get(key)
     if found and still_fresh(kept_curves, version):
         return kept_curves
-    with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn..."):
+    with taking_turns(_measuring_lock(), "Another student is measuring curves: waiting for a turn...", place):
         found, kept_curves = _class_curves().get(key)  # measured while this session waited
         if found and still_fresh(kept_curves, version):
             return kept_curves
@@ -237,10 +237,10 @@ def measured_class_curves(seen: Looking, folder: Path) -> ClassCurves:
         if len(samples.labels):
             chosen = np.unique(np.linspace(0, len(samples.labels) - 1, CLASS_CURVE_IMAGES).round().astype(int))
             images, labels = to_float(torch.from_numpy(samples.images[chosen])), torch.from_numpy(samples.labels[chosen])
-            bar = st.progress(0.0, text="Measuring the class's drawings, moved and turned...")
+            place.progress(0.0, text="Measuring the class's drawings, moved and turned...")
             value = (len(labels), len(samples.labels), transforms.measure_curves(
-                seen.model, images, labels, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m)))
-            bar.empty()
+                seen.model, images, labels, progress=lambda f, m: place.progress(min(max(f, 0.0), 1.0), text=m)))
+            place.empty()
         kept_curves = ClassCurves(time.monotonic(), version, value)
         _class_curves().put(key, kept_curves)
     return kept_curves

@@ -15,7 +15,7 @@ from cnn.projection import (PROJECTIONS, Projection, cached_projection, hidden_l
                             kept_projection, map_extent, map_points, neighbour_accuracy, picked_point,
                             separation_sentence)
 from pages.picking import Looking, kept_choice, show_test_image, taking_turns, test_inputs
-from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress
+from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress, progress_place
 
 # Vega has no star among its symbol shapes; a custom shape is an SVG path in [-1, 1], scaled by the mark's size.
 STAR = ("M0,-1L0.22,-0.31L0.95,-0.31L0.36,0.12L0.59,0.81L0,0.38L-0.59,0.81L-0.36,0.12L-0.95,-0.31L-0.22,-0.31Z")
@@ -46,7 +46,7 @@ def fitting_lock(version: str, method: str) -> threading.Lock:
     return threading.Lock()
 
 
-def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: str,
+def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: str, place,
                start: tuple[str, np.ndarray] | None = None) -> Projection:
     """The map of one checkpoint version: from memory or disk at once, else fitted once with a progress bar; start:
     (version, points) of the map a t-SNE starts from (an epoch's starts from the final model's)."""
@@ -56,16 +56,16 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
     except NotKept:
         pass
     with taking_turns(fitting_lock(version, method), f"Another student is drawing {whose} {METHOD_NAMES[method]} "
-                      "map; it shows here when done..."):
+                      "map; it shows here when done...", place):
         try:  # drawn while this session waited
             return remembered_map(version, method, dataset, start_from, model, inputs, start_points)
         except NotKept:
             pass
-        bar = st.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
+        place.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
         fitted = cached_projection(model, inputs, method, start=start_points, progress=lambda fraction, words:
-                                   bar.progress(min(max(fraction, 0.0), 1.0),
-                                                text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
-        bar.empty()
+                                   place.progress(min(max(fraction, 0.0), 1.0),
+                                                  text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
+        place.empty()
         return remembered_map(version, method, dataset, start_from, model, inputs, start_points, fitted)
 
 
@@ -75,17 +75,17 @@ def separation(version: str, method: str, _points: np.ndarray, _labels: np.ndarr
     return neighbour_accuracy(_points, _labels)
 
 
-def shown_map(seen: Looking, method: str, inputs) -> Projection:
+def shown_map(seen: Looking, method: str, inputs, place) -> Projection:
     """The map of the model on the time-travel slider. An epoch's t-SNE starts from the final model's map (t-SNE puts
     clusters anywhere: started alike, each class stays where it ends), then every epoch's frame is turned onto the
     final one's, so the classes stay in place while they separate."""
     if seen.epoch is None:
-        return fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's")
+        return fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's", place)
     final, _card, run = active_model()
     path = checkpoint_for(run)
     final_version = f"{path}@{os.path.getmtime(path)}"
-    final_map = fitted_map(final_version, method, seen.spec.name, final, inputs, "the final model's")
-    projection = fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's",
+    final_map = fitted_map(final_version, method, seen.spec.name, final, inputs, "the final model's", place)
+    projection = fitted_map(seen.version, method, seen.spec.name, seen.model, inputs, "this model's", place,
                             start=(final_version, final_map.points))
     return projection.aligned_to(final_map.points)
 
@@ -133,7 +133,7 @@ def show(seen: Looking) -> None:
     method = method if method in PROJECTIONS else methods[0]  # a browser can send anything
     st.caption(PROJECTIONS[method])
     inputs = test_inputs(seen.spec.name, data.test_images)
-    projection = shown_map(seen, method, inputs)
+    projection = shown_map(seen, method, inputs, progress_place())
     labels = data.test_labels.numpy()
     star = projection.place(seen.model, seen.x)[0]
     st.vega_lite_chart(spec=map_chart(projection, labels, star, seen), width="stretch", key=MAP_CHART,

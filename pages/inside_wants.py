@@ -17,7 +17,7 @@ from cnn.optvis import (LayerMaxima, Patch, layer_maxima, layer_of, tiles_grid, 
                         visualisable_layers, visualize_unit)
 from pages.picking import Looking, chosen_unit, clamped, kept_following, kept_number, test_inputs
 from pages.picking import taking_turns as picking_turns
-from pages.shared import PERSIST, load_data_with_progress
+from pages.shared import PERSIST, load_data_with_progress, progress_place
 
 log = logging.getLogger("cnn.inside")  # the server's log: a class's heavy work, one line each
 SEED = 0  # one picture per unit and checkpoint, the same for every student (and cached once for all)
@@ -46,9 +46,9 @@ def unit_work_lock() -> threading.Lock:
     return threading.Lock()
 
 
-def taking_turns(words: str):
-    """Hold the server's unit lock, saying so while another session's unit is being drawn."""
-    return picking_turns(unit_work_lock(), f"Another picture is being drawn for the class; {words} is next...")
+def taking_turns(words: str, place=None):
+    """Hold the server's unit lock, saying so (in place, when given) while another session's unit is being drawn."""
+    return picking_turns(unit_work_lock(), f"Another picture is being drawn for the class; {words} is next...", place)
 
 
 def remembered(version: str, stage: str, channel: int) -> np.ndarray | None:
@@ -58,21 +58,21 @@ def remembered(version: str, stage: str, channel: int) -> np.ndarray | None:
         return None
 
 
-def picture(seen: Looking, stage: str, channel: int, words: str) -> np.ndarray:
+def picture(seen: Looking, stage: str, channel: int, words: str, place) -> np.ndarray:
     """The unit's picture, from the cache at once, else rendered once per checkpoint (one at a time on the server:
     a session that waited finds the picture another drew for the same unit) with a progress bar."""
     made = remembered(seen.version, stage, channel)
     if made is not None:
         return made
-    with taking_turns(words):
+    with taking_turns(words, place):
         made = remembered(seen.version, stage, channel)
         if made is not None:
             return made
-        bar = st.progress(0.0, text=f"Finding what {words} wants to see (once per model)...")
+        place.progress(0.0, text=f"Finding what {words} wants to see (once per model)...")
         started = time.perf_counter()
-        made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: bar.progress(
+        made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: place.progress(
             min(max(done, 0.0), 1.0), text=f"Finding what {words} wants to see: {done:.0%}"))
-        bar.empty()
+        place.empty()
         log.info("Drew what unit %s of %s wants to see in %.1f s.", channel, stage, time.perf_counter() - started)
     return remembered_picture(seen.version, stage, channel, SEED, made)
 
@@ -129,7 +129,7 @@ def choose(seen: Looking) -> tuple[str, int]:
 def show_unit(seen: Looking, stage: str, channel: int, data) -> None:
     """The unit's picture and its value beside the test patches that excite it most."""
     words = unit_words(stage, channel, seen.spec)
-    made = picture(seen, stage, channel, words)
+    made = picture(seen, stage, channel, words, progress_place())
     value = float(unit_activation(seen.model, torch.from_numpy(made)[None, None], stage, channel)[0])
     patches = strongest_patches(seen, stage, channel, data.test_images)
     left, right = st.columns([2, 3])
@@ -151,7 +151,7 @@ def show_classes(seen: Looking) -> None:
     """The pictures of every class output, rendered once per checkpoint (on request: about a second each)."""
     spec = seen.spec
     st.subheader(f"What the network thinks each {spec.class_word} looks like")
-    classes = range(spec.num_classes)
+    classes, place = range(spec.num_classes), progress_place()
     try:
         pictures = [remembered_picture(seen.version, "logits", c, SEED) for c in classes]
     except NotYet:
@@ -159,7 +159,7 @@ def show_classes(seen: Looking) -> None:
             st.caption(f"The input that excites each class output most, side by side: about a second per "
                        f"{spec.class_word}, once per model.")
             return
-        pictures = [picture(seen, "logits", c, unit_words("logits", c, spec)) for c in classes]
+        pictures = [picture(seen, "logits", c, unit_words("logits", c, spec), place) for c in classes]
     st.image(tiles_grid(pictures, [spec.class_name(c) for c in classes], columns=5),
              caption=f"Each picture raises one class output as far as it can: the ink the network counts as "
                      f"evidence for that {spec.class_word}.")

@@ -262,19 +262,22 @@ def choose_unit(stage: str, channel: int, row: int | None = None, col: int | Non
 
 
 @contextlib.contextmanager
-def taking_turns(lock: threading.Lock, waiting: str):
+def taking_turns(lock: threading.Lock, waiting: str, place=None):
     """Hold a server-wide lock around heavy work (one session at a time, so a student asking for many things at
     once queues them instead of taking both cores from the class), saying `waiting` in a spinner while another
-    session holds it.
+    session holds it: in place (pages.shared.progress_place) when given, so the page's elements keep their places.
 
     The spinner's own exit may raise Streamlit's rerun interruption (a newer message from this browser) after the
     lock is taken: it is released all the same, or every later session would wait forever."""
     held = lock.acquire(blocking=False)
     try:
         if not held:
-            with st.spinner(waiting):
-                lock.acquire()
-                held = True
+            with place.container() if place is not None else contextlib.nullcontext():
+                with st.spinner(waiting):
+                    lock.acquire()
+                    held = True
+            if place is not None:
+                place.empty()
         yield
     finally:
         if held:

@@ -300,6 +300,13 @@ def client_address() -> str | None:
     return address
 
 
+def progress_place():
+    """The place of a slow first measurement's progress bar (and of the spinner while it waits its turn), drawn on
+    every run of its page: empty when nothing is measured. A bar drawn only in the runs that measure moved every
+    element after it by one place, and the browser drew those anew (a value being typed was lost; a chart flickered)."""
+    return st.empty()
+
+
 def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
     """The dataset, showing a progress bar the first time; shows the clear sentence and returns None on failure.
 
@@ -307,7 +314,7 @@ def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
     every element after it up by one, and the browser drew those widgets anew: a value being typed in one was lost
     (test_browser_train: a batch size typed just after Fashion-MNIST's first load came back as 128, 1 run in 3)."""
     holder = data_holder(dataset_spec(dataset).name)
-    place = st.empty()
+    place = progress_place()
     if holder.data is None and not holder.error:
         bar = place.progress(0.0, text=f"Preparing {holder.spec.title} (first use only)...")
         holder.load(progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))

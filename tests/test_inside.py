@@ -386,3 +386,25 @@ def test_glance_ignores_a_forged_unit_and_follows_time_travel(app):
     app.select_slider[0].set_value(1).run()  # the bundled model after its first epoch
     assert not app.exception
     assert "conv3 map 9 at row 2, column 5 before ReLU" in glance_texts(app) and glance_texts(app) != final
+
+
+@pytest.mark.mnist
+def test_what_a_unit_wants_keeps_its_widgets_in_place_after_the_picture_is_drawn(app, monkeypatch):
+    """The run that draws a unit's picture shows a progress bar; the next finds it drawn. The elements after the bar
+    (the "Draw all" button) must sit at the same place in both: a bar in one run and not the next moved them by one,
+    and the browser drew them anew (pages.shared.progress_place)."""
+    import pages.inside_wants as wants
+    from pages.shared import kept
+    from tests.test_app_pages import element_path
+
+    drawn = []
+    visualize_unit = wants.visualize_unit
+    monkeypatch.setattr(wants, "visualize_unit", lambda *args, **kwargs: drawn.append(args[1:3]) or visualize_unit(
+        *args, **kwargs))
+    app.session_state[kept("inside_view")] = "wants"
+    app.switch_page("pages/inside.py").run()
+    assert not app.exception and len(drawn) == 1  # the fixture emptied the server's cache: drawn, with its bar
+    drawing_run = element_path(app.main, "wants_all_classes")
+    app.run()
+    assert not app.exception and len(drawn) == 1  # found drawn: no bar
+    assert drawing_run is not None and element_path(app.main, "wants_all_classes") == drawing_run

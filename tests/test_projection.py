@@ -387,6 +387,6 @@ def test_a_maps_lock_is_released_when_a_run_is_stopped_as_its_wait_ends(monkeypa
     monkeypatch.setattr(inside_map.st, "spinner", spinner)
     lock.acquire()  # another session is fitting
     with pytest.raises(Stopped):
-        inside_map.fitted_map("v", "tsne", "mnist", None, None, "this model's")
+        inside_map.fitted_map("v", "tsne", "mnist", None, None, "this model's", None)
     assert lock.acquire(blocking=False), "the lock was left held"
     lock.release()
