@@ -259,7 +259,8 @@ def show_sweep(seen: Looking, layers: dict, data) -> None:
         if not st.button(f"Remove each of the {words} in turn", key="surgery_sweep"):
             st.caption(f"The accuracy on the first {count:,} test images with each one removed alone, once per model.")
             return
-        accuracies, original = run_sweep(seen, stage, data, count, place)
+        run_sweep(seen, stage, data, count, place)
+        st.rerun()  # drawn again from the kept sweep: without the button, which this run has drawn above the bar
     rows = sweep_rows(accuracies, original)
     st.vega_lite_chart(spec=sweep_chart(rows, original, stage, part_word(seen.model, stage)), width="stretch")
     more = f" (the {SHOWN_BARS} that hurt most of {len(rows)})" if len(rows) > SHOWN_BARS else ""

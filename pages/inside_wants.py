@@ -159,7 +159,9 @@ def show_classes(seen: Looking) -> None:
             st.caption(f"The input that excites each class output most, side by side: about a second per "
                        f"{spec.class_word}, once per model.")
             return
-        pictures = [picture(seen, "logits", c, unit_words("logits", c, spec), place) for c in classes]
+        for c in classes:
+            picture(seen, "logits", c, unit_words("logits", c, spec), place)
+        st.rerun()  # drawn again from the kept pictures: without the button, which this run has drawn above them
     st.image(tiles_grid(pictures, [spec.class_name(c) for c in classes], columns=5),
              caption=f"Each picture raises one class output as far as it can: the ink the network counts as "
                      f"evidence for that {spec.class_word}.")

@@ -408,3 +408,10 @@ def test_what_a_unit_wants_keeps_its_widgets_in_place_after_the_picture_is_drawn
     app.run()
     assert not app.exception and len(drawn) == 1  # found drawn: no bar
     assert drawing_run is not None and element_path(app.main, "wants_all_classes") == drawing_run
+    # "Draw all": the missing class pictures are drawn, and the page is drawn again without its button (the walk: it
+    # stayed above the grid until the next click, and then the grid jumped up in its place).
+    app.button(key="wants_all_classes").click().run()
+    assert not app.exception
+    assert sorted(drawn) == [("logits", c) for c in range(10)]  # the view opens on a class output: 9 more
+    assert element_path(app.main, "wants_all_classes") is None
+    assert "the ink the network counts as evidence" in str([image.proto for image in app.get("image")])  # the grid

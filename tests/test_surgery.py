@@ -461,6 +461,9 @@ def test_the_sweep_draws_its_bars_once_asked(app):
     assert not [chart for chart in app.get("vega_lite_chart") if "layer" in json.loads(chart.proto.spec)]
     app.button(key="surgery_sweep").click().run()
     assert not app.exception
+    # The button is gone once the sweep is drawn (the walk: it stayed above the chart until the next click, and
+    # then the chart jumped up in its place).
+    assert not [button for button in app.button if button.key == "surgery_sweep"]
     [sweep] = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")
                if "layer" in json.loads(chart.proto.spec)]
     bars, rule = sweep["layer"]
