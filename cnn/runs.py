@@ -79,8 +79,11 @@ class RunRecorder(Callback):
                                         "per_class_accuracy": event.per_class_accuracy,
                                         "elapsed_seconds": round(event.elapsed_seconds, 3)}) + "\n")
         self._metrics.flush()
+        # Its time is the training's at this epoch (pauses not counted), as the finished card's and the Run history's
+        # are; the time since the recorder started also counted the setup and any pause.
         card = self.card(status="running", epochs=event.epoch, steps=event.step,
-                          accuracy=event.test_accuracy, per_class_accuracy=event.per_class_accuracy)
+                         wall_seconds=round(event.elapsed_seconds, 1), accuracy=event.test_accuracy,
+                         per_class_accuracy=event.per_class_accuracy)
         try:
             if self.keep_epoch_checkpoints:
                 save_checkpoint(self.folder / f"epoch-{event.epoch}.pt", model, card)

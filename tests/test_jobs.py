@@ -63,7 +63,8 @@ def test_a_finished_runs_time_is_its_cards(manager, tmp_path, monkeypatch):
 
 def test_each_epoch_of_a_live_run_keeps_the_time_its_checkpoint_card_records(manager, tmp_path):
     """The Run history shows a live run's time as of its last completed epoch (cnn.views.history_time): the time the
-    epoch's checkpoint card on disk says, not a count from whenever the table was drawn."""
+    epoch's checkpoint card on disk says (the training's, cnn.runs.RunRecorder.on_epoch_end), not a count from
+    whenever the table was drawn."""
     job_id = manager.submit(CONFIG, "timed-epochs", owner="alice")
     assert wait_for(lambda: len(manager.snapshot(job_id)["epochs"]) >= 1, timeout=60)
     manager.pause(job_id, "alice")

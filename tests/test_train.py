@@ -237,6 +237,19 @@ def test_each_epoch_event_carries_the_test_predictions(tiny_data, train_device):
     assert result.test_accuracy == pytest.approx((seen.given[-1] == tiny_data.test_labels).float().mean().item())
 
 
+def test_an_epochs_checkpoint_card_records_the_trainings_time_not_the_time_since_the_recorder_started(tmp_path):
+    """A running run's card said the seconds since its recorder started (setup and pauses counted), its finished card
+    and the Run history the training's own time: one run showed two times (a fresh clone's test_jobs saw 0.84 s
+    against 0.9 s). An epoch's card now keeps the training's time at that epoch."""
+    from cnn.train import EpochEvent
+
+    recorder = RunRecorder(tmp_path / "r", SMALL)
+    recorder.on_start(build_model(SMALL))
+    recorder.on_epoch_end(EpochEvent(epoch=1, step=16, test_accuracy=0.5, per_class_accuracy=[0.5] * 10,
+                                     elapsed_seconds=754.26), build_model(SMALL))
+    assert read_card(tmp_path / "r" / "model.pt")["wall_seconds"] == 754.3  # a second has not passed here
+
+
 def test_run_recorder_writes_a_usable_run(tiny_data, tmp_path, train_device):
     folder = tmp_path / "runs" / "demo"
     recorder = RunRecorder(folder, SMALL, data_source="synthetic")
