@@ -9,6 +9,7 @@ import time
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import APP_IDLE, INK_JS, wait_for_ink, wait_for_no_ink
 
@@ -121,6 +122,21 @@ def open_list_until_listed(page: Page, choice, option, timeout: float = 120) -> 
         assert time.monotonic() < deadline, f"{option} never became a choice"
         page.keyboard.press("Escape")
         wait_for_next_run(page)
+
+
+def choose_from_list(page: Page, choice, option, timeout: float = 120) -> None:
+    """Choose option in the select box choice. A run of the page can close the open list between its opening and
+    the click (the Teacher page redraws its run list every 2 s: a CI run's click waited 30 s for an option that had
+    gone with its list), so the list is opened again and the option clicked again until a click lands."""
+    deadline = time.monotonic() + timeout
+    while True:
+        open_list_until_listed(page, choice, option, timeout=max(1.0, deadline - time.monotonic()))
+        try:
+            option.first.click(timeout=5_000)
+            return
+        except PlaywrightTimeout:
+            assert time.monotonic() < deadline, f"{option} could not be chosen"
+            page.keyboard.press("Escape")  # a list still open (the option covered) is closed before the next try
 
 
 def test_every_page_opens_without_errors(page: Page, app_url):

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser_app import open_app, open_experiment, open_list_until_listed, wait_for_images, wait_until_idle
+from tests.test_browser_app import choose_from_list, open_app, open_experiment, wait_for_images, wait_until_idle
 
 pytestmark = [pytest.mark.browser, pytest.mark.mnist]
 
@@ -28,8 +28,7 @@ def test_a_sobel_kernel_on_a_conv1_filter_changes_the_accuracy(projector_page: P
     source = page.get_by_role("combobox", name="Start from")
     option = page.get_by_role("option", name="Sobel x", exact=True)
     source.scroll_into_view_if_needed()  # a click that scrolls the page first lands before the list can open
-    open_list_until_listed(page, source, option)
-    option.click()
+    choose_from_list(page, source, option)
     expect(source).to_have_value("Sobel x", timeout=60_000)
     expect(page.get_by_text("Vertical edges:", exact=False)).to_be_visible(timeout=60_000)
     wait_until_idle(page)

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from cnn.classroom import read_class_settings
 from tests.conftest import PROJECTOR, ROOT, start_app, stop_app, wait_for, wait_for_no_ink
-from tests.test_browser_app import (DIGITS, canvas_of, go_to, open_list_until_listed, stroke, wait_until_idle,
+from tests.test_browser_app import (DIGITS, canvas_of, choose_from_list, go_to, stroke, wait_until_idle,
                                     watch_errors)
 
 pytestmark = pytest.mark.browser
@@ -149,9 +149,8 @@ def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chos
     expect(teacher.get_by_test_id("stSidebarNav").get_by_text("Teacher", exact=True)).to_be_visible(timeout=60_000)
     go_to(teacher, "Teacher")
     option = teacher.get_by_role("option", name=re.compile("^lesson-run"))
-    # The page's run list redraws every 2 s, and a list opened during a redraw closes: opened until it shows the run.
-    open_list_until_listed(teacher, teacher.get_by_label("Every session that has not chosen its own model uses"), option)
-    option.click()
+    # The page's run list redraws every 2 s, and a redraw closes an open list: opened and clicked until chosen.
+    choose_from_list(teacher, teacher.get_by_label("Every session that has not chosen its own model uses"), option)
     teacher.get_by_role("button", name="Make it the class model").click()
     # Said to the teacher (a toast made right before the page's rerun was dropped now and then), and saved.
     expect(teacher.get_by_text("Saved: every session uses it from now on.")).to_be_visible(timeout=60_000)
@@ -165,8 +164,7 @@ def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chos
     # settings used to take the press: the old drawing stayed, read by the new model, until a second Clear).
     option, choice = teacher.get_by_role("option", name="bundled", exact=True), teacher.get_by_label(
         "Every session that has not chosen its own model uses")
-    open_list_until_listed(teacher, choice, option)
-    option.click()
+    choose_from_list(teacher, choice, option)
     teacher.get_by_role("button", name="Make it the class model").click()
     assert wait_for(lambda: read_class_settings(workdir / "runs").class_model == "bundled", timeout=60)
     student.get_by_role("button", name="Clear").click()

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.conftest import PROJECTOR
-from tests.test_browser_app import go_to, open_app, open_list_until_listed, wait_until_idle
+from tests.test_browser_app import choose_from_list, go_to, open_app, wait_until_idle
 
 pytestmark = pytest.mark.browser
 
@@ -126,8 +126,7 @@ def test_an_mlp_on_fashion_mnist_trains_from_the_train_page_is_listed_as_such_an
     # The model choice, below the live panel, follows once the page has run again after the run ended.
     choice = page.get_by_role("combobox", name="Active model (used by the other pages)")
     option = page.get_by_role("option", name="projector-mlp (an MLP on Fashion-MNIST)", exact=True)
-    open_list_until_listed(page, choice, option)
-    option.click()
+    choose_from_list(page, choice, option)
     expect(choice).to_have_value("projector-mlp (an MLP on Fashion-MNIST)", timeout=60_000)
     expect(page.get_by_text("projector-mlp: an MLP on Fashion-MNIST.")).to_be_visible(timeout=60_000)  # downloads
     go_to(page, "Home")

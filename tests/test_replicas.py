@@ -22,7 +22,7 @@ from cnn.jobs import JobManager
 from cnn.runs import list_runs
 from cnn.views import history_rows
 from tests.conftest import PROJECTOR, ROOT, synthetic_mnist, wait_for
-from tests.test_browser_app import DIGITS, canvas_of, go_to, open_app, open_list_until_listed, stroke, wait_until_idle
+from tests.test_browser_app import DIGITS, canvas_of, choose_from_list, go_to, open_app, stroke, wait_until_idle
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from replicas import COOKIE, nginx_config, start_school  # noqa: E402
@@ -216,8 +216,7 @@ def test_a_run_trained_on_one_replica_is_listed_and_made_active_on_the_other(bro
     expect(student_b.get_by_role("heading", name="Run history")).to_be_visible(timeout=60_000)
     choice = student_b.get_by_label("Active model (used by the other pages)")
     option = student_b.get_by_role("option", name=re.compile(r"^trained-on-a"))
-    open_list_until_listed(student_b, choice, option)
-    option.first.click()
+    choose_from_list(student_b, choice, option)
     go_to(student_b, "Home")
     expect(student_b.get_by_text(re.compile(r"Active model: trained-on-a, your own choice"))).to_be_visible(
         timeout=60_000)
