@@ -13,7 +13,7 @@ from cnn.data import DATASETS
 from cnn.runs import list_runs
 from cnn.views import READABLE, extent, markdown_table
 from pages.shared import (PERSIST, cached_checkpoint, chart_spec, checkpoint_problem, field, kept,
-                          load_data_with_progress, loaded_checkpoint, progress_place)
+                          load_data_with_progress, loaded_checkpoint, progress_place, show_progress)
 
 SHIFT_CAPTION = (f"Each of the first {compare.SHIFT_IMAGES:,} test images is moved right, left, down and up by 0 to "
                  f"{compare.SHIFTS[-1]} pixels (what comes in at the border is black); a point is the accuracy "
@@ -65,7 +65,7 @@ def curves_of(runs: list[compare.ComparedRun], checkpoints: dict, data) -> dict[
             place.progress(0.0, text=f"Measuring {name} on shifted images (once per model)...")
             curve = compare.measured_curve(
                 checkpoints[run.name], run.model, run.card, data.test_images, data.test_labels,
-                progress=lambda f, m, name=name: place.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
+                progress=lambda f, m, name=name: show_progress(place, f, f"{name}: {m}"))
             place.empty()
         curves[run.name] = curve
     return curves

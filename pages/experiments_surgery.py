@@ -19,7 +19,8 @@ from cnn.surgery import (CLASSIC_KERNELS, ROW_CHARACTERS, ablatable_layers, abla
                          sweep_rows, sweep_sentence)
 from pages.inside_wants import NotYet
 from pages.picking import Looking, clamped, kept_choice, kept_following, kept_number, taking_turns, test_inputs
-from pages.shared import PERSIST, chart_spec, field, kept, load_data_with_progress, probability_chart, progress_place
+from pages.shared import PERSIST, chart_spec, field, kept, load_data_with_progress, probability_chart, progress_place, \
+    show_progress
 
 SWEEP_IMAGES = 2000  # the sweep's test images: a few seconds for conv1's 32 filters
 SHOWN_BARS = 128  # a sweep of a larger layer (FC 625) shows the removals that hurt most
@@ -270,20 +271,22 @@ def show_sweep(seen: Looking, layers: dict, data) -> None:
     st.write(sweep_sentence(rows, stage, original, part_word(seen.model, stage)))
 
 
-def run_sweep(seen: Looking, stage: str, data, count: int, place) -> tuple:
+def run_sweep(seen: Looking, stage: str, data, count: int, place) -> None:
+    """Measure stage's sweep on the first count test images and keep it (remembered_sweep), the bar in place; one
+    sweep at a time on the server, and none when the session waited while another kept this one."""
     with taking_turns(surgery_lock(), WAITING, place):
         try:
-            return remembered_sweep(seen.version, stage)
+            remembered_sweep(seen.version, stage)
+            return  # measured while this session waited its turn
         except NotYet:
             pass
         images, labels = test_inputs(seen.spec.name, data.test_images)[:count], data.test_labels[:count]
         place.progress(0.0, text=f"Removing each filter of {stage} in turn...")
-        accuracies = ablation_sweep(seen.model, images, labels, stage, progress=lambda done: place.progress(
-            min(max(done, 0.0), 1.0), text=f"Removing each filter of {stage} in turn: {done:.0%}"))
+        accuracies = ablation_sweep(seen.model, images, labels, stage, progress=lambda done: show_progress(
+            place, done, f"Removing each filter of {stage} in turn: {done:.0%}"))
         original = quick_accuracy(seen.model, images, labels)
-        kept_sweep = remembered_sweep(seen.version, stage, (accuracies, original))  # before anything can interrupt
+        remembered_sweep(seen.version, stage, (accuracies, original))  # kept before anything can interrupt
         place.empty()
-    return kept_sweep
 
 
 def show(seen: Looking) -> None:

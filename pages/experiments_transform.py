@@ -23,7 +23,7 @@ from cnn.features import enlarge
 from cnn.transforms import CURVE_VALUES, TRANSFORM_RANGES
 from pages.picking import Looking, kept_choice, taking_turns, test_inputs
 from pages.shared import PERSIST, cached_checkpoint, chart_spec, field, kept, load_data_with_progress, \
-    probability_chart, progress_place
+    probability_chart, progress_place, show_progress
 
 # (slider name, its kind in TRANSFORM_RANGES, its label, its help); the box's three sliders follow them.
 SLIDERS = (("dx", "shift", "Right (px)", "Negative: left."), ("dy", "shift", "Down (px)", "Negative: up."),
@@ -158,7 +158,7 @@ def measured(seen: Looking) -> tuple[list[ComparedRun], dict]:
                 place.progress(0.0, text=f"Measuring {name} on moved and turned test images (once per model)...")
                 curves[name] = transforms.measured_robustness(
                     path, model, card, images, labels,
-                    progress=lambda f, m, name=name: place.progress(min(max(f, 0.0), 1.0), text=f"{name}: {m}"))
+                    progress=lambda f, m, name=name: show_progress(place, f, f"{name}: {m}"))
                 place.empty()
     return runs, curves
 
@@ -239,7 +239,7 @@ def measured_class_curves(seen: Looking, folder: Path) -> ClassCurves:
             images, labels = to_float(torch.from_numpy(samples.images[chosen])), torch.from_numpy(samples.labels[chosen])
             place.progress(0.0, text="Measuring the class's drawings, moved and turned...")
             value = (len(labels), len(samples.labels), transforms.measure_curves(
-                seen.model, images, labels, progress=lambda f, m: place.progress(min(max(f, 0.0), 1.0), text=m)))
+                seen.model, images, labels, progress=lambda f, m: show_progress(place, f, m)))
             place.empty()
         kept_curves = ClassCurves(time.monotonic(), version, value)
         _class_curves().put(key, kept_curves)

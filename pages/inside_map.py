@@ -15,7 +15,8 @@ from cnn.projection import (PROJECTIONS, Projection, cached_projection, hidden_l
                             kept_projection, map_extent, map_points, neighbour_accuracy, picked_point,
                             separation_sentence)
 from pages.picking import Looking, kept_choice, show_test_image, taking_turns, test_inputs
-from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress, progress_place
+from pages.shared import PERSIST, active_model, checkpoint_for, field, load_data_with_progress, progress_place, \
+    show_progress
 
 # Vega has no star among its symbol shapes; a custom shape is an SVG path in [-1, 1], scaled by the mark's size.
 STAR = ("M0,-1L0.22,-0.31L0.95,-0.31L0.36,0.12L0.59,0.81L0,0.38L-0.59,0.81L-0.36,0.12L-0.95,-0.31L-0.22,-0.31Z")
@@ -62,9 +63,8 @@ def fitted_map(version: str, method: str, dataset: str, model, inputs, whose: st
         except NotKept:
             pass
         place.progress(0.0, text=f"Drawing {whose} {METHOD_NAMES[method]} map (once per model)...")
-        fitted = cached_projection(model, inputs, method, start=start_points, progress=lambda fraction, words:
-                                   place.progress(min(max(fraction, 0.0), 1.0),
-                                                  text=f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
+        fitted = cached_projection(model, inputs, method, start=start_points, progress=lambda fraction, words: show_progress(
+                                       place, fraction, f"{whose.capitalize()} {METHOD_NAMES[method]} map: {words}"))
         place.empty()
         return remembered_map(version, method, dataset, start_from, model, inputs, start_points, fitted)
 

@@ -17,7 +17,7 @@ from cnn.optvis import (LayerMaxima, Patch, layer_maxima, layer_of, tiles_grid, 
                         visualisable_layers, visualize_unit)
 from pages.picking import Looking, chosen_unit, clamped, kept_following, kept_number, test_inputs
 from pages.picking import taking_turns as picking_turns
-from pages.shared import PERSIST, load_data_with_progress, progress_place
+from pages.shared import PERSIST, load_data_with_progress, progress_place, show_progress
 
 log = logging.getLogger("cnn.inside")  # the server's log: a class's heavy work, one line each
 SEED = 0  # one picture per unit and checkpoint, the same for every student (and cached once for all)
@@ -70,8 +70,8 @@ def picture(seen: Looking, stage: str, channel: int, words: str, place) -> np.nd
             return made
         place.progress(0.0, text=f"Finding what {words} wants to see (once per model)...")
         started = time.perf_counter()
-        made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: place.progress(
-            min(max(done, 0.0), 1.0), text=f"Finding what {words} wants to see: {done:.0%}"))
+        made = visualize_unit(seen.model, stage, channel, seed=SEED, progress=lambda done: show_progress(
+            place, done, f"Finding what {words} wants to see: {done:.0%}"))
         place.empty()
         log.info("Drew what unit %s of %s wants to see in %.1f s.", channel, stage, time.perf_counter() - started)
     return remembered_picture(seen.version, stage, channel, SEED, made)

@@ -307,6 +307,12 @@ def progress_place():
     return st.empty()
 
 
+def show_progress(place, fraction: float, text: str):
+    """place's bar at fraction (clamped to [0, 1]: a measure's rounding can report 1.0000001, which st.progress
+    refuses) with text; returns the bar."""
+    return place.progress(min(max(float(fraction), 0.0), 1.0), text=text)
+
+
 def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
     """The dataset, showing a progress bar the first time; shows the clear sentence and returns None on failure.
 
@@ -317,7 +323,7 @@ def load_data_with_progress(dataset: str = "mnist") -> ImageDataset | None:
     place = progress_place()
     if holder.data is None and not holder.error:
         bar = place.progress(0.0, text=f"Preparing {holder.spec.title} (first use only)...")
-        holder.load(progress=lambda fraction, message: bar.progress(min(max(fraction, 0.0), 1.0), text=message))
+        holder.load(progress=lambda fraction, message: show_progress(bar, fraction, message))
         place.empty()
     if holder.data is None:
         st.error(f"{holder.spec.title} is not available: {holder.error}")

@@ -766,3 +766,21 @@ def test_a_choice_that_reached_the_server_before_its_own_run_still_fills_the_for
     network, preset, epochs = expected
     assert app.selectbox(key="kept.network").value == network and app.selectbox(key="kept.preset").value == preset
     assert app.number_input(key="kept.epochs").value == epochs
+
+
+def test_a_progress_fraction_past_either_end_is_drawn_at_that_end():
+    """A measure's rounding can report 1.0000001 (or a hair under 0), which st.progress refuses with an exception:
+    every slow measurement's bar goes through show_progress, which draws it at the end instead."""
+    from pages.shared import show_progress
+
+    drawn = []
+
+    class Place:  # the bar's place: what a page's st.empty() is asked to draw
+        def progress(self, value, text):
+            drawn.append((value, text))
+            return self
+
+    for fraction in (1.0000001, -1e-9, 0.25, 1):
+        show_progress(Place(), fraction, "measuring")
+    assert drawn == [(1.0, "measuring"), (0.0, "measuring"), (0.25, "measuring"), (1.0, "measuring")]
+    assert all(isinstance(value, float) for value, _ in drawn)
