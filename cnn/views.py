@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import checkpoint_dataset
+from .checkpoint import BUNDLED_MODELS, checkpoint_dataset
 from .config import TrainConfig, preset_label
 from .data import DATASETS, TRAIN_SIZE
 from .model import NETWORKS
@@ -303,9 +303,19 @@ def labelled(name: str, note: str) -> str:
     return f"{name} ({note})" if note else name
 
 
+SHIPPED = "shipped with the app"  # what a model list adds to a bundled model's name: "bundled" alone told nobody
+
+
 def run_choice_labels(runs: list[RunInfo]) -> dict[str, str]:
-    """{run name: its label} for the lists that choose a model (the Train page's active model, the class model)."""
-    return {run.name: labelled(run.name, model_note(*card_model(run.card))) for run in runs}
+    """{run name: its label} for the lists that choose a model (the Train page's active model, the class model): a
+    run's model_note, and a bundled model's own words, "bundled (the article's CNN on MNIST, shipped with the app)"."""
+    labels = {}
+    for run in runs:
+        network, dataset = card_model(run.card)
+        bundled = run.name in BUNDLED_MODELS
+        labels[run.name] = labelled(run.name, f"{model_words(network, dataset)}, {SHIPPED}" if bundled
+                                    else model_note(network, dataset))
+    return labels
 
 
 def job_label(job: dict) -> str:

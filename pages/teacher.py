@@ -79,7 +79,7 @@ def class_model(settings: classroom.ClassSettings) -> None:
     st.subheader("The class model")
     listed = list_runs(default_runs_dir())  # both bundled models (Fashion-MNIST's once its file is there) and runs
     choices = classroom.class_model_choices(listed)
-    labels = run_choice_labels(listed)  # "bundled-fashion (the article's CNN on Fashion-MNIST)"
+    labels = run_choice_labels(listed)  # "bundled-fashion (the article's CNN on Fashion-MNIST, shipped with the app)"
     current = settings.class_model if settings.class_model in choices else classroom.BUNDLED
     with st.form("class-model"):
         picked = st.selectbox("Every session that has not chosen its own model uses", choices,

@@ -162,8 +162,8 @@ def test_a_students_next_stroke_is_read_by_the_class_model_the_teacher_just_chos
 
     # Back to the bundled model. The student's first Clear since then empties the canvas (the page's run for the new
     # settings used to take the press: the old drawing stayed, read by the new model, until a second Clear).
-    option, choice = teacher.get_by_role("option", name="bundled", exact=True), teacher.get_by_label(
-        "Every session that has not chosen its own model uses")
+    option = teacher.get_by_role("option", name=re.compile(r"^bundled \(the article's CNN on MNIST, shipped with"))
+    choice = teacher.get_by_label("Every session that has not chosen its own model uses")
     choose_from_list(teacher, choice, option)
     teacher.get_by_role("button", name="Make it the class model").click()
     assert wait_for(lambda: read_class_settings(workdir / "runs").class_model == "bundled", timeout=60)

@@ -417,7 +417,8 @@ def test_the_class_model_chooser_lists_the_bundled_fashion_model_and_runs_of_bot
     teacher.switch_page("pages/teacher.py").run()
     assert not teacher.exception
     chooser = next(box for box in teacher.selectbox if box.label.startswith("Every session that has not chosen"))
-    assert chooser.options[:2] == ["bundled", "bundled-fashion (the article's CNN on Fashion-MNIST)"]
+    assert chooser.options[:2] == ["bundled (the article's CNN on MNIST, shipped with the app)",
+                                  "bundled-fashion (the article's CNN on Fashion-MNIST, shipped with the app)"]
     assert sorted(chooser.options[2:]) == ["clothes-mlp (an MLP on Fashion-MNIST)", "digits-run"]
     chooser.set_value("bundled-fashion")
     teacher.button(key="FormSubmitter:class-model-Make it the class model").click().run()

@@ -246,7 +246,8 @@ def test_the_bundled_fashion_model_is_offered_beside_the_mnist_one_and_the_pages
     replay = "**How conv1's"
     assert any(m.value.startswith(replay) for m in app.markdown)  # the bundled MNIST model's own history
     choice = app.selectbox(key="active_model_choice")
-    assert choice.options[:2] == ["bundled", "bundled-fashion (the article's CNN on Fashion-MNIST)"]
+    assert choice.options[:2] == ["bundled (the article's CNN on MNIST, shipped with the app)",
+                                 "bundled-fashion (the article's CNN on Fashion-MNIST, shipped with the app)"]
     choice.set_value("bundled-fashion").run()
     assert not app.exception and app.session_state["active_run"] == "bundled-fashion"
     rows = {row["run"]: row for row in app.dataframe[0].value.to_dict("records")}
