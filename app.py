@@ -3,6 +3,9 @@ import sys
 
 import streamlit as st
 
+from pages.parsing import serialise_ast_parse
+
+serialise_ast_parse()  # before torch's first import, which parses with ast.parse while other sessions may compile pages
 starting = None
 if "torch" not in sys.modules:  # this server's first run: PyTorch and the engine take ~5 s to load, once
     st.set_page_config(page_title="CNN classroom", layout="wide")

@@ -784,3 +784,31 @@ def test_a_progress_fraction_past_either_end_is_drawn_at_that_end():
         show_progress(Place(), fraction, "measuring")
     assert drawn == [(1.0, "measuring"), (0.0, "measuring"), (0.25, "measuring"), (1.0, "measuring")]
     assert all(isinstance(value, float) for value, _ in drawn)
+
+
+def test_the_app_parses_python_one_thread_at_a_time():
+    """CPython 3.11's ast.parse in two threads at once can raise "AST constructor recursion depth mismatch" (a fresh
+    clone's Train page did, as Streamlit compiled it): the app makes ast.parse take one lock. While one thread parses
+    a long source, the lock is held; after it, it is free; a second install does not wrap the wrapper."""
+    import ast
+
+    from pages import parsing
+
+    parsing.serialise_ast_parse()
+    parsing.serialise_ast_parse()
+    assert ast.parse.serialised and not getattr(ast.parse.__wrapped__, "serialised", False)
+    source = "\n".join(f"x{i} = [{i}, ({i} + 1) * 2, {{'k': {i}}}]" for i in range(60_000))
+    done = threading.Event()
+    parser = threading.Thread(target=lambda: (ast.parse(source), done.set()))
+    parser.start()
+    held = 0
+    while not done.is_set():
+        if parsing._LOCK.acquire(blocking=False):
+            parsing._LOCK.release()
+        else:
+            held += 1
+    parser.join()
+    assert held > 0  # the parse held the lock
+    assert parsing._LOCK.acquire(blocking=False)
+    parsing._LOCK.release()
+    assert isinstance(ast.parse("a = 1"), ast.Module)
