@@ -93,9 +93,28 @@ def _histc(finite: torch.Tensor, limit: float, bins: int = HISTOGRAM_BINS) -> np
     return torch.histc(finite.float(), bins=bins, min=-limit, max=limit).to(torch.int64).cpu().numpy()
 
 
+def _in_memory_order(values: torch.Tensor) -> torch.Tensor:
+    """values itself, or for a channels_last map (N, C, H, W) its view as (N, H, W, C), which is contiguous: reshaping
+    it costs no copy. A training model's maps are channels_last; flatten(1) and reshape(-1) of those copied them."""
+    if values.dim() == 4 and not values.is_contiguous() and values.is_contiguous(memory_format=torch.channels_last):
+        return values.permute(0, 2, 3, 1)
+    return values
+
+
+def _rows(values: torch.Tensor) -> torch.Tensor:
+    """(N, ...) -> (N, units): each image's values in memory order (no copy for a contiguous or channels_last map),
+    so a reduction over images copies nothing. Units come in (C, H, W) or (H, W, C) order: only counts use them."""
+    return _in_memory_order(values).reshape(len(values), -1)
+
+
+def _flat(values: torch.Tensor) -> torch.Tensor:
+    """values as one dimension in memory order (no copy, as _rows), for what ignores order: counts, extremes, norms."""
+    return _in_memory_order(values).reshape(-1)
+
+
 def _finite(values: torch.Tensor) -> torch.Tensor:
     """values itself when all are finite (no copy: a training's NaN is rare), else its finite values, flat."""
-    values = values.detach()
+    values = _flat(values.detach())
     if values.numel():
         low, high = torch.aminmax(values)  # NaN and inf show in the extremes: one pass, no mask in the usual case
         if math.isfinite(float(low)) and math.isfinite(float(high)):
@@ -198,7 +217,7 @@ def activation_health(model: nn.Module, images: torch.Tensor, limits: dict[str, 
             if start < histogram_images:
                 frames[layer.name] = _merge(frames.get(layer.name), x[:histogram_images - start])
             if layer.name in has_relu:  # its ReLU's output is above 0 exactly where x is
-                now = (x > 0).flatten(1).any(0)
+                now = (_rows(x) > 0).any(0)  # per unit, in memory order: only the count and share are used
                 fired[layer.name] = fired[layer.name] | now if layer.name in fired else now
             x = model._run(x, after)  # its ReLU (fused with a pool, as forward runs it) and what follows
     result = {}

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from cnn.config import ARTICLE, FAST, SOFTMAX
-from cnn.health import (HISTOGRAM_BINS, HealthMonitor, activation_health, covering_limit, gradient_norms,
+from cnn.health import (HISTOGRAM_BINS, HealthMonitor, _rows, activation_health, covering_limit, gradient_norms,
                         health_layers, histogram, weight_histograms, widen)
 from cnn.jobs import JobManager
 from cnn.model import NETWORKS, build_model
@@ -71,6 +71,37 @@ def test_dead_relu_fraction_matches_a_brute_force_count(network):
         assert measured[layer]["dead"] == pytest.approx(fraction, abs=1e-6), layer
     if layers[0].kind == "conv":
         assert measured[layers[0].name]["dead"] >= 2 / getattr(model, layers[0].module).out_channels
+
+
+@pytest.mark.parametrize("network", ["cnn", "lenet"])
+def test_a_training_layout_measures_what_numpy_and_brute_force_count(network):
+    """A training model's maps are channels_last (train() lays conv networks out so), which activation_health reads
+    in memory order without copying: its counts must still be numpy's histogram of each layer's outputs, its RMS
+    theirs, and its dead ReLUs the brute-force count."""
+    model = build_model(config_for(network, init_std=0.05), generator=torch.Generator().manual_seed(2))
+    model = model.to(memory_format=torch.channels_last).eval()
+    images = synthetic_mnist(n_train=10, n_test=12).test_images
+    measured = activation_health(model, images, batch_size=5, histogram_images=12)
+    first = health_layers(model)[0].name
+    assert measured[first]["units"] > 0
+    maps = getattr(model, health_layers(model)[0].module)(images[:2].float().div(255)[:, None].contiguous(
+        memory_format=torch.channels_last))
+    assert not maps.is_contiguous() and _rows(maps).data_ptr() == maps.data_ptr()  # read in place, not copied
+    reference = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        outputs = reference.forward_with_activations(images.float().div(255)[:, None])
+    own = {stage.name for stage in model.stages if stage.activation == stage.name}  # recorded before their ReLU
+    assert first in own
+    for layer, frame in measured.items():
+        if layer not in own:
+            continue
+        values = outputs[layer].double().numpy().ravel()
+        counts, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(-frame["limit"], frame["limit"]))
+        assert np.abs(np.asarray(frame["counts"]) - counts).sum() <= 2, layer  # float32 vs float64 edges
+        assert frame["values"] == values.size
+        assert frame["sum_squares"] == pytest.approx(float((values ** 2).sum()), rel=1e-4), layer
+    for layer, fraction in brute_force_dead(model, images).items():
+        assert measured[layer]["dead"] == pytest.approx(fraction, abs=1e-6), layer
 
 
 def test_histogram_counts_every_value_and_equals_numpys():
