@@ -79,15 +79,29 @@ def feature_layer(stages, sizes: dict[str, int]) -> str | None:
     return hidden[-1] if hidden else None
 
 
+_LAYERS: "weakref.WeakKeyDictionary[nn.Module, str | None]" = weakref.WeakKeyDictionary()
+_LAYERS_LOCK = threading.Lock()
+
+
 def novelty_layer(model: nn.Module) -> str | None:
-    """feature_layer of model ("pool3" for the article's CNN, "fc" for the MLP, None for softmax regression)."""
+    """feature_layer of model ("pool3" for the article's CNN, "fc" for the MLP, None for softmax regression).
+
+    Found once per model object (its sizes, from a pass over one blank image), then kept while the model lives:
+    the Draw page asks for every stroke of every session, and models are never changed in place (experiments
+    change copies)."""
+    with _LAYERS_LOCK:
+        if model in _LAYERS:
+            return _LAYERS[model]
     stages = getattr(model, "stages", ())
-    if not stages:
-        return None
-    side = model_spec(model).side
-    with torch.inference_mode():
-        acts = model.forward_with_activations(torch.zeros(1, 1, side, side))
-    return feature_layer(stages, {name: value[0].numel() for name, value in acts.items()})
+    layer = None
+    if stages:
+        side = model_spec(model).side
+        with torch.inference_mode():
+            acts = model.forward_with_activations(torch.zeros(1, 1, side, side))
+        layer = feature_layer(stages, {name: value[0].numel() for name, value in acts.items()})
+    with _LAYERS_LOCK:
+        _LAYERS[model] = layer
+    return layer
 
 
 def no_check_sentence(model: nn.Module) -> str | None:

@@ -98,6 +98,30 @@ def test_the_check_reads_what_each_network_has(network, layer, size):
     assert torch.equal(features, model.forward_with_activations(x)[layer].flatten(1))
 
 
+def test_each_model_is_looked_at_once_and_forgotten_with_it():
+    """The Draw page asks which layer the check reads for every stroke of every session: one pass over a blank image
+    per model object, not one per question; a model that goes leaves nothing behind."""
+    import gc
+    import weakref
+
+    from cnn.config import ARTICLE
+    from cnn.model import build_model
+
+    model = build_model(ARTICLE.replace(architecture="lenet")).eval()
+    passes = []
+    original = model.forward_with_activations
+    model.forward_with_activations = lambda x: passes.append(x.shape) or original(x)
+    assert [novelty_layer(model) for _ in range(3)] == ["pool2"] * 3
+    assert no_check_sentence(model) is None
+    assert passes == [(1, 1, 28, 28)]  # once, on a blank image of the model's size
+    other = build_model(ARTICLE).eval()  # another model: its own answer, not the first one's
+    assert novelty_layer(other) == "pool3"
+    gone = weakref.ref(model)
+    del model, original
+    gc.collect()
+    assert gone() is None  # the answer kept for it did not keep it alive
+
+
 def test_the_softmax_baseline_is_told_honestly_that_nothing_checks_its_drawings():
     from cnn.data import FASHION_SPEC
 
