@@ -21,9 +21,9 @@ from cnn.drawing import (CanvasError, canvas_hint, drawing_problem, preprocess_s
 from cnn.explain import (METHOD_NAMES, always_an_answer, answer_html, attribution_methods, describe, explain,
                          model_spec, names_are_numbers, overlay)
 from cnn.novelty import cached_novelty_model, checked_prediction, no_check_sentence
-from pages.shared import (PERSIST, checkpoint_for, class_settings_changed, data_holder, is_teacher, kept,
-                          note_class_settings, probability_chart, resolved_model,
-                          send_to_feature_maps, uploaded_digit)
+from pages.shared import (PERSIST, answer_tail_slot, checkpoint_for, class_settings_changed, data_holder, is_teacher,
+                          kept, note_class_settings, probability_chart, resolved_model, send_to_feature_maps,
+                          uploaded_digit)
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
@@ -60,21 +60,23 @@ def show_refusal(problem: str, spec: DatasetSpec) -> None:
     st.caption(always_an_answer(spec))
 
 
-def show_answer(steps: dict, probabilities: np.ndarray, model, source: str, then=None) -> dict:
-    """The answer, the probabilities of the model's classes (read_image's) and why; returns describe()'s answer.
+def show_answer(steps: dict, probabilities: np.ndarray, model, then=None) -> dict:
+    """The answer (read_image's probabilities, in words, with the image the network read); returns describe()'s
+    answer. One element, the first this function sends: the student waits for nothing else
+    (scripts/stroke_latency.py).
 
     then: a function called right after the answer's element is sent (show_reading's draw_input)."""
     spec = model_spec(model)
     answer = describe(probabilities, spec)
-    # One element, the first this function sends: the student waits for nothing else (scripts/stroke_latency.py).
     st.markdown(answer_html(steps["centred"], answer, spec), unsafe_allow_html=True)
     if then is not None:
         then()
-    # One display frame before the rest (the chart, the explanation, the preprocessing, the buttons: ~25 messages).
-    # Sent at once, they reached a busy browser with the answer, and it drew them all in one render before the
-    # answer showed. scripts/stroke_latency.py on this 2-core machine, runs alternated: p50 257-284 ms without the
-    # pause, 248-256 ms with it (two frames: no better). The rest of the page comes one frame later.
-    time.sleep(ANSWER_FRAME_S)
+    return answer
+
+
+def show_why(steps: dict, probabilities: np.ndarray, model, source: str, answer: dict) -> None:
+    """Under the answer: the probabilities of the model's classes, and why (the attribution the student chose)."""
+    spec = model_spec(model)
     st.vega_lite_chart(spec=probability_chart(probabilities, height=150, class_names=spec.class_names,
                                               class_word=spec.class_word), width="stretch")
     st.caption(always_an_answer(spec))
@@ -89,7 +91,6 @@ def show_answer(steps: dict, probabilities: np.ndarray, model, source: str, then
         st.image(overlay(steps["centred"] / 255.0, shown["map"]), width=224, caption=shown["caption"])
     if shown["note"]:
         st.caption(shown["note"])
-    return answer
 
 
 def method_choice(model, source: str) -> str:
@@ -249,10 +250,18 @@ def show_reading(steps: dict | None, problem: str | None, model, source: str, le
         if problem or steps is None:
             input_in_left()
             return
-        show_answer(steps, probabilities, model, source, then=input_in_left)  # the input right after the answer's words
-    with left:
-        preprocessing_steps(steps, source, spec)
-    actions(steps["centred"], source, spec)
+        answer = show_answer(steps, probabilities, model, then=input_in_left)  # the input right after the answer's words
+    # One display frame before the rest (the chart, the explanation, the preprocessing, the buttons: ~25 messages).
+    # Sent at once, they reached a busy browser with the answer, and it drew them all in one render before the
+    # answer showed. scripts/stroke_latency.py on this 2-core machine, runs alternated: p50 257-284 ms without the
+    # pause, 248-256 ms with it (two frames: no better). The rest of the page comes one frame later.
+    time.sleep(ANSWER_FRAME_S)
+    with answer_tail_slot():  # a few sessions at a time: see pages.shared.ANSWER_TAIL_SLOTS
+        with right:
+            show_why(steps, probabilities, model, source, answer)
+        with left:
+            preprocessing_steps(steps, source, spec)
+        actions(steps["centred"], source, spec)
 
 
 @st.fragment

@@ -1,6 +1,7 @@
 """Shared app state: MNIST and the job manager are read-only/shared (st.cache_resource); the active model is per session."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -298,6 +299,27 @@ def client_address() -> str | None:
         # per-computer cap off for it. The proxy's own record of the client counts instead.
         return classroom.proxied_client(headers)
     return address
+
+
+# The slow part of the Draw page's answer (its chart, explanation, pictures and buttons), run by one session at a
+# time per core. Twenty light load-test students, each drawing a digit every 2 s, left both cores ~70% idle while a
+# stroke's answer waited 287 ms (p50; p95 691 ms) in the server's queue before the event loop sent it: every session's
+# thread ran its explanation's torch operations at once, each hands the GIL over on every operation, and the thread
+# that sends every session's messages waited its turn among them all. With two sessions at a time in this part the
+# answer left the queue in 5 ms (p50; p95 58 ms): scripts/loadtest.py, alternated, in the closing note.
+ANSWER_TAIL_SLOTS = max(1, os.cpu_count() or 1)
+_ANSWER_TAILS = threading.BoundedSemaphore(ANSWER_TAIL_SLOTS)
+
+
+@contextlib.contextmanager
+def answer_tail_slot():
+    """Hold one of ANSWER_TAIL_SLOTS while drawing what follows an answer; released however the block ends (a newer
+    stroke stops a run at its next element, by an exception)."""
+    _ANSWER_TAILS.acquire()
+    try:
+        yield
+    finally:
+        _ANSWER_TAILS.release()
 
 
 def progress_place():

@@ -663,6 +663,77 @@ def test_draw_page_upload_predicts_and_rejects(app):
     assert any("could not be read" in e.value or "not an image" in e.value for e in app.error)
 
 
+def test_draw_page_answers_first_and_takes_a_slot_only_for_what_follows(app, monkeypatch):
+    """The answer never waits for another session: the page takes one of the few answer-tail slots after it, for the
+    explanation and the rest, and gives the slot back however that part ends (here: the explanation fails)."""
+    import cnn.explain
+    import pages.shared
+
+    events = []
+
+    class RecordingSlots:
+        def __init__(self):
+            self.slots = threading.BoundedSemaphore(1)
+
+        def acquire(self):
+            events.append("slot taken")
+            return self.slots.acquire()
+
+        def release(self):
+            events.append("slot given back")
+            self.slots.release()
+
+    slots = RecordingSlots()
+    monkeypatch.setattr(pages.shared, "_ANSWER_TAILS", slots)
+    answer_html, explain = cnn.explain.answer_html, cnn.explain.explain
+    monkeypatch.setattr(cnn.explain, "answer_html", lambda *a, **k: events.append("answer") or answer_html(*a, **k))
+    monkeypatch.setattr(cnn.explain, "explain", lambda *a, **k: events.append("why") or explain(*a, **k))
+    app.switch_page("pages/draw.py").run()
+    app.file_uploader[0].set_value(("one.png", _png_of_a_one(), "image/png")).run()
+    assert not app.exception and any("It's a 1" in m.value for m in app.markdown)
+    assert events == ["answer", "slot taken", "why", "slot given back"]
+    assert app.get("image") and app.pills  # what the slot is for was drawn: the explanation, the label pills
+
+    def failing(*args, **kwargs):
+        events.append("why")
+        raise RuntimeError("an explanation that fails")
+
+    events.clear()
+    monkeypatch.setattr(cnn.explain, "explain", failing)
+    app.file_uploader[0].set_value(("one-again.png", _png_of_a_one(), "image/png")).run()
+    assert events == ["answer", "slot taken", "why", "slot given back"]
+    assert slots.slots.acquire(blocking=False)  # free again: the next stroke is not kept waiting
+
+
+def test_answer_tail_slots_let_that_many_sessions_in_and_the_next_waits():
+    import pages.shared
+    from pages.shared import ANSWER_TAIL_SLOTS, answer_tail_slot
+    from tests.conftest import wait_for
+
+    assert ANSWER_TAIL_SLOTS >= 1
+    leave, inside = threading.Event(), []
+
+    def session(name):
+        with answer_tail_slot():
+            inside.append(name)
+            leave.wait(60)
+
+    holders = [threading.Thread(target=session, args=(i,)) for i in range(ANSWER_TAIL_SLOTS)]
+    for holder in holders:
+        holder.start()
+    assert wait_for(lambda: len(inside) == ANSWER_TAIL_SLOTS, timeout=30)  # that many at once
+    assert not pages.shared._ANSWER_TAILS.acquire(blocking=False)  # and no more: the next session would wait
+    late = threading.Thread(target=session, args=("late",))
+    late.start()
+    leave.set()  # the holders leave: the late session gets in
+    for thread in (*holders, late):
+        thread.join(30)
+    assert inside[-1] == "late" and len(inside) == ANSWER_TAIL_SLOTS + 1
+    assert all(pages.shared._ANSWER_TAILS.acquire(blocking=False) for _ in range(ANSWER_TAIL_SLOTS))  # all free
+    for _ in range(ANSWER_TAIL_SLOTS):
+        pages.shared._ANSWER_TAILS.release()
+
+
 def test_draw_page_saves_a_labelled_upload_to_the_class_set(app, tmp_path, monkeypatch):
     monkeypatch.setenv("CNN_CLASS_DIR", str(tmp_path / "class"))
     app.switch_page("pages/draw.py").run()
