@@ -27,7 +27,7 @@ from pages.shared import (PERSIST, answer_tail_slot, checkpoint_for, class_setti
 
 CANVAS = 280
 STROKE = 22  # ~2-3 MNIST pixels once the drawing is scaled into the 20x20 box
-ANSWER_FRAME_S = 1 / 60  # the rest of a stroke's reading waits one frame (show_answer)
+ANSWER_FRAME_S = 1 / 60  # the rest of a stroke's reading waits one frame (show_reading)
 STEPS_PER_ROW = 2  # preprocessing steps side by side under the canvas: ~130 px each in its column of a 1024 px page
 # The canvas's column and the answer's: at 1024x768 with the sidebar open the main block is 564 px, and two equal
 # columns gave 266 px each, which hid the right 14 px of the 280 px square (walk). 0.54 gives the canvas 287 px.

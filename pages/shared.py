@@ -306,7 +306,7 @@ def client_address() -> str | None:
 # stroke's answer waited 287 ms (p50; p95 691 ms) in the server's queue before the event loop sent it: every session's
 # thread ran its explanation's torch operations at once, each hands the GIL over on every operation, and the thread
 # that sends every session's messages waited its turn among them all. With two sessions at a time in this part the
-# answer left the queue in 5 ms (p50; p95 58 ms): scripts/loadtest.py, alternated, in the closing note.
+# answer left the queue in 5 ms (p50; p95 58 ms). README, "How much one server holds", has the load tests.
 ANSWER_TAIL_SLOTS = max(1, os.cpu_count() or 1)
 _ANSWER_TAILS = threading.BoundedSemaphore(ANSWER_TAIL_SLOTS)
 
