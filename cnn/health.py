@@ -28,7 +28,8 @@ HISTOGRAM_IMAGES = 250  # the activation histograms count the first of them (his
 SMALLEST_LIMIT = 2.0 ** -16  # the narrowest histogram range, [-2^-16, 2^-16] (all-zero weights: softmax's start)
 # Steps at least between two measures at quick evaluations (each epoch's full test is measured too). One measure
 # costs ~1.3 quick evaluations (~0.25 s for the article's CNN on 2 cores): at every 100 steps of ~0.09 s that was
-# ~2.7% of a run's time, at every 200 ~1.4%.
+# ~2.7% of a run's time, at every 200 ~1.4%. At a float32 evaluation the measure counts the evaluation's own pass
+# (ActivationTally): 0.05-0.1 s on top of it, where a pass of its own took ~0.19 s.
 MEASURE_EVERY = 200
 MAX_GRADIENT_POINTS = 500  # gradient readings kept, thinned evenly over a long run
 MAX_HEALTH_EVALS = 200  # evaluations kept, thinned evenly
@@ -201,34 +202,69 @@ def activation_health(model: nn.Module, images: torch.Tensor, limits: dict[str, 
     for a layer without ReLU. Dropout stages are skipped, as in eval mode: no random numbers are drawn and the
     model's mode is untouched.
     """
-    layers = health_layers(model)
-    has_relu = {layer.name for layer in layers if layer.relu}
-    segments = _segments(model)
-    frames = {layer.name: {"limit": limits[layer.name], "counts": None, "values": 0, "nonfinite": 0, "sum_squares": 0.0}
-              for layer in layers if limits and layer.name in limits}
-    fired: dict[str, torch.Tensor] = {}  # (units,) bool: fired for some image so far
+    tally = ActivationTally(model, limits, histogram_images)
     device = next(model.parameters()).device
     channels_last = uses_channels_last(model)  # as the model is laid out while it trains: no conversions
     for start in range(0, len(images), batch_size):
-        x = prepare_batch(images[start:start + batch_size].to(device), channels_last)  # (B, 1, side, side)
-        x = model._run(x, segments[0])
-        for layer, after in zip(layers, segments[1:]):
-            x = model._run_stage(next(s for s in model.stages if s.name == layer.name), x)
-            if start < histogram_images:
-                frames[layer.name] = _merge(frames.get(layer.name), x[:histogram_images - start])
-            if layer.name in has_relu:  # its ReLU's output is above 0 exactly where x is
-                now = (_rows(x) > 0).any(0)  # per unit, in memory order: only the count and share are used
-                fired[layer.name] = fired[layer.name] | now if layer.name in fired else now
+        tally.run(prepare_batch(images[start:start + batch_size].to(device), channels_last))  # (B, 1, side, side)
+    return tally.result()
+
+
+class ActivationTally:
+    """activation_health's counting, one batch at a time: run(x) takes a prepared batch through the model's stages as
+    its eval-mode forward does (the same kernels), counts its images until `images` have been counted, and returns
+    the logits; result() is activation_health's answer for the images counted. An evaluation that passes its first
+    images through a tally measures layer health on them without a second pass (train.evaluate's tally)."""
+
+    def __init__(self, model: nn.Module, limits: dict[str, float] | None = None,
+                 histogram_images: int = HISTOGRAM_IMAGES, images: int | None = None):
+        self.model = model
+        self.images = images  # how many images to count in all (None: every image run)
+        self.layers = health_layers(model)
+        self._has_relu = {layer.name for layer in self.layers if layer.relu}
+        self._segments = _segments(model)
+        self._stages = [next(s for s in model.stages if s.name == layer.name) for layer in self.layers]
+        self._histogram_images = histogram_images
+        self._frames = {layer.name: {"limit": limits[layer.name], "counts": None, "values": 0, "nonfinite": 0,
+                                     "sum_squares": 0.0}
+                        for layer in self.layers if limits and layer.name in limits}
+        self._fired: dict[str, torch.Tensor] = {}  # (units,) bool: fired for some image so far
+        self.counted = 0  # images counted so far
+
+    def wants_more(self) -> bool:
+        """Whether run() still counts images."""
+        return self.images is None or self.counted < self.images
+
+    @torch.inference_mode()
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 1, side, side), prepared as the model is laid out -> its logits; its images are counted until
+        `images` have been."""
+        model, start = self.model, self.counted
+        count = len(x) if self.images is None else max(0, min(len(x), self.images - start))
+        histogram = max(0, min(count, self._histogram_images - start))
+        x = model._run(x, self._segments[0])
+        for layer, stage, after in zip(self.layers, self._stages, self._segments[1:]):
+            x = model._run_stage(stage, x)
+            if histogram:
+                self._frames[layer.name] = _merge(self._frames.get(layer.name), x[:histogram])
+            if count and layer.name in self._has_relu:  # its ReLU's output is above 0 exactly where x is
+                now = (_rows(x[:count]) > 0).any(0)  # per unit, in memory order: only the count and share are used
+                fired = self._fired.get(layer.name)
+                self._fired[layer.name] = now if fired is None else fired | now
             x = model._run(x, after)  # its ReLU (fused with a pool, as forward runs it) and what follows
-    result = {}
-    for layer in layers:
-        frame = dict(frames.get(layer.name) or _frame(torch.empty(0)))
-        frame["counts"] = frame["counts"] if frame["counts"] is not None else [0] * HISTOGRAM_BINS  # no images
-        seen = fired.get(layer.name)
-        frame["units"] = int(seen.numel()) if seen is not None else 0
-        frame["dead"] = float(1.0 - seen.float().mean()) if seen is not None and seen.numel() else None
-        result[layer.name] = frame
-    return result
+        self.counted += count
+        return x
+
+    def result(self) -> dict[str, dict]:
+        result = {}
+        for layer in self.layers:
+            frame = dict(self._frames.get(layer.name) or _frame(torch.empty(0)))
+            frame["counts"] = frame["counts"] if frame["counts"] is not None else [0] * HISTOGRAM_BINS  # no images
+            seen = self._fired.get(layer.name)
+            frame["units"] = int(seen.numel()) if seen is not None else 0
+            frame["dead"] = float(1.0 - seen.float().mean()) if seen is not None and seen.numel() else None
+            result[layer.name] = frame
+        return result
 
 
 class HealthMonitor(Callback):
@@ -252,11 +288,14 @@ class HealthMonitor(Callback):
         self.latest: dict[str, dict] = {}  # the same at the latest evaluation, with its "step"
         self._weight_limits: dict[str, float] = {}  # ranges so far: only the measuring thread reads them
         self._activation_limits: dict[str, float] = {}
+        self._tally: tuple[int, ActivationTally] | None = None  # (step, tally) offered to the evaluation at step
 
-    def measure(self, step: int, epoch: int, model: nn.Module) -> None:
-        """Weight and activation histograms and dead ReLUs now (at step, of epoch), recorded as the latest."""
+    def measure(self, step: int, epoch: int, model: nn.Module, activations: dict[str, dict] | None = None) -> None:
+        """Weight and activation histograms and dead ReLUs now (at step, of epoch), recorded as the latest.
+        activations: activation_health's answer on this monitor's images, when an evaluation has just counted them."""
         weights = weight_histograms(model, self._weight_limits)
-        activations = activation_health(model, self.images, self._activation_limits)
+        if activations is None:
+            activations = activation_health(model, self.images, self._activation_limits)
         self._weight_limits = {name: frame["limit"] for name, frame in weights.items()}
         self._activation_limits = {name: frame["limit"] for name, frame in activations.items()}
         point = {"step": step, "epoch": epoch,
@@ -278,11 +317,29 @@ class HealthMonitor(Callback):
         with self._lock:
             self.gradients.append({"step": step, "norms": norms})
 
+    def _due(self, step: int, full: bool) -> bool:
+        """Whether an evaluation at step is measured: every epoch's test, and quick ones measure_every steps apart."""
+        since = step - self.latest.get("step", 0)
+        return since != 0 and (full or since >= self.measure_every)  # 0: the epoch's test after a quick one
+
+    def evaluation_tally(self, step: int, full: bool, model: nn.Module,
+                         images: torch.Tensor) -> ActivationTally | None:
+        """A tally for the evaluation about to run at step over images (train.evaluate's tally), when this monitor
+        measures there and its images are the evaluation's first: on_eval then reads the activations the evaluation
+        counted instead of passing the same images through the model again. None otherwise."""
+        n = len(self.images)
+        if not n or not self._due(step, full) or len(images) < n or not torch.equal(images[:n], self.images):
+            return None
+        self._tally = (step, ActivationTally(model, self._activation_limits, images=n))
+        return self._tally[1]
+
     def on_eval(self, event: EvalEvent, model: nn.Module) -> None:
-        since = event.step - self.latest.get("step", 0)
-        if since == 0 or (not event.full and since < self.measure_every):  # 0: the epoch's test after a quick one
+        offered, self._tally = self._tally, None
+        if not self._due(event.step, event.full):
             return
-        self.measure(event.step, event.epoch, model)
+        shared = (offered is not None and offered[0] == event.step and offered[1].counted == len(self.images)
+                  and offered[1].model is model)  # an evaluation that counted them all (a bf16 one counts none)
+        self.measure(event.step, event.epoch, model, offered[1].result() if shared else None)
 
     def view(self) -> dict:
         """Plain data for a page (a copy): layers, gradients, evaluations, first, latest. Call it holding the lock."""

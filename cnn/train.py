@@ -68,6 +68,13 @@ class Callback:
 
     def on_eval(self, event: EvalEvent, model: nn.Module) -> None: ...
 
+    def evaluation_tally(self, step: int, full: bool, model: nn.Module, images: torch.Tensor):
+        """Asked before each evaluation (at step, the epoch's test when full, over images): an object whose run(x)
+        returns model's logits for a prepared batch while it looks at the activations, and whose wants_more() says
+        whether it takes more (cnn.health.ActivationTally): the evaluation passes its first images through it in place
+        of the model, and on_eval reads them without a second pass. None: the evaluation runs as it is."""
+        return None
+
     def on_epoch_end(self, event: EpochEvent, model: nn.Module) -> None: ...
 
 
@@ -240,11 +247,12 @@ EVAL_BATCH = 128  # images per forward when evaluating: the 10,000 test images i
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = EVAL_BATCH, precision: str = "fp32") -> dict:
+             batch_size: int = EVAL_BATCH, precision: str = "fp32", tally=None) -> dict:
     """Accuracy, per-class accuracy (one per output of the model) and predictions on uint8 images; restores train mode.
 
     precision "bf16" runs the forward in bfloat16 autocast (a bf16 run's quick evaluations); the number a card
-    records is always measured in float32."""
+    records is always measured in float32. tally (Callback.evaluation_tally's): a float32 evaluation passes its
+    first images through it, and it counts them as it computes their logits; a bf16 one leaves it unused."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -252,8 +260,11 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     predictions, num_classes = [], 0
     for start in range(0, len(images), batch_size):
         batch = prepare_batch(images[start:start + batch_size].to(device), channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(batch)
+        if tally is not None and precision == "fp32" and tally.wants_more():
+            logits = tally.run(batch)  # the same stages and kernels as model(batch) in eval mode
+        else:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = model(batch)
         num_classes = logits.shape[1]
         predictions.append(logits.argmax(1).cpu())
     model.train(was_training)
@@ -352,6 +363,16 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
         callback.on_start(model)
     gradient_listeners = [callback for callback in callbacks if getattr(callback, "gradients_every", 0) > 0]
 
+    tally_sources = [callback for callback in callbacks if callable(getattr(callback, "evaluation_tally", None))]
+
+    def tally_for(full: bool, images: torch.Tensor):
+        """The first tally a callback offers for this evaluation (at most one is used)."""
+        for callback in tally_sources:
+            tally = callback.evaluation_tally(step, full, model, images)
+            if tally is not None:
+                return tally
+        return None
+
     def fire_eval(accuracy: float, n: int, full: bool, epoch: int) -> None:
         event = EvalEvent(step=step, epoch=epoch, accuracy=accuracy, n=n, full=full)
         history.append({"step": step, "epoch": epoch, "accuracy": accuracy, "n": n, "full": full})
@@ -392,10 +413,11 @@ def _train_loop(config: TrainConfig, data: ImageDataset, model: nn.Module, callb
                 if step % callback.gradients_every == 0:
                     callback.on_gradients(step, model)
             if config.eval_every and step % config.eval_every == 0:
-                quick = evaluate(model, subset_images, subset_labels, precision=precision)
+                quick = evaluate(model, subset_images, subset_labels, precision=precision,
+                                 tally=tally_for(False, subset_images))
                 fire_eval(quick["accuracy"], quick["n"], False, epoch)
         else:  # the epoch ran to its end
-            full = evaluate(model, data.test_images, data.test_labels)
+            full = evaluate(model, data.test_images, data.test_labels, tally=tally_for(True, data.test_images))
             epochs_completed = epoch
             test_accuracy, per_class = full["accuracy"], full["per_class_accuracy"]
             fire_eval(test_accuracy, full["n"], True, epoch)

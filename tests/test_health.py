@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from cnn.config import ARTICLE, FAST, SOFTMAX
-from cnn.health import (HISTOGRAM_BINS, HealthMonitor, _rows, activation_health, covering_limit, gradient_norms,
-                        health_layers, histogram, weight_histograms, widen)
+from cnn.health import (HISTOGRAM_BINS, ActivationTally, HealthMonitor, _rows, activation_health, covering_limit,
+                        gradient_norms, health_layers, histogram, weight_histograms, widen)
 from cnn.jobs import JobManager
 from cnn.model import NETWORKS, build_model
-from cnn.train import Callback, train
+from cnn.train import Callback, evaluate, train
 from tests.conftest import synthetic_mnist
 from tests.test_app_pages import app  # noqa: F401  (the AppTest fixture: a fresh job manager and runs folder)
 
@@ -102,6 +102,79 @@ def test_a_training_layout_measures_what_numpy_and_brute_force_count(network):
         assert frame["sum_squares"] == pytest.approx(float((values ** 2).sum()), rel=1e-4), layer
     for layer, fraction in brute_force_dead(model, images).items():
         assert measured[layer]["dead"] == pytest.approx(fraction, abs=1e-6), layer
+
+
+@pytest.mark.parametrize("network", ["cnn", "lenet", "mlp"])
+def test_an_evaluation_through_a_tally_answers_as_the_model_and_counts_its_first_images(network):
+    """The evaluation passes its first images through the tally: its predictions must still be the model's own
+    (a contiguous copy's plain forward), and the tally's counts numpy's histogram and the brute-force dead ReLUs of
+    exactly those images, however the evaluation's batches cut them."""
+    model = build_model(config_for(network, init_std=0.05), generator=torch.Generator().manual_seed(3))
+    if network != "mlp":
+        model = model.to(memory_format=torch.channels_last)  # as train() lays it out
+    data = synthetic_mnist(n_train=10, n_test=30)
+    tally = ActivationTally(model, histogram_images=7, images=17)  # 17 of 30, in batches of 6: 6, 6, then 5 of 6
+    result = evaluate(model, data.test_images, data.test_labels, batch_size=6, tally=tally)
+    assert tally.counted == 17 and not tally.wants_more()
+    reference = copy.deepcopy(model).to(memory_format=torch.contiguous_format).eval()
+    with torch.no_grad():
+        assert torch.equal(result["predictions"], reference(data.test_images.float().div(255)[:, None]).argmax(1))
+        outputs = reference.forward_with_activations(data.test_images[:7].float().div(255)[:, None])
+    measured = tally.result()
+    own = {stage.name for stage in model.stages if stage.activation == stage.name}  # recorded before their ReLU
+    for layer, frame in measured.items():
+        if layer in own:
+            values = outputs[layer].double().numpy().ravel()
+            counts, _ = np.histogram(values, bins=HISTOGRAM_BINS, range=(-frame["limit"], frame["limit"]))
+            assert np.abs(np.asarray(frame["counts"]) - counts).sum() <= 2, layer  # float32 vs float64 edges
+            assert frame["values"] == values.size, layer
+    expected = brute_force_dead(model, data.test_images[:17])
+    assert sorted(expected) == sorted(name for name, frame in measured.items() if frame["dead"] is not None)
+    for layer, fraction in expected.items():
+        assert measured[layer]["dead"] == pytest.approx(fraction, abs=1e-6), layer
+    bf16 = ActivationTally(model, images=17)
+    evaluate(model, data.test_images, data.test_labels, batch_size=6, precision="bf16", tally=bf16)
+    assert bf16.counted == 0  # layer health is measured in float32: a bf16 evaluation leaves it to its own pass
+
+
+class RefusingMonitor(HealthMonitor):
+    """A HealthMonitor that never shares an evaluation's pass: it measures every time with its own."""
+
+    def evaluation_tally(self, step, full, model, images):
+        return None
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_health_at_an_evaluation_is_measured_in_the_evaluations_own_pass(tiny_data, monkeypatch, precision):
+    """At each evaluation it measures, the monitor reads what the evaluation's pass counted: the same records as
+    a monitor that passes its images through the model again, with one pass fewer each time. A bf16 run's quick
+    evaluations are not float32, so there it measures with its own pass, except at the epoch's float32 test."""
+    import cnn.health
+
+    passes = []
+    own_pass = cnn.health.activation_health
+    monkeypatch.setattr(cnn.health, "activation_health", lambda *a, **k: passes.append(1) or own_pass(*a, **k))
+    config = ARTICLE.replace(batch_size=32, epochs=2, eval_every=3, eval_subset=64, precision=precision)
+    records = {}
+    for monitor_class in (HealthMonitor, RefusingMonitor):
+        monitor = monitor_class(tiny_data.test_images[:64], measure_every=1)  # each evaluation
+        passes.clear()
+        train(config, tiny_data, callbacks=[monitor], device=CPU)
+        records[monitor_class] = (monitor.snapshot(), len(passes))
+    shared, shared_passes = records[HealthMonitor]
+    alone, alone_passes = records[RefusingMonitor]
+    per_epoch = -(-len(tiny_data.train_images) // 32)
+    ends = [per_epoch, 2 * per_epoch]
+    steps = [point["step"] for point in alone["evaluations"]]
+    assert steps == sorted({0, *range(3, 2 * per_epoch + 1, 3), *ends})  # the start, quick evaluations, epochs' tests
+    assert alone_passes == len(steps)
+    quick = sum(1 for step in steps[1:] if step not in ends) if precision == "bf16" else 0
+    assert shared_passes == 1 + quick  # the start's measure, and the bf16 quick evaluations'
+    assert shared["evaluations"] == alone["evaluations"]
+    for name, frame in alone["latest"]["activations"].items():
+        mine = shared["latest"]["activations"][name]
+        assert mine["counts"] == frame["counts"] and mine["dead"] == frame["dead"], name
+        assert mine["sum_squares"] == pytest.approx(frame["sum_squares"], rel=1e-5), name
 
 
 def test_histogram_counts_every_value_and_equals_numpys():
