@@ -188,10 +188,11 @@ def keep_freed_memory() -> bool:
 
     Every ARTICLE step allocates and frees the same maps (conv1's output alone is 12.8 MB at batch 128). With
     glibc's defaults many of them are mapped afresh from the system and zeroed page by page when first written:
-    3,700-8,400 page faults a step here, and 52-65 ms a step against 49-52 ms without them (alternating processes,
-    README "Speed"); the test set's 10,000 images took 1.8-1.9 s against 1.2-1.3 s. The memory a run uses at its
-    peak is the same (max RSS 865 MB against 867 MB); freed blocks wait for the next step instead of going back to
-    the system. Elsewhere (macOS, a C library without mallopt) nothing changes and it returns False.
+    3,700-8,400 page faults a step here (how many varies: glibc moves its thresholds with the order of earlier
+    frees), and 52-65 ms a step against 49-52 ms without them (alternating processes, README "Speed"); the test
+    set's 10,000 images took 1.8-1.9 s against 1.2-1.3 s. The memory a run uses at its peak is the same (max RSS
+    865 MB against 867 MB); freed blocks wait for the next step instead of going back to the system. Elsewhere
+    (macOS, a C library without mallopt) nothing changes and it returns False.
     """
     global _freed_memory_kept
     if _freed_memory_kept is None:
