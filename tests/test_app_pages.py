@@ -219,18 +219,11 @@ def test_the_train_forms_widgets_keep_their_place_when_the_data_has_loaded(app):
     from pages.shared import data_holder
 
     assert data_holder("mnist").data is None  # a fresh server's holder (the fixture cleared Streamlit's cache)
-    def place() -> tuple | None:  # counted from the page's title: AppTest ran app.py, whose style element comes
-        # before the title, only in the first run after switch_page (the next ran the page alone); a browser's run
-        # always has it
-        path = element_path(app.main, "kept.batch")
-        title = next(index for index, child in app.main.children.items() if type(child).__name__ == "Title")
-        return None if path is None else (path[0] - title, *path[1:])
-
     app.switch_page("pages/train.py").run()
-    first = place()
+    first = element_path(app.main, "kept.batch")
     assert data_holder("mnist").data is not None  # the first run loaded it, with its bar
     app.run()
-    assert first is not None and place() == first
+    assert first is not None and element_path(app.main, "kept.batch") == first
     assert not app.exception and not app.error
 
 
