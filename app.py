@@ -29,10 +29,6 @@ except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a
     st.error(f"The class server is not set up right: {exc}")
     st.stop()
 
-# Streamlit tops every page with 6rem of empty space: on a 1024x768 projector the Train page's Start button sat on
-# the bottom edge. 3.75rem is its header's height: the title stays clear of the header's buttons (on a phone, the
-# menu's). Style only: st.html puts it where it takes no room.
-st.html("<style>[data-testid='stMainBlockContainer'] { padding-top: 3.75rem; }</style>")
 claim_teacher()  # ?teacher=TOKEN makes this session the teacher's; the token leaves the address bar
 st.session_state.routed_by_app = True  # pages check it first: pages/routing.py require_app_navigation
 st.set_option("client.showSidebarNavigation", True)  # the app's own menu (see .streamlit/config.toml)
