@@ -32,4 +32,13 @@ except ValueError as exc:  # a bad CNN_* variable: the teacher's sentence, not a
 claim_teacher()  # ?teacher=TOKEN makes this session the teacher's; the token leaves the address bar
 st.session_state.routed_by_app = True  # pages check it first: pages/routing.py require_app_navigation
 st.set_option("client.showSidebarNavigation", True)  # the app's own menu (see .streamlit/config.toml)
-st.navigation(app_pages()).run()
+page = st.navigation(app_pages())
+# Streamlit tops every page with 6rem of empty space: on a 1024x768 projector the Train page's Start button sat on
+# the bottom edge. 3.75rem is its header's height: the title stays clear of the header's buttons (on a phone, the
+# menu's). A table wider than a phone (Compare's, 513 px) scrolls sideways in its own box, not the whole page.
+# An element of the main area, written on every run, its own box hidden so that it takes no room (st.html's
+# style-only event container was sometimes empty once a page had drawn: the page slid back).
+st.markdown("<style id='classroom-layout'>[data-testid='stMainBlockContainer'] { padding-top: 3.75rem; }"
+            " [data-testid='stElementContainer']:has(style#classroom-layout) { display: none; }"
+            " [data-testid='stMarkdownContainer']:has(> table) { overflow-x: auto; }</style>", unsafe_allow_html=True)
+page.run()

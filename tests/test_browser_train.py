@@ -1,7 +1,7 @@
 """The Train and Home pages on a classroom projector (1024x768, sidebar open), in Debian's Chromium: the Train
-form keeps its preset across a trip to Draw and Start launches what it shows; an MLP on Fashion-MNIST trains to its
-end, is labelled so and becomes the active model; Home's numbers and layer table are whole, not cut with an ellipsis
-or inside a scrolling grid."""
+form's Start is whole without scrolling, the form keeps its preset across a trip to Draw and Start launches what it
+shows; an MLP on Fashion-MNIST trains to its end, is labelled so and becomes the active model; Home's numbers and
+layer table are whole, not cut with an ellipsis or inside a scrolling grid."""
 import re
 
 import pytest
@@ -42,6 +42,9 @@ def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(proje
     choose(page, "Preset", "FAST (Adam, one cycle)")
     epochs = page.get_by_label("Epochs").first
     expect(epochs).to_have_value("1", timeout=60_000)  # FAST's form is in
+    # Start whole on the projector, nothing scrolled: Streamlit's 6rem above the title put it on the bottom edge.
+    assert page.evaluate("[document.scrollingElement, ...document.querySelectorAll('*')].every(e => !e.scrollTop)")
+    expect(page.get_by_role("button", name="Start")).to_be_in_viewport(ratio=1.0)
     name = page.get_by_label("Run name")
     name.fill("projector-fast")
     name.press("Enter")

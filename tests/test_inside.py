@@ -17,7 +17,7 @@ from cnn.features import signed_rgb
 from cnn.inside import (channel_contributions, conv_unit, dense_unit, overview_columns, overview_marks, picked_map,
                         picked_position, pool_window, pooled_from, receptive_field, resolved_unit)
 from cnn.model import NETWORKS, build_model
-from tests.test_app_pages import app, save_run  # noqa: F401 - app: the AppTest fixture of the app's pages
+from tests.test_app_pages import app, element_path, is_layout_style, save_run  # noqa: F401 - app: the AppTest fixture
 
 
 def random_model(network: str, seed: int = 0, dataset: str = "mnist"):
@@ -350,7 +350,7 @@ def test_a_kept_unit_is_checked_against_the_network_before_use():
 # ---------------------------------------------------------------- the page (AppTest; the app loads real MNIST)
 
 def glance_texts(app) -> str:
-    return "\n".join(m.value for m in app.markdown) + "\n".join(c.value for c in app.caption)
+    return "\n".join(m.value for m in app.markdown if not is_layout_style(m)) + "\n".join(c.value for c in app.caption)
 
 
 @pytest.mark.mnist
@@ -395,7 +395,6 @@ def test_what_a_unit_wants_keeps_its_widgets_in_place_after_the_picture_is_drawn
     and the browser drew them anew (pages.shared.progress_place)."""
     import pages.inside_wants as wants
     from pages.shared import kept
-    from tests.test_app_pages import element_path
 
     drawn = []
     visualize_unit = wants.visualize_unit
