@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +39,7 @@ class RunRecorder(Callback):
         self.device = device
         self.keep_epoch_checkpoints = keep_epoch_checkpoints
         self.precision = run_precision(config, device)  # what it trains in here: bf16 only where native
-        self.started = time.time()
+        self.elapsed = 0.0  # the training's time at its last step or epoch (pauses not counted): a card's default time
         self.save_errors: list[str] = []
         self.filter_steps: list[int] = []
         self.filter_snapshots: list[np.ndarray] = []
@@ -56,6 +55,7 @@ class RunRecorder(Callback):
         self._save_filters()
 
     def on_step(self, event: StepEvent) -> None:
+        self.elapsed = event.elapsed_seconds
         self._metrics.write(json.dumps({"kind": "step", "step": event.step, "epoch": event.epoch,
                                         "loss": round(event.loss, 6), "batch_accuracy": event.batch_accuracy,
                                         "images_per_second": round(event.images_per_second, 1),
@@ -74,15 +74,15 @@ class RunRecorder(Callback):
             self.filter_snapshots.append(model.conv1.weight.detach().cpu().numpy()[:, 0].copy())  # (32, 3, 3)
 
     def on_epoch_end(self, event: EpochEvent, model: nn.Module) -> None:
+        self.elapsed = event.elapsed_seconds
         self._metrics.write(json.dumps({"kind": "epoch", "step": event.step, "epoch": event.epoch,
                                         "test_accuracy": event.test_accuracy,
                                         "per_class_accuracy": event.per_class_accuracy,
                                         "elapsed_seconds": round(event.elapsed_seconds, 3)}) + "\n")
         self._metrics.flush()
-        # Its time is the training's at this epoch (pauses not counted), as the finished card's and the Run history's
-        # are; the time since the recorder started also counted the setup and any pause.
-        card = self.card(status="running", epochs=event.epoch, steps=event.step,
-                         wall_seconds=round(event.elapsed_seconds, 1), accuracy=event.test_accuracy,
+        # Its time is the training's at this epoch (self.elapsed, pauses not counted), as the finished card's and the Run
+        # history's are; the time since the recorder started also counted the setup and any pause.
+        card = self.card(status="running", epochs=event.epoch, steps=event.step, accuracy=event.test_accuracy,
                          per_class_accuracy=event.per_class_accuracy)
         try:
             if self.keep_epoch_checkpoints:
@@ -146,7 +146,7 @@ class RunRecorder(Callback):
         previous = read_card(self.folder / MODEL_FILE) or {}
         base = {k: previous[k] for k in ("epochs", "steps", "accuracy", "per_class_accuracy") if k in previous}
         base.update(data_source=self.data_source, device=self.device, precision=self.precision,
-                    wall_seconds=round(time.time() - self.started, 1), run=self.folder.name)
+                    wall_seconds=round(self.elapsed, 1), run=self.folder.name)
         base.update(fields)
         return make_card(self.config, self._card_model, **base)
 

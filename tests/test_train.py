@@ -250,6 +250,23 @@ def test_an_epochs_checkpoint_card_records_the_trainings_time_not_the_time_since
     assert read_card(tmp_path / "r" / "model.pt")["wall_seconds"] == 754.3  # a second has not passed here
 
 
+def test_a_run_that_fails_before_its_result_keeps_the_trainings_time_on_its_card(tmp_path):
+    """A run that fails mid-way has no TrainResult: its card's time used to be the seconds since the recorder started,
+    pauses and setup counted. It is now the training's time at its last step, as the steps' events count it."""
+    from cnn.train import StepEvent
+
+    recorder = RunRecorder(tmp_path / "r", SMALL)
+    recorder.on_start(build_model(SMALL))
+    assert read_card(tmp_path / "r" / "model.pt")["wall_seconds"] == 0.0  # no step yet: no training time
+    for step, elapsed in ((1, 0.5), (2, 301.04)):  # the second step came after a five-minute pause, not counted
+        recorder.on_step(StepEvent(step=step, epoch=1, steps_per_epoch=16, steps_total=16, loss=2.3,
+                                   batch_accuracy=0.1, images_per_second=100.0, learning_rate=0.001,
+                                   elapsed_seconds=elapsed))
+    card = recorder.finish(None, "failed", error="The disk is full.")
+    assert card["wall_seconds"] == 301.0 and card["status"] == "failed"
+    assert read_card(tmp_path / "r" / "model.pt")["wall_seconds"] == 301.0  # the card on disk says the same
+
+
 def test_run_recorder_writes_a_usable_run(tiny_data, tmp_path, train_device):
     folder = tmp_path / "runs" / "demo"
     recorder = RunRecorder(folder, SMALL, data_source="synthetic")
