@@ -412,8 +412,8 @@ import json, resource, sys
 import cnn.train
 from cnn.config import ARTICLE
 from tests.conftest import synthetic_mnist
-if sys.argv[1] == "defaults":
-    cnn.train._freed_memory_kept = False  # as if it had been asked for already: the C library's own settings stay
+if sys.argv[1] == "handing-back":
+    cnn.train._freed_memory_kept = False  # as if it had been asked for already: GLIBC_TUNABLES's settings stay
 data = synthetic_mnist(n_train=128 * 50, n_test=128)  # SYNTHETIC, at ARTICLE's batch of 128: the same map sizes
 config = ARTICLE.replace(epochs=1, eval_every=0)
 cnn.train.train(config, data, max_steps=10)  # the first steps fault in what later steps reuse
@@ -455,7 +455,7 @@ def test_training_reuses_freed_memory_instead_of_faulting_in_fresh_pages_every_s
         return statistics.median(result["faults"]), result["kept"]
 
     kept_faults, kept = faults_per_step("kept")
-    handed_back_faults, handed_back_kept = faults_per_step("defaults")
+    handed_back_faults, handed_back_kept = faults_per_step("handing-back")
     assert kept and not handed_back_kept
     assert handed_back_faults >= 1000, handed_back_faults  # the cost being removed: fresh pages for the maps
     assert kept_faults <= 10, (kept_faults, handed_back_faults)
