@@ -138,7 +138,7 @@ def epoch_part(value) -> int:
 
 
 def config_summary(config: dict) -> str:
-    """A run's recipe in one line: "FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006, seed 0"."""
+    """A run's recipe in one line: "FAST: 1 epoch of 30,000 images, batch 96, learning rate 0.01, seed 0"."""
     preset = PRESET_NAMES.get(config.get("name"), str(config.get("name")))
     part = epoch_part(config.get("epoch_images"))
     of = f" of {part:,} images" if part else ""  # FAST's quick pass

@@ -62,7 +62,7 @@ def test_fast_is_still_chosen_after_a_trip_to_draw_and_start_launches_fast(proje
     watched = page.get_by_role("combobox", name="Watch run")
     expect(watched).to_have_value(re.compile(r"^projector-fast \("), timeout=60_000)
     # The run's own recipe, read from the server's job: FAST, not the ARTICLE x 10 a lost choice used to start.
-    recipe = page.get_by_text("FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006")
+    recipe = page.get_by_text("FAST: 1 epoch of 30,000 images, batch 96, learning rate 0.01")
     expect(recipe).to_be_visible(timeout=60_000)
     # Paused, so the run waits with its charts drawn: a chart's hover toolbar must not cover Stop (it covered it
     # when Stop sat mid-page above the left chart's top-right corner).

@@ -114,9 +114,9 @@ def test_the_cli_takes_a_precision_and_refuses_another(monkeypatch, tmp_path, ca
     printed = capsys.readouterr().out
     assert "Done: 1 step, 1 epoch of 64 images, " in printed  # not "1 full epoch"
     assert main(["train", "--preset", "fast", "--epoch-images", "0", "--epochs", "2", "--max-steps", "40",
-                 "--out", "r"]) == 0  # all 512 tiny images at FAST's batch 64: 8 steps an epoch
+                 "--out", "r"]) == 0  # all 512 tiny images at FAST's batch 96: 6 steps an epoch
     printed = capsys.readouterr().out
-    assert "for 2 epochs, batch 64" in printed and "Done: 16 steps, 2 full epochs, " in printed
+    assert "for 2 epochs, batch 96" in printed and "Done: 12 steps, 2 full epochs, " in printed
     quick = json.loads((tmp_path / "q" / "model.json").read_text())
     assert (quick["config"]["epoch_images"], quick["steps"], quick["epochs"]) == (64, 1, 1)
     assert (quick["config"]["p_keep_conv"], quick["config"]["p_keep_hidden"]) == (1.0, 1.0)  # FAST's own: no dropout
@@ -187,7 +187,7 @@ def test_on_a_gpu_the_cli_suggests_fasts_gpu_recipe_and_its_flags_are_that_recip
     cuda = torch.device("cuda")  # a device object, not a GPU: gpu_advice only reads its type
     assert gpu_advice(FAST, torch.device("cpu")) is None and gpu_advice(ARTICLE, cuda) is None
     advice = gpu_advice(FAST, cuda)
-    assert advice.startswith("On a GPU, FAST's batches of 64")
+    assert advice.startswith("On a GPU, FAST's batches of 96")
     flags = "--batch-size 256 --lr 0.01 --epoch-images 0 --keep-conv 1 --keep-hidden 1"  # the README's GPU command
     assert flags in advice
     gpu_recipe = FAST.replace(batch_size=256, learning_rate=0.01, epoch_images=0, p_keep_conv=1.0, p_keep_hidden=1.0)

@@ -278,7 +278,7 @@ def test_a_runs_recipe_in_one_line():
 
     assert config_summary(FAST.replace(epoch_images=0, batch_size=128, learning_rate=0.01).to_dict()) == \
         "FAST: 1 epoch, batch 128, learning rate 0.01, seed 0"
-    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch of 30,000 images, batch 64, learning rate 0.006, seed 0"
+    assert config_summary(FAST.to_dict()) == "FAST: 1 epoch of 30,000 images, batch 96, learning rate 0.01, seed 0"
     whole_set = FAST.replace(epochs=2, epoch_images=0, name="article")
     assert config_summary(whole_set.to_dict()).startswith("ARTICLE: 2 epochs, ")
 
@@ -415,7 +415,7 @@ def test_the_history_says_which_runs_changed_their_presets_recipe(tmp_path):
     from cnn.views import history_rows
 
     live = dict(job("running", name="live"), preset="fast")
-    live["config"] = FAST.replace(learning_rate=0.01).to_dict()  # a learning rate typed into the form
+    live["config"] = FAST.replace(learning_rate=0.02).to_dict()  # a learning rate typed into the form
     old = {**FAST.to_dict(), "batch_size": 128}
     disk = [RunInfo("old", tmp_path / "old", tmp_path / "old" / "model.pt", {"preset": "fast", "config": old}),
             RunInfo("same", tmp_path / "same", tmp_path / "same" / "model.pt",
@@ -490,8 +490,8 @@ def test_homes_words_read_the_presets_numbers(monkeypatch):
     words = glossary()
     assert "all 60,000 of MNIST's for ARTICLE, which trains for 10;" in words["Epoch"]
     assert "a fresh random 30,000 of them" in words["Epoch"]  # FAST's epoch: half the set
-    assert "(128 for ARTICLE, 64 for FAST)" in words["Batch"]
-    assert "469 for ARTICLE, 469 for FAST." in words["Step"]  # ceil(60,000 / 128), ceil(30,000 / 64)
+    assert "(128 for ARTICLE, 96 for FAST)" in words["Batch"]
+    assert "469 for ARTICLE, 313 for FAST." in words["Step"]  # ceil(60,000 / 128), ceil(30,000 / 96)
     assert "(20% after the conv layers, 50% after FC 625, in ARTICLE)" in words["Dropout"]
     # A preset that changes changes the words (they were written out by hand and went stale once).
     monkeypatch.setattr(cnn.config, "FAST", cnn.config.FAST.replace(batch_size=32, epoch_images=12_000))
