@@ -870,10 +870,13 @@ def test_a_progress_fraction_past_either_end_is_drawn_at_that_end():
     assert all(isinstance(value, float) for value, _ in drawn)
 
 
-def test_the_app_parses_python_one_thread_at_a_time():
+def test_the_app_parses_python_one_thread_at_a_time(monkeypatch):
     """CPython 3.11's ast.parse in two threads at once can raise "AST constructor recursion depth mismatch" (a fresh
-    clone's Train page did, as Streamlit compiled it): the app makes ast.parse take one lock. While one thread parses
-    a long source, the lock is held; after it, it is free; a second install does not wrap the wrapper."""
+    clone's Train page did, as Streamlit compiled it): the app makes ast.parse take one lock. While one thread is
+    inside a parse, the lock is held; after it, it is free; a second install does not wrap the wrapper.
+
+    The parse is held open at its compile() until the lock has been looked at: a real parse holds the GIL, so a
+    second thread polling the lock could miss it (fresh clone 66 saw it free all through a 60,000-line parse)."""
     import ast
 
     from pages import parsing
@@ -881,18 +884,26 @@ def test_the_app_parses_python_one_thread_at_a_time():
     parsing.serialise_ast_parse()
     parsing.serialise_ast_parse()
     assert ast.parse.serialised and not getattr(ast.parse.__wrapped__, "serialised", False)
-    source = "\n".join(f"x{i} = [{i}, ({i} + 1) * 2, {{'k': {i}}}]" for i in range(60_000))
-    done = threading.Event()
-    parser = threading.Thread(target=lambda: (ast.parse(source), done.set()))
+    inside, go_on = threading.Event(), threading.Event()
+
+    def held_compile(*args, **kwargs):  # ast.parse calls compile() from the ast module's globals
+        inside.set()
+        assert go_on.wait(timeout=60)
+        return compile(*args, **kwargs)
+
+    monkeypatch.setattr(ast, "compile", held_compile, raising=False)
+    parsed = []
+    parser = threading.Thread(target=lambda: parsed.append(ast.parse("x = [1, 2]")))
     parser.start()
-    held = 0
-    while not done.is_set():
-        if parsing._LOCK.acquire(blocking=False):
-            parsing._LOCK.release()
-        else:
-            held += 1
-    parser.join()
-    assert held > 0  # the parse held the lock
+    assert inside.wait(timeout=60)
+    free = parsing._LOCK.acquire(blocking=False)  # False: the parsing thread owns it
+    if free:
+        parsing._LOCK.release()
+    go_on.set()
+    parser.join(timeout=60)
+    assert not free  # the parse held the lock
+    assert isinstance(parsed[0], ast.Module)
+    monkeypatch.undo()
     assert parsing._LOCK.acquire(blocking=False)
     parsing._LOCK.release()
     assert isinstance(ast.parse("a = 1"), ast.Module)
